@@ -1,0 +1,379 @@
+"""Hessian-vector products over the full data set, behind one operator.
+
+:class:`HessianOperator` multiplies the Hessian of an
+:class:`~flatness.curvature.objective.Objective` with flat vectors (``matvec``) and
+blocks of vectors (``matmat``), Pearlmutter's (1994) trick without forming the matrix.
+Three strategies compute the same product:
+
+``"retained"``
+    The first-order gradient graph of each batch is built once
+    (``create_graph=True``) and kept; every product is then one extra backward pass
+    through it. Fastest per product, but the graphs hold memory, so batches are
+    retained only while their measured size fits in ``memory_budget``; batches that
+    do not fit fall back to the next strategy.
+``"double_backward"``
+    Forward, gradient with ``create_graph=True`` and the second backward, per batch and
+    product. No memory held between products.
+``"forward_over_reverse"``
+    :func:`torch.func.jvp` of :func:`torch.func.grad`, vmapped over the columns of a
+    block, so k products share one traced program.
+
+``strategy="auto"`` retains graphs where they fit and, for the batches that do not,
+times one product of each of the other two strategies and keeps the faster. Blocks
+are computed column by column or vectorized, whichever a timed first block shows to
+be faster. The choices and timings are kept in :attr:`HessianOperator.choices`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flatness.curvature.objective import Objective, second_derivative
+from flatness.curvature.operator import to_scipy
+
+Strategy = Literal["auto", "retained", "double_backward", "forward_over_reverse"]
+STRATEGIES = ("retained", "double_backward", "forward_over_reverse")
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes that retained graphs may hold: half the free GPU memory, or a quarter of
+    the available host memory on CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    try:
+        with open("/proc/meminfo") as fh:
+            info = dict(line.split(":", 1) for line in fh)
+        return int(info["MemAvailable"].strip().split()[0]) * 1024 // 4
+    except (OSError, KeyError, ValueError):
+        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 2**20
+        return int(pages * 4096) // 8
+
+
+class _SavedBytes:
+    """Counts the bytes of distinct storages saved for backward inside its context."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: Tensor) -> Tensor:
+        try:
+            storage = t.untyped_storage()
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):
+            self.storages[id(t)] = t.numel() * t.element_size()
+        return t
+
+    def __enter__(self) -> _SavedBytes:
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.storages.values())
+
+
+class HessianOperator:
+    """The Hessian of an objective as a symmetric linear operator on flat vectors.
+
+    Args:
+        objective: The loss whose Hessian at ``objective.theta0`` is wanted.
+        strategy: ``"auto"`` (default) or one of ``"retained"``,
+            ``"double_backward"``, ``"forward_over_reverse"`` (see the module docs).
+            ``"retained"`` still falls back to double backward for batches whose
+            graphs exceed the budget.
+        memory_budget: Bytes retained graphs may hold (default:
+            :func:`default_memory_budget`).
+        batched: ``None`` (time it on the first block), or force vectorized (``True``)
+            or column-by-column (``False``) block products.
+        check_determinism: Evaluate the first batch twice first and refuse a random
+            objective (dropout on, a stochastic loss).
+
+    The operator counts its products in :attr:`matvecs`. Close it (or use it as a
+    context manager) to free the retained graphs.
+
+    Examples:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+        >>> obj = Objective(net, (torch.randn(8, 3), torch.randint(0, 2, (8,))))
+        >>> with HessianOperator(obj) as H:
+        ...     v = torch.randn(H.dim)
+        ...     bool(torch.allclose(H.matvec(v), obj.hvp(v), atol=1e-6))
+        True
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        *,
+        strategy: Strategy = "auto",
+        memory_budget: int | None = None,
+        batched: bool | None = None,
+        check_determinism: bool = True,
+    ) -> None:
+        if strategy != "auto" and strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
+        self.objective = objective
+        self.strategy = strategy
+        self.memory_budget = (
+            int(memory_budget)
+            if memory_budget is not None
+            else default_memory_budget(objective.device)
+        )
+        self._batched = batched
+        self._matvecs = 0
+        self._graphs: list[tuple[list[Tensor], list[Tensor | None]] | None] = []
+        self._fallback: str | None = (
+            strategy if strategy in ("double_backward", "forward_over_reverse") else None
+        )
+        self.choices: dict[str, Any] = {"strategy": strategy}
+        self._closed = False
+        self._for_fns: dict[int, Callable[..., Any]] = {}
+        if check_determinism:
+            objective.check_determinism()
+        if strategy in ("auto", "retained"):
+            self._retain_graphs()
+        else:
+            self._graphs = [None] * len(objective.batches)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self.objective.dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.objective.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.objective.dtype
+
+    @property
+    def matvecs(self) -> int:
+        return self._matvecs
+
+    @property
+    def retained_batches(self) -> int:
+        """How many batches keep their gradient graph between products."""
+        return sum(g is not None for g in self._graphs)
+
+    # -------------------------------------------------------------- building
+    def _build_graph(self, batch: Any) -> tuple[list[Tensor], list[Tensor | None]]:
+        leaves = self.objective.leaves()
+        params = list(leaves.values())
+        loss = self.objective.batch_mean_loss(leaves, batch)
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        return params, list(grads)
+
+    def _retain_graphs(self) -> None:
+        obj = self.objective
+        used = 0
+        for batch in obj.batches:
+            if used > self.memory_budget:
+                self._graphs.append(None)
+                continue
+            cuda = obj.device.type == "cuda"
+            before = torch.cuda.memory_allocated(obj.device) if cuda else 0
+            with _SavedBytes() as counter:
+                graph = self._build_graph(batch)
+            size = (torch.cuda.memory_allocated(obj.device) - before) if cuda else counter.nbytes
+            if used + size > self.memory_budget:
+                del graph
+                self._graphs.append(None)
+                used = self.memory_budget + 1
+                continue
+            used += size
+            self._graphs.append(graph)
+        self.choices["retained_bytes"] = min(used, self.memory_budget)
+        self.choices["retained_batches"] = self.retained_batches
+        if self.retained_batches < len(obj.batches) and self._fallback is None:
+            self._fallback = "double_backward" if self.strategy == "retained" else None
+
+    # ---------------------------------------------------------- the products
+    def _split(self, V: Tensor) -> list[Tensor]:
+        """(k, dim) → per-parameter (k, *shape) views."""
+        return list(self.objective.unflatten(V).values())
+
+    def _retained_block(
+        self, graph: tuple[list[Tensor], list[Tensor | None]], V: Tensor, batched: bool
+    ) -> Tensor:
+        params, grads = graph
+        if batched:
+            parts = second_derivative(
+                grads, params, self._split(V), retain_graph=True, batched=True
+            )
+            return torch.cat([p.reshape(V.shape[0], -1) for p in parts], dim=1)
+        rows = []
+        for v in V:
+            parts = second_derivative(grads, params, self._split(v), retain_graph=True)
+            rows.append(torch.cat([p.reshape(-1) for p in parts]))
+        return torch.stack(rows)
+
+    def _double_backward_block(self, batch: Any, V: Tensor, batched: bool) -> Tensor:
+        params, grads = self._build_graph(batch)
+        if batched:
+            parts = second_derivative(grads, params, self._split(V), batched=True)
+            return torch.cat([p.reshape(V.shape[0], -1) for p in parts], dim=1)
+        rows = []
+        for i, v in enumerate(V):
+            parts = second_derivative(
+                grads, params, self._split(v), retain_graph=i < V.shape[0] - 1
+            )
+            rows.append(torch.cat([p.reshape(-1) for p in parts]))
+        return torch.stack(rows)
+
+    def _forward_over_reverse_block(self, index: int, V: Tensor, batched: bool) -> Tensor:
+        fn = self._for_fns.get(index)
+        if fn is None:
+            obj = self.objective
+            batch = obj.batches[index]
+
+            def grad_fn(theta: Tensor) -> Tensor:
+                return torch.func.grad(lambda t: obj.batch_mean_loss(t, batch))(theta)
+
+            def hvp(v: Tensor) -> Tensor:
+                return torch.func.jvp(grad_fn, (obj.theta0,), (v,))[1]
+
+            fn = self._for_fns[index] = hvp
+        if batched:
+            return torch.func.vmap(fn)(V)
+        return torch.stack([fn(v) for v in V])
+
+    def _batch_block(self, index: int, V: Tensor, batched: bool, method: str) -> Tensor:
+        graph = self._graphs[index]
+        if graph is not None:
+            return self._retained_block(graph, V, batched)
+        if method == "forward_over_reverse":
+            return self._forward_over_reverse_block(index, V, batched)
+        return self._double_backward_block(self.objective.batches[index], V, batched)
+
+    def _choose_fallback(self, V: Tensor) -> str:
+        """Time one product of each non-retaining strategy on the first unretained batch."""
+        index = next(i for i, g in enumerate(self._graphs) if g is None)
+        timings = {}
+        for method in ("double_backward", "forward_over_reverse"):
+            try:
+                start = time.perf_counter()
+                self._batch_block(index, V[:1], False, method)
+                self._sync()
+                timings[method] = time.perf_counter() - start
+            except RuntimeError as err:  # an op without forward-mode AD support
+                timings[method] = float("inf")
+                self.choices[f"{method}_error"] = str(err).splitlines()[0]
+        self.choices["fallback_timings_s"] = timings
+        return min(timings, key=timings.__getitem__)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _block(self, V: Tensor, batched: bool) -> Tensor:
+        obj = self.objective
+        if self._fallback is None and any(g is None for g in self._graphs):
+            self._fallback = self._choose_fallback(V)
+        self.choices["fallback"] = self._fallback
+        out = torch.zeros_like(V)
+        for i, w in enumerate(obj.weights):
+            out.add_(self._batch_block(i, V, batched, self._fallback or "double_backward"), alpha=w)
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this HessianOperator was closed; build a new one")
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """Return :math:`H v` for a flat vector ``v`` of shape ``(dim,)``."""
+        self._check_open()
+        v = v.to(device=self.device, dtype=self.dtype)
+        if v.shape != (self.dim,):
+            raise ValueError(f"expected a vector of shape ({self.dim},), got {tuple(v.shape)}")
+        out = self._block(v.unsqueeze(0), batched=False)[0]
+        self._matvecs += 1
+        return out.detach()
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """Return :math:`H V` for a block ``V`` of shape ``(dim, k)``."""
+        self._check_open()
+        V = V.to(device=self.device, dtype=self.dtype)
+        if V.ndim != 2 or V.shape[0] != self.dim:
+            raise ValueError(f"expected a block of shape ({self.dim}, k), got {tuple(V.shape)}")
+        k = int(V.shape[1])
+        rows = V.T.contiguous()
+        if k == 1 or self._batched is False:
+            out = self._block(rows, batched=False)
+        elif self._batched is True:
+            out = self._block(rows, batched=True)
+        else:
+            out = self._calibrate_batched(rows)
+        self._matvecs += k
+        return out.T.detach()
+
+    def _calibrate_batched(self, rows: Tensor) -> Tensor:
+        """First block: half column by column, half vectorized; keep the faster."""
+        k = rows.shape[0]
+        half = k // 2
+        self._sync()
+        start = time.perf_counter()
+        first = self._block(rows[:half], batched=False)
+        self._sync()
+        sequential = (time.perf_counter() - start) / half
+        try:
+            start = time.perf_counter()
+            second = self._block(rows[half:], batched=True)
+            self._sync()
+            vectorized = (time.perf_counter() - start) / (k - half)
+        except RuntimeError as err:  # an op that vmap cannot batch
+            self.choices["batched_error"] = str(err).splitlines()[0]
+            second = self._block(rows[half:], batched=False)
+            vectorized = float("inf")
+        self._batched = vectorized < sequential
+        self.choices["batched"] = self._batched
+        self.choices["per_vector_s"] = {"sequential": sequential, "vectorized": vectorized}
+        return torch.cat([first, second])
+
+    # ---------------------------------------------------------------- views
+    def to_scipy(self) -> Any:
+        """A :class:`scipy.sparse.linalg.LinearOperator` (float64 NumPy in and out)."""
+        return to_scipy(self)
+
+    def to_dense(self) -> Tensor:
+        """The full Hessian by ``dim`` products (small models and tests only)."""
+        return self.matmat(torch.eye(self.dim, device=self.device, dtype=self.dtype))
+
+    def close(self) -> None:
+        """Free the retained graphs; the operator cannot multiply afterwards."""
+        self._graphs = [None] * len(self._graphs)
+        self._for_fns.clear()
+        self._closed = True
+
+    def __enter__(self) -> HessianOperator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"HessianOperator(dim={self.dim}, strategy={self.strategy!r}, "
+            f"retained={self.retained_batches}/{len(self._graphs)}, "
+            f"matvecs={self.matvecs}, device={self.device}, "
+            f"dtype={str(self.dtype).replace('torch.', '')})"
+        )
+
+
+def hessian_matrix(objective: Objective) -> np.ndarray:
+    """The dense Hessian of ``objective`` as a NumPy array (reference use, small nets)."""
+    with HessianOperator(objective, check_determinism=False) as H:
+        return H.to_dense().detach().cpu().numpy()

@@ -1,0 +1,182 @@
+"""Linear operators that the curvature algorithms multiply with.
+
+The algorithms (Lanczos, power iteration, Hutchinson, Hutch++, stochastic Lanczos
+quadrature) only need a symmetric operator that multiplies flat vectors. This module
+defines that contract (:class:`SymmetricOperator`), a dense reference operator for
+tests and known spectra (:class:`DenseOperator`), and :func:`as_operator`, which turns
+an :class:`~flatness.curvature.objective.Objective` into a Hessian operator.
+
+Vectors are 1-D tensors of length ``dim`` (blocks are ``(dim, k)``) on the operator's
+device and dtype; nothing here assumes CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
+
+
+@runtime_checkable
+class SymmetricOperator(Protocol):
+    """A symmetric linear map on flat vectors, counting the products it performs."""
+
+    @property
+    def dim(self) -> int:
+        """The number of rows (and columns)."""
+        ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def matvecs(self) -> int:
+        """Matrix-vector products performed so far (a ``(dim, k)`` block counts k)."""
+        ...
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """Return ``A @ v`` for a vector of shape ``(dim,)``."""
+        ...
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """Return ``A @ V`` for a block of shape ``(dim, k)``."""
+        ...
+
+
+class DenseOperator:
+    """A symmetric operator backed by an explicit matrix (tests, known spectra).
+
+    Args:
+        matrix: A square symmetric tensor (or array); it is symmetrized as
+            ``(A + A^T) / 2`` to remove round-off asymmetry.
+        device: Where to keep it (default: the tensor's device).
+        dtype: Its dtype (default: the tensor's, or float64 for arrays).
+
+    Examples:
+        >>> A = DenseOperator(torch.diag(torch.tensor([3.0, 1.0])))
+        >>> A.matvec(torch.tensor([1.0, 1.0]))
+        tensor([3., 1.])
+        >>> A.matvecs
+        1
+    """
+
+    def __init__(
+        self,
+        matrix: Tensor | np.ndarray,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        A = torch.as_tensor(matrix)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"DenseOperator needs a square matrix, got shape {tuple(A.shape)}")
+        A = A.to(device=device, dtype=dtype or (A.dtype if A.is_floating_point() else None))
+        if not A.is_floating_point():
+            A = A.to(torch.float64)
+        self.matrix = (A + A.T) / 2
+        self._matvecs = 0
+
+    @classmethod
+    def from_spectrum(
+        cls,
+        eigenvalues: Tensor | np.ndarray | list[float],
+        *,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> DenseOperator:
+        """Build ``Q diag(eigenvalues) Q^T`` with a seeded random orthogonal ``Q``."""
+        lam = torch.as_tensor(eigenvalues, dtype=dtype)
+        n = lam.numel()
+        gen = torch.Generator().manual_seed(seed)
+        Q, R = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=dtype))
+        Q = Q * torch.sign(torch.diagonal(R))
+        return cls((Q * lam) @ Q.T, device=device, dtype=dtype)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.matrix.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.matrix.dtype
+
+    @property
+    def matvecs(self) -> int:
+        return self._matvecs
+
+    def matvec(self, v: Tensor) -> Tensor:
+        self._matvecs += 1
+        return self.matrix @ v.to(self.matrix.dtype)
+
+    def matmat(self, V: Tensor) -> Tensor:
+        self._matvecs += int(V.shape[1])
+        return self.matrix @ V.to(self.matrix.dtype)
+
+    def close(self) -> None:
+        """Nothing to free; present so every operator can be closed alike."""
+
+    def __repr__(self) -> str:
+        return f"DenseOperator(dim={self.dim}, dtype={self.dtype}, device={self.device})"
+
+
+def to_scipy(op: SymmetricOperator) -> LinearOperator:
+    """A float64 :class:`scipy.sparse.linalg.LinearOperator` view of ``op``.
+
+    Vectors cross to the operator's device and dtype and back to NumPy on the host,
+    so scipy solvers (``eigsh``, ``cg``, ``minres``) can drive any operator.
+    """
+    from scipy.sparse.linalg import LinearOperator
+
+    def _mv(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        t = torch.as_tensor(x.reshape(-1), dtype=op.dtype, device=op.device)
+        return op.matvec(t).detach().cpu().double().numpy()
+
+    def _mm(X: np.ndarray) -> np.ndarray:
+        T = torch.as_tensor(np.asarray(X), dtype=op.dtype, device=op.device)
+        return op.matmat(T).detach().cpu().double().numpy()
+
+    return LinearOperator((op.dim, op.dim), matvec=_mv, rmatvec=_mv, matmat=_mm, dtype=np.float64)
+
+
+def as_operator(target: Any, **hessian_options: Any) -> tuple[SymmetricOperator, bool]:
+    """Return ``(operator, owned)`` for an Objective or an existing operator.
+
+    An :class:`~flatness.curvature.objective.Objective` becomes a fresh
+    :class:`~flatness.curvature.hessian.HessianOperator` (``owned=True``: the caller
+    must ``close()`` it to free retained graphs); an object that already satisfies
+    :class:`SymmetricOperator` is returned as is (``owned=False``).
+
+    Raises:
+        TypeError: If ``target`` is neither.
+    """
+    from flatness.curvature.objective import Objective
+
+    if isinstance(target, Objective):
+        from flatness.curvature.hessian import HessianOperator
+
+        return HessianOperator(target, **hessian_options), True
+    if hessian_options:
+        raise TypeError(
+            f"Hessian options {sorted(hessian_options)} apply to an Objective, "
+            f"not to an existing operator {type(target).__name__}"
+        )
+    if isinstance(target, SymmetricOperator):
+        return target, False
+    raise TypeError(
+        f"expected a flatness.Objective or an operator with dim/matvec/matmat, "
+        f"got {type(target).__name__}"
+    )
