@@ -1,0 +1,304 @@
+"""Hutchinson's stochastic trace estimator.
+
+For a symmetric :math:`A \\in \\mathbb{R}^{n \\times n}` and random probes with
+:math:`\\mathbb{E}[z z^\\top] = I`,
+
+.. math::
+
+    \\operatorname{tr}(A) = \\mathbb{E}\\left[z^\\top A z\\right]
+    \\approx \\hat t_m = \\frac{1}{m} \\sum_{i=1}^m z_i^\\top A z_i,
+
+(M. F. Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+Laplacian smoothing splines", Communications in Statistics - Simulation and
+Computation 18(3), 1989). The per-probe variance is
+:math:`2(\\lVert A \\rVert_F^2 - \\sum_i A_{ii}^2)` for Rademacher probes and
+:math:`2 \\lVert A \\rVert_F^2` for Gaussian ones, so Rademacher probes are exact on a
+diagonal matrix. The standard error is estimated from the samples,
+:math:`\\mathrm{se} = s_m / \\sqrt{m}`.
+
+The helpers here (probe drawing, sample statistics and the stopping rule) are shared
+with :mod:`flatness.curvature.meyer2021hutchpp`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flatness.curvature.operator import SymmetricOperator, as_operator
+from flatness.curvature.trace import TraceResult
+
+PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
+"""Probe distributions the stochastic trace estimators accept."""
+
+
+def check_trace_options(
+    *,
+    budget: int,
+    target_stderr: float | None,
+    min_probes: int,
+    block_size: int,
+    distribution: str,
+) -> None:
+    """Validate the options shared by the stochastic trace estimators.
+
+    Raises:
+        ValueError: If any option is out of range.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    if isinstance(min_probes, bool) or not isinstance(min_probes, int) or min_probes < 2:
+        raise ValueError(f"min_probes must be an integer >= 2, got {min_probes!r}")
+    if target_stderr is not None and not (target_stderr > 0 and math.isfinite(target_stderr)):
+        raise ValueError(f"target_stderr must be positive and finite, got {target_stderr!r}")
+    if distribution not in PROBE_DISTRIBUTIONS:
+        raise ValueError(
+            f"unknown probe distribution {distribution!r}; expected one of {PROBE_DISTRIBUTIONS}"
+        )
+
+
+def draw_probes(
+    generator: torch.Generator,
+    dim: int,
+    count: int,
+    distribution: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """Draw a ``(dim, count)`` block of probe vectors with ``E[z z^T] = I``.
+
+    Probes are drawn one at a time on the CPU in float64 from ``generator`` and only
+    then cast and moved, so the ``j``-th probe of a seed is the same on every device,
+    for every operator dtype and for every block size.
+
+    Args:
+        generator: A CPU :class:`torch.Generator`.
+        dim: Length of each probe.
+        count: Number of probes.
+        distribution: ``"rademacher"`` (entries ``±1``) or ``"gaussian"`` (``N(0, 1)``).
+        dtype: The dtype of the returned block.
+        device: The device of the returned block.
+
+    Examples:
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> Z = draw_probes(gen, 4, 2, "rademacher", dtype=torch.float32,
+        ...                 device=torch.device("cpu"))
+        >>> Z.shape, bool((Z.abs() == 1).all())
+        (torch.Size([4, 2]), True)
+    """
+    store = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    block = torch.empty(count, dim, dtype=store)
+    if distribution == "rademacher":
+        for j in range(count):
+            block[j] = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.int8)
+        block.mul_(2).sub_(1)
+    elif distribution == "gaussian":
+        for j in range(count):
+            block[j] = torch.randn(dim, generator=generator, dtype=torch.float64)
+    else:
+        raise ValueError(f"unknown probe distribution {distribution!r}")
+    return block.T.contiguous().to(device=device, dtype=dtype)
+
+
+def quadratic_forms(Z: Tensor, AZ: Tensor) -> list[float]:
+    """Return the column-wise values :math:`z_j^\\top (A z_j)` as Python floats."""
+    prod = Z.detach() * AZ.detach().to(Z.dtype)
+    if prod.dtype not in (torch.float32, torch.float64):
+        prod = prod.float()
+    return [float(x) for x in prod.sum(dim=0).double().cpu()]
+
+
+def sample_stats(samples: Sequence[float]) -> tuple[float, float]:
+    """Return ``(mean, standard error)`` of the samples.
+
+    The standard error is :math:`s / \\sqrt{m}` with the unbiased sample standard
+    deviation :math:`s`; it is ``nan`` for fewer than two samples.
+
+    Examples:
+        >>> sample_stats([1.0, 2.0, 3.0, 4.0])
+        (2.5, 0.6454972243679028)
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        return (math.nan, math.nan)
+    mean = float(x.mean())
+    if x.size < 2:
+        return (mean, math.nan)
+    return (mean, float(x.std(ddof=1) / math.sqrt(x.size)))
+
+
+def target_met(
+    estimate: float,
+    stderr: float,
+    probes: int,
+    *,
+    target_stderr: float,
+    relative: bool,
+    min_probes: int,
+) -> bool:
+    """The stopping rule: enough probes and a standard error within the target.
+
+    .. math::
+
+        m \\ge m_{\\min} \\quad\\text{and}\\quad
+        \\mathrm{se}_m \\le \\begin{cases}
+            \\varepsilon \\, |\\hat t_m| & \\text{relative (default)} \\\\
+            \\varepsilon & \\text{absolute.}
+        \\end{cases}
+
+    The rule looks only at the estimated error, never at how much the running mean
+    moved between steps (a mean that happens to stand still says nothing about its
+    error). The minimum number of probes guards against a sample standard deviation
+    that is small by chance.
+
+    Examples:
+        >>> target_met(10.0, 0.05, 20, target_stderr=0.01, relative=True, min_probes=10)
+        True
+        >>> target_met(10.0, 0.05, 5, target_stderr=0.01, relative=True, min_probes=10)
+        False
+    """
+    if probes < min_probes or not math.isfinite(stderr):
+        return False
+    tolerance = target_stderr * abs(estimate) if relative else target_stderr
+    return stderr <= tolerance
+
+
+def hutchinson_trace(
+    target: Any,
+    *,
+    budget: int = 100,
+    target_stderr: float | None = None,
+    absolute: bool = False,
+    min_probes: int = 10,
+    block_size: int = 8,
+    distribution: str = "rademacher",
+    seed: int = 0,
+    **hessian_options: Any,
+) -> TraceResult:
+    """Hutchinson's estimate of the trace of a symmetric operator.
+
+    .. math::
+
+        \\hat t_m = \\frac{1}{m} \\sum_{i=1}^m z_i^\\top A z_i, \\qquad
+        \\mathrm{se} = \\frac{1}{\\sqrt{m}} \\sqrt{\\frac{1}{m-1}
+        \\sum_{i=1}^m \\left(z_i^\\top A z_i - \\hat t_m\\right)^2}
+
+    (Hutchinson 1989). Probes are multiplied in blocks of ``block_size`` with
+    ``op.matmat``. Without ``target_stderr`` exactly ``budget`` products are spent. With
+    it, the run stops after the first block at which at least ``min_probes`` probes
+    are in and the standard error is at most ``target_stderr * |estimate|`` (or at
+    most ``target_stderr`` when ``absolute=True``); if the budget runs out first the
+    result has ``converged=False``. A relative target cannot be met by an estimate
+    near zero; use an absolute one there.
+
+    Args:
+        target: A :class:`flatness.Objective` (its Hessian) or a
+            :class:`~flatness.curvature.operator.SymmetricOperator`.
+        budget: Most operator products (= probes) to spend.
+        target_stderr: Optional target standard error, relative to ``|estimate|``
+            unless ``absolute`` is set.
+        absolute: Read ``target_stderr`` in the units of the trace.
+        min_probes: Probes required before the target may stop the run (at least 2).
+        block_size: Probes per ``matmat`` call.
+        distribution: ``"rademacher"`` (lower variance, exact on diagonals) or
+            ``"gaussian"``.
+        seed: Seed of the CPU generator that draws the probes; the same seed gives the
+            same probes on every device and for every ``block_size``.
+        **hessian_options: Passed to :func:`~flatness.curvature.operator.as_operator`
+            when ``target`` is an Objective.
+
+    Returns:
+        A :class:`~flatness.curvature.trace.TraceResult` with ``method="hutchinson"``.
+
+    Examples:
+        >>> from flatness.curvature.operator import DenseOperator
+        >>> A = DenseOperator(torch.diag(torch.arange(1.0, 11.0, dtype=torch.float64)))
+        >>> tr = hutchinson_trace(A, budget=16, seed=0)
+        >>> tr.estimate, tr.stderr, tr.matvecs  # Rademacher probes: exact on a diagonal
+        (55.0, 0.0, 16)
+        >>> tr = hutchinson_trace(A, budget=1000, target_stderr=0.01, seed=0)
+        >>> tr.probes  # stderr is 0 already, so it stops at min_probes (rounded to a block)
+        16
+    """
+    check_trace_options(
+        budget=budget,
+        target_stderr=target_stderr,
+        min_probes=min_probes,
+        block_size=block_size,
+        distribution=distribution,
+    )
+    op, owned = as_operator(target, **hessian_options)
+    try:
+        return _hutchinson(
+            op,
+            budget=budget,
+            target_stderr=target_stderr,
+            absolute=absolute,
+            min_probes=min_probes,
+            block_size=block_size,
+            distribution=distribution,
+            seed=seed,
+        )
+    finally:
+        if owned:
+            op.close()  # type: ignore[attr-defined]
+
+
+def _hutchinson(
+    op: SymmetricOperator,
+    *,
+    budget: int,
+    target_stderr: float | None,
+    absolute: bool,
+    min_probes: int,
+    block_size: int,
+    distribution: str,
+    seed: int,
+) -> TraceResult:
+    start = time.perf_counter()
+    matvecs_before = op.matvecs
+    generator = torch.Generator().manual_seed(seed)
+    samples: list[float] = []
+    met = False
+    while len(samples) < budget:
+        count = min(block_size, budget - len(samples))
+        Z = draw_probes(generator, op.dim, count, distribution, dtype=op.dtype, device=op.device)
+        samples.extend(quadratic_forms(Z, op.matmat(Z)))
+        if target_stderr is not None:
+            estimate, stderr = sample_stats(samples)
+            met = target_met(
+                estimate,
+                stderr,
+                len(samples),
+                target_stderr=target_stderr,
+                relative=not absolute,
+                min_probes=min_probes,
+            )
+            if met:
+                break
+    estimate, stderr = sample_stats(samples)
+    converged = met if target_stderr is not None else math.isfinite(stderr)
+    return TraceResult(
+        estimate=estimate,
+        stderr=stderr,
+        method="hutchinson",
+        matvecs=op.matvecs - matvecs_before,
+        seconds=time.perf_counter() - start,
+        probes=len(samples),
+        converged=converged,
+        samples=tuple(samples),
+        distribution=distribution,
+        seed=seed,
+        budget=budget,
+        target_stderr=target_stderr,
+        relative_target=not absolute,
+    )
