@@ -1,0 +1,37 @@
+"""The curvature engine: the Objective, Hessian-vector products and the algorithms on them.
+
+Arrows point one way: algorithms (eigenvalues, trace, density) take an
+:class:`~flatness.curvature.objective.Objective` or any
+:class:`~flatness.curvature.operator.SymmetricOperator` and return result dataclasses;
+they know nothing about checkpoints, files or the results store.
+"""
+
+from flatness.curvature.density import DensityResult, spectral_density
+from flatness.curvature.eigenvalues import EigenResult, hessian_eigenvalues, power_iteration
+from flatness.curvature.exact_trace import check_piecewise_linear, exact_hessian_trace
+from flatness.curvature.hessian import HessianOperator
+from flatness.curvature.hutchinson import hutchinson_trace
+from flatness.curvature.meyer2021hutchpp import hutchpp_trace
+from flatness.curvature.objective import Objective
+from flatness.curvature.operator import DenseOperator, SymmetricOperator, as_operator, to_scipy
+from flatness.curvature.trace import TraceResult, hessian_trace
+
+__all__ = [
+    "DenseOperator",
+    "DensityResult",
+    "EigenResult",
+    "HessianOperator",
+    "Objective",
+    "SymmetricOperator",
+    "TraceResult",
+    "as_operator",
+    "check_piecewise_linear",
+    "exact_hessian_trace",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "power_iteration",
+    "spectral_density",
+    "to_scipy",
+]

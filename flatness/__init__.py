@@ -1,0 +1,64 @@
+"""flatness: sharpness and minima analysis for PyTorch.
+
+Score checkpoints with the Hessian's top eigenvalues, its trace and spectral density,
+all computed from Hessian-vector products over a fixed data set, on any device.
+
+Examples:
+    >>> import torch, flatness as fl
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> obj = fl.Objective(net, (torch.randn(64, 4), torch.randint(0, 3, (64,))))
+    >>> eig = fl.hessian_eigenvalues(obj, k=2, seed=0)
+    >>> eig.all_converged
+    True
+"""
+
+from flatness.curvature import (
+    DenseOperator,
+    DensityResult,
+    EigenResult,
+    HessianOperator,
+    Objective,
+    SymmetricOperator,
+    TraceResult,
+    as_operator,
+    check_piecewise_linear,
+    exact_hessian_trace,
+    hessian_eigenvalues,
+    hessian_trace,
+    hutchinson_trace,
+    hutchpp_trace,
+    power_iteration,
+    spectral_density,
+    to_scipy,
+)
+from flatness.results import Result
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # the objective and its operators
+    "DenseOperator",
+    "HessianOperator",
+    "Objective",
+    "SymmetricOperator",
+    "as_operator",
+    "to_scipy",
+    # spectrum
+    "EigenResult",
+    "hessian_eigenvalues",
+    "power_iteration",
+    # trace
+    "TraceResult",
+    "check_piecewise_linear",
+    "exact_hessian_trace",
+    "hessian_trace",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    # density
+    "DensityResult",
+    "spectral_density",
+    # results
+    "Result",
+    "__version__",
+]
