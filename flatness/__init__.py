@@ -13,6 +13,7 @@ Examples:
     True
 """
 
+from flatness import zoo
 from flatness.curvature import (
     DenseOperator,
     DensityResult,
@@ -33,6 +34,15 @@ from flatness.curvature import (
     to_scipy,
 )
 from flatness.results import Result
+from flatness.zoo import (
+    Dataset,
+    TrainConfig,
+    TrainResult,
+    build_network,
+    load_dataset,
+    train_network,
+    train_sweep,
+)
 
 __version__ = "0.1.0"
 
@@ -58,6 +68,15 @@ __all__ = [
     # density
     "DensityResult",
     "spectral_density",
+    # built-in data, networks and training
+    "Dataset",
+    "TrainConfig",
+    "TrainResult",
+    "build_network",
+    "load_dataset",
+    "train_network",
+    "train_sweep",
+    "zoo",
     # results
     "Result",
     "__version__",

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# tiny problems: one thread avoids oversubscribing the 2-core CI machine
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the data-set cache of the whole test session out of $HOME."""
+    old = os.environ.get("FLATNESS_CACHE")
+    os.environ["FLATNESS_CACHE"] = str(tmp_path_factory.mktemp("flatness-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FLATNESS_CACHE", None)
+    else:
+        os.environ["FLATNESS_CACHE"] = old
 
 
 class TinyConv(nn.Module):

@@ -10,8 +10,9 @@ from tests.conftest import dense_hessian, make_data, make_net
 
 
 @pytest.mark.parametrize("kind", ["relu_mlp", "bn_mlp", "conv"])
-@pytest.mark.parametrize(("method", "chunk_size"), [("layers", None), ("examples", None),
-                                                     ("examples", 3)])
+@pytest.mark.parametrize(
+    ("method", "chunk_size"), [("layers", None), ("examples", None), ("examples", 3)]
+)
 def test_exact_trace_equals_dense_trace(kind: str, method: str, chunk_size: int | None) -> None:
     net = make_net(kind)
     X, y = make_data(n=30)

@@ -1,0 +1,228 @@
+"""The ``flatness`` command line: a thin layer over the Python API.
+
+Each subcommand is a pair of functions, ``_add_<name>_parser(subparsers)`` which
+declares its arguments and ``_cmd_<name>(args) -> int`` which runs it, registered in
+:data:`SUBCOMMANDS`. Everything a subcommand does is reachable from ``import flatness``.
+
+``flatness train`` trains one network (settings from flags) or a whole sweep
+(``--sweep sweep.toml``) with :func:`flatness.zoo.train_network` and
+:func:`flatness.zoo.train_sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Subparsers = Any
+"""The object ``ArgumentParser.add_subparsers`` returns."""
+
+
+def parse_key_values(items: Sequence[str] | None, *, option: str) -> dict[str, Any]:
+    """Parse ``key=value`` arguments; values are read as TOML, else kept as strings.
+
+    Examples:
+        >>> parse_key_values(["width=64", "bn=true", "shape=[1, 8, 8]", "name=f1"], option="--x")
+        {'width': 64, 'bn': True, 'shape': [1, 8, 8], 'name': 'f1'}
+    """
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} takes key=value pairs, got {item!r}")
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text.strip().endswith("%") else int(text)
+
+
+# -- flatness train ---------------------------------------------------------------------
+
+_SINGLE_RUN_OPTIONS = (
+    "network",
+    "net_kw",
+    "dataset",
+    "data_kw",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "milestones",
+    "factor",
+    "epochs",
+    "updates",
+    "target_accuracy",
+    "seed",
+    "checkpoint_every",
+    "regime",
+    "device",
+)
+
+
+def _add_train_parser(subparsers: Subparsers) -> None:
+    from flatness.zoo.config import OPTIMIZERS, SCHEDULES
+
+    p = subparsers.add_parser(
+        "train",
+        help="train reference networks into checkpoints and a manifest",
+        description=(
+            "Train one network (settings from the flags below) or a sweep of regimes x "
+            "seeds (--sweep FILE). Writes final.pt (and epochNNNN.pt with "
+            "--checkpoint-every) plus manifest.toml, ready for `flatness score`."
+        ),
+    )
+    p.add_argument("--sweep", type=Path, help="sweep TOML file (regimes x seeds)")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="sweep: retrain runs whose checkpoint exists with different settings",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+    run = p.add_argument_group("single run (defaults: flatness.zoo.TrainConfig)")
+    run.add_argument("--network", help="f1, c1, tiny_mlp, mlp_bn or package.module:function")
+    run.add_argument("--net-kw", nargs="*", metavar="KEY=VALUE", help="network settings")
+    run.add_argument("--dataset", help="mnist1d, digits, digits_flat or package.module:function")
+    run.add_argument("--data-kw", nargs="*", metavar="KEY=VALUE", help="data set settings")
+    run.add_argument("--batch-size", type=_batch_size, help="examples per update, or '10%%'")
+    run.add_argument("--optimizer", choices=OPTIMIZERS)
+    run.add_argument("--lr", type=float, help="(initial) learning rate")
+    run.add_argument("--momentum", type=float, help="SGD momentum")
+    run.add_argument("--weight-decay", type=float)
+    run.add_argument("--schedule", choices=SCHEDULES)
+    run.add_argument("--milestones", type=int, nargs="*", help="epochs where factor applies")
+    run.add_argument("--factor", type=float, help="LR divisor / batch-size multiplier")
+    run.add_argument("--epochs", type=int, help="epoch cap")
+    run.add_argument("--updates", type=int, help="update cap")
+    run.add_argument("--target-accuracy", type=float, help="stop at this train accuracy")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--checkpoint-every", type=int, help="also save every N epochs")
+    run.add_argument("--regime", help="label of the run (e.g. SB, LB)")
+    run.add_argument("--device", help="cpu, cuda, ...")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from flatness.zoo.config import TrainConfig
+
+    settings: dict[str, Any] = {}
+    for name in _SINGLE_RUN_OPTIONS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name == "net_kw":
+            settings["network_kwargs"] = parse_key_values(value, option="--net-kw")
+        elif name == "data_kw":
+            settings["dataset_kwargs"] = parse_key_values(value, option="--data-kw")
+        elif name == "updates":
+            settings["max_updates"] = value
+        else:
+            settings[name] = value
+    return TrainConfig.from_dict(settings)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from flatness.zoo.sweep import train_sweep
+    from flatness.zoo.train import train_network
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.sweep is not None:
+        given = [f"--{n.replace('_', '-')}" for n in _SINGLE_RUN_OPTIONS if getattr(args, n)]
+        if given:
+            raise ValueError(f"--sweep takes run settings from the file; drop {', '.join(given)}")
+        swept = train_sweep(
+            args.sweep, args.out, overwrite=args.overwrite, progress=not args.no_progress
+        )
+        for r in swept.runs:
+            m = r.meta
+            print(
+                f"{r.status:8s} {r.path}  {m['regime']} seed {m['seed']}  epoch {m['epoch']}  "
+                f"train acc {m['train_accuracy']:.4f}  test acc {m['test_accuracy']:.4f}"
+            )
+        print(f"wrote {swept.manifest}")
+        return 0
+    if args.out is None:
+        raise ValueError("give --out DIR (where to write the checkpoints)")
+    config = _train_config(args)
+
+    def show(record: dict[str, Any]) -> None:
+        acc = record.get("train_accuracy", record["running_accuracy"])
+        print(
+            f"epoch {record['epoch']:4d}  updates {record['updates']:7d}  lr {record['lr']:.3g}  "
+            f"batch {record['batch_size']}  loss {record['running_loss']:.4f}  acc {acc:.4f}",
+            flush=True,
+        )
+
+    result = train_network(config, args.out, on_epoch=None if args.no_progress else show)
+    m = result.meta
+    target = ""
+    if config.target_accuracy is not None:
+        target = "  target reached" if m["reached_target"] else "  target NOT reached"
+    print(
+        f"train acc {m['train_accuracy']:.4f}  test acc {m['test_accuracy']:.4f}  "
+        f"epoch {m['epoch']}  updates {m['updates']}{target}"
+    )
+    for path in result.checkpoints:
+        print(f"wrote {path}")
+    print(f"wrote {result.manifest}")
+    return 0
+
+
+# -- the command ------------------------------------------------------------------------
+
+SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_train_parser,)
+"""Parser builders, one per subcommand; each sets ``handler`` to its ``_cmd_*`` function."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``flatness`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="flatness", description="Sharpness and minima analysis for PyTorch."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flatness`` command line.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 on an error in the inputs, 2 on a usage error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(handler(args))
+    except (ValueError, KeyError, TypeError, ImportError, AttributeError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"flatness {args.command}: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,373 @@
+"""Train one reference network on one data set and write checkpoints with metadata.
+
+The protocols of the two papers the toolkit reproduces are both available:
+
+* Keskar et al. (ICLR 2017): Adam, a constant learning rate, small (SB) versus large
+  (LB, 10% of the training set) batches, trained until the training accuracy reaches
+  a target (98%) or an epoch cap.
+* Smith et al. (ICLR 2018, "Don't decay the learning rate, increase the batch size"):
+  SGD with momentum and a ``"step"`` schedule (divide the learning rate by ``factor``
+  at each milestone epoch) or the equivalent ``"batch_increase"`` schedule (multiply
+  the batch size by ``factor`` instead; once it would exceed the training set the
+  remainder of the factor decays the learning rate).
+
+Updates use full batches only (the last partial batch of an epoch is dropped), so
+every update sees exactly ``batch_size`` examples. Training is deterministic for a
+seed: the initialisation, the shuffling (a seeded :class:`torch.Generator`) and
+dropout (a forked, seeded global generator) are all seeded; on accelerators
+:func:`torch.use_deterministic_algorithms` is on while training (CPU kernels are
+deterministic already).
+
+A checkpoint is ``torch.save({"state_dict": ..., "meta": {...}})`` with plain-typed
+metadata that loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
+from flatness.zoo.data import Dataset, load_dataset
+from flatness.zoo.factories import is_factory_spec
+from flatness.zoo.files import atomic_path
+from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
+from flatness.zoo.networks import build_network, load_network_factory, seeded
+
+META_FORMAT = "flatness.train/1"
+BUILD_NETWORK = "flatness.zoo.networks:build_network"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`train_network` returns.
+
+    Attributes:
+        model: The trained network (in eval mode).
+        meta: The metadata written with the final checkpoint.
+        checkpoint: The final checkpoint, or ``None`` when nothing was written.
+        checkpoints: Every checkpoint written, periodic ones first.
+        manifest: The manifest written next to the checkpoints, if any.
+    """
+
+    model: nn.Module
+    meta: dict[str, Any]
+    checkpoint: Path | None = None
+    checkpoints: tuple[Path, ...] = ()
+    manifest: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metadata plus the paths written, as plain types."""
+        out = dict(self.meta)
+        out["checkpoint"] = None if self.checkpoint is None else str(self.checkpoint)
+        out["manifest"] = None if self.manifest is None else str(self.manifest)
+        return out
+
+    def __repr__(self) -> str:
+        m = self.meta
+        return (
+            f"TrainResult(regime={m.get('regime', '')!r}, batch_size={m['batch_size']}, "
+            f"epoch={m['epoch']}, updates={m['updates']}, "
+            f"train_accuracy={m['train_accuracy']:.4f}, test_accuracy={m['test_accuracy']:.4f}, "
+            f"reached_target={m['reached_target']}, checkpoint={self.checkpoint})"
+        )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, torch, numpy and flatness, for checkpoint metadata."""
+    import importlib.metadata
+
+    try:
+        flatness_version = importlib.metadata.version("flatness")
+    except importlib.metadata.PackageNotFoundError:
+        import flatness
+
+        flatness_version = str(getattr(flatness, "__version__", "unknown"))
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "flatness": flatness_version,
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` in eval mode.
+
+    The model's training mode is restored afterwards.
+
+    Returns:
+        ``(loss, accuracy)`` over all examples.
+    """
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            out = model(x[start : start + batch_size])
+            target = y[start : start + batch_size]
+            total_loss += float(F.cross_entropy(out, target, reduction="sum"))
+            correct += int((out.argmax(dim=1) == target).sum())
+    finally:
+        model.train(was_training)
+    n = max(int(x.shape[0]), 1)
+    return total_loss / n, correct / n
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels while training on an accelerator.
+
+    CPU kernels used here are deterministic already, and switching the flag imports
+    ``torch._inductor`` (seconds), so the flag is left alone on CPU.
+    """
+    if device.type == "cpu":
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def _model_spec(config: TrainConfig, data: Dataset) -> dict[str, Any]:
+    if is_factory_spec(config.network):
+        return {"factory": config.network, "kwargs": dict(config.network_kwargs)}
+    kwargs = {
+        "name": config.network,
+        **config.network_kwargs,
+        "input_shape": list(data.input_shape),
+        "num_classes": int(data.num_classes),
+    }
+    return {"factory": BUILD_NETWORK, "kwargs": kwargs}
+
+
+def _data_spec(config: TrainConfig, data: Dataset) -> dict[str, Any]:
+    if is_factory_spec(config.dataset):
+        return {"factory": config.dataset, "kwargs": dict(config.dataset_kwargs)}
+    return {"name": config.dataset, "kwargs": dict(data.settings)}
+
+
+def _build_model(config: TrainConfig, data: Dataset) -> nn.Module:
+    if is_factory_spec(config.network):
+        with seeded(config.seed):
+            model = load_network_factory(config.network)(**config.network_kwargs)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"model factory {config.network!r} returned a {type(model).__name__}, "
+                "not a torch.nn.Module"
+            )
+        return model
+    return build_network(
+        config.network,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        seed=config.seed,
+        **config.network_kwargs,
+    )
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def plain_meta(value: Any) -> Any:
+    """Copy metadata as exact plain types, which ``torch.load(weights_only=True)`` accepts.
+
+    Subclasses (``torch.__version__``'s ``TorchVersion``, ``numpy.float64``) become their
+    plain base type; tuples become lists.
+
+    Raises:
+        TypeError: For anything else (``None`` included).
+
+    Examples:
+        >>> plain_meta({"v": torch.__version__, "xs": (np.float64(0.5), True)})["xs"]
+        [0.5, True]
+    """
+    if isinstance(value, dict):
+        return {str(k): plain_meta(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_meta(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, np.generic):
+        return plain_meta(value.item())
+    raise TypeError(f"checkpoint metadata must be plain types, got {type(value).__name__}")
+
+
+def _save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "meta": plain_meta(meta)}, tmp)
+    return path
+
+
+def train_network(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    data: Dataset | None = None,
+    manifest: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a network as ``config`` says and write its checkpoints.
+
+    Args:
+        config: The run's settings.
+        out_dir: Where to write ``final.pt``, the periodic ``epochNNNN.pt`` checkpoints
+            and ``manifest.toml``; ``None`` writes nothing.
+        data: The data set, if already loaded (otherwise built from the config).
+        manifest: Write ``manifest.toml`` next to the final checkpoint.
+        on_epoch: Called after every epoch with that epoch's history record.
+
+    Returns:
+        The trained model, its metadata and the paths written.
+
+    Examples:
+        >>> cfg = TrainConfig(network="tiny_mlp", dataset="digits_flat", batch_size=128,
+        ...                   epochs=None, max_updates=3)
+        >>> meta = train_network(cfg).meta
+        >>> meta["updates"], meta["batch_size"], sorted(meta["model"])
+        (3, 128, ['factory', 'kwargs'])
+    """
+    started = time.perf_counter()
+    data = data if data is not None else load_dataset(config.dataset, **config.dataset_kwargs)
+    device = torch.device(config.device)
+    x_train, y_train = (t.to(device) for t in data.train)
+    x_test, y_test = (t.to(device) for t in data.test)
+    n_train = data.n_train
+    base_batch = resolve_batch_size(config.batch_size, n_train)
+    out = None if out_dir is None else Path(out_dir)
+
+    meta: dict[str, Any] = {
+        "format": META_FORMAT,
+        "regime": config.regime or f"B{base_batch}",
+        "model": _model_spec(config, data),
+        "data": _data_spec(config, data),
+        "network": config.network,
+        "dataset": config.dataset,
+        "n_train": n_train,
+        "n_test": data.n_test,
+        "batch_size": base_batch,
+        "optimizer": config.optimizer,
+        "lr": float(config.lr),
+        "schedule": config.schedule,
+        "seed": int(config.seed),
+        "config": config.to_dict(),
+        "versions": package_versions(),
+    }
+    history: list[dict[str, Any]] = []
+    written: list[Path] = []
+    epoch = updates = 0
+    reached = False
+    lr, batch = float(config.lr), base_batch
+
+    def snapshot() -> dict[str, Any]:
+        train_loss, train_acc = evaluate(model, x_train, y_train)
+        test_loss, test_acc = evaluate(model, x_test, y_test)
+        return plain_meta(
+            {
+                **meta,
+                "epoch": epoch,
+                "updates": updates,
+                "final_lr": lr,
+                "final_batch_size": batch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "reached_target": reached,
+                "seconds": time.perf_counter() - started,
+                "history": [dict(h) for h in history],
+            }
+        )
+
+    with seeded(config.seed), _deterministic(device):
+        model = _build_model(config, data).to(device)
+        optimizer = _make_optimizer(config, model)
+        shuffle = torch.Generator().manual_seed(config.seed)
+        while (config.epochs is None or epoch < config.epochs) and (
+            config.max_updates is None or updates < config.max_updates
+        ):
+            lr, batch = scheduled(config, epoch, base_batch, n_train)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            order = torch.randperm(n_train, generator=shuffle).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen = 0
+            for start in range(0, n_train - batch + 1, batch):
+                if config.max_updates is not None and updates >= config.max_updates:
+                    break
+                idx = order[start : start + batch]
+                output = model(x_train[idx])
+                loss = F.cross_entropy(output, y_train[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                updates += 1
+                loss_sum += loss.detach() * batch
+                correct += (output.argmax(dim=1) == y_train[idx]).sum()
+                seen += batch
+            epoch += 1
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "updates": updates,
+                "lr": lr,
+                "batch_size": batch,
+                "running_loss": float(loss_sum) / max(seen, 1),
+                "running_accuracy": int(correct) / max(seen, 1),
+            }
+            if config.target_accuracy is not None:
+                record["train_accuracy"] = evaluate(model, x_train, y_train)[1]
+                reached = record["train_accuracy"] >= config.target_accuracy
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            if reached:
+                break
+            if out is not None and config.checkpoint_every and epoch % config.checkpoint_every == 0:
+                written.append(_save_checkpoint(out / f"epoch{epoch:04d}.pt", model, snapshot()))
+        model.eval()
+        final_meta = snapshot()
+        if not all(math.isfinite(final_meta[k]) for k in ("train_loss", "test_loss")):
+            final_meta["diverged"] = True
+
+    checkpoint = manifest_path = None
+    if out is not None:
+        checkpoint = _save_checkpoint(out / "final.pt", model, final_meta)
+        written.append(checkpoint)
+        if manifest:
+            manifest_path = write_manifest(out / MANIFEST_NAME, [(checkpoint, final_meta)])
+    return TrainResult(
+        model=model,
+        meta=final_meta,
+        checkpoint=checkpoint,
+        checkpoints=tuple(written),
+        manifest=manifest_path,
+    )
