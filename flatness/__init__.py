@@ -29,6 +29,7 @@ from flatness.curvature import (
     hessian_trace,
     hutchinson_trace,
     hutchpp_trace,
+    operator_for,
     power_iteration,
     spectral_density,
     to_scipy,
@@ -53,6 +54,7 @@ __all__ = [
     "Objective",
     "SymmetricOperator",
     "as_operator",
+    "operator_for",
     "to_scipy",
     # spectrum
     "EigenResult",

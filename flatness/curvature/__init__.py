@@ -13,7 +13,13 @@ from flatness.curvature.hessian import HessianOperator
 from flatness.curvature.hutchinson import hutchinson_trace
 from flatness.curvature.meyer2021hutchpp import hutchpp_trace
 from flatness.curvature.objective import Objective
-from flatness.curvature.operator import DenseOperator, SymmetricOperator, as_operator, to_scipy
+from flatness.curvature.operator import (
+    DenseOperator,
+    SymmetricOperator,
+    as_operator,
+    operator_for,
+    to_scipy,
+)
 from flatness.curvature.trace import TraceResult, hessian_trace
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "hessian_trace",
     "hutchinson_trace",
     "hutchpp_trace",
+    "operator_for",
     "power_iteration",
     "spectral_density",
     "to_scipy",

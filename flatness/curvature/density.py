@@ -43,7 +43,7 @@ import scipy.linalg
 import torch
 
 from flatness.curvature.lanczos import lanczos_tridiagonal
-from flatness.curvature.operator import as_operator
+from flatness.curvature.operator import operator_for
 from flatness.results import Result, format_float
 
 __all__ = ["DensityResult", "spectral_density"]
@@ -226,8 +226,7 @@ def spectral_density(
         raise ValueError(f"sigma must be positive, got {sigma}")
     if grid is None and grid_size < 2:
         raise ValueError(f"grid_size must be at least 2, got {grid_size}")
-    op, owned = as_operator(target, **hessian_options)
-    try:
+    with operator_for(target, **hessian_options) as op:
         n = op.dim
         width = min(int(steps), n)
         gen = torch.Generator().manual_seed(seed)
@@ -248,11 +247,6 @@ def spectral_density(
             taken.append(m)
             del tri
         matvecs = op.matvecs - counted_from
-    finally:
-        if owned:
-            close = getattr(op, "close", None)
-            if callable(close):
-                close()
     lo, hi = float(nodes.min()), float(nodes.max())
     if sigma is None:
         spread = hi - lo if hi > lo else max(abs(lo), abs(hi))

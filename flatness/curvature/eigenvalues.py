@@ -36,7 +36,7 @@ from flatness.curvature.lanczos import (
     order_by_which,
     residual_bounds,
 )
-from flatness.curvature.operator import SymmetricOperator, as_operator
+from flatness.curvature.operator import SymmetricOperator, operator_for
 from flatness.results import Result, format_float
 
 __all__ = ["EigenResult", "hessian_eigenvalues", "power_iteration"]
@@ -129,12 +129,6 @@ class EigenResult(Result):
         return "\n".join(lines)
 
 
-def _close(op: Any) -> None:
-    close = getattr(op, "close", None)
-    if callable(close):
-        close()
-
-
 def hessian_eigenvalues(
     target: Any,
     *,
@@ -204,8 +198,7 @@ def hessian_eigenvalues(
         raise ValueError(f"k must be at least 1, got {k}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    op, owned = as_operator(target, **hessian_options)
-    try:
+    with operator_for(target, **hessian_options) as op:
         if k > op.dim:
             raise ValueError(f"k={k} exceeds the operator dimension {op.dim}")
         counted_from = op.matvecs
@@ -240,9 +233,6 @@ def hessian_eigenvalues(
             multiplicity_checked=pairs.multiplicity_checked,
             eigenvectors=pairs.vectors.detach() if return_eigenvectors else None,
         )
-    finally:
-        if owned:
-            _close(op)
 
 
 def _deflate(v: Tensor, found: list[Tensor]) -> Tensor:
@@ -317,12 +307,8 @@ def power_iteration(
         raise ValueError(f"maxiter must be at least 1, got {maxiter}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    op, owned = as_operator(target, **hessian_options)
-    try:
+    with operator_for(target, **hessian_options) as op:
         return _power_iteration(op, k, maxiter, tol, seed, return_eigenvectors)
-    finally:
-        if owned:
-            _close(op)
 
 
 def _power_iteration(

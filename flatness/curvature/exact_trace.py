@@ -230,11 +230,14 @@ def _unfold(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
     )
 
 
-def _layer_sq_norms(module: nn.Module, names: list[str], x: Tensor, g: Tensor) -> Tensor:
+def _layer_sq_norms(
+    module: nn.Module, names: list[str], x: Tensor, g: Tensor, cache: dict[str, Tensor]
+) -> Tensor:
     """Sum over examples of the squared per-example gradient norms of one layer.
 
     ``x`` is the layer's input ``(n, ...)`` and ``g`` the back-propagated signal at
-    its output, with a leading class dimension ``(C, n, ...)``.
+    its output, with a leading class dimension ``(C, n, ...)``. ``cache`` keeps what
+    depends on the input only (patches, their Gram matrices) across class chunks.
     """
     total = torch.zeros((), device=g.device, dtype=torch.float64)
     if isinstance(module, nn.Linear) and x.ndim == 2:
@@ -254,8 +257,21 @@ def _layer_sq_norms(module: nn.Module, names: list[str], x: Tensor, g: Tensor) -
     elif isinstance(module, nn.Conv1d | nn.Conv2d):
         gs = g.flatten(3) if g.ndim > 4 else g.reshape(g.shape[0], g.shape[1], g.shape[2], -1)
         if "weight" in names:
-            patches = _unfold(module, x)  # (n, in*k, P)
-            total += (torch.einsum("cnop,nkp->cnok", gs, patches) ** 2).sum().double()
+            if "patches" not in cache:
+                cache["patches"] = _unfold(module, x)  # (n, in*k, P)
+            patches = cache["patches"]
+            kdim, positions = patches.shape[1], patches.shape[2]
+            if positions < kdim:
+                # |g U^T|_F^2 = <U^T U, g^T g>: Gram matrices over positions are smaller
+                # than the per-example gradients when there are fewer positions than
+                # patch entries
+                if "gram" not in cache:
+                    cache["gram"] = torch.einsum("nkp,nkq->npq", patches, patches)
+                gram_u = cache["gram"]
+                gram_g = torch.einsum("cnop,cnoq->cnpq", gs, gs)
+                total += (gram_g * gram_u.unsqueeze(0)).sum().double()
+            else:
+                total += (torch.einsum("cnop,nkp->cnok", gs, patches) ** 2).sum().double()
         if "bias" in names:
             total += (gs.sum(-1) ** 2).sum().double()
     else:  # BatchNorm with running statistics: y = gamma * xhat + beta
@@ -320,18 +336,21 @@ def _batch_trace_by_layers(
     # closed forms' temporaries)
     per_class = 3 * sum(o.numel() * o.element_size() for o in outputs.values())
     class_chunk = max(1, memory_bytes // max(per_class, 1))
+    caches: dict[str, dict[str, Tensor]] = {name: {} for name in names}
     for c0 in range(0, S.shape[0], class_chunk):
         block = S[c0 : c0 + class_chunk]
+        batched = block.shape[0] > 1
         signals = torch.autograd.grad(
             logits,
             [outputs[n] for n in names],
-            grad_outputs=block,
-            is_grads_batched=True,
+            grad_outputs=block if batched else block[0],
+            is_grads_batched=batched,
             retain_graph=True,
         )
         for name, g in zip(names, signals, strict=True):
             module, params = plan[name]
-            total += _layer_sq_norms(module, params, inputs[name], g)
+            g = g if batched else g.unsqueeze(0)
+            total += _layer_sq_norms(module, params, inputs[name], g, caches[name])
     return total
 
 

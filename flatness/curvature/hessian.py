@@ -348,9 +348,13 @@ class HessianOperator:
         """A :class:`scipy.sparse.linalg.LinearOperator` (float64 NumPy in and out)."""
         return to_scipy(self)
 
-    def to_dense(self) -> Tensor:
-        """The full Hessian by ``dim`` products (small models and tests only)."""
-        return self.matmat(torch.eye(self.dim, device=self.device, dtype=self.dtype))
+    def to_dense(self, *, block: int = 64) -> Tensor:
+        """The full Hessian by ``dim`` products, ``block`` columns at a time (small
+        models and tests only)."""
+        eye = torch.eye(self.dim, device=self.device, dtype=self.dtype)
+        return torch.cat(
+            [self.matmat(eye[:, i : i + block]) for i in range(0, self.dim, block)], dim=1
+        )
 
     def close(self) -> None:
         """Free the retained graphs; the operator cannot multiply afterwards."""

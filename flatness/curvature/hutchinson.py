@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flatness.curvature.operator import SymmetricOperator, as_operator
+from flatness.curvature.operator import SymmetricOperator, operator_for
 from flatness.curvature.trace import TraceResult
 
 PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
@@ -236,8 +236,7 @@ def hutchinson_trace(
         block_size=block_size,
         distribution=distribution,
     )
-    op, owned = as_operator(target, **hessian_options)
-    try:
+    with operator_for(target, **hessian_options) as op:
         return _hutchinson(
             op,
             budget=budget,
@@ -248,9 +247,6 @@ def hutchinson_trace(
             distribution=distribution,
             seed=seed,
         )
-    finally:
-        if owned:
-            op.close()  # type: ignore[attr-defined]
 
 
 def _hutchinson(

@@ -39,7 +39,7 @@ from flatness.curvature.hutchinson import (
     sample_stats,
     target_met,
 )
-from flatness.curvature.operator import SymmetricOperator, as_operator
+from flatness.curvature.operator import SymmetricOperator, operator_for
 from flatness.curvature.trace import TraceResult
 
 
@@ -114,8 +114,7 @@ def hutchpp_trace(
         block_size=block_size,
         distribution=distribution,
     )
-    op, owned = as_operator(target, **hessian_options)
-    try:
+    with operator_for(target, **hessian_options) as op:
         return _hutchpp(
             op,
             budget=budget,
@@ -126,9 +125,6 @@ def hutchpp_trace(
             distribution=distribution,
             seed=seed,
         )
-    finally:
-        if owned:
-            op.close()  # type: ignore[attr-defined]
 
 
 def orthonormal_range(Y: Tensor, *, truncate: bool = True) -> Tensor:

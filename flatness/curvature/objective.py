@@ -112,6 +112,13 @@ def _select_names(model: nn.Module, params: ParamSelector) -> list[str]:
     return names
 
 
+def _shuffles(data: Any) -> bool:
+    sampler = getattr(data, "sampler", None)
+    return isinstance(data, torch.utils.data.DataLoader) and not isinstance(
+        sampler, torch.utils.data.SequentialSampler
+    )
+
+
 def _data_batches(data: Any, batch_size: int) -> list[Batch]:
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
@@ -181,7 +188,8 @@ class Objective:
             :func:`torch.func.functional_call` on copies of the parameters.
         data: An ``(inputs, targets)`` tensor pair (split into batches of
             ``batch_size``), a list of batches, or a DataLoader (iterated once; its
-            batches are kept, so a shuffling loader is read in one fixed order).
+            batches are kept, so a shuffling loader is read in one fixed order, which
+            does not change the mean in eval mode; in training mode it is refused).
         loss_fn: ``loss_fn(output, target)`` returning the *mean* loss of a batch.
         batch_loss: Instead of ``loss_fn``, a hook ``batch_loss(model_fn, batch)``
             returning the mean loss of a batch, for batches that are not ``(x, y)``
@@ -255,6 +263,13 @@ class Objective:
         self.dim = offset
         self.theta0: Tensor = torch.cat([self._cast(all_params[n]).reshape(-1) for n in names])
 
+        if self.train_mode and _shuffles(data):
+            raise ValueError(
+                "train_mode=True with a shuffling DataLoader: in training mode BatchNorm "
+                "normalizes with each batch's statistics, so the loss depends on which "
+                "examples share a batch and a shuffled loader makes it random. Pass a "
+                "loader with shuffle=False, a fixed list of batches, or use eval mode."
+            )
         batches = _data_batches(data, batch_size)
         moved = [_move(b, self.device, self.dtype) for b in batches]
         sizes = [_batch_size(b) for b in moved]

@@ -12,6 +12,8 @@ device and dtype; nothing here assumes CPU or CUDA.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -180,3 +182,21 @@ def as_operator(target: Any, **hessian_options: Any) -> tuple[SymmetricOperator,
         f"expected a flatness.Objective or an operator with dim/matvec/matmat, "
         f"got {type(target).__name__}"
     )
+
+
+@contextmanager
+def operator_for(target: Any, **hessian_options: Any) -> Iterator[SymmetricOperator]:
+    """:func:`as_operator` as a context: an operator built here is closed on exit.
+
+    Examples:
+        >>> with operator_for(DenseOperator(torch.eye(3))) as op:
+        ...     op.dim
+        3
+    """
+    op, owned = as_operator(target, **hessian_options)
+    try:
+        yield op
+    finally:
+        close = getattr(op, "close", None)
+        if owned and callable(close):
+            close()

@@ -53,3 +53,25 @@ def test_refuses_other_losses_train_mode_and_shared_layers() -> None:
 
     with pytest.raises(ValueError, match="more than once"):
         check_piecewise_linear(Objective(Twice().double(), (X, y)))
+
+
+@pytest.mark.parametrize("input_shape", [(12,), (1, 8, 8)])
+def test_exact_trace_of_zoo_conv_nets_in_1d_and_2d(input_shape: tuple[int, ...]) -> None:
+    """Covers Conv1d/Conv2d, BatchNorm1d/2d, max-pooling and eval-mode dropout, and both
+    conv paths (per-example gradients when positions >= patch size, Gram matrices when
+    fewer positions than patch entries, as in the second block here)."""
+    from flatness.zoo.networks import ConvNet
+
+    torch.manual_seed(0)
+    net = ConvNet(input_shape, 3, channels=4, kernel_size=3, hidden=(6,)).double()
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(16, *input_shape, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,), generator=gen)
+    net.train()
+    with torch.no_grad():
+        net(X)
+    net.eval()
+    H = dense_hessian(net, X, y)
+    for memory in (10**9, 1):  # all classes at once, or one class at a time
+        res = exact_hessian_trace(Objective(net, (X, y), batch_size=5), memory_bytes=memory)
+        assert res.estimate == pytest.approx(torch.trace(H).item(), rel=1e-9)

@@ -129,3 +129,17 @@ def test_dtype_and_device_are_copies() -> None:
     assert obj.theta0.dtype == torch.float64
     assert next(net.parameters()).dtype == torch.float32
     assert obj.value().dtype == torch.float64
+
+
+def test_shuffling_loader_is_refused_in_train_mode_only() -> None:
+    net = make_net("bn_mlp")
+    X, y = make_data(n=24)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(X, y), batch_size=8, shuffle=True
+    )
+    with pytest.raises(ValueError, match="shuffling DataLoader"):
+        Objective(net, loader, train_mode=True)
+    # in eval mode the order of examples cannot change the mean
+    torch.testing.assert_close(
+        Objective(net, loader).value(), Objective(net, (X, y)).value(), rtol=1e-12, atol=0
+    )

@@ -300,8 +300,10 @@ def test_owned_operator_is_closed_even_on_error(
             closed.append(True)
 
     op = Failing(torch.eye(5, dtype=torch.float64))
-    module = sys.modules[ESTIMATORS[method].__module__]
-    monkeypatch.setattr(module, "as_operator", lambda target, **kw: (op, True))
+    # every estimator builds its operator through operator_for, which calls as_operator
+    monkeypatch.setattr(
+        sys.modules["flatness.curvature.operator"], "as_operator", lambda target, **kw: (op, True)
+    )
     with pytest.raises(RuntimeError, match="out of memory"):
         ESTIMATORS[method](object(), budget=10)
     assert closed == [True]
