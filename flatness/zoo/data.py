@@ -165,7 +165,22 @@ def load_dataset(spec: str, **kwargs: Any) -> Dataset:
     return _REGISTRY[spec](**kwargs)
 
 
+def _stack_map_style(value: torch.utils.data.Dataset, name: str, split: str) -> tuple[Any, Any]:
+    """Read a map-style (torchvision-style) data set of ``(x, y)`` items into two tensors."""
+    size = len(value)  # type: ignore[arg-type]
+    if size == 0:
+        raise ValueError(f"data factory {name!r}: the {split} data set is empty")
+    items = [value[i] for i in range(size)]
+    if not all(isinstance(it, tuple | list) and len(it) == 2 for it in items[:1]):
+        raise TypeError(f"data factory {name!r}: {split} items must be (x, y) pairs")
+    xs = torch.stack([torch.as_tensor(np.asarray(x)) for x, _ in items])
+    ys = torch.as_tensor([int(y) for _, y in items])
+    return xs, ys
+
+
 def _as_pair(value: Any, name: str, split: str) -> tuple[Tensor, Tensor]:
+    if isinstance(value, torch.utils.data.Dataset) and hasattr(value, "__len__"):
+        value = _stack_map_style(value, name, split)
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise TypeError(f"data factory {name!r}: the {split} split must be a pair (X, y)")
     x = torch.as_tensor(np.asarray(value[0]) if not isinstance(value[0], Tensor) else value[0])
@@ -182,7 +197,9 @@ def coerce_dataset(value: Any, *, name: str, settings: Mapping[str, Any]) -> Dat
 
     Args:
         value: A :class:`Dataset`, ``((X, y), (X_test, y_test))`` or
-            ``{"train": (X, y), "test": (X_test, y_test)}``.
+            ``{"train": (X, y), "test": (X_test, y_test)}``; each split may also be a
+            map-style (torchvision-style) data set of ``(x, y)`` items already on disk,
+            which is read into tensors once.
         name: The factory string (for error messages and :attr:`Dataset.name`).
         settings: The keyword arguments the factory was called with.
 

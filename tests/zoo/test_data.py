@@ -152,3 +152,24 @@ def test_user_factory_errors_name_the_string(
 def test_user_factory_missing_module() -> None:
     with pytest.raises(ImportError, match="no_such_module_zoo:make"):
         load_dataset("no_such_module_zoo:make")
+
+
+def test_map_style_datasets_are_read_into_tensors() -> None:
+    from flatness.zoo.data import coerce_dataset
+
+    class Images(torch.utils.data.Dataset):  # what torchvision's folders look like
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return torch.full((1, 4, 4), float(i)), i % 3
+
+    ds = coerce_dataset((Images(9), Images(4)), name="pkg:images", settings={})
+    assert ds.train[0].shape == (9, 1, 4, 4) and ds.test[0].shape == (4, 1, 4, 4)
+    assert ds.train[1].tolist() == [0, 1, 2] * 3
+    assert ds.num_classes == 3 and ds.input_shape == (1, 4, 4)
+    with pytest.raises(ValueError, match="empty"):
+        coerce_dataset((Images(0), Images(4)), name="pkg:images", settings={})
