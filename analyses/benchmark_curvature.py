@@ -15,7 +15,7 @@ and writes ``reports/benchmark-curvature.md``.
 
 Usage::
 
-    python analyses/benchmark_curvature.py            # the full benchmark (~10 min on 2 cores)
+    python analyses/benchmark_curvature.py            # the full benchmark (~20 min on 2 cores)
     python analyses/benchmark_curvature.py --quick    # tiny MLP only, one repeat (~1 min)
 """
 
