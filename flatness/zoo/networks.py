@@ -34,6 +34,19 @@ NetworkBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, NetworkBuilder] = {}
 
 
+def dense_block(
+    in_features: int, units: int, *, batchnorm: bool, dropout: float
+) -> list[nn.Module]:
+    """Linear → (BatchNorm1d) → ReLU → (Dropout): one hidden layer of the reference nets."""
+    layers: list[nn.Module] = [nn.Linear(in_features, units)]
+    if batchnorm:
+        layers.append(nn.BatchNorm1d(units))
+    layers.append(nn.ReLU())
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
 class MLP(nn.Module):
     """A fully connected ReLU network, optionally with BatchNorm after each hidden layer.
 
@@ -66,12 +79,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         features = in_features
         for _ in range(depth):
-            layers.append(nn.Linear(features, width))
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(width))
-            layers.append(nn.ReLU())
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            layers += dense_block(features, width, batchnorm=batchnorm, dropout=dropout)
             features = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(features, num_classes)
@@ -141,12 +149,7 @@ class ConvNet(nn.Module):
         dense: list[nn.Module] = [nn.Flatten()]
         features = channels * math.prod(spatial)
         for units in hidden:
-            dense.append(nn.Linear(features, units))
-            if batchnorm:
-                dense.append(nn.BatchNorm1d(units))
-            dense.append(nn.ReLU())
-            if dropout > 0:
-                dense.append(nn.Dropout(dropout))
+            dense += dense_block(features, units, batchnorm=batchnorm, dropout=dropout)
             features = units
         dense.append(nn.Linear(features, num_classes))
         self.classifier = nn.Sequential(*dense)
