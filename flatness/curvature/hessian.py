@@ -178,25 +178,25 @@ class HessianOperator:
         return params, list(grads)
 
     def _retain_graphs(self) -> None:
+        """Build and keep each batch's gradient graph until the next would not fit."""
         obj = self.objective
-        used = 0
+        cuda = obj.device.type == "cuda"
+        used, full = 0, False
         for batch in obj.batches:
-            if used > self.memory_budget:
-                self._graphs.append(None)
-                continue
-            cuda = obj.device.type == "cuda"
-            before = torch.cuda.memory_allocated(obj.device) if cuda else 0
-            with _SavedBytes() as counter:
-                graph = self._build_graph(batch)
-            size = (torch.cuda.memory_allocated(obj.device) - before) if cuda else counter.nbytes
-            if used + size > self.memory_budget:
-                del graph
-                self._graphs.append(None)
-                used = self.memory_budget + 1
-                continue
-            used += size
+            graph = None
+            if not full:
+                before = torch.cuda.memory_allocated(obj.device) if cuda else 0
+                with _SavedBytes() as counter:
+                    graph = self._build_graph(batch)
+                after = torch.cuda.memory_allocated(obj.device) if cuda else 0
+                size = after - before if cuda else counter.nbytes
+                full = used + size > self.memory_budget
+                if full:
+                    graph = None  # the rest are multiplied without retaining
+                else:
+                    used += size
             self._graphs.append(graph)
-        self.choices["retained_bytes"] = min(used, self.memory_budget)
+        self.choices["retained_bytes"] = used
         self.choices["retained_batches"] = self.retained_batches
         if self.retained_batches < len(obj.batches) and self._fallback is None:
             self._fallback = "double_backward" if self.strategy == "retained" else None
