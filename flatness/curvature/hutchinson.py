@@ -249,6 +249,47 @@ def hutchinson_trace(
         )
 
 
+def sample_quadratic_forms(
+    op: SymmetricOperator,
+    generator: torch.Generator,
+    limit: int,
+    *,
+    target_stderr: float | None,
+    absolute: bool,
+    min_probes: int,
+    block_size: int,
+    distribution: str,
+    project: Tensor | None = None,
+    offset: float = 0.0,
+) -> tuple[list[float], bool]:
+    """Draw probes in blocks and collect :math:`z^\\top A z` until ``limit`` samples or
+    the target standard error of ``offset + mean`` is met.
+
+    With ``project`` (an orthonormal ``Q``), probes are first projected onto the
+    complement of its range, :math:`z \\leftarrow (I - QQ^\\top) z`, as Hutch++'s
+    residual phase needs. Returns the samples and whether the target was met.
+    """
+    samples: list[float] = []
+    while len(samples) < limit:
+        count = min(block_size, limit - len(samples))
+        Z = draw_probes(generator, op.dim, count, distribution, dtype=op.dtype, device=op.device)
+        if project is not None:
+            Z = Z - project @ (project.T @ Z)
+        samples.extend(quadratic_forms(Z, op.matmat(Z)))
+        if target_stderr is not None:
+            mean, stderr = sample_stats(samples)
+            if target_met(
+                offset + mean,
+                stderr,
+                len(samples),
+                target_stderr=target_stderr,
+                relative=not absolute,
+                min_probes=min_probes,
+            ):
+                return samples, True
+    return samples, False
+
+
 def _hutchinson(
     op: SymmetricOperator,
     *,
@@ -263,24 +304,16 @@ def _hutchinson(
     start = time.perf_counter()
     matvecs_before = op.matvecs
     generator = torch.Generator().manual_seed(seed)
-    samples: list[float] = []
-    met = False
-    while len(samples) < budget:
-        count = min(block_size, budget - len(samples))
-        Z = draw_probes(generator, op.dim, count, distribution, dtype=op.dtype, device=op.device)
-        samples.extend(quadratic_forms(Z, op.matmat(Z)))
-        if target_stderr is not None:
-            estimate, stderr = sample_stats(samples)
-            met = target_met(
-                estimate,
-                stderr,
-                len(samples),
-                target_stderr=target_stderr,
-                relative=not absolute,
-                min_probes=min_probes,
-            )
-            if met:
-                break
+    samples, met = sample_quadratic_forms(
+        op,
+        generator,
+        budget,
+        target_stderr=target_stderr,
+        absolute=absolute,
+        min_probes=min_probes,
+        block_size=block_size,
+        distribution=distribution,
+    )
     estimate, stderr = sample_stats(samples)
     converged = met if target_stderr is not None else math.isfinite(stderr)
     return TraceResult(

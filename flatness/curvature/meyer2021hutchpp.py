@@ -36,8 +36,8 @@ from flatness.curvature.hutchinson import (
     check_trace_options,
     draw_probes,
     quadratic_forms,
+    sample_quadratic_forms,
     sample_stats,
-    target_met,
 )
 from flatness.curvature.operator import SymmetricOperator, operator_for
 from flatness.curvature.trace import TraceResult
@@ -187,26 +187,18 @@ def _hutchpp(
         low_rank += math.fsum(quadratic_forms(Qb, op.matmat(Qb)))
 
     # 3. Hutchinson on the residual (I - QQ^T) A (I - QQ^T) with the products left.
-    remaining = budget - sketch - rank
-    samples: list[float] = []
-    met = False
-    while not exact and len(samples) < remaining:
-        count = min(block_size, remaining - len(samples))
-        G = draw_probes(generator, n, count, distribution, dtype=dtype, device=device)
-        G = G - Q @ (Q.T @ G)
-        samples.extend(quadratic_forms(G, op.matmat(G)))
-        if target_stderr is not None:
-            mean, stderr = sample_stats(samples)
-            met = target_met(
-                low_rank + mean,
-                stderr,
-                len(samples),
-                target_stderr=target_stderr,
-                relative=not absolute,
-                min_probes=min_probes,
-            )
-            if met:
-                break
+    samples, met = sample_quadratic_forms(
+        op,
+        generator,
+        0 if exact else budget - sketch - rank,
+        target_stderr=target_stderr,
+        absolute=absolute,
+        min_probes=min_probes,
+        block_size=block_size,
+        distribution=distribution,
+        project=Q,
+        offset=low_rank,
+    )
 
     if exact:
         estimate, stderr, converged = low_rank, 0.0, True
