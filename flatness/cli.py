@@ -6,7 +6,9 @@ declares its arguments and ``_cmd_<name>(args) -> int`` which runs it, registere
 
 ``flatness train`` trains one network (settings from flags) or a whole sweep
 (``--sweep sweep.toml``) with :func:`flatness.zoo.train_network` and
-:func:`flatness.zoo.train_sweep`.
+:func:`flatness.zoo.train_sweep`. ``flatness score`` scores a manifest's checkpoints
+into a results store with :func:`flatness.score`; ``flatness export`` writes the store
+as CSV or Parquet with :func:`flatness.export_results`.
 """
 
 from __future__ import annotations
@@ -188,9 +190,100 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- flatness score ---------------------------------------------------------------------
+
+
+def _add_score_parser(subparsers: Subparsers) -> None:
+    from flatness.pipeline.measures import MEASURES
+
+    p = subparsers.add_parser(
+        "score",
+        help="score the checkpoints a manifest names into a results store",
+        description=(
+            "Score every checkpoint named by MANIFEST (TOML) with its measures into an "
+            "SQLite results store. Reruns skip what is stored; a checkpoint that cannot be "
+            "scored is reported and recorded, and the others are scored. Exit status 0 only "
+            "when everything was scored. Measures: "
+            + "; ".join(f"{n}: {m.summary}" for n, m in MEASURES.items())
+        ),
+    )
+    p.add_argument("manifest", type=Path, help="the manifest (TOML)")
+    p.add_argument("--store", type=Path, help="results store (default: results.sqlite beside it)")
+    p.add_argument("--measures", nargs="+", metavar="NAME", help="score only these measures")
+    p.add_argument("--device", help="override [scoring] device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="override [scoring] dtype")
+    p.add_argument("--examples", type=int, help="override [scoring] examples")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow checkpoints that need full unpickling (can run code: trusted files only)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+    p.set_defaults(handler=_cmd_score)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from flatness.pipeline.scoring import score, summary_table
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    measures = [m for item in args.measures or () for m in item.split(",") if m]
+    summary = score(
+        args.manifest,
+        store=args.store,
+        measures=measures or None,
+        device=args.device,
+        dtype=args.dtype,
+        examples=args.examples,
+        trust_pickle=args.trust_pickle,
+        progress=not args.no_progress,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        table = summary_table(summary.store, root=args.manifest.parent)
+        print(table.to_string(index=False, float_format="{:.4g}".format))
+    print(
+        f"{summary.checkpoints} checkpoints: {summary.computed} tasks computed, "
+        f"{summary.reused} already stored, {summary.by_others} by another process, "
+        f"{summary.failed} failed, {summary.pending} pending ({summary.seconds:.1f} s); "
+        f"store {summary.store}"
+    )
+    return 0 if summary.ok else 1
+
+
+# -- flatness export --------------------------------------------------------------------
+
+
+def _add_export_parser(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write a results store as a tidy CSV or Parquet table",
+        description="One row per checkpoint x measure component, with the run metadata.",
+    )
+    p.add_argument("store", type=Path, help="the results store (SQLite)")
+    p.add_argument("out", type=Path, help="output file: .csv or .parquet")
+    p.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from flatness.pipeline.store import export_results, load_results
+
+    path = export_results(args.store, args.out)
+    print(f"wrote {path} ({len(load_results(args.store))} rows)")
+    return 0
+
+
 # -- the command ------------------------------------------------------------------------
 
-SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_train_parser,)
+SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_train_parser,
+    _add_score_parser,
+    _add_export_parser,
+)
 """Parser builders, one per subcommand; each sets ``handler`` to its ``_cmd_*`` function."""
 
 

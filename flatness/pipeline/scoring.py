@@ -1,0 +1,500 @@
+"""Score the checkpoints a manifest names, into a resumable results store.
+
+:func:`score` is what ``flatness score`` runs. For each checkpoint it
+
+1. reads the file safely and identifies it by its SHA-256
+   (:mod:`flatness.pipeline.checkpoints`);
+2. builds the model with the manifest's factory and loads the weights;
+3. evaluates the train and test loss and accuracy (eval mode) and stores them with
+   the metadata (the checkpoint's own ``meta`` first, then the manifest's entry);
+4. builds the :class:`~flatness.curvature.objective.Objective` on a fixed, seeded
+   subset of the training set, and runs every measure task not yet in the store,
+   committing each one as it finishes.
+
+Bad input never stops the sweep: a checkpoint that cannot be read or loaded, holds
+NaN weights or meets an empty data set gets one line naming the file and the cause,
+is recorded as failed, and the others are scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatness.curvature.objective import Objective
+from flatness.pipeline.checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_into
+from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
+from flatness.pipeline.measures import MEASURES, get_measure, settings_key, settings_label
+from flatness.pipeline.store import ResultsStore, load_results
+from flatness.results import Result
+from flatness.zoo.data import Dataset, coerce_dataset, load_dataset
+from flatness.zoo.factories import import_factory
+from flatness.zoo.train import evaluate, package_versions
+
+DEFAULT_STORE = "results.sqlite"
+META_DROPPED = ("history",)
+"""Checkpoint metadata not copied into the store (long training curves)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSummary(Result):
+    """What a call of :func:`score` did.
+
+    Attributes:
+        store: The results store written.
+        checkpoints: Checkpoints named by the manifest.
+        computed: Measure tasks computed by this call.
+        reused: Tasks found already done in the store (earlier runs).
+        by_others: Tasks another process computed while this one waited.
+        failed: Failures (checkpoints that could not be scored, plus failed tasks).
+        pending: Tasks still held by another process when this call returned.
+        failures: One line per failure, naming the checkpoint and the cause.
+        seconds: Wall-clock seconds.
+    """
+
+    store: str
+    checkpoints: int
+    computed: int
+    reused: int
+    by_others: int
+    failed: int
+    pending: int
+    failures: tuple[str, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every checkpoint and every task was scored."""
+        return self.failed == 0 and self.pending == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    measure: str
+    settings: dict[str, Any]
+    key: str
+
+
+class _Progress:
+    """tqdm bars when asked for and installed; otherwise silent."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def bar(self, total: int, desc: str, leave: bool) -> Any:
+        if not self.enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=leave, file=sys.stderr, dynamic_ncols=True)
+
+
+def _resolve(target: Any) -> Manifest:
+    if isinstance(target, Manifest):
+        return target
+    if isinstance(target, Mapping):
+        return manifest_from_dict(target)
+    if isinstance(target, str | os.PathLike):
+        return read_manifest(target)
+    raise TypeError(
+        f"score() takes a manifest path, a Manifest or a manifest dictionary, "
+        f"not {type(target).__name__}"
+    )
+
+
+def _load_data(manifest: Manifest) -> Dataset:
+    data = manifest.data
+    if isinstance(data, str):
+        return load_dataset(data, **manifest.data_kwargs)
+    return coerce_dataset(data, name="<in-memory data>", settings=manifest.data_kwargs)
+
+
+def _model_builder(manifest: Manifest) -> Callable[[], nn.Module]:
+    factory = manifest.model_factory
+    fn = import_factory(factory, kind="model factory") if isinstance(factory, str) else factory
+
+    def build() -> nn.Module:
+        model = fn(**manifest.model_kwargs)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"the model factory returned a {type(model).__name__}, not a torch.nn.Module"
+            )
+        return model
+
+    return build
+
+
+def training_subset(data: Dataset, examples: int | str | None, seed: int) -> tuple[Any, Any]:
+    """The fixed, seeded subset of ``examples`` training examples (all when ``None``/``"all"``).
+
+    Examples:
+        >>> X, y = torch.arange(10.0).reshape(10, 1), torch.zeros(10, dtype=torch.long)
+        >>> d = coerce_dataset(((X, y), (X, y)), name="toy", settings={})
+        >>> training_subset(d, 3, seed=0)[0].flatten().tolist()
+        [1.0, 4.0, 7.0]
+    """
+    x, y = data.train
+    n = int(x.shape[0])
+    if examples is None or examples == "all" or int(examples) >= n:
+        return x, y
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=gen)[: int(examples)].sort().values
+    return x[idx], y[idx]
+
+
+def _tasks(manifest: Manifest) -> list[_Task]:
+    out = []
+    for name, settings in manifest.measures.items():
+        for task in get_measure(name).tasks(settings):
+            out.append(_Task(name, task, settings_key(task)))
+    return out
+
+
+def _run_meta(run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
+    meta = {**run_meta, **checkpoint.meta}
+    for key in META_DROPPED:
+        meta.pop(key, None)
+    return meta
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class _Scorer:
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: ResultsStore,
+        *,
+        trust_pickle: bool,
+        progress: _Progress,
+        log: Callable[[str], None],
+    ) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.trust_pickle = trust_pickle
+        self.progress = progress
+        self.log = log
+        scoring = manifest.scoring
+        self.device = torch.device(scoring["device"])
+        self.dtype = torch.float64 if scoring["dtype"] == "float64" else torch.float32
+        self.tasks = _tasks(manifest)
+        self.versions = package_versions()
+        self.counts = {"computed": 0, "reused": 0, "by_others": 0}
+        self.failures: list[str] = []
+        self.busy: dict[int, list[_Task]] = {}
+        self._data: Dataset | Exception | None = None
+        self._build: Callable[[], nn.Module] | Exception | None = None
+
+    # resources shared by all checkpoints, built once; their failure fails each run
+    def data(self) -> Dataset:
+        if self._data is None:
+            try:
+                self._data = _load_data(self.manifest)
+            except Exception as exc:
+                self._data = exc
+        if isinstance(self._data, Exception):
+            raise self._data
+        return self._data
+
+    def builder(self) -> Callable[[], nn.Module]:
+        if self._build is None:
+            try:
+                self._build = _model_builder(self.manifest)
+            except Exception as exc:
+                self._build = exc
+        if isinstance(self._build, Exception):
+            raise self._build
+        return self._build
+
+    def _fail_run(self, key: str, path: Path, message: str) -> None:
+        self.store.put_run(key, path, status="failed", error=message)
+        self.failures.append(message)
+        self.log(f"FAILED {message}")
+
+    def score_run(self, index: int, only: Sequence[_Task] | None = None) -> None:
+        run = self.manifest.runs[index]
+        path = run.path
+        try:
+            checkpoint = load_checkpoint(path, trust_pickle=self.trust_pickle)
+        except CheckpointError as exc:
+            key = f"missing:{path.resolve()}" if not path.is_file() else _sha_or_path(path)
+            self._fail_run(key, path, str(exc))
+            return
+        key = checkpoint.sha256
+        tasks = list(only) if only is not None else self.tasks
+        row = self.store.run(key)
+        if (
+            only is None
+            and row is not None
+            and row["status"] == "ok"
+            and all(self.store.task_status(key, t.measure, t.key) == "done" for t in tasks)
+        ):
+            self.counts["reused"] += len(tasks)
+            return
+        try:
+            objective = self._prepare(run.meta, checkpoint)
+        except Exception as exc:
+            self._fail_run(key, path, f"{path}: {_reason(exc)}")
+            return
+        bar = self.progress.bar(len(tasks), desc=path.name, leave=False)
+        try:
+            for task in tasks:
+                self._run_task(index, key, objective, task)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _prepare(self, run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> Objective:
+        data = self.data()
+        model = load_into(self.builder()(), checkpoint)
+        model = model.to(device=self.device, dtype=self.dtype)
+        bs = int(self.manifest.scoring["batch_size"])
+        x_train, y_train = (t.to(self.device) for t in data.train)
+        x_test, y_test = (t.to(self.device) for t in data.test)
+        if x_train.is_floating_point():
+            x_train, x_test = x_train.to(self.dtype), x_test.to(self.dtype)
+        train_loss, train_acc = evaluate(model, x_train, y_train, batch_size=bs)
+        test_loss, test_acc = (
+            evaluate(model, x_test, y_test, batch_size=bs)
+            if x_test.shape[0]
+            else (float("nan"), float("nan"))
+        )
+        subset = training_subset(
+            data, self.manifest.scoring["examples"], self.manifest.scoring["seed"]
+        )
+        objective = Objective(model, subset, batch_size=bs, device=self.device, dtype=self.dtype)
+        meta = _run_meta(run_meta, checkpoint)
+        self.store.put_run(
+            checkpoint.sha256,
+            checkpoint.path,
+            regime=None if meta.get("regime") is None else str(meta["regime"]),
+            batch_size=_float_or_none(meta.get("batch_size")),
+            lr=_float_or_none(meta.get("lr")),
+            seed=_int_or_none(meta.get("seed")),
+            epoch=_int_or_none(meta.get("epoch")),
+            meta=meta,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            examples=objective.num_examples,
+            status="ok",
+            error=None,
+        )
+        return objective
+
+    def _run_task(self, index: int, key: str, objective: Objective, task: _Task) -> None:
+        claim = self.store.claim(key, task.measure, task.key)
+        if claim.state == "done":
+            self.counts["reused"] += 1
+            return
+        if claim.state == "busy":
+            self.busy.setdefault(index, []).append(task)
+            return
+        measure = get_measure(task.measure)
+        started = time.perf_counter()
+        try:
+            records, details = measure.run(objective, task.settings)
+        except (KeyboardInterrupt, SystemExit):
+            self.store.release(key, task.measure, task.key)
+            raise
+        except Exception as exc:
+            message = f"{self.manifest.runs[index].path}: {task.measure} {task.key}: {_reason(exc)}"
+            self.store.fail(key, task.measure, task.key, message)
+            self.failures.append(message)
+            self.log(f"FAILED {message}")
+            return
+        seconds = time.perf_counter() - started
+        matvecs = details.get("matvecs")
+        self.store.finish(
+            key,
+            task.measure,
+            task.key,
+            records,
+            matvecs=None if matvecs is None else int(matvecs),
+            seconds=seconds,
+            device=str(objective.device),
+            dtype=str(objective.dtype).removeprefix("torch."),
+            versions=self.versions,
+            details=details,
+        )
+        self.counts["computed"] += 1
+
+    def wait_for_others(self, poll: float) -> None:
+        """Wait for tasks other processes hold; take over those whose owner died."""
+        while self.busy:
+            time.sleep(poll)
+            waiting, self.busy = self.busy, {}
+            for index, tasks in waiting.items():
+                key = _sha_or_path(self.manifest.runs[index].path)
+                still = []
+                for task in tasks:
+                    status = self.store.task_status(key, task.measure, task.key)
+                    if status == "done":
+                        self.counts["by_others"] += 1
+                    elif status == "failed":
+                        path = self.manifest.runs[index].path
+                        self.failures.append(f"{path}: {task.measure} failed in another process")
+                    else:
+                        still.append(task)
+                if still:
+                    self.score_run(index, only=still)
+
+
+def _sha_or_path(path: Path) -> str:
+    from flatness.pipeline.checkpoints import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
+        return f"missing:{path.resolve()}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return text.splitlines()[0] if "\n" in text and len(text) > 400 else text
+
+
+def score(
+    manifest: Any,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    measures: Sequence[str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    examples: int | None = None,
+    trust_pickle: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    wait: bool = True,
+    poll: float = 0.5,
+) -> ScoreSummary:
+    """Score every checkpoint of a manifest into a results store (``flatness score``).
+
+    Args:
+        manifest: A manifest file, a :class:`~flatness.pipeline.manifest.Manifest` or
+            a parsed manifest dictionary.
+        store: The SQLite results store (default ``results.sqlite`` beside the manifest).
+        measures: Score only these measures (their manifest settings, else defaults).
+        device: Override ``[scoring] device`` (for example ``"cuda"``).
+        dtype: Override ``[scoring] dtype``.
+        examples: Override ``[scoring] examples``.
+        trust_pickle: Allow checkpoints that need full unpickling (trusted files only).
+        progress: Show progress bars (per checkpoint and per measure) on stderr.
+        log: Called with one line per failure (default: nothing).
+        wait: Wait for tasks another process is computing, so the summary is complete.
+        poll: Seconds between checks while waiting.
+
+    Returns:
+        What was computed, reused and failed; ``summary.ok`` is true when all was scored.
+
+    Raises:
+        ManifestError: If the manifest itself is invalid.
+        ValueError: If the store is not a results store, or the device is unavailable.
+    """
+    started = time.perf_counter()
+    man = _resolve(manifest)
+    if measures:
+        man = man.with_measures(list(measures))
+    man = man.with_scoring(device=device, dtype=dtype, examples=examples)
+    dev = torch.device(man.scoring["device"])
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False")
+    if store is None:
+        store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
+    bars = _Progress(progress)
+    with ResultsStore(store) as db:
+        scorer = _Scorer(
+            man, db, trust_pickle=trust_pickle, progress=bars, log=log or (lambda s: None)
+        )
+        outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
+        try:
+            for index in range(len(man.runs)):
+                scorer.score_run(index)
+                if outer is not None:
+                    outer.update(1)
+            if wait:
+                scorer.wait_for_others(poll)
+        finally:
+            if outer is not None:
+                outer.close()
+    pending = sum(len(t) for t in scorer.busy.values())
+    return ScoreSummary(
+        store=str(store),
+        checkpoints=len(man.runs),
+        computed=scorer.counts["computed"],
+        reused=scorer.counts["reused"],
+        by_others=scorer.counts["by_others"],
+        failed=len(scorer.failures),
+        pending=pending,
+        failures=tuple(scorer.failures),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def summary_table(
+    store: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> Any:
+    """One row per checkpoint: regime, status, accuracies and each measure's headline.
+
+    The headline of a measure is its single value, or its first component (the largest
+    eigenvalue for ``lambda_max``, the SLQ trace for ``density``); a measure scored
+    with several settings gets one column per setting (``keskar(eps=0.001, subspace=0)``).
+
+    Args:
+        store: The results store.
+        root: Show checkpoint paths relative to this folder (the manifest's).
+    """
+    import pandas as pd
+
+    from flatness.pipeline.store import load_runs
+
+    runs = load_runs(store)
+    df = load_results(store)
+    head = df[df["component"].isin(["", "1", "trace"])].copy()
+    labels = {}
+    for (measure, key), _ in head.groupby(["measure", "settings"]):
+        sweep = get_measure(measure).sweep if measure in MEASURES else ()
+        varied = tuple(
+            k for k in sweep if head[head["measure"] == measure]["settings"].nunique() > 1
+        )
+        labels[(measure, key)] = settings_label(measure, json.loads(key), varied)
+    head["column"] = [
+        labels[(m, k)] for m, k in zip(head["measure"], head["settings"], strict=True)
+    ]
+    wide = head.pivot_table(index="checkpoint", columns="column", values="value", aggfunc="first")
+    table = runs.set_index("checkpoint")[
+        ["path", "regime", "status", "train_accuracy", "test_accuracy"]
+    ]
+    table = table.join(wide, how="left")
+    if root is not None:
+        base = Path(root).resolve()
+        table["path"] = [
+            os.path.relpath(p, base) if Path(p).is_absolute() else p for p in table["path"]
+        ]
+    return pd.DataFrame(table).reset_index(drop=True)

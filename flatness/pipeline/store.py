@@ -1,0 +1,408 @@
+"""The results store: an SQLite database that is crash-safe, resumable and shared.
+
+Three tables:
+
+- ``runs`` -- one row per checkpoint (keyed by the SHA-256 of its file): path,
+  regime, batch size, learning rate, seed, epoch, the metadata, the evaluated train
+  and test loss and accuracy, and whether it could be scored (with the error if not);
+- ``measurements`` -- one row per (checkpoint, measure, settings, component): value,
+  error bar, converged flag, Hessian-vector products spent, seconds, device, package
+  versions and time;
+- ``tasks`` -- one row per (checkpoint, measure, settings): ``running`` (claimed by a
+  process), ``done`` or ``failed``, with the owner and the error.
+
+The database runs in WAL mode and every task is committed in its own transaction the
+moment it finishes, so an interrupted sweep (Ctrl-C, ``kill -9``) loses only the
+task in flight. A process *claims* a task before computing it; a second process
+scoring into the same store skips claimed tasks and waits for them, so nothing is
+computed twice and nothing is stored twice. A claim whose process has died (same
+host, pid gone) or that is older than ``stale_after`` seconds is taken over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flatness.pipeline.measures import Record
+from flatness.results import to_plain
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    checkpoint TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    regime TEXT,
+    batch_size REAL,
+    lr REAL,
+    seed INTEGER,
+    epoch INTEGER,
+    meta TEXT,
+    train_loss REAL,
+    train_accuracy REAL,
+    test_loss REAL,
+    test_accuracy REAL,
+    examples INTEGER,
+    status TEXT NOT NULL,
+    error TEXT,
+    updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    checkpoint TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    component TEXT NOT NULL,
+    value REAL,
+    error REAL,
+    error_kind TEXT,
+    converged INTEGER,
+    matvecs INTEGER,
+    seconds REAL,
+    device TEXT,
+    dtype TEXT,
+    versions TEXT,
+    details TEXT,
+    created TEXT NOT NULL,
+    PRIMARY KEY (checkpoint, measure, settings, component)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    checkpoint TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner TEXT,
+    host TEXT,
+    pid INTEGER,
+    started REAL,
+    error TEXT,
+    PRIMARY KEY (checkpoint, measure, settings)
+);
+"""
+
+RUN_COLUMNS = (
+    "checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch", "meta",
+    "train_loss", "train_accuracy", "test_loss", "test_accuracy", "examples",
+    "status", "error", "updated",
+)  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to claim a task: ``"claimed"``, ``"done"`` or ``"busy"``."""
+
+    state: str
+    owner: str | None = None
+
+
+class ResultsStore:
+    """An open results database (see the module docstring).
+
+    Args:
+        path: The SQLite file (created if missing).
+        stale_after: Seconds after which another host's claim is considered abandoned.
+        timeout: Seconds to wait for a lock held by another process.
+
+    Examples:
+        >>> import tempfile, os
+        >>> store = ResultsStore(os.path.join(tempfile.mkdtemp(), "r.sqlite"))
+        >>> store.claim("abc", "trace", "{}").state
+        'claimed'
+        >>> store.claim("abc", "trace", "{}").state   # our own claim: still ours
+        'claimed'
+        >>> store.close()
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, stale_after: float = 24 * 3600, timeout: float = 60.0
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.stale_after = float(stale_after)
+        self.owner = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(
+                f"{self.path}: not a usable flatness results store ({exc}); "
+                "point --store at a new file or at a store written by flatness"
+            ) from exc
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ runs
+    def put_run(self, checkpoint: str, path: str | os.PathLike[str], **fields: Any) -> None:
+        """Insert or update a checkpoint's row (``fields`` are :data:`RUN_COLUMNS`)."""
+        unknown = set(fields) - set(RUN_COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown run columns {sorted(unknown)}")
+        row = {"checkpoint": checkpoint, "path": str(path), "status": "ok", "updated": _now()}
+        row.update(fields)
+        if isinstance(row.get("meta"), Mapping):
+            row["meta"] = json.dumps(to_plain(row["meta"]), sort_keys=True, default=str)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in row if c != "checkpoint")
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT(checkpoint) DO UPDATE SET {updates}",
+                tuple(row.values()),
+            )
+
+    def run(self, checkpoint: str) -> dict[str, Any] | None:
+        """A checkpoint's row as a dictionary, or ``None``."""
+        cur = self._db.execute(
+            f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE checkpoint=?", (checkpoint,)
+        )
+        row = cur.fetchone()
+        return None if row is None else dict(zip(RUN_COLUMNS, row, strict=True))
+
+    # ------------------------------------------------------------------ tasks
+    def task_status(self, checkpoint: str, measure: str, settings: str) -> str | None:
+        row = self._db.execute(
+            "SELECT status FROM tasks WHERE checkpoint=? AND measure=? AND settings=?",
+            (checkpoint, measure, settings),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def _stale(self, host: str | None, pid: int | None, started: float | None) -> bool:
+        if host == self.host and pid is not None and not _pid_alive(pid):
+            return True
+        return started is None or time.time() - started > self.stale_after
+
+    def claim(self, checkpoint: str, measure: str, settings: str) -> Claim:
+        """Claim a task for this process unless it is done or another live process has it."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT status, owner, host, pid, started FROM tasks "
+                "WHERE checkpoint=? AND measure=? AND settings=?",
+                (checkpoint, measure, settings),
+            ).fetchone()
+            if row is not None:
+                status, owner, host, pid, started = row
+                if status == "done":
+                    return Claim("done", owner)
+                if (
+                    status == "running"
+                    and owner != self.owner
+                    and not self._stale(host, pid, started)
+                ):
+                    return Claim("busy", owner)
+            db.execute(
+                "INSERT INTO tasks VALUES (?, ?, ?, 'running', ?, ?, ?, ?, NULL) "
+                "ON CONFLICT(checkpoint, measure, settings) DO UPDATE SET status='running', "
+                "owner=excluded.owner, host=excluded.host, pid=excluded.pid, "
+                "started=excluded.started, error=NULL",
+                (checkpoint, measure, settings, self.owner, self.host, self.pid, time.time()),
+            )
+        return Claim("claimed", self.owner)
+
+    def finish(
+        self,
+        checkpoint: str,
+        measure: str,
+        settings: str,
+        records: Sequence[Record],
+        *,
+        matvecs: int | None,
+        seconds: float,
+        device: str,
+        dtype: str,
+        versions: Mapping[str, str],
+        details: Mapping[str, Any],
+    ) -> None:
+        """Store a finished task's rows and mark it done, in one transaction."""
+        created = _now()
+        versions_json = json.dumps(dict(versions), sort_keys=True)
+        details_json = json.dumps(to_plain(dict(details)), sort_keys=True, default=str)
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM measurements WHERE checkpoint=? AND measure=? AND settings=?",
+                (checkpoint, measure, settings),
+            )
+            db.executemany(
+                "INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        checkpoint,
+                        measure,
+                        settings,
+                        r.component,
+                        r.value,
+                        r.error,
+                        r.error_kind,
+                        None if r.converged is None else int(r.converged),
+                        matvecs,
+                        seconds,
+                        device,
+                        dtype,
+                        versions_json,
+                        details_json,
+                        created,
+                    )
+                    for r in records
+                ],
+            )
+            db.execute(
+                "UPDATE tasks SET status='done', error=NULL, owner=? "
+                "WHERE checkpoint=? AND measure=? AND settings=?",
+                (self.owner, checkpoint, measure, settings),
+            )
+
+    def fail(self, checkpoint: str, measure: str, settings: str, error: str) -> None:
+        """Mark a task failed (a later run retries it)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE tasks SET status='failed', error=? "
+                "WHERE checkpoint=? AND measure=? AND settings=?",
+                (error, checkpoint, measure, settings),
+            )
+
+    def release(self, checkpoint: str, measure: str, settings: str) -> None:
+        """Give up this process's claim on an unfinished task (on interruption)."""
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM tasks WHERE checkpoint=? AND measure=? AND settings=? "
+                "AND owner=? AND status='running'",
+                (checkpoint, measure, settings, self.owner),
+            )
+
+    # ------------------------------------------------------------------ reading
+    def measurements(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM measurements", self._db)
+
+    def runs(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM runs", self._db)
+
+    def tasks(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM tasks", self._db)
+
+
+_TIDY_ORDER = (
+    "checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch",
+    "train_loss", "train_accuracy", "test_loss", "test_accuracy", "generalization_gap",
+    "measure", "settings", "component", "value", "error", "error_kind", "converged",
+    "matvecs", "seconds", "device", "dtype", "created",
+)  # fmt: skip
+
+
+def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.DataFrame:
+    """Read a results store into a tidy DataFrame: one row per checkpoint × measure component.
+
+    Each row carries the checkpoint's metadata (regime, batch size, learning rate, seed,
+    epoch), its evaluated train/test loss and accuracy, the generalization gap (train
+    minus test accuracy), and the measure's name, settings (JSON text), component,
+    value and error bar.
+
+    Args:
+        path: The store.
+        details: Also return the ``details`` (JSON text: the estimator's full result),
+            ``versions`` and ``meta`` columns.
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    with closing(sqlite3.connect(str(p))) as db:
+        m = pd.read_sql_query("SELECT * FROM measurements", db)
+        r = pd.read_sql_query("SELECT * FROM runs", db)
+    df = m.merge(r.drop(columns=["status", "error", "updated"]), on="checkpoint", how="left")
+    df["generalization_gap"] = df["train_accuracy"] - df["test_accuracy"]
+    df["converged"] = df["converged"].map(lambda v: None if pd.isna(v) else bool(v))
+    cols = list(_TIDY_ORDER) + (["details", "versions", "meta"] if details else [])
+    return df[cols].sort_values(["path", "measure", "settings", "component"]).reset_index(drop=True)
+
+
+def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The store's ``runs`` table (one row per checkpoint, failed ones included)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    with closing(sqlite3.connect(str(p))) as db:
+        return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
+
+
+def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write :func:`load_results` to ``.csv`` or ``.parquet`` (chosen by the suffix).
+
+    Raises:
+        ValueError: For another suffix.
+        ImportError: For Parquet without ``pyarrow`` installed.
+    """
+    target = Path(out)
+    df = load_results(store)
+    if target.suffix == ".csv":
+        df.to_csv(target, index=False)
+    elif target.suffix in (".parquet", ".pq"):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "writing Parquet needs pyarrow: pip install 'flatness[parquet]' (or write .csv)"
+            ) from exc
+        df.to_parquet(target, index=False)
+    else:
+        raise ValueError(
+            f"{target}: export to .csv or .parquet, not {target.suffix or 'no suffix'!r}"
+        )
+    return target

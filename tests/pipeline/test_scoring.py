@@ -1,0 +1,237 @@
+"""End to end: score a folder of checkpoints, fail cleanly, resume, share a store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import flatness as fl
+from flatness.pipeline.checkpoints import load_checkpoint, load_into
+from flatness.pipeline.measures import Measure
+from flatness.pipeline.scoring import training_subset
+from flatness.zoo.data import coerce_dataset
+from tests.pipeline.conftest import REPO, manifest_text, save_run
+from tests.pipeline.factories import tiny_data, tiny_net
+
+
+def _direct_lambda(path: Path, k: int = 2) -> list[float]:
+    """What the Python API gives for one checkpoint, without the pipeline."""
+    net = load_into(tiny_net(), load_checkpoint(path)).double()
+    data = coerce_dataset(tiny_data(), name="t", settings={})
+    obj = fl.Objective(net, training_subset(data, 30, seed=0), dtype=torch.float64)
+    return list(fl.hessian_eigenvalues(obj, k=k).eigenvalues)
+
+
+def test_score_stores_what_the_api_computes(sweep: Path) -> None:
+    summary = fl.score(sweep)
+    assert summary.ok and summary.computed == 6 and summary.checkpoints == 3
+    df = fl.load_results(sweep.parent / "results.sqlite")
+    assert len(df) == 3 * (2 + 1)
+    for path in ("sb/seed0.pt", "lb/seed1.pt"):
+        full = str((sweep.parent / path).resolve())
+        rows = df[(df["path"] == full) & (df["measure"] == "lambda_max")].sort_values("component")
+        assert rows["value"].tolist() == pytest.approx(
+            _direct_lambda(sweep.parent / path), rel=1e-8
+        )
+        assert rows["converged"].all() and (rows["error_kind"] == "residual").all()
+    # metadata: the checkpoint's own meta wins, the manifest fills the rest
+    runs = fl.load_runs(sweep.parent / "results.sqlite").set_index("seed")
+    assert (
+        runs.loc[0, "lr"] == 0.01
+        and runs.loc[2, "regime"] == "SB"
+        and runs.loc[1, "batch_size"] == 32
+    )
+    assert runs["examples"].eq(30).all() and runs["test_accuracy"].between(0, 1).all()
+    trace = df[df["measure"] == "trace"]
+    assert (trace["error"] == 0).all() and trace["dtype"].eq("float64").all()
+
+
+def test_rerun_reuses_and_a_changed_file_is_rescored(sweep: Path) -> None:
+    fl.score(sweep)
+    again = fl.score(sweep)
+    assert again.ok and again.computed == 0 and again.reused == 6
+    save_run(sweep.parent / "lb" / "seed1.pt", 7)  # same name, new weights
+    third = fl.score(sweep)
+    assert third.computed == 2 and third.reused == 4
+    # a renamed copy is recognised by its content
+    (sweep.parent / "sb" / "seed0.pt").rename(sweep.parent / "sb" / "renamed.pt")
+    sweep.write_text(sweep.read_text().replace("sb/seed0.pt", "sb/renamed.pt"))
+    assert fl.score(sweep).computed == 0
+
+
+def test_score_from_python_objects(tmp_path: Path) -> None:
+    paths = [save_run(tmp_path / f"{i}.pt", i) for i in range(2)]
+    man = fl.Manifest(
+        model_factory=tiny_net,
+        data=tiny_data(),
+        runs=tuple(fl.RunSpec(p, {"regime": "SB", "batch_size": 8}) for p in paths),
+        measures={"trace": {"method": "exact"}},
+        scoring={"dtype": "float64", "examples": 30},
+    )
+    summary = fl.score(man, store=tmp_path / "s.sqlite")
+    assert summary.ok and summary.computed == 2
+
+
+def test_bad_inputs_are_recorded_and_the_rest_is_scored(tmp_path: Path) -> None:
+    good = save_run(tmp_path / "good.pt", 0)
+    (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:100])
+    torch.save(tiny_net(hidden=7).state_dict(), tmp_path / "mismatch.pt")
+    net = tiny_net()
+    with torch.no_grad():
+        net[0].weight[0, 0] = float("inf")
+    torch.save(net.state_dict(), tmp_path / "inf.pt")
+    runs = ["good.pt", "truncated.pt", "mismatch.pt", "inf.pt", "missing.pt"]
+    (tmp_path / "m.toml").write_text(manifest_text(runs, measures='trace = { method = "exact" }'))
+    lines: list[str] = []
+    summary = fl.score(tmp_path / "m.toml", log=lines.append)
+    assert not summary.ok and summary.computed == 1 and summary.failed == 4
+    causes = {
+        "truncated.pt": "corrupt or truncated",
+        "mismatch.pt": "does not match the model",
+        "inf.pt": "NaN or Inf values in 0.weight",
+        "missing.pt": "no such checkpoint file",
+    }
+    for name, cause in causes.items():
+        assert sum(name in line and cause in line for line in lines) == 1, (name, lines)
+    runs_table = fl.load_runs(tmp_path / "results.sqlite")
+    assert sorted(runs_table["status"]) == ["failed"] * 4 + ["ok"]
+    assert len(fl.load_results(tmp_path / "results.sqlite")) == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "cause"),
+    [
+        ('factory = "tests.pipeline.factories:no_such"', None, "has no attribute 'no_such'"),
+        ('factory = "no_such_pkg.mod:f"', None, "cannot import module 'no_such_pkg.mod'"),
+        (None, 'factory = "tests.pipeline.factories:empty_data"', "the data set is empty"),
+    ],
+)
+def test_factory_and_data_failures_fail_each_checkpoint(
+    tmp_path: Path, model: str | None, data: str | None, cause: str
+) -> None:
+    for i in range(2):
+        save_run(tmp_path / f"{i}.pt", i)
+    kwargs = {k: v for k, v in (("model", model), ("data", data)) if v is not None}
+    (tmp_path / "m.toml").write_text(manifest_text(["0.pt", "1.pt"], **kwargs))
+    lines: list[str] = []
+    summary = fl.score(tmp_path / "m.toml", log=lines.append)
+    assert summary.failed == 2 and summary.computed == 0
+    assert all(cause in line for line in lines) and {"0.pt", "1.pt"} == {
+        Path(line.split(": ")[0].removeprefix("FAILED ")).name for line in lines
+    }
+
+
+def test_a_failing_measure_is_recorded_and_retried(
+    sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Measure.run
+    calls = {"trace": 0}
+
+    def flaky(self: Measure, objective: fl.Objective, settings: dict) -> tuple:
+        if self.name == "trace":
+            calls["trace"] += 1
+            if calls["trace"] == 2:
+                raise RuntimeError("simulated out-of-memory")
+        return original(self, objective, settings)
+
+    monkeypatch.setattr(Measure, "run", flaky)
+    summary = fl.score(sweep)
+    assert summary.failed == 1 and "simulated out-of-memory" in summary.failures[0]
+    assert summary.computed == 5
+    monkeypatch.undo()
+    again = fl.score(sweep)
+    assert again.ok and again.computed == 1 and again.reused == 5
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flatness", *args, "--no-progress", "--threads", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _slow_sweep(tmp_path: Path, n: int) -> Path:
+    runs = [f"r{i}.pt" for i in range(n)]
+    for i, r in enumerate(runs):
+        torch.save({"body." + k: v for k, v in tiny_net(seed=i).state_dict().items()}, tmp_path / r)
+    text = manifest_text(
+        runs,
+        measures="lambda_max = { k = 1 }",
+        model='factory = "tests.pipeline.factories:slow_net"\nkwargs = { delay = 0.01 }',
+    )
+    (tmp_path / "m.toml").write_text(text)
+    return tmp_path / "m.toml"
+
+
+def _done(store: Path) -> int:
+    if not store.exists():
+        return 0
+    with sqlite3.connect(store) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM tasks WHERE status='done'").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_cli_killed_partway_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    manifest = _slow_sweep(tmp_path, 6)
+    store = tmp_path / "results.sqlite"
+    proc = _cli("score", str(manifest))
+    deadline = time.time() + 120
+    while _done(store) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed; slow it down"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _done(store)
+    assert 2 <= before < 6
+    resumed = _cli("score", str(manifest))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"{6 - before} tasks computed, {before} already stored" in out
+    df = fl.load_results(store)
+    assert len(df) == 6 and df["checkpoint"].is_unique
+    # the stored values are the API's
+    net = load_into(tiny_net(), load_checkpoint(tmp_path / "r3.pt")).double()
+    data = coerce_dataset(tiny_data(), name="t", settings={})
+    expected = fl.hessian_eigenvalues(fl.Objective(net, training_subset(data, 30, 0))).eigenvalues[
+        0
+    ]
+    got = df[df["path"] == str((tmp_path / "r3.pt").resolve())]["value"].item()
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_two_processes_share_a_store_without_duplicates(tmp_path: Path) -> None:
+    manifest = _slow_sweep(tmp_path, 6)
+    procs = [_cli("score", str(manifest)) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    computed = [int(out.split(" tasks computed")[0].split()[-1]) for out, _ in outs]
+    assert sum(computed) == 6
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 6
+        assert db.execute("SELECT COUNT(*) FROM tasks WHERE status='done'").fetchone()[0] == 6
+
+
+def test_cli_exit_status_and_export(sweep: Path, tmp_path: Path) -> None:
+    from flatness.cli import main
+
+    assert main(["score", str(sweep), "--no-progress", "--measures", "trace"]) == 0
+    assert main(["export", str(sweep.parent / "results.sqlite"), str(tmp_path / "x.csv")]) == 0
+    assert (tmp_path / "x.csv").read_text().count("\n") == 4
+    (sweep.parent / "sb" / "seed2.pt").write_bytes(b"garbage")
+    assert main(["score", str(sweep), "--no-progress", "--measures", "trace"]) == 1
+    assert main(["score", str(tmp_path / "missing.toml")]) == 1
