@@ -34,7 +34,22 @@ from flatness.curvature import (
     spectral_density,
     to_scipy,
 )
+from flatness.pipeline import (
+    CheckpointError,
+    Manifest,
+    ManifestError,
+    ResultsStore,
+    RunSpec,
+    ScoreSummary,
+    export_results,
+    load_checkpoint,
+    load_results,
+    load_runs,
+    read_manifest,
+    score,
+)
 from flatness.results import Result
+from flatness.sharpness import KESKAR_EPS, KeskarResult, keskar_sharpness, random_subspace
 from flatness.zoo import (
     Dataset,
     TrainConfig,
@@ -70,6 +85,24 @@ __all__ = [
     # density
     "DensityResult",
     "spectral_density",
+    # sharpness
+    "KESKAR_EPS",
+    "KeskarResult",
+    "keskar_sharpness",
+    "random_subspace",
+    # scoring checkpoints into a results store
+    "CheckpointError",
+    "Manifest",
+    "ManifestError",
+    "ResultsStore",
+    "RunSpec",
+    "ScoreSummary",
+    "export_results",
+    "load_checkpoint",
+    "load_results",
+    "load_runs",
+    "read_manifest",
+    "score",
     # built-in data, networks and training
     "Dataset",
     "TrainConfig",
