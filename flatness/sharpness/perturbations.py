@@ -1,0 +1,209 @@
+r"""Shared pieces of the perturbation-based sharpness measures.
+
+Adaptive and average-case sharpness (:mod:`flatness.sharpness.adaptive`,
+:mod:`flatness.sharpness.average`) and PAC-Bayes flatness
+(:mod:`flatness.sharpness.jiang2019pacbayes`) all perturb the flat parameter vector
+:math:`w` of an :class:`~flatness.curvature.objective.Objective` and evaluate the loss
+there. This module holds what they share:
+
+* the elementwise scale :math:`T_w = \operatorname{diag}(|w| + \eta)` of adaptive
+  sharpness (Kwon et al. 2021), or the identity for the plain measures;
+* random draws made on the CPU in float64 from a seeded :class:`torch.Generator` and
+  only then cast and moved, so a seed gives the same perturbations on every device;
+* the split of the objective's examples into chunks of ``m`` examples for
+  m-sharpness, and the mean loss and gradient of one chunk.
+
+References:
+    J. Kwon, J. Kim, H. Park and I. K. Choi (2021). ASAM: Adaptive sharpness-aware
+    minimization for scale-invariant learning of deep neural networks. ICML.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flatness.curvature.objective import Batch, Objective
+
+__all__ = [
+    "Chunk",
+    "check_nonnegative",
+    "check_norm",
+    "check_positive",
+    "chunk_value",
+    "chunk_value_and_gradient",
+    "elementwise_scale",
+    "example_chunks",
+    "random_in_ball",
+    "slice_batch",
+    "standard_normal",
+    "whole_data",
+]
+
+Chunk = list[tuple[float, Batch]]
+"""A set of examples as ``(weight, batch)`` pairs whose weighted sum is the mean loss."""
+
+
+def check_positive(name: str, value: float) -> float:
+    """Return ``value`` as a float, or raise a ValueError unless it is positive and finite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: float, hint: str = "") -> float:
+    """Return ``value`` as a float, or raise a ValueError unless it is finite and ``>= 0``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0{hint}, got {value!r}")
+    return float(value)
+
+
+def check_norm(p: Any) -> str:
+    """Normalize the norm of a perturbation ball to ``"2"`` or ``"inf"``.
+
+    Examples:
+        >>> check_norm(2), check_norm("inf"), check_norm(float("inf"))
+        ('2', 'inf', 'inf')
+    """
+    if isinstance(p, str) and p.strip().lower() in ("2", "l2"):
+        return "2"
+    if isinstance(p, str) and p.strip().lower() in ("inf", "linf"):
+        return "inf"
+    if isinstance(p, numbers.Real) and not isinstance(p, bool):
+        if float(p) == 2.0:
+            return "2"
+        if float(p) == math.inf:
+            return "inf"
+    raise ValueError(f'p must be 2 or "inf" (the l2 or l-infinity ball), got {p!r}')
+
+
+def elementwise_scale(theta: Tensor, *, adaptive: bool, eta: float) -> Tensor:
+    r"""The diagonal of :math:`T_w`: :math:`|w| + \eta` when adaptive, else ones.
+
+    Examples:
+        >>> elementwise_scale(torch.tensor([-2.0, 0.0, 1.0]), adaptive=True, eta=0.5)
+        tensor([2.5000, 0.5000, 1.5000])
+        >>> elementwise_scale(torch.tensor([-2.0, 0.0]), adaptive=False, eta=0.5)
+        tensor([1., 1.])
+    """
+    if not adaptive:
+        return torch.ones_like(theta)
+    return theta.abs() + eta
+
+
+def standard_normal(
+    generator: torch.Generator, dim: int, *, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """One ``N(0, I)`` vector drawn on the CPU in float64, then cast and moved."""
+    z = torch.randn(dim, generator=generator, dtype=torch.float64)
+    return z.to(device=device, dtype=dtype)
+
+
+def random_in_ball(
+    generator: torch.Generator,
+    dim: int,
+    radius: float,
+    norm: str,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    r"""A point drawn uniformly from the ``norm`` ball of ``radius`` (``"2"`` or ``"inf"``).
+
+    For the :math:`\ell_2` ball the direction is a normalized Gaussian and the radius is
+    :math:`\rho\, U^{1/d}`; for the :math:`\ell_\infty` ball each coordinate is uniform
+    on :math:`[-\rho, \rho]`.
+
+    Examples:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = random_in_ball(g, 5, 0.1, "2", dtype=torch.float64, device=torch.device("cpu"))
+        >>> bool(x.norm() <= 0.1)
+        True
+    """
+    if norm == "2":
+        z = torch.randn(dim, generator=generator, dtype=torch.float64)
+        u = torch.rand((), generator=generator, dtype=torch.float64)
+        x = z * (radius * u ** (1.0 / dim) / z.norm().clamp_min(1e-300))
+    else:
+        x = (2.0 * torch.rand(dim, generator=generator, dtype=torch.float64) - 1.0) * radius
+    return x.to(device=device, dtype=dtype)
+
+
+def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
+    """Examples ``start:stop`` of a batch: every tensor with a batch dimension is sliced."""
+    if isinstance(batch, Tensor):
+        return batch[start:stop] if batch.ndim > 0 else batch
+    if isinstance(batch, Mapping):
+        return {k: slice_batch(v, start, stop) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(slice_batch(v, start, stop) for v in batch)
+    return batch
+
+
+def whole_data(obj: Objective) -> Chunk:
+    """All the objective's examples as one chunk (its batches with their weights)."""
+    return list(zip(obj.weights, obj.batches, strict=True))
+
+
+def example_chunks(obj: Objective, m: int) -> list[Chunk]:
+    """Split the examples, in the objective's order, into consecutive chunks of ``m``.
+
+    A chunk may span batch boundaries. When ``m`` does not divide the number of
+    examples, the last chunk holds the remainder. Each chunk's weights are its
+    segments' sizes over the chunk's size, so its weighted sum of batch means is the
+    chunk's mean loss.
+    """
+    chunks: list[Chunk] = []
+    segments: list[tuple[int, Batch]] = []
+    filled = 0
+    for batch, size in zip(obj.batches, obj.batch_sizes, strict=True):
+        start = 0
+        while start < size:
+            take = min(m - filled, size - start)
+            part = batch if take == size else slice_batch(batch, start, start + take)
+            segments.append((take, part))
+            filled += take
+            start += take
+            if filled == m:
+                chunks.append([(n / m, b) for n, b in segments])
+                segments, filled = [], 0
+    if segments:
+        chunks.append([(n / filled, b) for n, b in segments])
+    return chunks
+
+
+def chunk_value(obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batch]]) -> Tensor:
+    """The mean loss of the chunk's examples at ``theta`` (a 0-d tensor, no graph)."""
+    with torch.no_grad():
+        total = torch.zeros((), device=obj.device, dtype=obj.dtype)
+        for w, b in chunk:
+            total = total + w * obj.batch_mean_loss(theta, b)
+    return total
+
+
+def chunk_value_and_gradient(
+    obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batch]]
+) -> tuple[Tensor, Tensor]:
+    """The chunk's mean loss at ``theta`` and its gradient (one backward per batch)."""
+    total = torch.zeros((), device=obj.device, dtype=obj.dtype)
+    grad = torch.zeros(obj.dim, device=obj.device, dtype=obj.dtype)
+    for w, b in chunk:
+        leaf = theta.detach().requires_grad_(True)
+        loss = obj.batch_mean_loss(leaf, b)
+        if loss.requires_grad:  # a loss that ignores the parameters has a zero gradient
+            (g,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+            if g is not None:
+                grad.add_(g, alpha=w)
+        total = total + w * loss.detach()
+    return total, grad
