@@ -1,7 +1,10 @@
 """flatness: sharpness and minima analysis for PyTorch.
 
 Score checkpoints with the Hessian's top eigenvalues, its trace and spectral density,
-all computed from Hessian-vector products over a fixed data set, on any device.
+all computed from Hessian-vector products over a fixed data set, on any device; with
+Keskar et al.'s epsilon-sharpness and reparametrization-aware sharpness measures; and
+with loss landscapes and the gradient noise scale. Sweeps of checkpoints are scored
+into a resumable results store (:func:`score`, :func:`load_results`).
 
 Examples:
     >>> import torch, flatness as fl
@@ -49,7 +52,26 @@ from flatness.pipeline import (
     score,
 )
 from flatness.results import Result
-from flatness.sharpness import KESKAR_EPS, KeskarResult, keskar_sharpness, random_subspace
+from flatness.sharpness import (
+    KESKAR_EPS,
+    AdaptiveSharpnessResult,
+    AverageSharpnessResult,
+    InterpolationResult,
+    KeskarResult,
+    LandscapeResult,
+    NoiseScaleResult,
+    PacBayesFlatnessResult,
+    adaptive_sharpness,
+    average_sharpness,
+    gradient_noise_scale,
+    interpolate_checkpoints,
+    keskar_sharpness,
+    loss_landscape_2d,
+    pacbayes_flatness,
+    pacbayes_mag_flatness,
+    parametric_plot,
+    random_subspace,
+)
 from flatness.zoo import (
     Dataset,
     TrainConfig,
@@ -90,6 +112,21 @@ __all__ = [
     "KeskarResult",
     "keskar_sharpness",
     "random_subspace",
+    "AdaptiveSharpnessResult",
+    "AverageSharpnessResult",
+    "PacBayesFlatnessResult",
+    "adaptive_sharpness",
+    "average_sharpness",
+    "pacbayes_flatness",
+    "pacbayes_mag_flatness",
+    # landscapes and the gradient noise scale
+    "InterpolationResult",
+    "LandscapeResult",
+    "NoiseScaleResult",
+    "gradient_noise_scale",
+    "interpolate_checkpoints",
+    "loss_landscape_2d",
+    "parametric_plot",
     # scoring checkpoints into a results store
     "CheckpointError",
     "Manifest",

@@ -105,6 +105,19 @@ def _scalar_records(result: Any) -> list[Record]:
     ]
 
 
+def _noise_records(result: Any) -> list[Record]:
+    return [
+        Record("", result.b_simple, _finite_or_none(result.b_simple_stderr), "stderr"),
+        Record("trace_cov", result.trace_cov, _finite_or_none(result.trace_cov_stderr), "stderr"),
+        Record(
+            "grad_norm_sq",
+            result.grad_norm_sq,
+            _finite_or_none(result.grad_norm_sq_stderr),
+            "stderr",
+        ),
+    ]
+
+
 def _density_details(result: Any) -> dict[str, Any]:
     keep = ("sigma", "steps", "runs", "dim", "lanczos_steps", "nodes", "weights")
     return {k: to_plain(getattr(result, k)) for k in keep}
@@ -142,8 +155,17 @@ class Measure:
     def estimator(self) -> Callable[..., Any]:
         return import_factory(self.function, kind=f"measure {self.name!r}")
 
+    def required(self) -> list[str]:
+        """Settings without a default (``rho``, ``sigma``): a manifest must give them."""
+        params = list(inspect.signature(self.estimator()).parameters.values())[1:]
+        return [
+            p.name
+            for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+        ]
+
     def defaults(self) -> dict[str, Any]:
-        """The settings this measure accepts, with the estimator's defaults."""
+        """The settings this measure accepts, with their defaults (``None`` if required)."""
         inverse = {v: k for k, v in self.rename.items()}
         out: dict[str, Any] = {}
         params = list(inspect.signature(self.estimator()).parameters.values())[1:]
@@ -170,6 +192,12 @@ class Measure:
             raise KeyError(
                 f"measure {self.name!r} has no setting {', '.join(map(repr, unknown))}; "
                 f"its settings are {sorted(defaults)}"
+            )
+        missing = [k for k in self.required() if k not in settings]
+        if missing:
+            raise KeyError(
+                f"measure {self.name!r} needs {', '.join(missing)} (no default: the right "
+                f"scale depends on the model), e.g. {self.name} = {{ {missing[0]} = 0.05 }}"
             )
         full = {**defaults, **settings}
         axes: list[list[Any]] = []
@@ -263,7 +291,7 @@ MEASURES: dict[str, Measure] = {
             "adaptive_sharpness",
             "flatness.sharpness.adaptive:adaptive_sharpness",
             _scalar_records,
-            sweep=("rho", "p", "adaptive"),
+            sweep=("rho", "p", "adaptive", "m"),
             summary="worst-case (adaptive) sharpness in an l2 or l-inf ball",
         ),
         Measure(
@@ -277,13 +305,13 @@ MEASURES: dict[str, Measure] = {
             "pacbayes",
             "flatness.sharpness.jiang2019pacbayes:pacbayes_flatness",
             _scalar_records,
-            sweep=("magnitude",),
+            sweep=("magnitude_aware", "criterion", "threshold"),
             summary="PAC-Bayes flatness 1/sigma^2 (Jiang et al. 2019)",
         ),
         Measure(
             "noise_scale",
             "flatness.sharpness.noise_scale:gradient_noise_scale",
-            _scalar_records,
+            _noise_records,
             summary="gradient noise scale B_simple (McCandlish et al. 2018)",
         ),
     )

@@ -6,7 +6,26 @@ dataclass with its value, settings, seconds, evaluations and, where it applies, 
 error bar.
 """
 
+from flatness.sharpness.adaptive import AdaptiveSharpnessResult, adaptive_sharpness
+from flatness.sharpness.average import AverageSharpnessResult, average_sharpness
+from flatness.sharpness.evaluation import mean_loss_and_accuracy
+from flatness.sharpness.interpolation import (
+    InterpolationResult,
+    interpolate_checkpoints,
+    parametric_plot,
+)
+from flatness.sharpness.jiang2019pacbayes import (
+    PacBayesFlatnessResult,
+    pacbayes_flatness,
+    pacbayes_mag_flatness,
+)
 from flatness.sharpness.keskar import KESKAR_EPS, KeskarResult, keskar_sharpness, random_subspace
+from flatness.sharpness.landscape import (
+    LandscapeResult,
+    filter_normalized_directions,
+    loss_landscape_2d,
+)
+from flatness.sharpness.noise_scale import NoiseScaleResult, gradient_noise_scale
 
 __all__ = [
     # Keskar et al. (2017) epsilon-sharpness
@@ -14,4 +33,23 @@ __all__ = [
     "KeskarResult",
     "keskar_sharpness",
     "random_subspace",
+    # reparametrization-aware measures
+    "AdaptiveSharpnessResult",
+    "AverageSharpnessResult",
+    "PacBayesFlatnessResult",
+    "adaptive_sharpness",
+    "average_sharpness",
+    "pacbayes_flatness",
+    "pacbayes_mag_flatness",
+    # landscapes
+    "InterpolationResult",
+    "LandscapeResult",
+    "filter_normalized_directions",
+    "interpolate_checkpoints",
+    "loss_landscape_2d",
+    "mean_loss_and_accuracy",
+    "parametric_plot",
+    # gradient noise scale
+    "NoiseScaleResult",
+    "gradient_noise_scale",
 ]

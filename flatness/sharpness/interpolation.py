@@ -1,0 +1,475 @@
+r"""Loss and accuracy along a path between two checkpoints (Keskar's parametric plot).
+
+Keskar et al. (ICLR 2017, "On Large-Batch Training for Deep Learning: Generalization Gap
+and Sharp Minima", Sec. 2.2 and Fig. 3) compare a small-batch minimizer
+:math:`x_{SB}` with a large-batch one :math:`x_{LB}` by evaluating the loss and accuracy,
+on the training and the test set, along the line through both,
+
+.. math::
+
+    x(\alpha) = \alpha\, x_{LB} + (1 - \alpha)\, x_{SB}, \qquad \alpha \in [-1, 2],
+
+so that :math:`\alpha = 0` is the SB model and :math:`\alpha = 1` the LB model. A sharp
+minimizer shows up as a loss that rises steeply on its side of the plot. Their
+Appendix D also follows a curvilinear path; here it is
+
+.. math::
+
+    x(\alpha) = \cos(\tfrac{\pi\alpha}{2})\, x_{SB} + \sin(\tfrac{\pi\alpha}{2})\, x_{LB},
+
+which also passes through :math:`x_{SB}` at :math:`\alpha = 0` and :math:`x_{LB}` at
+:math:`\alpha = 1` (the formula is defined for every :math:`\alpha`, with period 4; its
+default range here is :math:`[0, 1]`).
+
+Every point is evaluated with the model in ``eval()`` mode: dropout off, BatchNorm
+normalizing with running statistics. (Keskar's plotting script evaluated with BatchNorm
+in training mode, so each point depended on how the examples were batched.) Running
+statistics are either interpolated with the same coefficients as the weights
+(``bn="interpolate"``) or recomputed on the training data at every point
+(``bn="recompute"``, cumulative averages over the training batches, as after a weight
+average in SWA).
+
+Accuracy is the fraction of examples whose arg-max output equals the target; it is
+computed when the model outputs ``(n, classes)`` scores and the targets are integer class
+labels of shape ``(n,)``, and is ``None`` otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from flatness.curvature.objective import Batch, LossFn, _batch_size, _data_batches, _move
+from flatness.results import Result, format_float
+from flatness.sharpness.evaluation import mean_loss_and_accuracy, xy_pair
+
+__all__ = [
+    "InterpolationResult",
+    "interpolate_checkpoints",
+    "mean_loss_and_accuracy",
+    "parametric_plot",
+]
+
+PATHS = ("linear", "curvilinear")
+"""The paths :func:`interpolate_checkpoints` can follow."""
+
+BN_MODES = ("interpolate", "recompute")
+"""How :func:`interpolate_checkpoints` sets BatchNorm running statistics at each point."""
+
+Checkpoint = nn.Module | Mapping[str, Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class InterpolationResult(Result):
+    """Loss and accuracy along a path between two checkpoints.
+
+    Attributes:
+        alphas: The path coordinates :math:`\\alpha` (0 is the start, 1 the end).
+        train_loss: Mean training loss at each :math:`\\alpha`.
+        train_accuracy: Training accuracy at each :math:`\\alpha` (``None`` when the
+            targets are not integer class labels).
+        test_loss: Mean test loss at each :math:`\\alpha` (``None`` without a test set).
+        test_accuracy: Test accuracy at each :math:`\\alpha` (``None`` without a test set
+            or class labels).
+        path: ``"linear"`` or ``"curvilinear"``.
+        bn: ``"interpolate"`` or ``"recompute"``: how running statistics were set.
+        seconds: Wall-clock seconds.
+        evaluations: Full passes over a data set: one per :math:`\\alpha` and split, plus
+            one over the training data per :math:`\\alpha` when statistics are recomputed.
+        clamped_alphas: The :math:`\\alpha` at which an interpolated running variance was
+            negative (possible when extrapolating) and was clamped to zero.
+        num_train: Training examples evaluated.
+        num_test: Test examples evaluated (0 without a test set).
+        device: Where the points were evaluated.
+        dtype: The floating dtype of the evaluation.
+    """
+
+    alphas: np.ndarray = field(repr=False)
+    train_loss: np.ndarray = field(repr=False)
+    train_accuracy: np.ndarray | None = field(repr=False)
+    test_loss: np.ndarray | None = field(repr=False)
+    test_accuracy: np.ndarray | None = field(repr=False)
+    path: str
+    bn: str
+    seconds: float
+    evaluations: int
+    clamped_alphas: tuple[float, ...] = ()
+    num_train: int = 0
+    num_test: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def to_frame(self) -> Any:
+        """A tidy :class:`pandas.DataFrame` with columns ``alpha, split, metric, value``.
+
+        One row per :math:`\\alpha`, split (``"train"``/``"test"``) and metric
+        (``"loss"``/``"accuracy"``); missing series are left out.
+        """
+        import pandas as pd
+
+        series = {
+            ("train", "loss"): self.train_loss,
+            ("train", "accuracy"): self.train_accuracy,
+            ("test", "loss"): self.test_loss,
+            ("test", "accuracy"): self.test_accuracy,
+        }
+        rows = [
+            {"alpha": float(a), "split": split, "metric": metric, "value": float(v)}
+            for (split, metric), values in series.items()
+            if values is not None
+            for a, v in zip(self.alphas, values, strict=True)
+        ]
+        return pd.DataFrame(rows, columns=["alpha", "split", "metric", "value"])
+
+    def __repr__(self) -> str:
+        parts = [
+            f"path={self.path!r}",
+            f"bn={self.bn!r}",
+            f"points={len(self.alphas)}",
+            f"alpha=[{format_float(float(self.alphas.min()))}, "
+            f"{format_float(float(self.alphas.max()))}]",
+            f"train_loss=[{format_float(float(np.nanmin(self.train_loss)))}, "
+            f"{format_float(float(np.nanmax(self.train_loss)))}]",
+        ]
+        if self.test_loss is not None:
+            parts.append(
+                f"test_loss=[{format_float(float(np.nanmin(self.test_loss)))}, "
+                f"{format_float(float(np.nanmax(self.test_loss)))}]"
+            )
+        if self.clamped_alphas:
+            parts.append(f"clamped={len(self.clamped_alphas)}")
+        parts += [f"evaluations={self.evaluations}", f"seconds={format_float(self.seconds, 3)}"]
+        return f"InterpolationResult({', '.join(parts)})"
+
+
+# ------------------------------------------------------------------ the path
+def path_coefficients(alpha: float, path: str) -> tuple[float, float]:
+    r"""The weights :math:`(c_0, c_1)` of the start and end points at :math:`\alpha`.
+
+    ``"linear"``: :math:`(1 - \alpha, \alpha)`; ``"curvilinear"``:
+    :math:`(\cos\frac{\pi\alpha}{2}, \sin\frac{\pi\alpha}{2})`, exact (0 or ±1) at
+    integer :math:`\alpha` so that the endpoints are reproduced bit for bit.
+
+    Examples:
+        >>> path_coefficients(0.25, "linear")
+        (0.75, 0.25)
+        >>> path_coefficients(1.0, "curvilinear")
+        (0.0, 1.0)
+    """
+    if path == "linear":
+        return 1.0 - alpha, alpha
+    if path == "curvilinear":
+        if float(alpha).is_integer():
+            return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(alpha) % 4]
+        angle = math.pi * alpha / 2.0
+        return math.cos(angle), math.sin(angle)
+    raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
+
+
+def _state_of(checkpoint: Checkpoint, name: str) -> dict[str, Tensor]:
+    if isinstance(checkpoint, nn.Module):
+        return {k: v.detach() for k, v in checkpoint.state_dict().items()}
+    if isinstance(checkpoint, Mapping):
+        bad = [k for k, v in checkpoint.items() if not isinstance(v, Tensor)]
+        if bad:
+            raise ValueError(
+                f"{name} must be a model or a state dict of tensors; entries {bad[:5]} "
+                "are not tensors (unwrap {'state_dict': ...} checkpoints first)"
+            )
+        return {str(k): v.detach() for k, v in checkpoint.items()}
+    raise TypeError(f"{name} must be an nn.Module or a state dict, got {type(checkpoint).__name__}")
+
+
+def _check_compatible(states: Sequence[tuple[str, Mapping[str, Tensor]]]) -> None:
+    (ref_name, ref), *others = states
+    for name, other in others:
+        missing = sorted(set(ref) - set(other))
+        extra = sorted(set(other) - set(ref))
+        if missing or extra:
+            raise ValueError(
+                f"{name} and {ref_name} have different architectures: keys only in "
+                f"{ref_name}: {missing[:8]}{' ...' if len(missing) > 8 else ''}; keys only in "
+                f"{name}: {extra[:8]}{' ...' if len(extra) > 8 else ''}"
+            )
+        shapes = [
+            f"{k}: {tuple(ref[k].shape)} vs {tuple(other[k].shape)}"
+            for k in ref
+            if tuple(ref[k].shape) != tuple(other[k].shape)
+        ]
+        if shapes:
+            raise ValueError(
+                f"{name} and {ref_name} have different parameter shapes ({ref_name} vs "
+                f"{name}): {'; '.join(shapes[:8])}"
+            )
+
+
+def _norm_layers(model: nn.Module) -> list[tuple[str, _NormBase]]:
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, _NormBase) and m.track_running_stats
+    ]
+
+
+def _recompute_statistics(model: nn.Module, batches: Sequence[Batch]) -> None:
+    """Reset the running statistics and average them over ``batches`` (no gradients)."""
+    layers = [m for _, m in _norm_layers(model)]
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the plain mean over batches
+        m.train()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(xy_pair(batch, "train")[0])
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
+
+
+def _prepared_batches(
+    data: Any, batch_size: int, device: torch.device, dtype: torch.dtype, what: str
+) -> list[Batch]:
+    batches = [_move(b, device, dtype) for b in _data_batches(data, batch_size)]
+    batches = [b for b in batches if _batch_size(b) > 0]
+    if not batches:
+        raise ValueError(f"{what} holds no examples")
+    for b in batches:
+        xy_pair(b, what)
+    return batches
+
+
+def interpolate_checkpoints(
+    start: Checkpoint,
+    end: Checkpoint,
+    *,
+    train: Any,
+    test: Any = None,
+    model: nn.Module | None = None,
+    alphas: Sequence[float] | np.ndarray | None = None,
+    path: str = "linear",
+    bn: str = "interpolate",
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> InterpolationResult:
+    r"""Loss and accuracy at points :math:`x(\alpha)` on a path from ``start`` to ``end``.
+
+    With :math:`x_0` the start and :math:`x_1` the end checkpoint,
+
+    .. math::
+
+        x(\alpha) = c_0(\alpha)\, x_0 + c_1(\alpha)\, x_1, \qquad
+        (c_0, c_1) = \begin{cases}
+            (1 - \alpha,\ \alpha) & \text{linear} \\
+            (\cos\frac{\pi\alpha}{2},\ \sin\frac{\pi\alpha}{2}) & \text{curvilinear}
+        \end{cases}
+
+    applied to every floating-point entry of the state dicts (parameters and, with
+    ``bn="interpolate"``, running statistics); integer buffers such as
+    ``num_batches_tracked`` are taken from ``start``. Each point is evaluated in
+    ``eval()`` mode on a private copy of the model: the inputs are never modified.
+
+    Args:
+        start: The point at :math:`\alpha = 0`: a model or a state dict.
+        end: The point at :math:`\alpha = 1`: a model or a state dict with the same keys
+            and shapes.
+        train: Training data: an ``(inputs, targets)`` pair (split into batches of
+            ``batch_size``) or a list of ``(inputs, targets)`` batches.
+        test: Test data in the same form, or ``None``.
+        model: The architecture to load the states into (needed when ``start`` is a state
+            dict; default: ``start`` itself). It is copied, never modified.
+        alphas: The path coordinates (default: 25 points on :math:`[-1, 2]` for the
+            linear path, as in Keskar et al.; 25 points on :math:`[0, 1]` for the
+            curvilinear one).
+        path: ``"linear"`` or ``"curvilinear"``.
+        bn: ``"interpolate"``: running means and variances follow the weights (a variance
+            that comes out negative when extrapolating is clamped to 0 and the
+            :math:`\alpha` recorded). ``"recompute"``: at each point the running
+            statistics are reset and recomputed as the plain average over the training
+            batches (normalization layers alone in training mode, momentum ``None``, no
+            gradients), then the model is evaluated in ``eval()`` mode.
+        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch.
+        batch_size: Batch size for tensor pairs (also the batches of the recomputation).
+        device: Where to evaluate (default: the device of ``start``'s or ``model``'s
+            parameters).
+        dtype: Floating dtype of the evaluation (default: the model's).
+
+    Returns:
+        An :class:`InterpolationResult`.
+
+    Raises:
+        ValueError: For an unknown ``path`` or ``bn``, checkpoints whose keys or shapes
+            differ, or data that is not ``(inputs, targets)``.
+
+    Examples:
+        >>> torch.manual_seed(0) and None
+        >>> a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+        >>> X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+        >>> res = interpolate_checkpoints(a, b, train=(X, y), alphas=[0.0, 0.5, 1.0])
+        >>> bool(res.train_loss[0] == F.cross_entropy(a(X), y))
+        True
+        >>> list(res.to_frame().columns)
+        ['alpha', 'split', 'metric', 'value']
+    """
+    t0 = time.perf_counter()
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown bn mode {bn!r}; expected one of {BN_MODES}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if model is None:
+        if not isinstance(start, nn.Module):
+            raise ValueError(
+                "start is a state dict: pass the architecture as model=... to load it into"
+            )
+        model = start
+    if alphas is None:
+        alphas = np.linspace(-1.0, 2.0, 25) if path == "linear" else np.linspace(0.0, 1.0, 25)
+    alpha_arr = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if alpha_arr.size == 0 or not np.isfinite(alpha_arr).all():
+        raise ValueError("alphas must be a non-empty sequence of finite numbers")
+
+    state0, state1 = _state_of(start, "start"), _state_of(end, "end")
+    template = {k: v.detach() for k, v in model.state_dict().items()}
+    _check_compatible([("start", state0), ("end", state1), ("model", template)])
+
+    first = next(iter(model.parameters()), None)
+    if device is None:
+        src = start if isinstance(start, nn.Module) else model
+        p = next(iter(src.parameters()), first)
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
+    if dtype is None:
+        dtype = first.dtype if first is not None else torch.get_default_dtype()
+
+    work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    train_batches = _prepared_batches(train, batch_size, device, dtype, "train")
+    test_batches = (
+        None if test is None else _prepared_batches(test, batch_size, device, dtype, "test")
+    )
+    norm_layers = _norm_layers(work)
+    variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in norm_layers}
+
+    def cast(t: Tensor) -> Tensor:
+        return t.to(device=device, dtype=dtype)
+
+    floats = {k for k, v in state0.items() if v.is_floating_point()}
+    x0 = {k: cast(v) for k, v in state0.items() if k in floats}
+    x1 = {k: cast(v) for k, v in state1.items() if k in floats}
+    fixed = {k: v for k, v in state0.items() if k not in floats}
+
+    series: dict[str, list[float]] = {"train_loss": [], "test_loss": []}
+    accs: dict[str, list[float | None]] = {"train_acc": [], "test_acc": []}
+    clamped: list[float] = []
+    evaluations = 0
+    for alpha in alpha_arr:
+        c0, c1 = path_coefficients(float(alpha), path)
+        point = {k: c0 * x0[k] + c1 * x1[k] for k in floats}
+        if bn == "interpolate":
+            negative = [k for k in variance_keys if k in point and bool((point[k] < 0).any())]
+            if negative:
+                clamped.append(float(alpha))
+                for k in negative:
+                    point[k] = point[k].clamp_min(0.0)
+        work.load_state_dict({**fixed, **point}, strict=True)
+        if bn == "recompute" and norm_layers:
+            _recompute_statistics(work, train_batches)
+            evaluations += 1
+        work.eval()
+        loss, acc = mean_loss_and_accuracy(work, train_batches, loss_fn, what="train")
+        series["train_loss"].append(float(loss))
+        accs["train_acc"].append(acc)
+        evaluations += 1
+        if test_batches is not None:
+            loss, acc = mean_loss_and_accuracy(work, test_batches, loss_fn, what="test")
+            series["test_loss"].append(float(loss))
+            accs["test_acc"].append(acc)
+            evaluations += 1
+
+    def array(values: list[float | None]) -> np.ndarray | None:
+        if not values or any(v is None for v in values):
+            return None
+        return np.asarray(values, dtype=np.float64)
+
+    return InterpolationResult(
+        alphas=alpha_arr,
+        train_loss=np.asarray(series["train_loss"], dtype=np.float64),
+        train_accuracy=array(accs["train_acc"]),
+        test_loss=None if test_batches is None else np.asarray(series["test_loss"]),
+        test_accuracy=None if test_batches is None else array(accs["test_acc"]),
+        path=path,
+        bn=bn,
+        seconds=time.perf_counter() - t0,
+        evaluations=evaluations,
+        clamped_alphas=tuple(clamped),
+        num_train=sum(_batch_size(b) for b in train_batches),
+        num_test=0 if test_batches is None else sum(_batch_size(b) for b in test_batches),
+        device=str(device),
+        dtype=str(dtype).replace("torch.", ""),
+    )
+
+
+def parametric_plot(
+    model_sb: Checkpoint,
+    model_lb: Checkpoint,
+    *,
+    train: Any,
+    test: Any = None,
+    alphas: Sequence[float] | np.ndarray | None = None,
+    path: str = "linear",
+    bn: str = "interpolate",
+    loss_fn: LossFn = F.cross_entropy,
+    model: nn.Module | None = None,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> InterpolationResult:
+    r"""Keskar et al.'s parametric plot: :math:`f(\alpha x_{LB} + (1 - \alpha) x_{SB})`.
+
+    The loss and accuracy on the training and test sets along the line from the
+    small-batch minimizer (:math:`\alpha = 0`) through the large-batch one
+    (:math:`\alpha = 1`), by default at 25 points of :math:`\alpha \in [-1, 2]`
+    (Keskar et al., ICLR 2017, Fig. 3), or along the curvilinear path
+    :math:`\cos(\frac{\pi\alpha}{2}) x_{SB} + \sin(\frac{\pi\alpha}{2}) x_{LB}`
+    (their Appendix D) with ``path="curvilinear"``. Models are evaluated in ``eval()``
+    mode. This is :func:`interpolate_checkpoints` with the start and end named after the
+    paper; see it for the arguments.
+
+    Examples:
+        >>> torch.manual_seed(0) and None
+        >>> sb, lb = nn.Linear(4, 3), nn.Linear(4, 3)
+        >>> X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+        >>> res = parametric_plot(sb, lb, train=(X, y), test=(X[:10], y[:10]))
+        >>> len(res.alphas), res.test_loss is not None, res.evaluations
+        (25, True, 50)
+    """
+    return interpolate_checkpoints(
+        model_sb,
+        model_lb,
+        train=train,
+        test=test,
+        model=model,
+        alphas=alphas,
+        path=path,
+        bn=bn,
+        loss_fn=loss_fn,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+    )

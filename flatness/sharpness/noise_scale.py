@@ -1,0 +1,388 @@
+r"""The gradient noise scale :math:`B_\mathrm{simple}` of McCandlish et al. (2018).
+
+McCandlish, Kaplan, Amodei & the OpenAI Dota Team ("An Empirical Model of Large-Batch
+Training", arXiv:1812.06162, 2018) predict the largest useful batch size from the ratio
+of the gradient noise to the gradient signal,
+
+.. math::
+
+    B_\mathrm{simple} = \frac{\operatorname{tr}(\Sigma)}{\lVert G \rVert^2}, \qquad
+    G = \mathbb E_i[\nabla \ell_i(\theta)], \quad
+    \Sigma = \operatorname{Cov}_i[\nabla \ell_i(\theta)],
+
+with :math:`\ell_i` the loss of one example. A batch of :math:`B` examples has gradient
+noise :math:`\operatorname{tr}(\Sigma)/B`, so :math:`B_\mathrm{simple}` is the batch
+size at which noise and signal are of equal size.
+
+Both terms are estimated from *units*: single examples (``method="examples"``,
+:math:`n_u = 1`) or the objective's batches (``method="batches"``, :math:`n_u` the batch
+size), with mean gradients :math:`g_u`, :math:`K` units and :math:`N = \sum_u n_u`
+examples:
+
+.. math::
+
+    \bar g = \frac1N \sum_u n_u g_u, \qquad
+    \widehat{\operatorname{tr}\Sigma} = \frac{1}{K - 1} \sum_u n_u \lVert g_u - \bar g\rVert^2,
+    \qquad
+    \widehat{\lVert G\rVert^2} = \lVert \bar g \rVert^2
+        - \frac{\widehat{\operatorname{tr}\Sigma}}{N}.
+
+Both are unbiased when each :math:`g_u` averages :math:`n_u` independent examples
+(:math:`\mathbb E[n_u \lVert g_u - \bar g\rVert^2] = (1 - n_u/N)\operatorname{tr}\Sigma`).
+The plug-in :math:`\lVert \bar g\rVert^2` is biased upward by
+:math:`\operatorname{tr}(\Sigma)/N`, hence the correction. For equal batch sizes
+:math:`b` this is exactly McCandlish et al.'s unbiased pair (their App. A.1) with
+:math:`B_\mathrm{small} = b` and :math:`B_\mathrm{big} = N`:
+:math:`\widehat{\lVert G\rVert^2} = (B_\mathrm{big}\lVert G_{B_\mathrm{big}}\rVert^2
+- B_\mathrm{small}\lVert G_{B_\mathrm{small}}\rVert^2)/(B_\mathrm{big} - B_\mathrm{small})`
+and :math:`\widehat{\operatorname{tr}\Sigma} = (\lVert G_{B_\mathrm{small}}\rVert^2 -
+\lVert G_{B_\mathrm{big}}\rVert^2)/(1/B_\mathrm{small} - 1/B_\mathrm{big})`, where
+:math:`\lVert G_{B_\mathrm{small}}\rVert^2` is averaged over the batches. The ratio
+:math:`\hat B = \widehat{\operatorname{tr}\Sigma}/\widehat{\lVert G\rVert^2}` is
+consistent (biased only at order :math:`1/N`).
+
+Standard errors come from a delete-a-group jackknife: the units are split at random
+(seeded) into ``groups`` groups, every estimate is recomputed with one group left out,
+and :math:`\mathrm{se}^2 = \frac{m-1}{m}\sum_k (\hat\theta_{(k)} - \bar\theta)^2` over
+the :math:`m` groups. Only per-group sums are kept (``groups`` vectors of the parameter
+dimension), never all per-example gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+
+from flatness.curvature.objective import Objective
+from flatness.results import Result, format_float
+
+__all__ = ["NoiseScaleResult", "gradient_noise_scale"]
+
+NOISE_SCALE_METHODS = ("examples", "batches")
+"""The values :func:`gradient_noise_scale` accepts for ``method``."""
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseScaleResult(Result):
+    """The gradient noise scale with its two ingredients and their error bars.
+
+    Attributes:
+        b_simple: :math:`\\widehat{\\operatorname{tr}\\Sigma}/\\widehat{\\lVert G\\rVert^2}`
+            (``inf`` when the unbiased :math:`\\lVert G\\rVert^2` estimate is not positive:
+            the gradient is not resolved above the noise).
+        b_simple_stderr: Its jackknife standard error (``nan`` when unavailable).
+        trace_cov: :math:`\\widehat{\\operatorname{tr}\\Sigma}`, the per-example gradient
+            covariance trace.
+        trace_cov_stderr: Its jackknife standard error.
+        grad_norm_sq: The unbiased :math:`\\widehat{\\lVert G\\rVert^2}`.
+        grad_norm_sq_stderr: Its jackknife standard error.
+        grad_norm_sq_biased: The plug-in :math:`\\lVert\\bar g\\rVert^2` (the squared norm
+            of the objective's full gradient), biased upward by
+            :math:`\\operatorname{tr}(\\Sigma)/N`.
+        method: ``"examples"`` or ``"batches"``.
+        num_gradients: Number of unit gradients (examples or batches) computed.
+        num_examples: Number of examples :math:`N`.
+        mean_batch_size: Mean examples per unit (1 for ``"examples"``).
+        groups: Jackknife groups used.
+        seed: Seed of the random split into groups.
+        seconds: Wall-clock seconds.
+    """
+
+    b_simple: float
+    b_simple_stderr: float
+    trace_cov: float
+    trace_cov_stderr: float
+    grad_norm_sq: float
+    grad_norm_sq_stderr: float
+    grad_norm_sq_biased: float
+    method: str
+    num_gradients: int
+    num_examples: int
+    mean_batch_size: float
+    groups: int
+    seed: int
+    seconds: float
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseScaleResult(b_simple={format_float(self.b_simple)} "
+            f"± {format_float(self.b_simple_stderr, 3)}, "
+            f"trace_cov={format_float(self.trace_cov)} "
+            f"± {format_float(self.trace_cov_stderr, 3)}, "
+            f"grad_norm_sq={format_float(self.grad_norm_sq)} "
+            f"± {format_float(self.grad_norm_sq_stderr, 3)}, method={self.method!r}, "
+            f"num_gradients={self.num_gradients}, groups={self.groups}, "
+            f"seconds={format_float(self.seconds, 3)})"
+        )
+
+
+# ---------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class _GroupSums:
+    """Per-group sums, from which any union of groups' estimates follows exactly.
+
+    With a reference vector :math:`r` and :math:`h_u = g_u - r` (the shift keeps the
+    subtraction below well conditioned): ``gram[j, k]`` is :math:`H_j^\\top H_k` with
+    :math:`H_k = \\sum_{u \\in k} n_u h_u`, ``r_dot[k]`` is :math:`r^\\top H_k`,
+    ``sq[k]`` is :math:`\\sum_{u\\in k} n_u \\lVert h_u\\rVert^2`, ``examples[k]`` and
+    ``units[k]`` count examples and units.
+    """
+
+    gram: np.ndarray
+    r_dot: np.ndarray
+    r_sq: float
+    sq: np.ndarray
+    examples: np.ndarray
+    units: np.ndarray
+
+    def estimate(self, keep: np.ndarray) -> tuple[float, float, float, float]:
+        """``(tr Σ, |G|² unbiased, B_simple, |ḡ|²)`` from the groups in ``keep``."""
+        n = float(self.examples[keep].sum())
+        k = float(self.units[keep].sum())
+        hh = float(self.gram[np.ix_(keep, keep)].sum())
+        rh = float(self.r_dot[keep].sum())
+        spread = max(float(self.sq[keep].sum()) - hh / n, 0.0)  # sum n_u |g_u - g_bar|^2
+        trace = spread / (k - 1.0) if k > 1 else math.nan
+        plug_in = self.r_sq + 2.0 * rh / n + hh / (n * n)
+        g2 = plug_in - trace / n
+        b = trace / g2 if g2 > 0 else math.inf
+        return trace, g2, b, plug_in
+
+
+def _jackknife(sums: _GroupSums) -> tuple[float, float, float]:
+    """Delete-a-group jackknife standard errors of ``(tr Σ, |G|², B_simple)``."""
+    m = len(sums.units)
+    total_units = int(sums.units.sum())
+    if m < 2 or any(total_units - int(u) < 2 for u in sums.units):
+        return math.nan, math.nan, math.nan
+    rows = []
+    for k in range(m):
+        keep = np.ones(m, dtype=bool)
+        keep[k] = False
+        rows.append(sums.estimate(keep)[:3])
+    values = np.asarray(rows, dtype=np.float64)
+    out = []
+    for col in values.T:
+        if not np.isfinite(col).all():
+            out.append(math.nan)
+            continue
+        out.append(float(math.sqrt((m - 1) / m * np.sum((col - col.mean()) ** 2))))
+    return out[0], out[1], out[2]
+
+
+# ---------------------------------------------------------------- gradients
+def _check_examples_method(obj: Objective) -> None:
+    if obj.batch_loss is not None or obj.loss_fn is None:
+        raise ValueError(
+            "method='examples' needs per-example losses loss_fn(output, target), but the "
+            "objective uses a custom batch_loss; use method='batches' instead"
+        )
+    if obj.train_mode:
+        raise ValueError(
+            "method='examples' is undefined for an objective with train_mode=True: "
+            "BatchNorm in training mode normalizes with batch statistics, which couples "
+            "the examples of a batch. Use method='batches' or an eval-mode objective."
+        )
+    for b in obj.batches:
+        if not (
+            isinstance(b, tuple | list)
+            and len(b) == 2
+            and isinstance(b[0], Tensor)
+            and isinstance(b[1], Tensor)
+        ):
+            raise ValueError(
+                "method='examples' needs (inputs, targets) tensor batches; got a batch of "
+                f"type {type(b).__name__}. Use method='batches' for other batches."
+            )
+
+
+def _example_gradients(
+    obj: Objective,
+    chunk_size: int,
+    vectorize: bool,
+    consume: Callable[[Tensor, Tensor], None],
+) -> None:
+    """Feed ``(gradients (c, dim), ones (c,))`` chunks of per-example gradients."""
+    names = [b.name for b in obj.blocks]
+    params = {n: t.detach() for n, t in obj.unflatten(obj.theta0).items()}
+    rest = {k: v for k, v in obj.state().items() if k not in params}
+    model, loss_fn = obj.model, obj.loss_fn
+    assert loss_fn is not None
+
+    def loss_one(p: Mapping[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        out = functional_call(model, {**rest, **p}, (x.unsqueeze(0),))
+        return loss_fn(out, y.unsqueeze(0))
+
+    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in obj.batches:
+            for lo in range(0, x.shape[0], chunk_size):
+                xc, yc = x[lo : lo + chunk_size], y[lo : lo + chunk_size]
+                c = xc.shape[0]
+                if vectorize:
+                    try:
+                        g = per_example(params, xc, yc)
+                    except Exception as err:
+                        raise RuntimeError(
+                            "per-example gradients with torch.func.vmap failed for this "
+                            f"model ({type(err).__name__}: {err}); pass vectorize=False "
+                            "for a loop over examples, or use method='batches'"
+                        ) from err
+                    flat = torch.cat([g[n].reshape(c, -1) for n in names], dim=1)
+                else:
+                    flat = torch.stack(
+                        [_batch_gradient(obj, (xc[i : i + 1], yc[i : i + 1])) for i in range(c)]
+                    )
+                consume(flat.detach(), torch.ones(c, dtype=torch.float64))
+    finally:
+        model.train(was_training)
+
+
+def _batch_gradient(obj: Objective, batch: Any) -> Tensor:
+    leaves = obj.leaves()
+    loss = obj.batch_mean_loss(leaves, batch)
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+    return obj.flatten(
+        [
+            torch.zeros_like(t) if g is None else g
+            for g, t in zip(grads, leaves.values(), strict=True)
+        ]
+    ).detach()
+
+
+def gradient_noise_scale(
+    obj: Objective,
+    *,
+    method: str = "examples",
+    chunk_size: int = 128,
+    groups: int = 20,
+    vectorize: bool = True,
+    seed: int = 0,
+) -> NoiseScaleResult:
+    r"""Estimate the gradient noise scale :math:`B_\mathrm{simple}` at :math:`\theta_0`.
+
+    Args:
+        obj: The objective; its examples are taken as a sample of the data
+            distribution and its :math:`\theta_0` is where gradients are taken.
+        method: ``"examples"``: per-example gradients (``torch.func.vmap`` of
+            ``torch.func.grad`` over chunks of examples; needs ``(x, y)`` batches, a
+            ``loss_fn`` and an eval-mode objective). ``"batches"``: the mean gradient of
+            each of the objective's batches (works with any objective, needs at least two
+            batches; batches should be random samples, i.e. the data in random order).
+        chunk_size: Examples per vectorized chunk (memory grows as
+            ``chunk_size * obj.dim``).
+        groups: Jackknife groups for the standard errors (at most one per unit). One
+            running sum of the parameter dimension is kept per group, so memory grows as
+            ``groups * obj.dim``.
+        vectorize: Use ``vmap``; ``False`` loops over examples (for models that
+            ``vmap`` cannot trace).
+        seed: Seed of the random split of the units into jackknife groups.
+
+    Returns:
+        A :class:`NoiseScaleResult`.
+
+    Raises:
+        ValueError: For an unknown ``method``, bad ``chunk_size``/``groups``, fewer than
+            two units, or ``method="examples"`` on an objective with a custom
+            ``batch_loss`` or ``train_mode=True``.
+
+    Examples:
+        >>> from torch import nn
+        >>> torch.manual_seed(0) and None
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        >>> obj = Objective(net, (torch.randn(40, 3), torch.randint(0, 2, (40,))))
+        >>> res = gradient_noise_scale(obj, seed=0)
+        >>> res.num_gradients, res.trace_cov > 0, res.groups
+        (40, True, 20)
+        >>> g = obj.gradient()
+        >>> abs(res.grad_norm_sq_biased - float(g @ g)) < 1e-5
+        True
+    """
+    t0 = time.perf_counter()
+    if method not in NOISE_SCALE_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {NOISE_SCALE_METHODS}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 2:
+        raise ValueError(f"groups must be an integer >= 2, got {groups!r}")
+    if method == "examples":
+        _check_examples_method(obj)
+        num_units = obj.num_examples
+    else:
+        num_units = len(obj.batches)
+    if num_units < 2:
+        raise ValueError(
+            f"method={method!r} needs at least two {method} to estimate a covariance, got "
+            f"{num_units}"
+            + (" (give the Objective a smaller batch_size)" if method == "batches" else "")
+        )
+
+    m = min(groups, num_units)
+    gen = torch.Generator().manual_seed(seed)
+    assign = torch.empty(num_units, dtype=torch.long)
+    assign[torch.randperm(num_units, generator=gen)] = torch.arange(num_units) % m
+    work_dtype = obj.dtype if obj.dtype in (torch.float32, torch.float64) else torch.float32
+    H = torch.zeros(m, obj.dim, device=obj.device, dtype=work_dtype)
+    sq = torch.zeros(m, dtype=torch.float64)
+    examples = torch.zeros(m, dtype=torch.float64)
+    units = torch.zeros(m, dtype=torch.float64)
+    state: dict[str, Any] = {"ref": None, "pos": 0}
+
+    def consume(g: Tensor, sizes: Tensor) -> None:
+        g = g.to(dtype=work_dtype)
+        w = sizes.to(device=g.device, dtype=work_dtype)
+        if state["ref"] is None:
+            state["ref"] = (w[:, None] * g).sum(0) / w.sum()
+        h = g - state["ref"]
+        idx = assign[state["pos"] : state["pos"] + g.shape[0]]
+        H.index_add_(0, idx.to(g.device), w[:, None] * h)
+        sq.index_add_(0, idx, sizes * (h * h).sum(1).cpu().double())
+        examples.index_add_(0, idx, sizes)
+        units.index_add_(0, idx, torch.ones_like(sizes))
+        state["pos"] += g.shape[0]
+
+    if method == "examples":
+        _example_gradients(obj, chunk_size, vectorize, consume)
+    else:
+        for b, n in zip(obj.batches, obj.batch_sizes, strict=True):
+            consume(_batch_gradient(obj, b)[None], torch.tensor([float(n)], dtype=torch.float64))
+
+    ref: Tensor = state["ref"]
+    sums = _GroupSums(
+        gram=(H @ H.T).cpu().double().numpy(),
+        r_dot=(H @ ref).cpu().double().numpy(),
+        r_sq=float(ref.cpu().double() @ ref.cpu().double()),
+        sq=sq.numpy(),
+        examples=examples.numpy(),
+        units=units.numpy(),
+    )
+    trace, g2, b, plug_in = sums.estimate(np.ones(m, dtype=bool))
+    se_trace, se_g2, se_b = _jackknife(sums)
+    if not math.isfinite(b):
+        se_b = math.nan
+    return NoiseScaleResult(
+        b_simple=b,
+        b_simple_stderr=se_b,
+        trace_cov=trace,
+        trace_cov_stderr=se_trace,
+        grad_norm_sq=g2,
+        grad_norm_sq_stderr=se_g2,
+        grad_norm_sq_biased=plug_in,
+        method=method,
+        num_gradients=num_units,
+        num_examples=obj.num_examples,
+        mean_batch_size=obj.num_examples / num_units,
+        groups=m,
+        seed=seed,
+        seconds=time.perf_counter() - t0,
+    )
