@@ -33,7 +33,7 @@ from torch import nn
 from flatness.curvature.objective import Objective
 from flatness.pipeline.checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_into
 from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
-from flatness.pipeline.measures import MEASURES, get_measure, settings_key, settings_label
+from flatness.pipeline.measures import get_measure, settings_key, settings_label
 from flatness.pipeline.store import ResultsStore, load_results
 from flatness.results import Result
 from flatness.zoo.data import Dataset, coerce_dataset, load_dataset
@@ -478,12 +478,12 @@ def summary_table(
     df = load_results(store)
     head = df[df["component"].isin(["", "1", "trace"])].copy()
     labels = {}
-    for (measure, key), _ in head.groupby(["measure", "settings"]):
-        sweep = get_measure(measure).sweep if measure in MEASURES else ()
-        varied = tuple(
-            k for k in sweep if head[head["measure"] == measure]["settings"].nunique() > 1
-        )
-        labels[(measure, key)] = settings_label(measure, json.loads(key), varied)
+    for measure, keys in head.groupby("measure")["settings"]:
+        parsed = {key: json.loads(key) for key in keys.unique()}
+        names = sorted({k for d in parsed.values() for k in d})
+        varied = tuple(k for k in names if len({json.dumps(d.get(k)) for d in parsed.values()}) > 1)
+        for key, settings in parsed.items():
+            labels[(measure, key)] = settings_label(str(measure), settings, varied)
     head["column"] = [
         labels[(m, k)] for m, k in zip(head["measure"], head["settings"], strict=True)
     ]
