@@ -12,10 +12,22 @@ from flatness.pipeline.checkpoints import (
     load_checkpoint,
     load_into,
 )
-from flatness.pipeline.manifest import Manifest, ManifestError, RunSpec, read_manifest
+from flatness.pipeline.manifest import (
+    Manifest,
+    ManifestError,
+    PairSpec,
+    RunSpec,
+    read_manifest,
+)
 from flatness.pipeline.measures import MEASURES, Measure, Record
 from flatness.pipeline.scoring import ScoreSummary, score, summary_table, training_subset
-from flatness.pipeline.store import ResultsStore, export_results, load_results, load_runs
+from flatness.pipeline.store import (
+    ResultsStore,
+    export_results,
+    load_curves,
+    load_results,
+    load_runs,
+)
 
 __all__ = [
     # checkpoints
@@ -29,6 +41,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Measure",
+    "PairSpec",
     "Record",
     "RunSpec",
     "read_manifest",
@@ -36,6 +49,7 @@ __all__ = [
     "ResultsStore",
     "ScoreSummary",
     "export_results",
+    "load_curves",
     "load_results",
     "load_runs",
     "score",

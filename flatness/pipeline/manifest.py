@@ -27,6 +27,13 @@ writes them after training)::
     regime = "SB"
     batch_size = 64
 
+    [[pairs]]                    # optional: Keskar's parametric plot between two runs
+    sb = "sb/seed0/final.pt"     # alpha = 0
+    lb = "lb/seed0/final.pt"     # alpha = 1
+    alphas = [-1.0, 2.0]         # the range, with `points` points (default 25)
+    bn = "interpolate"           # or "recompute" (BatchNorm statistics at each alpha)
+    curve = "linear"             # or "curvilinear"
+
 Run paths are relative to the manifest's folder. Every validation error names the
 file, the line and the key.
 """
@@ -52,7 +59,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DTYPES = ("float32", "float64")
-TABLES = ("model", "data", "scoring", "measures", "runs")
+TABLES = ("model", "data", "scoring", "measures", "runs", "pairs")
+PAIR_DEFAULTS: dict[str, Any] = {
+    "alphas": [-1.0, 2.0],
+    "points": 25,
+    "curve": "linear",
+    "bn": "interpolate",
+}
+"""Settings of a ``[[pairs]]`` entry (Keskar et al.'s parametric plot)."""
 SCORING_DEFAULTS: dict[str, Any] = {
     "examples": None,
     "seed": 0,
@@ -76,6 +90,16 @@ class RunSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PairSpec:
+    """Two checkpoints to interpolate between (SB at alpha = 0, LB at alpha = 1)."""
+
+    sb: Path
+    lb: Path
+    settings: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(PAIR_DEFAULTS))
+    label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     """A validated manifest.
 
@@ -91,6 +115,7 @@ class Manifest:
         runs: The checkpoints.
         measures: Measure name -> settings.
         scoring: The ``[scoring]`` table, completed with defaults.
+        pairs: Checkpoint pairs for Keskar's parametric plot.
         path: The manifest file, when read from one.
     """
 
@@ -103,6 +128,7 @@ class Manifest:
         default_factory=lambda: dict(DEFAULT_MEASURES)
     )
     scoring: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(SCORING_DEFAULTS))
+    pairs: tuple[PairSpec, ...] = ()
     path: Path | None = None
 
     def __post_init__(self) -> None:
@@ -262,6 +288,40 @@ def _validate_runs(loc: _Locator, root: Path, runs: Any) -> tuple[RunSpec, ...]:
     return tuple(out)
 
 
+def _validate_pairs(loc: _Locator, root: Path, pairs: Any) -> tuple[PairSpec, ...]:
+    if pairs is None:
+        return ()
+    if not isinstance(pairs, list):
+        raise loc.error("must be an array of tables ([[pairs]])", "pairs")
+    out = []
+    for i, entry in enumerate(pairs):
+        if not isinstance(entry, dict):
+            raise loc.error("must be a table", "pairs", index=i)
+        _check_keys(loc, "pairs", entry, ("sb", "lb", "label", *PAIR_DEFAULTS))
+        ends = []
+        for key in ("sb", "lb"):
+            value = entry.get(key)
+            if not isinstance(value, str) or not value:
+                raise loc.error("needs a checkpoint path", "pairs", key, i)
+            p = Path(value)
+            ends.append(p if p.is_absolute() else root / p)
+        settings = {**PAIR_DEFAULTS, **{k: v for k, v in entry.items() if k in PAIR_DEFAULTS}}
+        lo_hi = settings["alphas"]
+        if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(map(_plain_number, lo_hi))):
+            raise loc.error("must be [low, high], e.g. [-1.0, 2.0]", "pairs", "alphas", i)
+        if not (isinstance(settings["points"], int) and settings["points"] >= 2):
+            raise loc.error("must be an integer >= 2", "pairs", "points", i)
+        for key, allowed in (
+            ("curve", ("linear", "curvilinear")),
+            ("bn", ("interpolate", "recompute")),
+        ):
+            if settings[key] not in allowed:
+                raise loc.error(f"must be one of {list(allowed)}", "pairs", key, i)
+        label = str(entry.get("label", f"{entry['sb']} -> {entry['lb']}"))
+        out.append(PairSpec(ends[0], ends[1], settings, label))
+    return tuple(out)
+
+
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a manifest file.
 
@@ -309,6 +369,7 @@ def manifest_from_dict(
     measures = _validate_measures(loc, measures_table)
     root = (path.parent if path is not None else Path.cwd()).resolve()
     runs = _validate_runs(loc, root, doc.get("runs"))
+    pairs = _validate_pairs(loc, root, doc.get("pairs"))
     return Manifest(
         model_factory=model["factory"],
         model_kwargs=dict(model.get("kwargs", {})),
@@ -317,5 +378,6 @@ def manifest_from_dict(
         runs=runs,
         measures=measures,
         scoring=scoring,
+        pairs=pairs,
         path=path,
     )

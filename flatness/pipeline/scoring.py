@@ -11,6 +11,9 @@
    subset of the training set, and runs every measure task not yet in the store,
    committing each one as it finishes.
 
+Then it computes Keskar's parametric plot for each ``[[pairs]]`` entry (on the full
+train and test sets) into the store's ``curves`` table.
+
 Bad input never stops the sweep: a checkpoint that cannot be read or loaded, holds
 NaN weights or meets an empty data set gets one line naming the file and the cause,
 is recorded as failed, and the others are scored.
@@ -27,15 +30,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from flatness.curvature.objective import Objective
 from flatness.pipeline.checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_into
-from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
+from flatness.pipeline.manifest import Manifest, PairSpec, manifest_from_dict, read_manifest
 from flatness.pipeline.measures import get_measure, settings_key, settings_label
 from flatness.pipeline.store import ResultsStore, load_results
 from flatness.results import Result
+from flatness.sharpness.interpolation import parametric_plot
 from flatness.zoo.data import Dataset, coerce_dataset, load_dataset
 from flatness.zoo.factories import import_factory
 from flatness.zoo.train import evaluate, package_versions
@@ -203,6 +208,7 @@ class _Scorer:
         self.counts = {"computed": 0, "reused": 0, "by_others": 0}
         self.failures: list[str] = []
         self.busy: dict[int, list[_Task]] = {}
+        self.busy_pairs: list[PairSpec] = []
         self._data: Dataset | Exception | None = None
         self._build: Callable[[], nn.Module] | Exception | None = None
 
@@ -343,8 +349,58 @@ class _Scorer:
         )
         self.counts["computed"] += 1
 
+    def score_pair(self, pair: PairSpec) -> None:
+        """Keskar's parametric plot between two checkpoints, into the ``curves`` table."""
+        try:
+            sb = load_checkpoint(pair.sb, trust_pickle=self.trust_pickle)
+            lb = load_checkpoint(pair.lb, trust_pickle=self.trust_pickle)
+        except CheckpointError as exc:
+            self.failures.append(f"pair {pair.label}: {exc}")
+            self.log(f"FAILED pair {pair.label}: {exc}")
+            return
+        task, key = f"{sb.sha256}+{lb.sha256}", settings_key(pair.settings)
+        claim = self.store.claim(task, "parametric_plot", key)
+        if claim.state == "done":
+            self.counts["reused"] += 1
+            return
+        if claim.state == "busy":
+            self.busy_pairs.append(pair)
+            return
+        try:
+            data = self.data()
+            models = [load_into(self.builder()(), ckpt) for ckpt in (sb, lb)]
+            lo, hi = pair.settings["alphas"]
+            result = parametric_plot(
+                models[0],
+                models[1],
+                train=data.train,
+                test=data.test if data.n_test else None,
+                alphas=np.linspace(float(lo), float(hi), int(pair.settings["points"])),
+                path=pair.settings["curve"],
+                bn=pair.settings["bn"],
+                batch_size=int(self.manifest.scoring["batch_size"]),
+                device=self.device,
+                dtype=self.dtype,
+            )
+        except (KeyboardInterrupt, SystemExit):
+            self.store.release(task, "parametric_plot", key)
+            raise
+        except Exception as exc:
+            message = f"pair {pair.label}: {_reason(exc)}"
+            self.store.fail(task, "parametric_plot", key, message)
+            self.failures.append(message)
+            self.log(f"FAILED {message}")
+            return
+        self.store.finish_curve(sb.sha256, lb.sha256, key, pair.label, result.to_frame())
+        self.counts["computed"] += 1
+
     def wait_for_others(self, poll: float) -> None:
         """Wait for tasks other processes hold; take over those whose owner died."""
+        while self.busy_pairs:
+            time.sleep(poll)
+            held, self.busy_pairs = self.busy_pairs, []
+            for pair in held:
+                self.score_pair(pair)
         while self.busy:
             time.sleep(poll)
             waiting, self.busy = self.busy, {}
@@ -438,12 +494,14 @@ def score(
                 scorer.score_run(index)
                 if outer is not None:
                     outer.update(1)
+            for pair in man.pairs:
+                scorer.score_pair(pair)
             if wait:
                 scorer.wait_for_others(poll)
         finally:
             if outer is not None:
                 outer.close()
-    pending = sum(len(t) for t in scorer.busy.values())
+    pending = sum(len(t) for t in scorer.busy.values()) + len(scorer.busy_pairs)
     return ScoreSummary(
         store=str(store),
         checkpoints=len(man.runs),

@@ -8,6 +8,8 @@ Three tables:
 - ``measurements`` -- one row per (checkpoint, measure, settings, component): value,
   error bar, converged flag, Hessian-vector products spent, seconds, device, package
   versions and time;
+- ``curves`` -- Keskar's parametric plots: one row per (SB checkpoint, LB checkpoint,
+  settings, alpha, split, metric);
 - ``tasks`` -- one row per (checkpoint, measure, settings): ``running`` (claimed by a
   process), ``done`` or ``failed``, with the owner and the error.
 
@@ -78,6 +80,18 @@ CREATE TABLE IF NOT EXISTS measurements (
     details TEXT,
     created TEXT NOT NULL,
     PRIMARY KEY (checkpoint, measure, settings, component)
+);
+CREATE TABLE IF NOT EXISTS curves (
+    sb TEXT NOT NULL,
+    lb TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    label TEXT,
+    alpha REAL NOT NULL,
+    split TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (sb, lb, settings, alpha, split, metric)
 );
 CREATE TABLE IF NOT EXISTS tasks (
     checkpoint TEXT NOT NULL,
@@ -307,6 +321,28 @@ class ResultsStore:
                 (self.owner, checkpoint, measure, settings),
             )
 
+    def finish_curve(
+        self, sb: str, lb: str, settings: str, label: str, frame: pd.DataFrame
+    ) -> None:
+        """Store a parametric plot (``alpha, split, metric, value`` rows) and mark it done."""
+        created = _now()
+        with self._transaction() as db:
+            db.execute("DELETE FROM curves WHERE sb=? AND lb=? AND settings=?", (sb, lb, settings))
+            db.executemany(
+                "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (sb, lb, settings, label, float(a), str(sp), str(m), float(v), created)
+                    for a, sp, m, v in frame[["alpha", "split", "metric", "value"]].itertuples(
+                        index=False
+                    )
+                ],
+            )
+            db.execute(
+                "UPDATE tasks SET status='done', error=NULL, owner=? "
+                "WHERE checkpoint=? AND measure='parametric_plot' AND settings=?",
+                (self.owner, f"{sb}+{lb}", settings),
+            )
+
     def fail(self, checkpoint: str, measure: str, settings: str, error: str) -> None:
         """Mark a task failed (a later run retries it)."""
         with self._transaction() as db:
@@ -380,6 +416,26 @@ def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
     with closing(sqlite3.connect(str(p))) as db:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
+
+
+def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The parametric plots in a store, tidy: one row per pair × alpha × split × metric.
+
+    Columns: ``sb_path``, ``lb_path`` (the checkpoints' paths), ``sb``, ``lb`` (their
+    SHA-256), ``label``, ``settings``, ``alpha``, ``split`` (train/test), ``metric``
+    (loss/accuracy) and ``value``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    with closing(sqlite3.connect(str(p))) as db:
+        return pd.read_sql_query(
+            "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "
+            "c.alpha, c.split, c.metric, c.value FROM curves c "
+            "LEFT JOIN runs a ON a.checkpoint = c.sb LEFT JOIN runs b ON b.checkpoint = c.lb "
+            "ORDER BY c.label, c.settings, c.split, c.metric, c.alpha",
+            db,
+        )
 
 
 def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

@@ -126,3 +126,19 @@ def test_manifest_in_code() -> None:
     man = Manifest(model_factory=lambda: None, data=None, runs=("a.pt",))
     assert man.runs[0].path == Path("a.pt") and man.scoring["dtype"] == "float32"
     assert man.with_scoring(device="cuda", dtype=None).scoring["device"] == "cuda"
+
+
+def test_pairs_are_validated(sweep: Path) -> None:
+    base = sweep.read_text()
+    sweep.write_text(
+        base + '\n[[pairs]]\nsb = "sb/seed0.pt"\nlb = "lb/seed1.pt"\nbn = "recompute"\n'
+    )
+    pair = read_manifest(sweep).pairs[0]
+    assert pair.sb == sweep.parent.resolve() / "sb/seed0.pt" and pair.settings["bn"] == "recompute"
+    assert pair.settings["points"] == 25 and pair.label == "sb/seed0.pt -> lb/seed1.pt"
+    sweep.write_text(base + '\n[[pairs]]\nsb = "sb/seed0.pt"\nlb = "lb/seed1.pt"\nbn = "train"\n')
+    with pytest.raises(ManifestError, match=r":\d+: \[\[pairs\]\] #1 bn: must be one of"):
+        read_manifest(sweep)
+    sweep.write_text(base + '\n[[pairs]]\nsb = "sb/seed0.pt"\n')
+    with pytest.raises(ManifestError, match=r"\[\[pairs\]\] #1 lb: needs a checkpoint path"):
+        read_manifest(sweep)

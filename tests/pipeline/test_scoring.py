@@ -235,3 +235,23 @@ def test_cli_exit_status_and_export(sweep: Path, tmp_path: Path) -> None:
     (sweep.parent / "sb" / "seed2.pt").write_bytes(b"garbage")
     assert main(["score", str(sweep), "--no-progress", "--measures", "trace"]) == 1
     assert main(["score", str(tmp_path / "missing.toml")]) == 1
+
+
+def test_pairs_give_keskar_parametric_plots(sweep: Path) -> None:
+    text = sweep.read_text() + (
+        '\n[[pairs]]\nsb = "sb/seed0.pt"\nlb = "lb/seed1.pt"\nlabel = "seed 0 vs 1"\n'
+        'points = 7\n\n[[pairs]]\nsb = "sb/seed0.pt"\nlb = "missing.pt"\n'
+    )
+    sweep.write_text(text)
+    summary = fl.score(sweep, measures=["trace"])
+    assert summary.failed == 1 and "missing.pt" in summary.failures[0]
+    curves = fl.load_curves(sweep.parent / "results.sqlite")
+    assert set(curves["label"]) == {"seed 0 vs 1"} and len(curves) == 7 * 4
+    train_loss = curves[(curves["split"] == "train") & (curves["metric"] == "loss")]
+    assert train_loss["alpha"].tolist() == pytest.approx([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0])
+    # the endpoints are the two checkpoints' own training losses (full training set)
+    runs = fl.load_runs(sweep.parent / "results.sqlite").set_index("path")
+    ends = train_loss.set_index("alpha")["value"]
+    assert ends[0.0] == pytest.approx(runs.loc[curves["sb_path"][0], "train_loss"], rel=1e-6)
+    assert ends[1.0] == pytest.approx(runs.loc[curves["lb_path"][0], "train_loss"], rel=1e-6)
+    assert fl.score(sweep, measures=["trace"]).computed == 0
