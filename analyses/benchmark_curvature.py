@@ -30,7 +30,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -399,6 +399,62 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+# -------------------------------------------------------------------- shared pieces
+def trained_checkpoints(data: Any, *, quick: bool) -> Iterator[tuple[str, str, nn.Module]]:
+    """Train the benchmark's networks SB then LB on ``data`` (MNIST-1D), one at a time:
+    yields ``(network label, regime, model in eval mode)``. Also used by
+    ``benchmark_sharpness.py``, so both benchmarks score the same checkpoints."""
+    models: list[tuple[str, TrainConfig]] = [
+        ("tiny MLP", TrainConfig(network="tiny_mlp", epochs=3)),
+    ]
+    if not quick:
+        models += [
+            ("BN MLP", TrainConfig(network="mlp_bn", epochs=3)),
+            (
+                "conv net",
+                TrainConfig(
+                    network="c1", epochs=2, network_kwargs={"channels": 32, "hidden": [128, 64]}
+                ),
+            ),
+        ]
+    for label, cfg in models:
+        for regime, batch in (("SB", 64), ("LB", "10%")):
+            config = TrainConfig(
+                **{
+                    **cfg.to_dict(),
+                    "dataset": "mnist1d",
+                    "dataset_kwargs": {"n_train": data.n_train, "n_test": data.n_test, "seed": 0},
+                    "batch_size": batch,
+                    "regime": regime,
+                    "milestones": (),
+                }
+            )
+            print(f"training {label} {regime} ...", flush=True)
+            yield label, regime, train_network(config, data=data).model.eval()
+
+
+SHARPNESS_MARKERS = ("<!-- sharpness:begin -->", "<!-- sharpness:end -->")
+
+
+def sharpness_block(text: str) -> str | None:
+    """The sharpness section of a report, markers included, or None."""
+    begin, end = SHARPNESS_MARKERS
+    i, j = text.find(begin), text.find(end)
+    return text[i : j + len(end)] if 0 <= i < j else None
+
+
+def with_sharpness_block(text: str, block: str) -> str:
+    """``text`` with ``block`` in place of its sharpness section, else inserted before
+    ``## References``, else appended."""
+    old = sharpness_block(text)
+    if old is not None:
+        return text.replace(old, block, 1)
+    at = text.find("\n## References")
+    if at >= 0:
+        return f"{text[: at + 1]}{block}\n\n{text[at + 1 :]}"
+    return f"{text.rstrip()}\n\n{block}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -412,40 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     n_train = 4000
     data = load_dataset("mnist1d", n_train=n_train, n_test=1000, seed=0)
     X, y = data.train
-    models: list[tuple[str, TrainConfig]] = [
-        ("tiny MLP", TrainConfig(network="tiny_mlp", epochs=3)),
-    ]
-    if not args.quick:
-        models += [
-            ("BN MLP", TrainConfig(network="mlp_bn", epochs=3)),
-            (
-                "conv net",
-                TrainConfig(
-                    network="c1", epochs=2, network_kwargs={"channels": 32, "hidden": [128, 64]}
-                ),
-            ),
-        ]
     rows = []
-    for label, cfg in models:
-        for regime, batch in (("SB", 64), ("LB", "10%")):
-            config = TrainConfig(
-                **{
-                    **cfg.to_dict(),
-                    "dataset": "mnist1d",
-                    "dataset_kwargs": {"n_train": n_train, "n_test": 1000, "seed": 0},
-                    "batch_size": batch,
-                    "regime": regime,
-                    "milestones": (),
-                }
-            )
-            print(f"training {label} {regime} ...", flush=True)
-            model = train_network(config, data=data).model.eval()
-            print(f"benchmarking {label} {regime} ...", flush=True)
-            try:
-                rows.append(bench_model(f"{label} {regime}", model, X, y, repeats))
-            except Exception:  # keep what finished; say what failed
-                traceback.print_exc()
-                return 1
+    for label, regime, model in trained_checkpoints(data, quick=args.quick):
+        print(f"benchmarking {label} {regime} ...", flush=True)
+        try:
+            rows.append(bench_model(f"{label} {regime}", model, X, y, repeats))
+        except Exception:  # keep what finished; say what failed
+            traceback.print_exc()
+            return 1
     meta = {
         "command": "python analyses/benchmark_curvature.py" + (" --quick" if args.quick else ""),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -459,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
     }
     text = render(rows, meta)
+    if Path(args.out).exists():  # keep the section benchmark_sharpness.py wrote
+        block = sharpness_block(Path(args.out).read_text())
+        text = text if block is None else with_sharpness_block(text, block)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)
