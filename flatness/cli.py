@@ -305,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 on an error in the inputs, 2 on a usage error.
+        The exit status: 0 on success, 1 on an error in the inputs, 2 on a usage error,
+        130 when interrupted (Ctrl-C).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -315,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args))
+    except KeyboardInterrupt:
+        print(
+            f"flatness {args.command}: interrupted; everything that finished is saved, "
+            "and running the same command again resumes",
+            file=sys.stderr,
+        )
+        return 130
     except (ValueError, KeyError, TypeError, ImportError, AttributeError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"flatness {args.command}: error: {message}", file=sys.stderr)

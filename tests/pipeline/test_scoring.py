@@ -214,6 +214,22 @@ def test_cli_killed_partway_loses_nothing_and_resumes(tmp_path: Path) -> None:
     assert got == pytest.approx(expected, rel=1e-6)
 
 
+def test_ctrl_c_keeps_what_finished_and_releases_the_task_in_flight(tmp_path: Path) -> None:
+    manifest = _slow_sweep(tmp_path, 6)
+    store = tmp_path / "results.sqlite"
+    proc = _cli("score", str(manifest))
+    deadline = time.time() + 120
+    while _done(store) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "resumes" in err
+    with sqlite3.connect(store) as db:
+        states = dict(db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall())
+    assert states.get("running", 0) == 0 and 1 <= states["done"] < 6
+    assert fl.score(manifest).computed == 6 - states["done"]
+
+
 def test_two_processes_share_a_store_without_duplicates(tmp_path: Path) -> None:
     manifest = _slow_sweep(tmp_path, 6)
     procs = [_cli("score", str(manifest)) for _ in range(2)]
