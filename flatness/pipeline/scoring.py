@@ -138,6 +138,26 @@ def _model_builder(manifest: Manifest) -> Callable[[], nn.Module]:
     return build
 
 
+def scoring_device(name: str, env: Mapping[str, str] | None = None) -> torch.device:
+    """The device to score on; a bare ``"cuda"`` under ``torchrun`` means this rank's GPU.
+
+    Several processes can score one manifest into one store (each task is claimed
+    before it is computed), so ``torchrun --nproc-per-node 4 -m flatness score m.toml
+    --device cuda`` spreads a sweep over four GPUs: each process takes
+    ``cuda:$LOCAL_RANK``.
+
+    Examples:
+        >>> r = {"LOCAL_RANK": "3"}
+        >>> scoring_device("cuda", r), scoring_device("cuda:1", r), scoring_device("cpu", r)
+        (device(type='cuda', index=3), device(type='cuda', index=1), device(type='cpu'))
+    """
+    env = os.environ if env is None else env
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in env:
+        return torch.device("cuda", int(env["LOCAL_RANK"]))
+    return device
+
+
 def training_subset(data: Dataset, examples: int | str | None, seed: int) -> tuple[Any, Any]:
     """The fixed, seeded subset of ``examples`` training examples (all when ``None``/``"all"``).
 
@@ -478,9 +498,10 @@ def score(
     if measures:
         man = man.with_measures(list(measures))
     man = man.with_scoring(device=device, dtype=dtype, examples=examples)
-    dev = torch.device(man.scoring["device"])
+    dev = scoring_device(man.scoring["device"])
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False")
+    man = man.with_scoring(device=str(dev))
     if store is None:
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = _Progress(progress)
