@@ -177,9 +177,14 @@ def training_subset(data: Dataset, examples: int | str | None, seed: int) -> tup
 
 
 def _tasks(manifest: Manifest) -> list[_Task]:
+    """Every (measure, settings) task; a measure's seed defaults to ``[scoring] seed``."""
     out = []
-    for name, settings in manifest.measures.items():
-        for task in get_measure(name).tasks(settings):
+    for name, given in manifest.measures.items():
+        measure = get_measure(name)
+        settings = dict(given)
+        if "seed" in measure.defaults() and "seed" not in settings:
+            settings["seed"] = int(manifest.scoring["seed"])
+        for task in measure.tasks(settings):
             out.append(_Task(name, task, settings_key(task)))
     return out
 

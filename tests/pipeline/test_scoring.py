@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -271,3 +272,18 @@ def test_pairs_give_keskar_parametric_plots(sweep: Path) -> None:
     assert ends[0.0] == pytest.approx(runs.loc[curves["sb_path"][0], "train_loss"], rel=1e-6)
     assert ends[1.0] == pytest.approx(runs.loc[curves["lb_path"][0], "train_loss"], rel=1e-6)
     assert fl.score(sweep, measures=["trace"]).computed == 0
+
+
+def test_scoring_seed_is_each_measures_default_seed(sweep: Path) -> None:
+    fl.score(sweep, measures=["trace"])
+    seeds = {
+        json.loads(k)["seed"] for k in fl.load_results(sweep.parent / "results.sqlite")["settings"]
+    }
+    assert seeds == {0}
+    sweep.write_text(sweep.read_text().replace("seed = 0\n", "seed = 5\n", 1))
+    assert fl.read_manifest(sweep).scoring["seed"] == 5
+    fl.score(sweep, measures=["trace"])
+    seeds = {
+        json.loads(k)["seed"] for k in fl.load_results(sweep.parent / "results.sqlite")["settings"]
+    }
+    assert seeds == {0, 5}
