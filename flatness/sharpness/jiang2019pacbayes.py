@@ -19,6 +19,11 @@ Gaussian noise the weights :math:`w` tolerate before the training criterion :mat
   per-weight standard deviation :math:`\sqrt{\alpha^2 w_i^2 + \epsilon^2}`, with
   :math:`\epsilon = 10^{-3}` by default so that zero weights are perturbed too.
 
+Jiang et al.'s own search measures the deviation of the training *accuracy* (a 0.1
+drop); ``criterion="accuracy"`` reproduces that setting for classifiers. The default,
+``criterion="loss"``, works for any objective (regression, custom ``batch_loss``) and
+varies smoothly with :math:`\sigma`.
+
 A larger value means a sharper minimum. The expectation is a Monte Carlo mean over
 ``samples`` draws :math:`u_s = s(\sigma) \odot z_s` with fixed standard normal
 :math:`z_s`: the *same* seeded draws are reused for every candidate :math:`\sigma`
