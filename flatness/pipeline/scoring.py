@@ -307,12 +307,19 @@ class _Scorer:
         x_test, y_test = (t.to(self.device) for t in data.test)
         if x_train.is_floating_point():
             x_train, x_test = x_train.to(self.dtype), x_test.to(self.dtype)
-        train_loss, train_acc = evaluate(model, x_train, y_train, batch_size=bs)
-        test_loss, test_acc = (
-            evaluate(model, x_test, y_test, batch_size=bs)
-            if x_test.shape[0]
-            else (float("nan"), float("nan"))
-        )
+        try:
+            train_loss, train_acc = evaluate(model, x_train, y_train, batch_size=bs)
+            test_loss, test_acc = (
+                evaluate(model, x_test, y_test, batch_size=bs)
+                if x_test.shape[0]
+                else (float("nan"), float("nan"))
+            )
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise RuntimeError(
+                f"the model cannot run on the data ({_reason(exc)}); check that the [model] "
+                f"factory and kwargs fit the [data] set (inputs of shape "
+                f"{tuple(x_train.shape[1:])}, {data.num_classes} classes)"
+            ) from exc
         subset = training_subset(
             data, self.manifest.scoring["examples"], self.manifest.scoring["seed"]
         )

@@ -113,6 +113,11 @@ def test_bad_inputs_are_recorded_and_the_rest_is_scored(tmp_path: Path) -> None:
         ('factory = "tests.pipeline.factories:no_such"', None, "has no attribute 'no_such'"),
         ('factory = "no_such_pkg.mod:f"', None, "cannot import module 'no_such_pkg.mod'"),
         (None, 'factory = "tests.pipeline.factories:empty_data"', "the data set is empty"),
+        (
+            'factory = "tests.pipeline.factories:tiny_net"\nkwargs = { hidden = 4 }',
+            'name = "digits_flat"',
+            "the model cannot run on the data",
+        ),
     ],
 )
 def test_factory_and_data_failures_fail_each_checkpoint(
