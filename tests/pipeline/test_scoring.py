@@ -292,3 +292,25 @@ def test_scoring_seed_is_each_measures_default_seed(sweep: Path) -> None:
         json.loads(k)["seed"] for k in fl.load_results(sweep.parent / "results.sqlite")["settings"]
     }
     assert seeds == {0, 5}
+
+
+def test_summary_table_holds_the_stored_headlines(sweep: Path) -> None:
+    from flatness.pipeline.scoring import summary_table
+
+    text = sweep.read_text().replace(
+        'trace = { method = "exact" }', 'trace = { method = ["exact", "hutchinson"] }'
+    )
+    sweep.write_text(text)
+    with pytest.raises(fl.ManifestError, match="method = \\['exact', 'hutchinson'\\] is a list"):
+        fl.score(sweep)
+    sweep.write_text(text.replace('["exact", "hutchinson"]', '"exact"'))
+    fl.score(sweep)
+    store = sweep.parent / "results.sqlite"
+    table = summary_table(store, root=sweep.parent).set_index("path")
+    df = fl.load_results(store)
+    assert list(table.index) == ["lb/seed1.pt", "sb/seed0.pt", "sb/seed2.pt"]
+    for path, row in table.iterrows():
+        mine = df[df["path"] == str((sweep.parent / path).resolve())]
+        lam = mine[(mine["measure"] == "lambda_max") & (mine["component"] == "1")]["value"].item()
+        assert row["lambda_max"] == lam
+        assert row["trace"] == mine[mine["measure"] == "trace"]["value"].item()
