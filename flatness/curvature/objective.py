@@ -64,7 +64,8 @@ def _first_tensor(batch: Batch) -> Tensor | None:
     return None
 
 
-def _batch_size(batch: Batch) -> int:
+def batch_size_of(batch: Batch) -> int:
+    """The number of examples in a batch: the leading size of its first tensor."""
     t = _first_tensor(batch)
     if t is None or t.ndim == 0:
         raise ValueError(
@@ -74,15 +75,16 @@ def _batch_size(batch: Batch) -> int:
     return int(t.shape[0])
 
 
-def _move(batch: Batch, device: torch.device, dtype: torch.dtype | None) -> Batch:
+def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype | None) -> Batch:
+    """Move a batch (tensor, tuple, list or dict) to ``device``, float tensors to ``dtype``."""
     if isinstance(batch, Tensor):
         if dtype is not None and batch.is_floating_point():
             return batch.to(device=device, dtype=dtype)
         return batch.to(device=device)
     if isinstance(batch, Mapping):
-        return {k: _move(v, device, dtype) for k, v in batch.items()}
+        return {k: move_batch(v, device, dtype) for k, v in batch.items()}
     if isinstance(batch, tuple | list):
-        return type(batch)(_move(v, device, dtype) for v in batch)
+        return type(batch)(move_batch(v, device, dtype) for v in batch)
     return batch
 
 
@@ -119,7 +121,8 @@ def _shuffles(data: Any) -> bool:
     )
 
 
-def _data_batches(data: Any, batch_size: int) -> list[Batch]:
+def split_batches(data: Any, batch_size: int) -> list[Batch]:
+    """The batches of ``data``: a tensor pair split by ``batch_size``, a list, or a loader."""
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
         if x.shape[0] != y.shape[0]:
@@ -270,9 +273,9 @@ class Objective:
                 "examples share a batch and a shuffled loader makes it random. Pass a "
                 "loader with shuffle=False, a fixed list of batches, or use eval mode."
             )
-        batches = _data_batches(data, batch_size)
-        moved = [_move(b, self.device, self.dtype) for b in batches]
-        sizes = [_batch_size(b) for b in moved]
+        batches = split_batches(data, batch_size)
+        moved = [move_batch(b, self.device, self.dtype) for b in batches]
+        sizes = [batch_size_of(b) for b in moved]
         kept = [(b, s) for b, s in zip(moved, sizes, strict=True) if s > 0]
         if not kept:
             raise ValueError(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: F401  (used by the doctest)
 from torch import Tensor, nn  # noqa: F401  (nn is used by the doctest)
 
-from flatness.curvature.objective import Batch, LossFn, _batch_size
+from flatness.curvature.objective import Batch, LossFn, batch_size_of
 
 
 def _class_labels(out: Any, y: Any) -> bool:
@@ -76,7 +76,7 @@ def mean_loss_and_accuracy(
         >>> bool(torch.isclose(loss, F.cross_entropy(net(X), y))), 0.0 <= acc <= 1.0
         (True, True)
     """
-    sizes = [_batch_size(b) for b in batches]
+    sizes = [batch_size_of(b) for b in batches]
     total_n = sum(sizes)
     if total_n == 0:
         raise ValueError(f"{what} holds no examples")

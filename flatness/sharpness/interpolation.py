@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from flatness.curvature.objective import Batch, LossFn, _batch_size, _data_batches, _move
+from flatness.curvature.objective import Batch, LossFn, batch_size_of, move_batch, split_batches
 from flatness.results import Result, format_float
 from flatness.sharpness.evaluation import mean_loss_and_accuracy, xy_pair
 
@@ -243,8 +243,8 @@ def _recompute_statistics(model: nn.Module, batches: Sequence[Batch]) -> None:
 def _prepared_batches(
     data: Any, batch_size: int, device: torch.device, dtype: torch.dtype, what: str
 ) -> list[Batch]:
-    batches = [_move(b, device, dtype) for b in _data_batches(data, batch_size)]
-    batches = [b for b in batches if _batch_size(b) > 0]
+    batches = [move_batch(b, device, dtype) for b in split_batches(data, batch_size)]
+    batches = [b for b in batches if batch_size_of(b) > 0]
     if not batches:
         raise ValueError(f"{what} holds no examples")
     for b in batches:
@@ -418,8 +418,8 @@ def interpolate_checkpoints(
         seconds=time.perf_counter() - t0,
         evaluations=evaluations,
         clamped_alphas=tuple(clamped),
-        num_train=sum(_batch_size(b) for b in train_batches),
-        num_test=0 if test_batches is None else sum(_batch_size(b) for b in test_batches),
+        num_train=sum(batch_size_of(b) for b in train_batches),
+        num_test=0 if test_batches is None else sum(batch_size_of(b) for b in test_batches),
         device=str(device),
         dtype=str(dtype).replace("torch.", ""),
     )
