@@ -151,7 +151,18 @@ __all__ = [
     "train_network",
     "train_sweep",
     "zoo",
+    # comparison reports (imported on first use: flatness.report.build(df, out))
+    "report",
     # results
     "Result",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``flatness.report`` pulls in matplotlib and seaborn; import it only when asked for.
+    if name == "report":
+        import importlib
+
+        return importlib.import_module("flatness.report")
+    raise AttributeError(f"module 'flatness' has no attribute {name!r}")

@@ -8,7 +8,8 @@ declares its arguments and ``_cmd_<name>(args) -> int`` which runs it, registere
 (``--sweep sweep.toml``) with :func:`flatness.zoo.train_network` and
 :func:`flatness.zoo.train_sweep`. ``flatness score`` scores a manifest's checkpoints
 into a results store with :func:`flatness.score`; ``flatness export`` writes the store
-as CSV or Parquet with :func:`flatness.export_results`.
+as CSV or Parquet with :func:`flatness.export_results`; ``flatness report`` writes a
+comparison report with :func:`flatness.report.build_from_store`.
 """
 
 from __future__ import annotations
@@ -277,12 +278,77 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- flatness report --------------------------------------------------------------------
+
+
+def _add_report_parser(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="write an HTML + Markdown report relating sharpness to test accuracy",
+        description=(
+            "Keskar et al.'s tables (accuracy, epsilon-sharpness per regime), SB vs LB tests, "
+            "sharpness vs batch size and vs test accuracy with rank correlations, parametric "
+            "plots and spectral densities, from a results store. Writes report.html (self-"
+            "contained), report.md with figures/*.png, and data/*.csv."
+        ),
+    )
+    p.add_argument("store", type=Path, help="the results store (SQLite) that `score` wrote")
+    p.add_argument("--out", type=Path, help="report folder (default: report/ beside the store)")
+    p.add_argument("--title", help="the report's title")
+    p.add_argument(
+        "--reference",
+        metavar="NETWORK",
+        help="show Keskar et al.'s published values of this network (F1, F2, C1-C4)",
+    )
+    p.add_argument("--sb", help="the small-batch regime (default: SB, else the smallest batch)")
+    p.add_argument("--lb", help="the large-batch regime (default: LB, else the largest batch)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (2000)")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (0)")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from flatness.report import build_from_store
+
+    if not args.store.is_file():
+        raise FileNotFoundError(f"{args.store}: no results store here; run `flatness score` first")
+    out = args.out if args.out is not None else args.store.parent / "report"
+    command = ["flatness", "report", str(args.store), "--out", str(out)]
+    for flag in ("title", "reference", "sb", "lb"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag}", str(getattr(args, flag))]
+    for flag, default in (("bootstrap", 2000), ("confidence", 0.95), ("seed", 0)):
+        if getattr(args, flag) != default:
+            command += [f"--{flag}", str(getattr(args, flag))]
+    report = build_from_store(
+        args.store,
+        out,
+        title=args.title,
+        reference=args.reference,
+        sb=args.sb,
+        lb=args.lb,
+        n_boot=args.bootstrap,
+        confidence=args.confidence,
+        seed=args.seed,
+        command=shlex.join(command),
+    )
+    for note in report.notes:
+        print(f"left out  {note}")
+    print(f"wrote {report.html}")
+    print(f"wrote {report.markdown} ({len(report.figures)} figures, {len(report.data)} CSV files)")
+    return 0
+
+
 # -- the command ------------------------------------------------------------------------
 
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_train_parser,
     _add_score_parser,
     _add_export_parser,
+    _add_report_parser,
 )
 """Parser builders, one per subcommand; each sets ``handler`` to its ``_cmd_*`` function."""
 

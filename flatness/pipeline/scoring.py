@@ -518,6 +518,7 @@ def score(
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = _Progress(progress)
     with ResultsStore(store) as db:
+        db.set_info("manifest", _manifest_info(man))
         scorer = _Scorer(
             man, db, trust_pickle=trust_pickle, progress=bars, log=log or (lambda s: None)
         )
@@ -546,6 +547,22 @@ def score(
         failures=tuple(scorer.failures),
         seconds=time.perf_counter() - started,
     )
+
+
+def _manifest_info(man: Manifest) -> dict[str, Any]:
+    def name(thing: Any) -> str:
+        if isinstance(thing, str):
+            return thing
+        qualname = getattr(thing, "__qualname__", None) or f"<{type(thing).__name__} object>"
+        return f"{getattr(thing, '__module__', '?')}:{qualname}"
+
+    return {
+        "path": str(man.path) if man.path is not None else None,
+        "model": {"factory": name(man.model_factory), "kwargs": dict(man.model_kwargs)},
+        "data": {"name": name(man.data), "kwargs": dict(man.data_kwargs)},
+        "scoring": dict(man.scoring),
+        "measures": {k: dict(v) for k, v in man.measures.items()},
+    }
 
 
 def summary_table(

@@ -195,6 +195,13 @@ class ResultsStore:
     def close(self) -> None:
         self._db.close()
 
+    def set_info(self, key: str, value: Any) -> None:
+        """Record ``value`` (JSON-able) under ``key`` in the ``info`` table (replacing it)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(to_plain(value)))
+            )
+
     def __enter__(self) -> ResultsStore:
         return self
 
@@ -407,6 +414,23 @@ def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.D
     df["converged"] = df["converged"].map(lambda v: None if pd.isna(v) else bool(v))
     cols = list(_TIDY_ORDER) + (["details", "versions", "meta"] if details else [])
     return df[cols].sort_values(["path", "measure", "settings", "component"]).reset_index(drop=True)
+
+
+def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The store's ``info`` table: ``schema_version`` and, once scored, ``manifest``
+    (the manifest's path, model, data and scoring settings of the last ``score``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    with closing(sqlite3.connect(str(p))) as db:
+        rows = db.execute("SELECT key, value FROM info").fetchall()
+    out: dict[str, Any] = {}
+    for key, value in rows:
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, json.JSONDecodeError):
+            out[key] = value
+    return out
 
 
 def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -1,0 +1,55 @@
+"""Comparison reports that relate sharpness to test accuracy, as Keskar et al. did.
+
+``flatness.report.build(df, out)`` turns a tidy results frame into a folder holding a
+self-contained HTML page, a Markdown version with PNG figures and the numbers as CSV;
+``flatness.report.build_from_store(store)`` (the ``flatness report`` command) reads a
+results store first. The modules follow the flow of the data:
+
+- :mod:`~flatness.report.frames` -- the tidy frame to runs and per-measure scores;
+- :mod:`~flatness.report.stats` -- mean ± std, rank correlations with bootstrap
+  intervals, the Mann–Whitney test;
+- :mod:`~flatness.report.analysis` -- everything a report states, computed once;
+- :mod:`~flatness.report.tables`, :mod:`~flatness.report.figures`,
+  :mod:`~flatness.report.summary` -- Keskar's tables, seaborn figures, generated text;
+- :mod:`~flatness.report.render` -- Markdown and HTML;
+- :mod:`~flatness.report.reference` -- the paper's published Tables 2-4.
+"""
+
+from flatness.report.analysis import Comparison, Study, analyze
+from flatness.report.build import Report, build, build_from_store
+from flatness.report.frames import ReportInputError
+from flatness.report.reference import KESKAR_NETWORKS, keskar_reference
+from flatness.report.stats import (
+    Correlation,
+    MeanStd,
+    RankTest,
+    format_mean_std,
+    mean_std,
+    paired_wins,
+    rank_correlation,
+    rank_test,
+)
+
+__all__ = [
+    # building reports
+    "Report",
+    "ReportInputError",
+    "build",
+    "build_from_store",
+    # the numbers behind them
+    "Comparison",
+    "Study",
+    "analyze",
+    # statistics
+    "Correlation",
+    "MeanStd",
+    "RankTest",
+    "format_mean_std",
+    "mean_std",
+    "paired_wins",
+    "rank_correlation",
+    "rank_test",
+    # the paper's values
+    "KESKAR_NETWORKS",
+    "keskar_reference",
+]

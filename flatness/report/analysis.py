@@ -1,0 +1,277 @@
+"""The numbers behind a report: per-regime summaries, SB vs LB, rank correlations.
+
+:func:`analyze` turns a tidy results frame into a :class:`Study`, which the tables,
+figures and the generated summary all read, so every number a report prints comes
+from one place.
+
+Which regimes are "SB" and "LB": the ones given, else the regimes labelled ``SB`` and
+``LB``, else the regimes with the smallest and the largest batch size (the report
+says so), else none (one regime: no comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flatness.report.frames import (
+    Column,
+    ReportInputError,
+    normalize,
+    runs_frame,
+    scores_frame,
+)
+from flatness.report.stats import (
+    Correlation,
+    MeanStd,
+    RankTest,
+    mean_std,
+    paired_wins,
+    rank_correlation,
+    rank_test,
+)
+
+TARGETS = {"test_accuracy": "test accuracy", "generalization_gap": "generalization gap"}
+"""What sharpness is correlated with, and how the report names it."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """SB vs LB for one quantity.
+
+    Attributes:
+        sb: Mean ± std over the SB checkpoints.
+        lb: Mean ± std over the LB checkpoints.
+        wins: ``(k, n)``: LB above SB in ``k`` of ``n`` seeds present in both.
+        losses: ``(k, n)``: LB below SB in ``k`` of those ``n`` seeds.
+        test: Mann–Whitney U test of LB vs SB (two-sided).
+    """
+
+    sb: MeanStd
+    lb: MeanStd
+    wins: tuple[int, int]
+    losses: tuple[int, int]
+    test: RankTest
+
+    @property
+    def ratio(self) -> float:
+        """LB mean / SB mean (NaN when the SB mean is 0 or missing)."""
+        if not self.sb.n or not self.lb.n or self.sb.mean == 0:
+            return math.nan
+        return float(self.lb.mean / self.sb.mean)
+
+
+@dataclass(frozen=True)
+class Study:
+    """Everything a report states, computed once.
+
+    Attributes:
+        runs: One row per checkpoint (:func:`~flatness.report.frames.runs_frame`).
+        scores: One row per checkpoint × scalar measure column.
+        columns: The measure columns in display order.
+        regimes: Regimes by increasing batch size.
+        sb: The SB regime (``None`` when the runs cannot be split in two).
+        lb: The LB regime.
+        sb_lb_note: How ``sb`` and ``lb`` were chosen (empty when labelled so).
+        accuracy: ``(regime, quantity)`` -> mean ± std, quantities ``train_accuracy``,
+            ``test_accuracy`` and ``generalization_gap``.
+        by_regime: ``(label, regime)`` -> mean ± std of the measure.
+        comparisons: label (or an accuracy quantity) -> SB vs LB.
+        correlations: ``(label, target, method)`` -> rank correlation over all
+            checkpoints, ``target`` in :data:`TARGETS`, ``method`` kendall/spearman.
+        batch_trend: label -> Kendall τ between batch size and the measure.
+        non_finite: label -> checkpoints whose value was NaN or infinite (left out).
+        settings: Bootstrap resamples, confidence and seed.
+    """
+
+    runs: pd.DataFrame
+    scores: pd.DataFrame
+    columns: list[Column]
+    regimes: list[str]
+    sb: str | None
+    lb: str | None
+    sb_lb_note: str
+    accuracy: dict[tuple[str, str], MeanStd]
+    by_regime: dict[tuple[str, str], MeanStd]
+    comparisons: dict[str, Comparison]
+    correlations: dict[tuple[str, str, str], Correlation]
+    batch_trend: dict[str, Correlation]
+    non_finite: dict[str, list[str]]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def seeds_per_regime(self) -> dict[str, int]:
+        """How many checkpoints each regime has."""
+        counts = self.runs.groupby("regime", observed=True).size()
+        return {str(r): int(counts.get(r, 0)) for r in self.regimes}
+
+    @property
+    def single_seed(self) -> bool:
+        """Whether no regime has more than one checkpoint (no spread to show)."""
+        return max(self.seeds_per_regime.values(), default=0) <= 1
+
+    @property
+    def batch_sizes(self) -> list[float]:
+        """The distinct known batch sizes, ascending."""
+        sizes = pd.to_numeric(self.runs["batch_size"], errors="coerce").dropna().unique()
+        return sorted(float(b) for b in sizes)
+
+    @property
+    def has_accuracy(self) -> bool:
+        """Whether the runs carry test accuracies."""
+        return bool(self.runs["test_accuracy"].notna().any())
+
+
+def choose_sb_lb(
+    runs: pd.DataFrame, regimes: list[str], sb: str | None, lb: str | None
+) -> tuple[str | None, str | None, str]:
+    """The SB and LB regimes and a note on how they were chosen.
+
+    Raises:
+        ReportInputError: If a named regime is not in the runs, or only one is named.
+    """
+    if (sb is None) != (lb is None):
+        raise ReportInputError("name both the SB and the LB regime (sb=..., lb=...) or neither")
+    if sb is not None and lb is not None:
+        for name in (sb, lb):
+            if name not in regimes:
+                raise ReportInputError(
+                    f"regime {name!r} is not in the results; they have {regimes}"
+                )
+        if sb == lb:
+            raise ReportInputError(f"sb and lb are both {sb!r}; name two different regimes")
+        return sb, lb, f"SB = {sb}, LB = {lb} (as asked)"
+    if "SB" in regimes and "LB" in regimes:
+        return "SB", "LB", ""
+    sized = [r for r in regimes if runs.loc[runs["regime"] == r, "batch_size"].notna().any()]
+    if len(sized) >= 2:
+        small, large = sized[0], sized[-1]
+        return (
+            small,
+            large,
+            f"no regimes labelled SB and LB: SB = {small} (smallest batch size), "
+            f"LB = {large} (largest)",
+        )
+    return None, None, "one regime only: no SB-vs-LB comparison"
+
+
+def _by_seed(frame: pd.DataFrame, column: str) -> dict[Any, float]:
+    out: dict[Any, float] = {}
+    for seed, value in zip(frame["seed"], frame[column], strict=True):
+        if pd.notna(seed) and seed not in out:
+            out[seed] = float(value)
+    return out
+
+
+def _compare(sb_rows: pd.DataFrame, lb_rows: pd.DataFrame, column: str) -> Comparison:
+    a = sb_rows[column].to_numpy(dtype=float)
+    b = lb_rows[column].to_numpy(dtype=float)
+    small, large = _by_seed(sb_rows, column), _by_seed(lb_rows, column)
+    return Comparison(
+        sb=mean_std(a),
+        lb=mean_std(b),
+        wins=paired_wins(small, large),
+        losses=paired_wins(large, small),
+        test=rank_test(b, a),
+    )
+
+
+def analyze(
+    df: pd.DataFrame,
+    *,
+    sb: str | None = None,
+    lb: str | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Study:
+    """Compute everything a report states from a tidy results frame.
+
+    Args:
+        df: :func:`flatness.load_results`'s frame, or any frame with ``measure``,
+            ``value`` and ``regime`` or ``batch_size``
+            (see :func:`~flatness.report.frames.normalize`).
+        sb: The small-batch regime (default: see the module's docstring).
+        lb: The large-batch regime.
+        n_boot: Bootstrap resamples for the correlations' confidence intervals.
+        confidence: Their level.
+        seed: The bootstrap's seed.
+
+    Raises:
+        ReportInputError: For a frame a report cannot be made of.
+    """
+    tidy = normalize(df)
+    runs = runs_frame(tidy)
+    regimes = [str(r) for r in runs["regime"].cat.categories]
+    sb, lb, note = choose_sb_lb(runs, regimes, sb, lb)
+    scores, columns = scores_frame(tidy)
+
+    accuracy = {}
+    for regime in regimes:
+        rows = runs[runs["regime"] == regime]
+        for quantity in ("train_accuracy", "test_accuracy", "generalization_gap"):
+            accuracy[(regime, quantity)] = mean_std(rows[quantity].to_numpy(dtype=float))
+
+    wide = scores.pivot_table(index="checkpoint", columns="label", values="value", aggfunc="first")
+    table = runs.set_index("checkpoint").join(wide, how="left")
+    by_regime = {}
+    non_finite = {}
+    for column in columns:
+        values = table[column.label] if column.label in table else pd.Series(dtype=float)
+        present = scores[scores["label"] == column.label]
+        bad = present.loc[present["value"].isna(), "checkpoint"].astype(str).tolist()
+        if bad:
+            non_finite[column.label] = bad
+        for regime in regimes:
+            mask = (table["regime"] == regime).to_numpy()
+            by_regime[(column.label, regime)] = mean_std(values.to_numpy(dtype=float)[mask])
+
+    comparisons: dict[str, Comparison] = {}
+    if sb is not None and lb is not None:
+        sb_rows = table[table["regime"] == sb]
+        lb_rows = table[table["regime"] == lb]
+        for quantity in ("train_accuracy", "test_accuracy", "generalization_gap"):
+            comparisons[quantity] = _compare(sb_rows, lb_rows, quantity)
+        for column in columns:
+            if column.label in table:
+                comparisons[column.label] = _compare(sb_rows, lb_rows, column.label)
+
+    correlations = {}
+    batch_trend = {}
+    sizes = table["batch_size"].to_numpy(dtype=float)
+    for column in columns:
+        if column.label not in table:
+            continue
+        x = table[column.label].to_numpy(dtype=float)
+        for target in TARGETS:
+            y = table[target].to_numpy(dtype=float)
+            for method in ("kendall", "spearman"):
+                correlations[(column.label, target, method)] = rank_correlation(
+                    x, y, method=method, n_boot=n_boot, confidence=confidence, seed=seed
+                )
+        if np.isfinite(sizes).sum() >= 3 and len(set(sizes[np.isfinite(sizes)])) >= 2:
+            batch_trend[column.label] = rank_correlation(
+                sizes, x, method="kendall", n_boot=n_boot, confidence=confidence, seed=seed
+            )
+
+    return Study(
+        runs=runs,
+        scores=scores,
+        columns=columns,
+        regimes=regimes,
+        sb=sb,
+        lb=lb,
+        sb_lb_note=note,
+        accuracy=accuracy,
+        by_regime=by_regime,
+        comparisons=comparisons,
+        correlations=correlations,
+        batch_trend=batch_trend,
+        non_finite=non_finite,
+        settings={"n_boot": n_boot, "confidence": confidence, "seed": seed},
+    )

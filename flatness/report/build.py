@@ -1,0 +1,571 @@
+"""Build a comparison report: tables, figures and a generated summary, as HTML and Markdown.
+
+:func:`build` takes a tidy results frame (:func:`flatness.load_results`, or a
+research project's own frame) and writes, into one folder,
+
+- ``report.html`` -- one self-contained page (figures inlined, no network needed);
+- ``report.md`` -- the same report in Markdown, with the figures in ``figures/*.png``;
+- ``data/*.csv`` -- every checkpoint's scores and the numbers behind each table.
+
+:func:`build_from_store` reads a results store (the measurements with their details,
+the parametric plots, failed checkpoints and the manifest's settings) and calls
+:func:`build`; ``flatness report`` is a thin layer over it.
+
+What a report contains, following Keskar et al. (ICLR 2017): provenance; Table 2
+(accuracies per regime); Tables 3 and 4 (ε-sharpness in full space and in a random
+subspace); every other measure per regime; SB vs LB with a Mann–Whitney test;
+measures vs batch size; measures vs test accuracy and generalization gap with Kendall's
+τ and Spearman's ρ and bootstrap intervals; the parametric plot of each stored pair;
+the spectral densities. A section whose data is missing is replaced by a note saying
+what to score to get it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from flatness.report import figures as figs
+from flatness.report.analysis import Study, analyze
+from flatness.report.frames import density_curves
+from flatness.report.render import (
+    Bullets,
+    FigureBlock,
+    Paragraph,
+    Section,
+    TableBlock,
+    to_html,
+    to_markdown,
+)
+from flatness.report.summary import summary_sentences
+from flatness.report.tables import (
+    Table,
+    accuracy_table,
+    comparison_table,
+    correlation_table,
+    keskar_tables,
+    measures_table,
+    scores_table,
+)
+from flatness.results import Result
+
+__all__ = ["Report", "build", "build_from_store"]
+
+REPORT_PACKAGES = ("flatness", "torch", "numpy", "scipy", "pandas", "seaborn", "matplotlib")
+
+
+@dataclass(frozen=True)
+class Report(Result):
+    """What :func:`build` wrote.
+
+    Attributes:
+        out: The report's folder.
+        html: The self-contained HTML page.
+        markdown: The Markdown version (figures beside it in ``figures/``).
+        figures: The PNG files.
+        data: The CSV files (``scores.csv`` and one per table).
+        summary: The generated summary sentences.
+        notes: The sections left out and why.
+        seconds: Wall-clock seconds to build it.
+    """
+
+    out: Path
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+    data: tuple[Path, ...]
+    summary: tuple[str, ...]
+    notes: tuple[str, ...]
+    seconds: float
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(html={str(self.html)!r}, figures={len(self.figures)}, "
+            f"sections left out={len(self.notes)}, seconds={self.seconds:.1f})"
+        )
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in REPORT_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def _unique_json(df: pd.DataFrame, column: str) -> list[Any]:
+    if column not in df.columns:
+        return []
+    seen: dict[str, Any] = {}
+    for text in df[column].dropna().unique():
+        try:
+            value = json.loads(text) if isinstance(text, str) else text
+        except json.JSONDecodeError:
+            value = text
+        seen[json.dumps(value, sort_keys=True, default=str)] = value
+    return list(seen.values())
+
+
+def _describe(spec: Any) -> str:
+    if isinstance(spec, Mapping):
+        name = spec.get("name") or spec.get("factory") or "?"
+        kwargs = spec.get("kwargs") or {}
+        inner = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(kwargs.items()))
+        return f"{name}({inner})" if inner else str(name)
+    return str(spec)
+
+
+def _join(values: Sequence[Any]) -> str:
+    return "; ".join(str(v) for v in values) if len(values) else "not recorded"
+
+
+def provenance_table(
+    df: pd.DataFrame,
+    study: Study,
+    *,
+    info: Mapping[str, Any] | None,
+    failed: pd.DataFrame | None,
+    command: str | None,
+) -> Table:
+    """Where the numbers come from: data, networks, measures, examples, device, versions."""
+    manifest = (info or {}).get("manifest") or {}
+    metas = _unique_json(df, "meta")
+    data = [manifest["data"]] if manifest.get("data") else [m["data"] for m in metas if "data" in m]
+    model = [manifest["model"]] if manifest.get("model") else []
+    model = model or [m["model"] for m in metas if "model" in m]
+    rows: list[tuple[str, str]] = [
+        ("data set", _join(sorted({_describe(d) for d in data}))),
+        ("network", _join(sorted({_describe(m) for m in model}))),
+    ]
+    n_failed = 0 if failed is None else len(failed)
+    rows.append(
+        (
+            "checkpoints",
+            f"{len(study.runs)} scored"
+            + (f", {n_failed} could not be scored (see below)" if n_failed else ""),
+        )
+    )
+    if "examples" in df.columns and df["examples"].notna().any():
+        counts = sorted({int(v) for v in df["examples"].dropna()})
+        rows.append(("examples per checkpoint", ", ".join(map(str, counts))))
+    elif manifest.get("scoring", {}).get("examples") is not None:
+        rows.append(("examples per checkpoint", str(manifest["scoring"]["examples"])))
+    for column in study.columns:
+        rows.append((f"measure: {column.label}", json.dumps(dict(column.settings), sort_keys=True)))
+    if "density" in set(df["measure"]):
+        density = df.loc[df["measure"] == "density", "settings"].iloc[0]
+        rows.append(("measure: spectral density", str(density)))
+    for name in ("device", "dtype"):
+        if name in df.columns and df[name].notna().any():
+            rows.append((name, ", ".join(sorted(map(str, df[name].dropna().unique())))))
+    scored = _unique_json(df, "versions")
+    if scored:
+        rows.append(("scored with", _join([_describe_versions(v) for v in scored])))
+    rows.append(("report built with", _describe_versions(_versions())))
+    if "created" in df.columns and df["created"].notna().any():
+        created = df["created"].dropna().astype(str)
+        rows.append(("scored on", f"{created.min()[:10]} to {created.max()[:10]}"))
+    rows.append(("report date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    rows.append(("regenerate with", command or "flatness.report.build(df, ...) from Python"))
+    frame = pd.DataFrame(rows, columns=["item", "value"])
+    return Table("provenance", "Provenance", frame)
+
+
+def _describe_versions(versions: Any) -> str:
+    if isinstance(versions, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+    return str(versions)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "figure"
+
+
+def _display_path(path: Any, root: Path | None) -> str:
+    if root is None or not isinstance(path, str) or not os.path.isabs(path):
+        return str(path)
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:
+        return str(path)
+
+
+def _pair_figures(
+    curves: pd.DataFrame | None, fig_dir: Path, root: Path | None
+) -> tuple[list[FigureBlock], list[Path]]:
+    blocks: list[FigureBlock] = []
+    written: list[Path] = []
+    if curves is None or curves.empty:
+        return blocks, written
+    keys = ["label", "settings", "sb", "lb"] if "sb" in curves.columns else ["label", "settings"]
+    keys = [k for k in keys if k in curves.columns]
+    for index, (key, group) in enumerate(curves.groupby(keys, sort=True, dropna=False)):
+        values = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        sb = _display_path(group["sb_path"].iloc[0], root) if "sb_path" in group else "SB"
+        lb = _display_path(group["lb_path"].iloc[0], root) if "lb_path" in group else "LB"
+        label = values.get("label") or f"pair {index + 1}"
+        settings = values.get("settings")
+        extra = ""
+        if isinstance(settings, str):
+            try:
+                parsed = json.loads(settings)
+                extra = f", {parsed.get('curve', 'linear')}, BatchNorm {parsed.get('bn', '?')}"
+            except json.JSONDecodeError:
+                extra = ""
+        title = f"{label}: {sb} (α=0) → {lb} (α=1){extra}"
+        fig = figs.parametric_figure(group, title=title)
+        path = figs.save(fig, fig_dir / f"parametric-{index + 1}-{_slug(str(label))}.png")
+        written.append(path)
+        blocks.append(
+            FigureBlock(
+                f"figures/{path.name}",
+                f"Parametric plot, {title}: cross-entropy loss (blue, left axis) and accuracy "
+                "(red, right axis) on the training (solid) and test (dashed) sets.",
+            )
+        )
+    return blocks, written
+
+
+def build(
+    df: pd.DataFrame,
+    out: str | os.PathLike[str] = "reports/report",
+    *,
+    title: str | None = None,
+    curves: pd.DataFrame | None = None,
+    failed: pd.DataFrame | None = None,
+    info: Mapping[str, Any] | None = None,
+    reference: str | None = None,
+    sb: str | None = None,
+    lb: str | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    command: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> Report:
+    """Write a comparison report of the checkpoints in ``df`` into ``out``.
+
+    Args:
+        df: One row per checkpoint × measure (× settings × component):
+            :func:`flatness.load_results`'s frame (with ``details=True`` for the spectral
+            densities and versions) or a frame of your own with at least ``measure``,
+            ``value`` and ``regime`` or ``batch_size``; ``test_accuracy``,
+            ``train_accuracy``, ``seed``, ``settings`` and ``component`` are used when
+            present.
+        out: The report's folder (created; files of an earlier report are replaced).
+        title: The page's title (default: from the data set and network).
+        curves: Parametric plots, as :func:`flatness.load_curves` returns them.
+        failed: Checkpoints that could not be scored (``path`` and ``error`` columns).
+        info: The store's info (:func:`flatness.pipeline.store.load_info`), for the
+            manifest's data, network and scoring settings.
+        reference: A network of Keskar et al. (``"F1"``, ``"C1"``, ...) whose published
+            values are shown beside the SB and LB rows; ``None`` for none.
+        sb: The small-batch regime (default ``"SB"``, else the smallest batch size).
+        lb: The large-batch regime (default ``"LB"``, else the largest batch size).
+        n_boot: Bootstrap resamples for the correlations' intervals.
+        confidence: The intervals' level.
+        seed: The bootstrap's seed (the report is reproducible).
+        command: The command that regenerates the report, printed in its provenance.
+        root: Show checkpoint paths relative to this folder.
+
+    Returns:
+        A :class:`Report` with the files written and the summary sentences.
+
+    Raises:
+        flatness.report.ReportInputError: For a frame a report cannot be made of (empty,
+            or lacking ``measure``/``value``/``regime``), naming what is missing.
+        ValueError: For an unknown ``reference`` network.
+
+    Examples:
+        >>> import pandas as pd, tempfile
+        >>> df = pd.DataFrame({
+        ...     "regime": ["SB", "SB", "LB", "LB"], "seed": [0, 1, 0, 1],
+        ...     "batch_size": [32, 32, 512, 512], "test_accuracy": [0.9, 0.91, 0.87, 0.88],
+        ...     "train_accuracy": [0.99] * 4, "measure": "lambda_max",
+        ...     "value": [10.0, 12.0, 40.0, 45.0]})
+        >>> report = build(df, tempfile.mkdtemp(), n_boot=200)
+        >>> report.html.name, [p.name for p in report.figures]
+        ('report.html', ['batch-size.png', 'vs-test-accuracy.png', 'vs-generalization-gap.png'])
+        >>> report.summary[2].split(":")[0]
+        'LB sharper than SB in 2/2 seeds by λ_max'
+    """
+    started = time.perf_counter()
+    if reference is not None:
+        from flatness.report.reference import keskar_reference
+
+        keskar_reference(reference)  # fail before any work on an unknown network
+    study = analyze(df, sb=sb, lb=lb, n_boot=n_boot, confidence=confidence, seed=seed)
+    base = Path(out)
+    fig_dir = base / "figures"
+    data_dir = base / "data"
+    base.mkdir(parents=True, exist_ok=True)
+    for stale in (*fig_dir.glob("*.png"), *data_dir.glob("*.csv")):
+        stale.unlink()
+    root_path = Path(root) if root is not None else None
+    written: list[Path] = []
+    notes: list[str] = []
+    sections: list[Section] = []
+
+    def figure(fig: Any, name: str, caption: str) -> FigureBlock:
+        path = figs.save(fig, fig_dir / f"{name}.png")
+        written.append(path)
+        return FigureBlock(f"figures/{path.name}", caption)
+
+    def left_out(section: Section, text: str) -> None:
+        notes.append(f"{section.title}: {text}")
+        section.blocks.append(Paragraph(f"Left out: {text}"))
+
+    summary = summary_sentences(study)
+    sections.append(Section("Summary", "summary", [Bullets(tuple(summary))]))
+
+    prov = provenance_table(df, study, info=info, failed=failed, command=command)
+    provenance = Section("Provenance", "provenance", [TableBlock(prov)])
+    if failed is not None and not failed.empty:
+        provenance.blocks.append(
+            Bullets(
+                tuple(
+                    f"{_display_path(p, root_path)}: {e}"
+                    for p, e in zip(failed["path"], failed["error"], strict=True)
+                )
+            )
+        )
+    sections.append(provenance)
+
+    tables: list[Table] = []
+    accuracy = Section("Accuracy (Table 2)", "accuracy")
+    if study.has_accuracy:
+        table = accuracy_table(study, reference)
+        tables.append(table)
+        accuracy.blocks.append(TableBlock(table))
+        if study.single_seed:
+            accuracy.blocks.append(Paragraph("One run per regime: no standard deviation (±)."))
+    else:
+        left_out(accuracy, "the frame has no test_accuracy column (or only missing values).")
+    sections.append(accuracy)
+
+    sharp = Section("Sharpness per regime (Tables 3 and 4)", "sharpness")
+    keskar = keskar_tables(study, reference)
+    tables += keskar
+    sharp.blocks += [TableBlock(t) for t in keskar]
+    if not keskar:
+        left_out(
+            sharp,
+            "no Keskar ε-sharpness in the results; score it with "
+            "keskar = {eps = [1e-3, 5e-4], subspace = [0, 100]} in the manifest's [measures].",
+        )
+    other = measures_table(study)
+    if other is not None:
+        tables.append(other)
+        sharp.blocks.append(TableBlock(other))
+    elif not study.columns:
+        left_out(sharp, "no scalar measure in the results.")
+    sections.append(sharp)
+
+    versus = Section("SB vs LB", "sb-vs-lb")
+    comparison = comparison_table(study)
+    if comparison is not None:
+        tables.append(comparison)
+        versus.blocks.append(TableBlock(comparison))
+    else:
+        left_out(versus, study.sb_lb_note or "no two regimes to compare.")
+    sections.append(versus)
+
+    batch = Section("Sharpness vs batch size", "batch-size")
+    fig = figs.batch_size_figure(study)
+    if fig is not None:
+        batch.blocks.append(
+            figure(
+                fig,
+                "batch-size",
+                "Each measure against the batch size: one point per checkpoint (coloured by "
+                "regime), the line joins the means per batch size.",
+            )
+        )
+        trend = [
+            (c.label, study.batch_trend[c.label].text())
+            for c in study.columns
+            if c.label in study.batch_trend
+        ]
+        if trend:
+            batch.blocks.append(
+                TableBlock(
+                    Table(
+                        "batch-trend",
+                        "Kendall τ between batch size and each measure [bootstrap CI]",
+                        pd.DataFrame(trend, columns=["measure", "Kendall τ [CI]"]),
+                    )
+                )
+            )
+    else:
+        left_out(batch, "fewer than two distinct batch sizes in the results.")
+    sections.append(batch)
+
+    corr = Section("Sharpness vs test accuracy and generalization gap", "correlation")
+    for target, name in (("test_accuracy", "test accuracy"), ("generalization_gap", "gap")):
+        table_or_none = correlation_table(study, target)
+        if table_or_none is None:
+            left_out(corr, f"no {name} values or no measures to correlate with it.")
+            continue
+        tables.append(table_or_none)
+        corr.blocks.append(TableBlock(table_or_none))
+        fig = figs.correlation_figure(study, target)
+        if fig is not None:
+            corr.blocks.append(
+                figure(
+                    fig,
+                    f"vs-{target.replace('_', '-')}",
+                    f"Each measure (x) against the {name} (y, %), one point per checkpoint; "
+                    "titles give Kendall's τ and Spearman's ρ with bootstrap intervals.",
+                )
+            )
+    sections.append(corr)
+
+    parametric = Section("Parametric plots (Keskar et al., Figure 3)", "parametric")
+    blocks, paths = _pair_figures(curves, fig_dir, root_path)
+    written += paths
+    parametric.blocks += blocks
+    if not blocks:
+        left_out(
+            parametric,
+            "no SB/LB pair was interpolated; name one in the manifest "
+            '([[pairs]] sb = "...", lb = "...") and score again.',
+        )
+    sections.append(parametric)
+
+    spectrum = Section("Hessian spectral density", "density")
+    fig = figs.density_figure(study, density_curves(df))
+    if fig is not None:
+        spectrum.blocks.append(
+            figure(
+                fig,
+                "density",
+                "Stochastic Lanczos quadrature estimates of the Hessian's eigenvalue density "
+                "(log scale), one line per checkpoint, coloured by regime.",
+            )
+        )
+    else:
+        left_out(
+            spectrum,
+            "no spectral density with its quadrature in the results; score density = {} "
+            "and load the results with details=True.",
+        )
+    sections.append(spectrum)
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data = [data_dir / "scores.csv"]
+    scores_table(study).to_csv(data[0], index=False)
+    for table in tables:
+        if table.values is not None:
+            path = data_dir / f"{table.key}.csv"
+            table.values.to_csv(path, index=False)
+            data.append(path)
+    files = Section(
+        "Data",
+        "data",
+        [Bullets(tuple(f"data/{p.name}" for p in data))],
+    )
+    files.blocks.insert(
+        0, Paragraph("The numbers behind the tables, as CSV files beside this report:")
+    )
+    sections.append(files)
+
+    heading = title or _title(df, info)
+    markdown = base / "report.md"
+    page = base / "report.html"
+    _write_text(markdown, to_markdown(heading, sections))
+    _write_text(page, to_html(heading, sections, base))
+    return Report(
+        out=base,
+        html=page,
+        markdown=markdown,
+        figures=tuple(written),
+        data=tuple(data),
+        summary=tuple(summary),
+        notes=tuple(notes),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _title(df: pd.DataFrame, info: Mapping[str, Any] | None) -> str:
+    manifest = (info or {}).get("manifest") or {}
+    metas = _unique_json(df, "meta")
+    data = manifest.get("data", {}).get("name") or next(
+        (m.get("dataset") for m in metas if m.get("dataset")), None
+    )
+    kwargs = manifest.get("model", {}).get("kwargs") or {}
+    network = kwargs.get("name") or next(
+        (m.get("network") for m in metas if m.get("network")), None
+    )
+    parts = [str(p) for p in (network, data) if p]
+    return "Sharpness report" + (f": {' on '.join(parts)}" if parts else "")
+
+
+def build_from_store(
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> Report:
+    """Build the report of a results store (what ``flatness report`` runs).
+
+    Reads the measurements with their details (spectral densities, versions), the
+    parametric plots, the checkpoints that failed and the manifest's settings, and
+    passes them to :func:`build`.
+
+    Args:
+        store: The results store (``results.sqlite``).
+        out: The report's folder (default: ``report/`` beside the store).
+        **options: Passed to :func:`build` (``title``, ``reference``, ``sb``, ``lb``,
+            ``n_boot``, ``confidence``, ``seed``, ``command``).
+
+    Raises:
+        FileNotFoundError: If there is no store at ``store``.
+        flatness.report.ReportInputError: If the store holds no measurement yet.
+    """
+    from flatness.pipeline.store import load_curves, load_info, load_results, load_runs
+
+    path = Path(store)
+    df = load_results(path, details=True)
+    if df.empty:
+        from flatness.report.frames import ReportInputError
+
+        raise ReportInputError(
+            f"{path}: the store holds no measurement yet; run `flatness score` first"
+        )
+    runs = load_runs(path)
+    df = df.merge(runs[["checkpoint", "examples"]], on="checkpoint", how="left")
+    failed = runs.loc[runs["status"] != "ok", ["path", "error"]]
+    target = Path(out) if out is not None else path.parent / "report"
+    options.setdefault("root", path.resolve().parent)
+    options.setdefault(
+        "command",
+        "flatness report " + shlex.join([str(path), "--out", str(target)]),
+    )
+    return build(
+        df,
+        target,
+        curves=load_curves(path),
+        failed=failed,
+        info=load_info(path),
+        **options,
+    )

@@ -1,0 +1,283 @@
+"""The report's figures, drawn with seaborn on matplotlib ``Figure`` objects.
+
+Figures are built without ``pyplot`` (no global state, no display needed) and saved
+as PNG by :func:`save`. Regimes are coloured from blue (smallest batch) to red
+(largest), the same in every figure.
+
+- :func:`batch_size_figure` -- each measure (and the accuracies) against batch size,
+  one point per seed and the mean per batch size;
+- :func:`correlation_figure` -- each measure against test accuracy or generalization
+  gap, with Kendall's τ and Spearman's ρ in the panel titles;
+- :func:`parametric_figure` -- Keskar et al.'s Figure 3: loss and accuracy on train
+  and test along the line from the SB (α = 0) to the LB (α = 1) minimiser;
+- :func:`density_figure` -- SLQ spectral densities, SB vs LB, on a log scale.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+)
+
+from flatness.curvature.density import gaussian_smoothing
+from flatness.report.analysis import TARGETS, Study
+from flatness.report.frames import DensityCurve
+
+DPI = 110
+PANEL = (3.3, 2.7)
+COLUMNS = 4
+
+
+def palette(regimes: Sequence[str]) -> dict[str, Any]:
+    """Colours of the regimes, in batch-size order: blue (small) through purple to red (large)."""
+    if len(regimes) == 1:
+        return {regimes[0]: sns.color_palette("deep")[0]}
+    colours = sns.blend_palette(["#2166ac", "#7b3294", "#d6301d"], len(regimes))
+    return dict(zip(regimes, colours, strict=True))
+
+
+def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] = ()) -> None:
+    """Log scale with plain tick labels when the values span 10x or more; else linear with
+    scientific notation for very small or large numbers."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if ticks and len(ticks) >= 2 and max(ticks) / min(ticks) >= 4:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+        shown = list(ticks) if len(ticks) <= 7 else list(ticks)[:: math.ceil(len(ticks) / 7)]
+        target.set_major_locator(FixedLocator(shown))
+        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        target.set_minor_locator(NullLocator())
+    elif _log_worthy(values):
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        target.set_minor_formatter(NullFormatter())
+    else:
+        target.set_major_locator(MaxNLocator(5))
+        ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 4))
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG (creating the folder) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def _grid(n: int) -> tuple[Figure, list[Any]]:
+    cols = min(COLUMNS, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _wrap(text: str, width: int = 34) -> str:
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+def _log_worthy(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return bool(finite.size and (finite > 0).all() and finite.max() / finite.min() >= 10)
+
+
+def _panels(study: Study) -> list[tuple[str, pd.Series]]:
+    table = study.runs.set_index("checkpoint")
+    panels: list[tuple[str, pd.Series]] = []
+    if study.has_accuracy:
+        panels.append(("test accuracy (%)", table["test_accuracy"] * 100))
+        if table["generalization_gap"].notna().any():
+            panels.append(("generalization gap (points)", table["generalization_gap"] * 100))
+    wide = study.scores.pivot_table(
+        index="checkpoint", columns="label", values="value", aggfunc="first"
+    )
+    for column in study.columns:
+        if column.label in wide:
+            panels.append((column.label, wide[column.label].reindex(table.index)))
+    return panels
+
+
+def batch_size_figure(study: Study) -> Figure | None:
+    """Each measure against batch size: one point per checkpoint, a line through the means.
+
+    ``None`` when fewer than two batch sizes are known.
+    """
+    if len(study.batch_sizes) < 2:
+        return None
+    panels = _panels(study)
+    if not panels:
+        return None
+    colours = palette(study.regimes)
+    runs = study.runs.set_index("checkpoint")
+    sizes = runs["batch_size"].astype(float)
+    fig, axes = _grid(len(panels))
+    for ax, (label, values) in zip(axes, panels, strict=True):
+        frame = pd.DataFrame(
+            {"batch size": sizes, "value": values.astype(float), "regime": runs["regime"]}
+        ).dropna(subset=["batch size", "value"])
+        if frame.empty:
+            ax.set_title(_wrap(label) + "\n(no finite values)", fontsize=9)
+            continue
+        means = frame.groupby("batch size")["value"].mean()
+        ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
+        sns.scatterplot(
+            data=frame,
+            x="batch size",
+            y="value",
+            hue="regime",
+            palette=colours,
+            hue_order=[r for r in study.regimes if r in set(frame["regime"])],
+            ax=ax,
+            s=28,
+            zorder=2,
+            legend=ax is axes[0],
+        )
+        _style_axis(ax, "x", frame["batch size"].to_numpy(), study.batch_sizes)
+        _style_axis(ax, "y", frame["value"].to_numpy())
+        ax.set_title(_wrap(label), fontsize=9)
+        ax.set_ylabel("")
+    if axes[0].get_legend() is not None:
+        sns.move_legend(axes[0], "best", fontsize=7, title_fontsize=7)
+    fig.suptitle("Sharpness and accuracy vs batch size (points: seeds, line: mean)", fontsize=11)
+    return fig
+
+
+def correlation_figure(study: Study, target: str) -> Figure | None:
+    """Each measure (x) against ``target`` (y), coloured by regime, τ and ρ in the titles.
+
+    ``None`` when the runs have no ``target`` values or there are no measures.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: choose one of {list(TARGETS)}")
+    if not study.runs[target].notna().any() or not study.columns:
+        return None
+    runs = study.runs.set_index("checkpoint")
+    wide = study.scores.pivot_table(
+        index="checkpoint", columns="label", values="value", aggfunc="first"
+    )
+    labels = [c.label for c in study.columns if c.label in wide]
+    colours = palette(study.regimes)
+    fig, axes = _grid(len(labels))
+    for ax, label in zip(axes, labels, strict=True):
+        frame = pd.DataFrame(
+            {
+                "x": wide[label].reindex(runs.index).astype(float),
+                "y": runs[target].astype(float) * 100,
+                "regime": runs["regime"],
+            }
+        ).dropna()
+        tau = study.correlations[(label, target, "kendall")]
+        rho = study.correlations[(label, target, "spearman")]
+        sns.scatterplot(
+            data=frame,
+            x="x",
+            y="y",
+            hue="regime",
+            palette=colours,
+            hue_order=[r for r in study.regimes if r in set(frame["regime"])],
+            ax=ax,
+            s=28,
+            legend=ax is axes[0],
+        )
+        _style_axis(ax, "x", frame["x"].to_numpy())
+        ax.set_title(f"{_wrap(label)}\nτ {tau.text()}\nρ {rho.text()}", fontsize=8)
+        ax.set_xlabel("")
+        ax.set_ylabel(f"{TARGETS[target]} (%)" if ax is axes[0] else "")
+    if axes and axes[0].get_legend() is not None:
+        sns.move_legend(axes[0], "best", fontsize=7, title_fontsize=7)
+    fig.suptitle(f"Measures vs {TARGETS[target]} (one point per checkpoint)", fontsize=11)
+    return fig
+
+
+def parametric_figure(curve: pd.DataFrame, *, title: str) -> Figure:
+    """Keskar et al.'s parametric plot for one SB/LB pair.
+
+    Args:
+        curve: Rows of :func:`flatness.load_curves` for one pair and settings: columns
+            ``alpha``, ``split`` (train/test), ``metric`` (loss/accuracy), ``value``.
+        title: The figure's title.
+    """
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    twin = ax.twinx()
+    styles = {"train": "-", "test": "--"}
+    for split, style in styles.items():
+        rows = curve[(curve["split"] == split) & (curve["metric"] == "loss")].sort_values("alpha")
+        if not rows.empty:
+            ax.plot(rows["alpha"], rows["value"], style, color="tab:blue", label=f"{split} loss")
+        rows = curve[(curve["split"] == split) & (curve["metric"] == "accuracy")]
+        rows = rows.sort_values("alpha")
+        if not rows.empty:
+            twin.plot(
+                rows["alpha"], rows["value"] * 100, style, color="tab:red", label=f"{split} acc."
+            )
+    loss = curve.loc[curve["metric"] == "loss", "value"].to_numpy(dtype=float)
+    if _log_worthy(loss):
+        ax.set_yscale("log")
+    for x, name in ((0.0, "SB"), (1.0, "LB")):
+        ax.axvline(x, color="0.6", lw=0.8, ls=":")
+        ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
+    ax.set_xlabel("α  (θ = (1 − α) θ_SB + α θ_LB)")
+    ax.set_ylabel("cross-entropy loss", color="tab:blue")
+    twin.set_ylabel("accuracy (%)", color="tab:red")
+    handles = ax.get_legend_handles_labels()
+    twin_handles = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=7, loc="best")
+    ax.set_title(title, fontsize=10, pad=14)
+    return fig
+
+
+def density_figure(study: Study, curves: Sequence[DensityCurve]) -> Figure | None:
+    """The smoothed SLQ spectral densities, coloured by regime (log y): a thin line per
+    checkpoint and a thick line for each regime's mean.
+
+    All densities are evaluated on one grid spanning every quadrature node, with one
+    Gaussian width (1% of the span, or the widest stored one), so curves compare.
+    """
+    if not curves:
+        return None
+    lo = min(float(c.nodes[c.weights > 0].min()) for c in curves)
+    hi = max(float(c.nodes[c.weights > 0].max()) for c in curves)
+    span = max(hi - lo, 1e-12)
+    sigma = 0.01 * span
+    grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 2000)
+    colours = palette(study.regimes)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    floor = 1e-12
+    for regime in [r for r in study.regimes if any(c.regime == r for c in curves)]:
+        members = [c for c in curves if c.regime == regime]
+        densities = [gaussian_smoothing(grid, c.nodes, c.weights, sigma) for c in members]
+        colour = colours.get(regime, "0.5")
+        for density in densities:
+            ax.plot(grid, np.maximum(density, floor), color=colour, lw=0.6, alpha=0.35)
+        ax.plot(
+            grid,
+            np.maximum(np.mean(densities, axis=0), floor),
+            color=colour,
+            lw=1.8,
+            label=f"{regime} (mean of {len(members)})",
+        )
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=max(1e-8, ax.get_ylim()[0]))
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (log scale)")
+    ax.legend(title="regime", fontsize=7, title_fontsize=7)
+    ax.set_title(
+        f"Hessian spectral density (SLQ, Gaussian width {sigma:.3g}); thin: checkpoints",
+        fontsize=9,
+    )
+    return fig

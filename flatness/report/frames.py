@@ -1,0 +1,323 @@
+"""From a tidy results frame to the two frames a report is made of.
+
+A report reads one tidy DataFrame, the one :func:`flatness.load_results` returns (one
+row per checkpoint × measure × settings × component), or a research project's own
+frame with at least the columns ``measure`` and ``value`` and one of ``regime`` or
+``batch_size``. From it come:
+
+- the *runs*: one row per checkpoint with its regime, batch size, seed and train/test
+  accuracy (:func:`runs_frame`);
+- the *scores*: one row per checkpoint × scalar measure, the measure's headline value
+  under a readable label such as ``ε-sharpness (full, ε=1e-3)`` (:func:`scores_frame`).
+
+The headline of a measure is its single value or its first component (the largest
+eigenvalue of ``lambda_max``); the spectral density is a figure, not a scalar, and is
+read from the ``details`` column by :func:`density_curves`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DISPLAY_NAMES: dict[str, str] = {
+    "lambda_max": "λ_max",
+    "trace": "trace",
+    "density": "spectral density",
+    "keskar": "ε-sharpness",
+    "adaptive_sharpness": "adaptive sharpness",
+    "average_sharpness": "average sharpness",
+    "pacbayes": "PAC-Bayes 1/σ²",
+    "noise_scale": "noise scale B_simple",
+}
+"""How a measure is called in a report (others keep their own name)."""
+
+NOT_SHARPNESS = frozenset({"noise_scale"})
+"""Measures that are scored and correlated but are not a sharpness (higher is not sharper)."""
+
+_SYMBOLS = {"eps": "ε", "rho": "ρ", "sigma": "σ"}
+_HEADLINE_COMPONENTS = ("", "1", "trace")
+_RUN_COLUMNS = ("regime", "batch_size", "lr", "seed", "epoch", "path")
+_ACCURACY_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+class ReportInputError(ValueError):
+    """The frame handed to the report cannot make one; the message says what it lacks."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One scalar measure column of a report.
+
+    Attributes:
+        label: The readable name, e.g. ``ε-sharpness (subspace 100, ε=5e-4)``.
+        measure: The store's measure name (``keskar``).
+        settings: The settings it was scored with.
+        sharpness: Whether higher means sharper (False for the noise scale).
+    """
+
+    label: str
+    measure: str
+    settings: Mapping[str, Any]
+    sharpness: bool
+
+    @property
+    def eps(self) -> float | None:
+        """Keskar's ε, for ``keskar`` columns."""
+        value = self.settings.get("eps")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def subspace(self) -> int:
+        """The random subspace's dimension of a ``keskar`` column (0 = full space)."""
+        value = self.settings.get("subspace", self.settings.get("subspace_dim")) or 0
+        return int(value)
+
+
+def format_setting(value: Any) -> str:
+    """A setting's value as a label shows it.
+
+    Examples:
+        >>> format_setting(0.001), format_setting(5e-4), format_setting(0.05), format_setting(True)
+        ('1e-3', '5e-4', '0.05', 'True')
+    """
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 0.01 or abs(value) >= 1e5):
+            mantissa, exponent = f"{value:.6e}".split("e")
+            mantissa = mantissa.rstrip("0").rstrip(".")
+            return f"{mantissa}e{int(exponent)}"
+        return f"{value:g}"
+    return str(value)
+
+
+def column_label(measure: str, settings: Mapping[str, Any], varied: tuple[str, ...] = ()) -> str:
+    """The readable label of a measure scored with ``settings``.
+
+    Keskar's ε-sharpness always names its space and ε (they are the paper's table
+    axes); other measures name the settings in ``varied``.
+
+    Examples:
+        >>> column_label("keskar", {"eps": 1e-3, "subspace": 100})
+        'ε-sharpness (subspace 100, ε=1e-3)'
+        >>> column_label("adaptive_sharpness", {"rho": 0.05, "p": 2}, ("rho",))
+        'adaptive sharpness (ρ=0.05)'
+    """
+    name = DISPLAY_NAMES.get(measure, measure)
+    parts = []
+    if measure == "keskar":
+        dim = int(settings.get("subspace", settings.get("subspace_dim")) or 0)
+        parts.append(f"subspace {dim}" if dim else "full")
+        if "eps" in settings:
+            parts.append(f"ε={format_setting(settings['eps'])}")
+        varied = tuple(k for k in varied if k not in ("eps", "subspace", "subspace_dim"))
+    for key in varied:
+        if key in settings:
+            parts.append(f"{_SYMBOLS.get(key, key)}={format_setting(settings[key])}")
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def _parse_settings(text: Any) -> dict[str, Any]:
+    if isinstance(text, Mapping):
+        return dict(text)
+    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
+        return {}
+    try:
+        parsed = json.loads(str(text))
+    except json.JSONDecodeError as exc:
+        raise ReportInputError(f"column 'settings' holds {text!r}, which is not JSON") from exc
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Check a results frame and fill in the columns a report relies on.
+
+    Adds ``checkpoint`` (from ``path``, or regime/batch size/seed, when absent),
+    ``settings`` (``"{}"``), ``component`` (``""``) and missing run columns as NaN, and a
+    ``generalization_gap`` from the accuracies when absent.
+
+    Raises:
+        ReportInputError: If the frame is empty or lacks ``measure``/``value`` or both
+            ``regime`` and ``batch_size``.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ReportInputError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if df.empty:
+        raise ReportInputError(
+            "the results frame is empty: score some checkpoints first (`flatness score`)"
+        )
+    missing = [c for c in ("measure", "value") if c not in df.columns]
+    if missing:
+        raise ReportInputError(
+            f"the results frame lacks column(s) {missing}; it needs one row per checkpoint "
+            "and measure with 'measure' and 'value' (flatness.load_results gives one)"
+        )
+    if "regime" not in df.columns and "batch_size" not in df.columns:
+        raise ReportInputError(
+            "the results frame needs a 'regime' or a 'batch_size' column to compare runs"
+        )
+    out = df.copy()
+    for column in (*_RUN_COLUMNS, *_ACCURACY_COLUMNS):
+        if column not in out.columns:
+            out[column] = np.nan
+    if out["regime"].isna().all():
+        out["regime"] = [
+            f"B{b:g}" if pd.notna(b) else "all" for b in out["batch_size"].astype(float)
+        ]
+    out["regime"] = out["regime"].fillna("unlabelled").astype(str)
+    if "checkpoint" not in out.columns:
+        if out["path"].notna().all():
+            out["checkpoint"] = out["path"].astype(str)
+        else:
+            out["checkpoint"] = [
+                f"{r}/B{b}/seed{s}"
+                for r, b, s in zip(out["regime"], out["batch_size"], out["seed"], strict=True)
+            ]
+    if "settings" not in out.columns:
+        out["settings"] = "{}"
+    out["settings"] = [json.dumps(_parse_settings(s), sort_keys=True) for s in out["settings"]]
+    if "component" not in out.columns:
+        out["component"] = ""
+    out["component"] = out["component"].fillna("").astype(str)
+    if "generalization_gap" not in out.columns:
+        out["generalization_gap"] = out["train_accuracy"] - out["test_accuracy"]
+    out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    return out
+
+
+def regime_order(runs: pd.DataFrame) -> list[str]:
+    """Regimes sorted by their median batch size (then by name; unknown sizes last).
+
+    Examples:
+        >>> runs = pd.DataFrame({"regime": ["LB", "SB", "B64"], "batch_size": [400, 16, 64]})
+        >>> regime_order(runs)
+        ['SB', 'B64', 'LB']
+    """
+    sizes = runs.groupby("regime")["batch_size"].median()
+    return sorted(
+        sizes.index.astype(str),
+        key=lambda r: (math.isnan(float(sizes[r])), float(np.nan_to_num(sizes[r])), r),
+    )
+
+
+def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkpoint: its run metadata and evaluated accuracies.
+
+    The frame is ordered by regime (see :func:`regime_order`) and seed; the regime
+    column is an ordered categorical.
+    """
+    columns = ["checkpoint", *_RUN_COLUMNS, *_ACCURACY_COLUMNS, "generalization_gap"]
+    runs = df[columns].drop_duplicates("checkpoint").reset_index(drop=True)
+    order = regime_order(runs)
+    runs["regime"] = pd.Categorical(runs["regime"], categories=order, ordered=True)
+    return runs.sort_values(["regime", "seed", "checkpoint"]).reset_index(drop=True)
+
+
+def _headline(group: pd.DataFrame) -> pd.DataFrame:
+    components = set(group["component"])
+    for name in _HEADLINE_COMPONENTS:
+        if name in components:
+            return group[group["component"] == name]
+    first = sorted(components)[0]
+    return group[group["component"] == first]
+
+
+def scores_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Column]]:
+    """The headline value of every scalar measure per checkpoint.
+
+    Returns:
+        ``(scores, columns)``: ``scores`` has one row per checkpoint × column with the
+        run columns, ``label`` and ``value`` (non-finite values become NaN, counted by
+        the report); ``columns`` lists the :class:`Column` objects in display order
+        (Keskar's ε-sharpness first: full space, then subspaces, ε descending).
+    """
+    scalar = df[df["measure"] != "density"]
+    if scalar.empty:
+        return pd.DataFrame(columns=["checkpoint", "label", "value"]), []
+    parts = []
+    columns: list[Column] = []
+    for measure, rows in scalar.groupby("measure", sort=True):
+        parsed = {key: json.loads(key) for key in rows["settings"].unique()}
+        keys = sorted({k for d in parsed.values() for k in d})
+        varied = tuple(
+            k
+            for k in keys
+            if len({json.dumps(d.get(k), sort_keys=True) for d in parsed.values()}) > 1
+        )
+        for key, group in rows.groupby("settings", sort=True):
+            settings = parsed[str(key)]
+            label = column_label(str(measure), settings, varied)
+            columns.append(Column(label, str(measure), settings, measure not in NOT_SHARPNESS))
+            head = _headline(group).drop_duplicates("checkpoint").copy()
+            head["label"] = label
+            parts.append(head)
+    scores = pd.concat(parts, ignore_index=True)
+    scores["value"] = scores["value"].where(np.isfinite(scores["value"].astype(float)))
+    columns.sort(key=_column_order)
+    return scores, columns
+
+
+def _column_order(column: Column) -> tuple[Any, ...]:
+    rank = list(DISPLAY_NAMES).index(column.measure) if column.measure in DISPLAY_NAMES else 99
+    if column.measure == "keskar":
+        rank = -1
+    return (rank, column.subspace, -(column.eps or 0.0), column.label)
+
+
+def wide_scores(scores: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
+    """``scores`` as one row per checkpoint and one column per label (in display order)."""
+    if scores.empty:
+        return pd.DataFrame()
+    wide = scores.pivot_table(index="checkpoint", columns="label", values="value", aggfunc="first")
+    return wide.reindex(columns=[c.label for c in columns])
+
+
+@dataclass(frozen=True)
+class DensityCurve:
+    """The SLQ quadrature of one checkpoint's Hessian spectrum, read from ``details``."""
+
+    checkpoint: str
+    regime: str
+    seed: Any
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma: float | None
+
+
+def density_curves(df: pd.DataFrame) -> list[DensityCurve]:
+    """Every stored spectral density (one per checkpoint; the first settings if several).
+
+    Needs the ``details`` column (``load_results(store, details=True)``); without it, or
+    without ``density`` rows, the list is empty.
+    """
+    if "details" not in df.columns:
+        return []
+    rows = df[(df["measure"] == "density") & df["details"].notna()]
+    out = []
+    for checkpoint, group in rows.groupby("checkpoint", sort=False):
+        first = group.sort_values("settings").iloc[0]
+        try:
+            details = json.loads(first["details"])
+            nodes = np.asarray(details["nodes"], dtype=np.float64)
+            weights = np.asarray(details["weights"], dtype=np.float64)
+        except (TypeError, KeyError, ValueError, json.JSONDecodeError):
+            continue
+        if nodes.shape != weights.shape or nodes.size == 0 or not np.isfinite(nodes).all():
+            continue
+        sigma = details.get("sigma")
+        out.append(
+            DensityCurve(
+                str(checkpoint),
+                str(first["regime"]),
+                first["seed"],
+                np.atleast_2d(nodes),
+                np.atleast_2d(weights),
+                float(sigma) if isinstance(sigma, int | float) else None,
+            )
+        )
+    return out

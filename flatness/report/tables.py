@@ -1,0 +1,322 @@
+"""The report's tables, laid out as Keskar et al. laid out theirs.
+
+- :func:`accuracy_table` -- Table 2: train and test accuracy per regime, mean ± std
+  over seeds, and the generalization gap;
+- :func:`keskar_tables` -- Tables 3 and 4: ε-sharpness per regime and ε, in full space
+  and in each random subspace;
+- :func:`measures_table` -- every other scalar measure per regime;
+- :func:`comparison_table` -- SB vs LB per measure (ratio, seeds, Mann–Whitney);
+- :func:`correlation_table` -- Kendall τ and Spearman ρ with bootstrap intervals.
+
+Each returns a :class:`Table` of formatted text cells; the numbers behind them live in
+the :class:`~flatness.report.analysis.Study`. With ``reference`` (a network of the
+paper), rows SB and LB get the paper's values beside ours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from flatness.report.analysis import TARGETS, Study
+from flatness.report.frames import Column, format_setting
+from flatness.report.reference import keskar_reference
+from flatness.report.stats import format_mean_std
+
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table of text cells with notes printed under it.
+
+    Attributes:
+        key: A short file-name-safe name (``table2``); also the CSV's name.
+        title: The caption.
+        frame: The cells, all text.
+        notes: Sentences printed under the table.
+        values: The numbers behind the cells (mean, std, n per cell), for CSV export.
+    """
+
+    key: str
+    title: str
+    frame: pd.DataFrame
+    notes: tuple[str, ...] = ()
+    values: pd.DataFrame | None = None
+
+
+def _pct(value: float) -> float:
+    return value * 100.0
+
+
+def _paper(reference: pd.DataFrame | None, regime: str, **where: object) -> str:
+    if reference is None:
+        return ""
+    rows = reference[reference["regime"] == regime]
+    for key, value in where.items():
+        if isinstance(value, float):
+            rows = rows[(rows[key] - value).abs() <= 1e-12 * max(1.0, abs(value))]
+        else:
+            rows = rows[rows[key] == value]
+    if rows.empty:
+        return DASH
+    row = rows.iloc[0]
+    return f"{float(row['mean']):g} ± {float(row['std']):g}"
+
+
+def _paper_regime(study: Study, regime: str) -> str | None:
+    if regime == study.sb:
+        return "SB"
+    if regime == study.lb:
+        return "LB"
+    return None
+
+
+def _size(study: Study, regime: str) -> str:
+    sizes = study.runs.loc[study.runs["regime"] == regime, "batch_size"].dropna().unique()
+    return ", ".join(f"{b:g}" for b in sorted(sizes)) or DASH
+
+
+def _value_rows(records: list[dict[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(records)
+
+
+def accuracy_table(study: Study, reference: str | None = None) -> Table:
+    """Keskar et al.'s Table 2 for these runs: accuracies (%) per regime, mean ± std."""
+    ref = _reference(reference, 2)
+    rows, values = [], []
+    for regime in study.regimes:
+        train = study.accuracy[(regime, "train_accuracy")]
+        test = study.accuracy[(regime, "test_accuracy")]
+        gap = study.accuracy[(regime, "generalization_gap")]
+        row = {
+            "regime": regime,
+            "batch size": _size(study, regime),
+            "runs": str(study.seeds_per_regime[regime]),
+            "train accuracy (%)": format_mean_std(_pct(train.mean), _pct(train.std), train.n),
+            "test accuracy (%)": format_mean_std(_pct(test.mean), _pct(test.std), test.n),
+            "gap (points)": format_mean_std(_pct(gap.mean), _pct(gap.std), gap.n),
+        }
+        paper = _paper_regime(study, regime)
+        if ref is not None:
+            row[f"paper train (%), {reference}"] = (
+                _paper(ref, paper, quantity="train_accuracy") if paper else ""
+            )
+            row[f"paper test (%), {reference}"] = (
+                _paper(ref, paper, quantity="test_accuracy") if paper else ""
+            )
+        rows.append(row)
+        for name, stat in (("train_accuracy", train), ("test_accuracy", test), ("gap", gap)):
+            values.append({"regime": regime, "quantity": name, **_numbers(stat)})
+    notes = ["Accuracies in percent; the gap is train minus test accuracy, in points."]
+    return Table(
+        "table2",
+        "Table 2: accuracy per regime (mean ± std over seeds)",
+        pd.DataFrame(rows),
+        tuple(notes),
+        _value_rows(values),
+    )
+
+
+def _numbers(stat: object) -> dict[str, float]:
+    return {
+        "mean": float(getattr(stat, "mean", math.nan)),
+        "std": float(getattr(stat, "std", math.nan)),
+        "n": float(getattr(stat, "n", 0)),
+    }
+
+
+def _reference(network: str | None, table: int) -> pd.DataFrame | None:
+    if network is None:
+        return None
+    ref = keskar_reference(network)
+    return ref[ref["table"] == table]
+
+
+def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
+    """Tables 3 and 4: ε-sharpness per regime, one column per ε (full space, subspaces)."""
+    keskar = [c for c in study.columns if c.measure == "keskar"]
+    spaces = sorted({c.subspace for c in keskar})
+    tables = []
+    for space in spaces:
+        cols = sorted((c for c in keskar if c.subspace == space), key=lambda c: -(c.eps or 0))
+        number = 3 if space == 0 else 4
+        ref = _reference(reference, number)
+        rows, values = [], []
+        for regime in study.regimes:
+            row = {"regime": regime, "batch size": _size(study, regime)}
+            paper = _paper_regime(study, regime)
+            for col in cols:
+                stat = study.by_regime[(col.label, regime)]
+                head = _eps_header(col)
+                row[head] = format_mean_std(stat.mean, stat.std, stat.n)
+                values.append({"regime": regime, "column": col.label, **_numbers(stat)})
+                if ref is not None:
+                    row[f"paper {head}, {reference}"] = (
+                        _paper(ref, paper, eps=float(col.eps or math.nan)) if paper else ""
+                    )
+            rows.append(row)
+        where = "full space (A = I)" if space == 0 else f"a random {space}-dimensional subspace"
+        notes = [
+            "Metric 2.1 of Keskar et al. (×100): the largest relative rise of the training "
+            f"loss in a box of half-width ε(|x|+1), in {where}."
+        ]
+        if ref is not None and space not in (0, 100):
+            notes.append("The paper's Table 4 uses a 100-dimensional subspace.")
+        settings = cols[0].settings if cols else {}
+        solver = settings.get("solver")
+        if solver:
+            notes.append(
+                f"Solver {solver}, {settings.get('maxiter', '?')} iterations, "
+                f"start {settings.get('start', '?')}."
+            )
+        tables.append(
+            Table(
+                f"table{number}" if space in (0, 100) else f"table4-p{space}",
+                f"Table {number}: ε-sharpness in {where} (mean ± std over seeds)",
+                pd.DataFrame(rows),
+                tuple(notes),
+                _value_rows(values),
+            )
+        )
+    return tables
+
+
+def _eps_header(column: Column) -> str:
+    return f"ε = {format_setting(column.eps)}" if column.eps is not None else column.label
+
+
+def measures_table(study: Study) -> Table | None:
+    """Every scalar measure other than ε-sharpness, mean ± std per regime."""
+    cols = [c for c in study.columns if c.measure != "keskar"]
+    if not cols:
+        return None
+    rows, values = [], []
+    for regime in study.regimes:
+        row = {"regime": regime, "batch size": _size(study, regime)}
+        for col in cols:
+            stat = study.by_regime[(col.label, regime)]
+            row[col.label] = format_mean_std(stat.mean, stat.std, stat.n)
+            values.append({"regime": regime, "column": col.label, **_numbers(stat)})
+        rows.append(row)
+    return Table(
+        "measures",
+        "Curvature and sharpness measures per regime (mean ± std over seeds)",
+        pd.DataFrame(rows),
+        (),
+        _value_rows(values),
+    )
+
+
+def comparison_table(study: Study) -> Table | None:
+    """SB vs LB for the test accuracy and each measure."""
+    if study.sb is None or study.lb is None:
+        return None
+    rows = []
+    names = [("test_accuracy", "test accuracy (%)", 100.0)]
+    names += [(c.label, c.label, 1.0) for c in study.columns]
+    for key, label, scale in names:
+        comp = study.comparisons.get(key)
+        if comp is None:
+            continue
+        k, n = comp.wins
+        rows.append(
+            {
+                "quantity": label,
+                _regime_header("SB", study.sb): format_mean_std(
+                    comp.sb.mean * scale, comp.sb.std * scale, comp.sb.n
+                ),
+                _regime_header("LB", study.lb): format_mean_std(
+                    comp.lb.mean * scale, comp.lb.std * scale, comp.lb.n
+                ),
+                "LB / SB": _fmt(comp.ratio, 3, keep_zeros=True),
+                "LB higher (seeds)": f"{k}/{n}" if n else DASH,
+                "Mann–Whitney p": _fmt(comp.test.p_value, 2),
+            }
+        )
+    notes = [
+        "LB higher (seeds): seeds where the LB run's value exceeds the SB run's of the "
+        "same seed. Mann–Whitney U test of LB vs SB, two-sided.",
+    ]
+    if study.sb_lb_note:
+        notes.append(study.sb_lb_note[0].upper() + study.sb_lb_note[1:] + ".")
+    return Table("sb-vs-lb", "SB vs LB", pd.DataFrame(rows), tuple(notes))
+
+
+def _regime_header(role: str, regime: str | None) -> str:
+    return role if regime == role else f"{role} ({regime})"
+
+
+def _fmt(value: float, digits: int, *, keep_zeros: bool = False) -> str:
+    """``digits`` significant digits; tiny values in scientific notation.
+
+    Examples:
+        >>> _fmt(0.1, 2), _fmt(1.0, 3, keep_zeros=True), _fmt(0.0004, 2), _fmt(float("nan"), 2)
+        ('0.1', '1.00', '4.0e-04', '—')
+    """
+    if value is None or not math.isfinite(value):
+        return DASH
+    if value != 0 and abs(value) < 10 ** (-digits):
+        return f"{value:.1e}"
+    return f"{value:{'#' if keep_zeros else ''}.{digits}g}"
+
+
+def correlation_table(study: Study, target: str) -> Table | None:
+    """Kendall τ and Spearman ρ (bootstrap CI, p-value) of each measure with ``target``."""
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}: choose one of {list(TARGETS)}")
+    if not study.runs[target].notna().any():
+        return None
+    rows = []
+    for col in study.columns:
+        tau = study.correlations.get((col.label, target, "kendall"))
+        rho = study.correlations.get((col.label, target, "spearman"))
+        if tau is None or rho is None:
+            continue
+        rows.append(
+            {
+                "measure": col.label,
+                "n": str(tau.n),
+                "Kendall τ [CI]": tau.text(),
+                "p (τ)": _fmt(tau.p_value, 2),
+                "Spearman ρ [CI]": rho.text(),
+                "p (ρ)": _fmt(rho.p_value, 2),
+            }
+        )
+    if not rows:
+        return None
+    level = round(100 * float(study.settings.get("confidence", 0.95)))
+    notes = (
+        f"Over all checkpoints; {level}% percentile bootstrap intervals from "
+        f"{study.settings.get('n_boot')} resamples (seed {study.settings.get('seed')}).",
+    )
+    return Table(
+        f"correlation-{target.replace('_', '-')}",
+        f"Rank correlation of each measure with the {TARGETS[target]}",
+        pd.DataFrame(rows),
+        notes,
+    )
+
+
+def scores_table(study: Study) -> pd.DataFrame:
+    """One row per checkpoint with its run columns and every measure's value (for CSV)."""
+    wide = study.scores.pivot_table(
+        index="checkpoint", columns="label", values="value", aggfunc="first"
+    ).reindex(columns=[c.label for c in study.columns])
+    keep = ["checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch"]
+    keep += ["train_accuracy", "test_accuracy", "generalization_gap"]
+    runs = study.runs[keep].set_index("checkpoint")
+    return runs.join(wide, how="left").reset_index()
+
+
+__all__ = [
+    "Table",
+    "accuracy_table",
+    "comparison_table",
+    "correlation_table",
+    "keskar_tables",
+    "measures_table",
+    "scores_table",
+]
