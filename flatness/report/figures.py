@@ -71,7 +71,7 @@ def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] =
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG (creating the folder) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
     return path
 
 

@@ -112,6 +112,7 @@ caption { caption-side: top; text-align: left; font-weight: 600; padding: .3em 0
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; }
 figcaption { font-size: .88em; color: #444; }
 ul.summary li { margin-bottom: .3em; }
+#table-provenance td { text-align: left; }
 """
 
 
@@ -124,7 +125,7 @@ def html_table(table: Table) -> str:
     )
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
     return (
-        f'<table id="{html.escape(table.key)}"><caption>{html.escape(table.title)}</caption>'
+        f'<table id="table-{html.escape(table.key)}"><caption>{html.escape(table.title)}</caption>'
         f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{notes}"
     )
 

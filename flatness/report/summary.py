@@ -81,14 +81,13 @@ def _correlation_sentence(study: Study, target: str, name: str) -> str | None:
     if not rows:
         return None
     rows.sort(key=lambda item: item[1].estimate)
-    counts = {tau.n for _, tau in rows}
+    most = max(tau.n for _, tau in rows)
     parts = [
-        f"{c.label} {tau.text()}" + (f" (n={tau.n})" if len(counts) > 1 else "") for c, tau in rows
+        f"{c.label} {tau.text()}" + (f" (n={tau.n})" if tau.n < most else "") for c, tau in rows
     ]
     excluding = [c.label for c, tau in rows if tau.low > 0 or tau.high < 0]
     level = round(100 * float(study.settings.get("confidence", 0.95)))
-    over = f"over {rows[0][1].n} checkpoints" if len(counts) == 1 else "over the checkpoints"
-    sentence = f"Kendall τ(measure, {name}) {over}: " + "; ".join(parts)
+    sentence = f"Kendall τ(measure, {name}) over {most} checkpoints: " + "; ".join(parts)
     if excluding:
         sentence += f". The {level}% interval excludes zero for: " + ", ".join(excluding) + "."
     else:

@@ -47,6 +47,10 @@ class Table:
     values: pd.DataFrame | None = None
 
 
+def _over(study: Study) -> str:
+    return "(one run per regime)" if study.single_seed else "(mean ± std over seeds)"
+
+
 def _pct(value: float) -> float:
     return value * 100.0
 
@@ -113,7 +117,7 @@ def accuracy_table(study: Study, reference: str | None = None) -> Table:
     notes = ["Accuracies in percent; the gap is train minus test accuracy, in points."]
     return Table(
         "table2",
-        "Table 2: accuracy per regime (mean ± std over seeds)",
+        f"Table 2: accuracy per regime {_over(study)}",
         pd.DataFrame(rows),
         tuple(notes),
         _value_rows(values),
@@ -175,7 +179,7 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
         tables.append(
             Table(
                 f"table{number}" if space in (0, 100) else f"table4-p{space}",
-                f"Table {number}: ε-sharpness in {where} (mean ± std over seeds)",
+                f"Table {number}: ε-sharpness in {where} {_over(study)}",
                 pd.DataFrame(rows),
                 tuple(notes),
                 _value_rows(values),
@@ -203,7 +207,7 @@ def measures_table(study: Study) -> Table | None:
         rows.append(row)
     return Table(
         "measures",
-        "Curvature and sharpness measures per regime (mean ± std over seeds)",
+        f"Curvature and sharpness measures per regime {_over(study)}",
         pd.DataFrame(rows),
         (),
         _value_rows(values),
@@ -240,6 +244,14 @@ def comparison_table(study: Study) -> Table | None:
         "LB higher (seeds): seeds where the LB run's value exceeds the SB run's of the "
         "same seed. Mann–Whitney U test of LB vs SB, two-sided.",
     ]
+    n_sb, n_lb = study.seeds_per_regime[study.sb], study.seeds_per_regime[study.lb]
+    if n_sb and n_lb:
+        floor = 2.0 / math.comb(n_sb + n_lb, n_sb)
+        if floor > 0.01:
+            notes.append(
+                f"With {n_sb} SB and {n_lb} LB runs, the smallest two-sided Mann–Whitney "
+                f"p-value possible is {floor:.2g}."
+            )
     if study.sb_lb_note:
         notes.append(study.sb_lb_note[0].upper() + study.sb_lb_note[1:] + ".")
     return Table("sb-vs-lb", "SB vs LB", pd.DataFrame(rows), tuple(notes))

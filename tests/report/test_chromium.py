@@ -11,26 +11,9 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from tests.report.chromium import CHROMIUM_NAMES, PageCheck, check_page, find_chromium
+from tests.report.chromium import PageCheck, check_page, find_chromium
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The Chromium executable, after checking that it starts here; skips otherwise."""
-    executable = find_chromium()
-    reason = "no Chromium found (install Debian's chromium package, or set FLATNESS_CHROMIUM)"
-    if executable is None:
-        pytest.skip(f"{reason}: none of {', '.join(CHROMIUM_NAMES)} on PATH")
-    page = tmp_path_factory.mktemp("probe") / "probe.html"
-    page.write_text("<!doctype html><title>probe</title><p>probe</p>")
-    try:
-        result = check_page(page, timeout=30)
-    except (RuntimeError, OSError) as err:
-        pytest.skip(f"{reason}: {executable} cannot start here: {err}")
-    assert result.title == "probe"
-    return executable
 
 
 def png_data_uri(width_px: int, height_px: int) -> str:
