@@ -27,23 +27,30 @@ from pathlib import Path
 import torch
 
 import flatness as fl
+from flatness.report.reference import keskar_reference
 from flatness.sharpness import keskar
 from flatness.zoo import TrainConfig, load_dataset, train_network
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "keskar-subspace-scale.md"
 
-# Keskar et al. 2017, Tables 3 (full space) and 4 (100-d subspace), mean over 5 runs
-PAPER = {
-    ("F1", "SB", 1e-3): (1.23, 0.11),
-    ("F1", "LB", 1e-3): (205.14, 9.22),
-    ("F1", "SB", 5e-4): (0.61, 0.05),
-    ("F1", "LB", 5e-4): (42.90, 9.17),
-    ("C1", "SB", 1e-3): (28.58, 2.18),
-    ("C1", "LB", 1e-3): (707.23, 137.25),
-    ("C1", "SB", 5e-4): (7.08, 0.71),
-    ("C1", "LB", 5e-4): (227.31, 29.50),
-}
+
+def paper_values() -> dict[tuple[str, str, float], tuple[float, float]]:
+    """Keskar et al. 2017, Tables 3 (full space) and 4 (100-d subspace), mean over 5 runs:
+    (network, regime, ε) -> (full-space φ, subspace φ), for F1 and C1."""
+    ref = keskar_reference()
+    out = {}
+    for network in ("F1", "C1"):
+        for eps in (1e-3, 5e-4):
+            for regime in ("SB", "LB"):
+                rows = ref[(ref.network == network) & (ref.regime == regime) & (ref.eps == eps)]
+                full = float(rows.loc[rows.table == 3, "mean"].iloc[0])
+                sub = float(rows.loc[rows.table == 4, "mean"].iloc[0])
+                out[(network, regime, eps)] = (full, sub)
+    return out
+
+
+PAPER = paper_values()
 
 
 def unit_columns(dim: int, p: int, gen: torch.Generator, device: torch.device, dtype: torch.dtype):

@@ -25,6 +25,7 @@ from flatness.pipeline.store import (
     ResultsStore,
     export_results,
     load_curves,
+    load_info,
     load_results,
     load_runs,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "export_results",
     "load_curves",
     "load_results",
+    "load_info",
     "load_runs",
     "score",
     "summary_table",

@@ -230,10 +230,13 @@ def _pair_figures(
         if isinstance(settings, str):
             try:
                 parsed = json.loads(settings)
-                extra = f", {parsed.get('curve', 'linear')}, BatchNorm {parsed.get('bn', '?')}"
+                extra = (
+                    f" Path: {parsed.get('curve', 'linear')}; BatchNorm statistics, if the "
+                    f"network has any: {parsed.get('bn', '?')}."
+                )
             except json.JSONDecodeError:
                 extra = ""
-        title = f"{label}: {sb} (α=0) → {lb} (α=1){extra}"
+        title = f"{label}: {sb} (α=0) → {lb} (α=1)"
         fig = figs.parametric_figure(group, title=title)
         path = figs.save(fig, fig_dir / f"parametric-{index + 1}-{_slug(str(label))}.png")
         written.append(path)
@@ -241,7 +244,7 @@ def _pair_figures(
             FigureBlock(
                 f"figures/{path.name}",
                 f"Parametric plot, {title}: cross-entropy loss (blue, left axis) and accuracy "
-                "(red, right axis) on the training (solid) and test (dashed) sets.",
+                f"(red, right axis) on the training (solid) and test (dashed) sets.{extra}",
             )
         )
     return blocks, written
@@ -474,7 +477,9 @@ def build(
 
     data_dir.mkdir(parents=True, exist_ok=True)
     data = [data_dir / "scores.csv"]
-    scores_table(study).to_csv(data[0], index=False)
+    scores = scores_table(study)
+    scores["path"] = [_display_path(p, root_path) for p in scores["path"]]
+    scores.to_csv(data[0], index=False)
     for table in tables:
         if table.values is not None:
             path = data_dir / f"{table.key}.csv"

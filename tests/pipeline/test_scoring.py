@@ -55,6 +55,18 @@ def test_score_stores_what_the_api_computes(sweep: Path) -> None:
     assert (trace["error"] == 0).all() and trace["dtype"].eq("float64").all()
 
 
+def test_the_store_records_the_manifest_it_was_scored_from(sweep: Path) -> None:
+    fl.score(sweep, measures=["lambda_max"], progress=False)
+    info = fl.pipeline.load_info(sweep.parent / "results.sqlite")
+    assert info["schema_version"] == 1
+    manifest = info["manifest"]
+    assert manifest["path"] == str(sweep)
+    assert manifest["model"]["factory"] == "tests.pipeline.factories:tiny_net"
+    assert manifest["data"]["name"] == "tests.pipeline.factories:tiny_data"
+    assert manifest["scoring"]["examples"] == 30
+    assert set(manifest["measures"]) == {"lambda_max"}
+
+
 def test_rerun_reuses_and_a_changed_file_is_rescored(sweep: Path) -> None:
     fl.score(sweep)
     again = fl.score(sweep)
