@@ -25,6 +25,7 @@ from flatness.report.frames import (
     normalize,
     runs_frame,
     scores_frame,
+    wide_scores,
 )
 from flatness.report.stats import (
     Correlation,
@@ -86,6 +87,7 @@ class Study:
             checkpoints, ``target`` in :data:`TARGETS`, ``method`` kendall/spearman.
         batch_trend: label -> Kendall τ between batch size and the measure.
         non_finite: label -> checkpoints whose value was NaN or infinite (left out).
+        wide: One row per checkpoint (in the order of ``runs``), one column per label.
         settings: Bootstrap resamples, confidence and seed.
     """
 
@@ -102,6 +104,7 @@ class Study:
     correlations: dict[tuple[str, str, str], Correlation]
     batch_trend: dict[str, Correlation]
     non_finite: dict[str, list[str]]
+    wide: pd.DataFrame
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -217,7 +220,7 @@ def analyze(
         for quantity in ("train_accuracy", "test_accuracy", "generalization_gap"):
             accuracy[(regime, quantity)] = mean_std(rows[quantity].to_numpy(dtype=float))
 
-    wide = scores.pivot_table(index="checkpoint", columns="label", values="value", aggfunc="first")
+    wide = wide_scores(scores, columns, runs["checkpoint"])
     table = runs.set_index("checkpoint").join(wide, how="left")
     by_regime = {}
     non_finite = {}
@@ -273,5 +276,6 @@ def analyze(
         correlations=correlations,
         batch_trend=batch_trend,
         non_finite=non_finite,
+        wide=wide,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed},
     )

@@ -101,12 +101,8 @@ def _panels(study: Study) -> list[tuple[str, pd.Series]]:
         panels.append(("test accuracy (%)", table["test_accuracy"] * 100))
         if table["generalization_gap"].notna().any():
             panels.append(("generalization gap (points)", table["generalization_gap"] * 100))
-    wide = study.scores.pivot_table(
-        index="checkpoint", columns="label", values="value", aggfunc="first"
-    )
     for column in study.columns:
-        if column.label in wide:
-            panels.append((column.label, wide[column.label].reindex(table.index)))
+        panels.append((column.label, study.wide[column.label]))
     return panels
 
 
@@ -165,22 +161,22 @@ def correlation_figure(study: Study, target: str) -> Figure | None:
     if not study.runs[target].notna().any() or not study.columns:
         return None
     runs = study.runs.set_index("checkpoint")
-    wide = study.scores.pivot_table(
-        index="checkpoint", columns="label", values="value", aggfunc="first"
-    )
-    labels = [c.label for c in study.columns if c.label in wide]
+    labels = [c.label for c in study.columns]
     colours = palette(study.regimes)
     fig, axes = _grid(len(labels))
     for ax, label in zip(axes, labels, strict=True):
         frame = pd.DataFrame(
             {
-                "x": wide[label].reindex(runs.index).astype(float),
+                "x": study.wide[label].astype(float),
                 "y": runs[target].astype(float) * 100,
                 "regime": runs["regime"],
             }
         ).dropna()
         tau = study.correlations[(label, target, "kendall")]
         rho = study.correlations[(label, target, "spearman")]
+        if frame.empty:
+            ax.set_title(_wrap(label) + "\n(no finite values)", fontsize=8)
+            continue
         sns.scatterplot(
             data=frame,
             x="x",
@@ -245,7 +241,7 @@ def density_figure(study: Study, curves: Sequence[DensityCurve]) -> Figure | Non
     checkpoint and a thick line for each regime's mean.
 
     All densities are evaluated on one grid spanning every quadrature node, with one
-    Gaussian width (1% of the span, or the widest stored one), so curves compare.
+    Gaussian width (1% of the span), so the curves compare.
     """
     if not curves:
         return None

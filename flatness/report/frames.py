@@ -269,12 +269,18 @@ def _column_order(column: Column) -> tuple[Any, ...]:
     return (rank, column.subspace, -(column.eps or 0.0), column.label)
 
 
-def wide_scores(scores: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
-    """``scores`` as one row per checkpoint and one column per label (in display order)."""
+def wide_scores(
+    scores: pd.DataFrame, columns: list[Column], checkpoints: pd.Series | list[str]
+) -> pd.DataFrame:
+    """``scores`` as one row per checkpoint (in the order given) and one column per label
+    (in display order); a measure that is missing or non-finite for a checkpoint is NaN."""
+    labels = [c.label for c in columns]
     if scores.empty:
-        return pd.DataFrame()
-    wide = scores.pivot_table(index="checkpoint", columns="label", values="value", aggfunc="first")
-    return wide.reindex(columns=[c.label for c in columns])
+        return pd.DataFrame(np.nan, index=pd.Index(list(checkpoints)), columns=labels)
+    wide = scores.pivot_table(
+        index="checkpoint", columns="label", values="value", aggfunc="first", dropna=False
+    )
+    return wide.reindex(index=list(checkpoints), columns=labels)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,6 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _seed_phrase(k: int, n: int) -> str:
-    return f"{k}/{n} seeds" if n else "no seed present in both"
-
-
 def _accuracy_sentence(study: Study) -> str | None:
     comp = study.comparisons.get("test_accuracy")
     if comp is None or not comp.sb.n or not comp.lb.n:
@@ -30,14 +26,17 @@ def _accuracy_sentence(study: Study) -> str | None:
     diff = 100 * (comp.lb.mean - comp.sb.mean)
     below, n = comp.losses
     where = "below" if diff < 0 else "above" if diff > 0 else "equal to"
-    return (
+    text = (
         f"{_name('LB', study.lb)} test accuracy is {abs(diff):.2f} points {where} "
         f"{_name('SB', study.sb)}: "
         f"{format_mean_std(100 * comp.lb.mean, 100 * comp.lb.std, comp.lb.n)}% vs "
-        f"{format_mean_std(100 * comp.sb.mean, 100 * comp.sb.std, comp.sb.n)}%; "
-        f"LB below SB in {_seed_phrase(below, n)}"
-        + (f", Mann–Whitney p = {comp.test.p_value:.2g}." if _finite(comp.test.p_value) else ".")
+        f"{format_mean_std(100 * comp.sb.mean, 100 * comp.sb.std, comp.sb.n)}%"
     )
+    if n:
+        text += f"; LB below SB in {below}/{n} seeds"
+    if _finite(comp.test.p_value):
+        text += f", Mann–Whitney p = {comp.test.p_value:.2g}"
+    return text + "."
 
 
 def _name(role: str, regime: str | None) -> str:
@@ -56,10 +55,13 @@ def _measure_sentence(study: Study, column: Column) -> str | None:
     below, _ = comp.losses
     words = ("sharper", "flatter") if column.sharpness else ("higher", "lower")
     lb, sb = _name("LB", study.lb), _name("SB", study.sb)
-    if above >= below:
-        head = f"{lb} {words[0]} than {sb} in {_seed_phrase(above, n)} by {column.label}"
+    if not n:  # no seed in both regimes: compare the means
+        word = words[0] if comp.lb.mean >= comp.sb.mean else words[1]
+        head = f"{lb} {word} than {sb} on average by {column.label} (no seed in both)"
+    elif above >= below:
+        head = f"{lb} {words[0]} than {sb} in {above}/{n} seeds by {column.label}"
     else:
-        head = f"{lb} {words[1]} than {sb} in {_seed_phrase(below, n)} by {column.label}"
+        head = f"{lb} {words[1]} than {sb} in {below}/{n} seeds by {column.label}"
     ratio = comp.ratio
     tail = (
         f": {format_mean_std(comp.lb.mean, comp.lb.std, comp.lb.n)} vs "

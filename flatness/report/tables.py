@@ -148,13 +148,15 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
         cols = sorted((c for c in keskar if c.subspace == space), key=lambda c: -(c.eps or 0))
         number = 3 if space == 0 else 4
         ref = _reference(reference, number)
+        headers = [_eps_header(c) for c in cols]
+        if len(set(headers)) < len(headers):  # other settings vary too: full labels
+            headers = [c.label for c in cols]
         rows, values = [], []
         for regime in study.regimes:
             row = {"regime": regime, "batch size": _size(study, regime)}
             paper = _paper_regime(study, regime)
-            for col in cols:
+            for col, head in zip(cols, headers, strict=True):
                 stat = study.by_regime[(col.label, regime)]
-                head = _eps_header(col)
                 row[head] = format_mean_std(stat.mean, stat.std, stat.n)
                 values.append({"regime": regime, "column": col.label, **_numbers(stat)})
                 if ref is not None:
@@ -169,13 +171,14 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
         ]
         if ref is not None and space not in (0, 100):
             notes.append("The paper's Table 4 uses a 100-dimensional subspace.")
-        settings = cols[0].settings if cols else {}
-        solver = settings.get("solver")
-        if solver:
-            notes.append(
-                f"Solver {solver}, {settings.get('maxiter', '?')} iterations, "
-                f"start {settings.get('start', '?')}."
-            )
+        solvers = {
+            (c.settings.get("solver"), c.settings.get("maxiter"), c.settings.get("start"))
+            for c in cols
+        }
+        if len(solvers) == 1:
+            solver, maxiter, start = solvers.pop()
+            if solver:
+                notes.append(f"Solver {solver}, {maxiter} iterations, start {start}.")
         tables.append(
             Table(
                 f"table{number}" if space in (0, 100) else f"table4-p{space}",
@@ -314,9 +317,7 @@ def correlation_table(study: Study, target: str) -> Table | None:
 
 def scores_table(study: Study) -> pd.DataFrame:
     """One row per checkpoint with its run columns and every measure's value (for CSV)."""
-    wide = study.scores.pivot_table(
-        index="checkpoint", columns="label", values="value", aggfunc="first"
-    ).reindex(columns=[c.label for c in study.columns])
+    wide = study.wide
     keep = ["checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch"]
     keep += ["train_accuracy", "test_accuracy", "generalization_gap"]
     runs = study.runs[keep].set_index("checkpoint")

@@ -262,3 +262,49 @@ def test_headline_components_and_labels() -> None:
     raw = study_frame(density=False)
     first = raw[(raw.measure == "lambda_max") & (raw.component == "1")]
     assert sorted(lam["value"]) == sorted(first["value"])  # the largest eigenvalue, not λ_2
+
+
+BASE = {
+    "seed": [0, 1, 0, 1],
+    "regime": ["SB", "SB", "LB", "LB"],
+    "batch_size": [8, 8, 64, 64],
+    "test_accuracy": [0.9, 0.91, 0.88, 0.87],
+    "train_accuracy": [1.0] * 4,
+}
+
+
+def test_a_measure_with_no_finite_value_is_counted_not_fatal(tmp_path: Path) -> None:
+    df = pd.concat(
+        [
+            pd.DataFrame({**BASE, "measure": "m", "value": [np.inf] * 4}),
+            pd.DataFrame({**BASE, "measure": "z", "value": [1.0, 2.0, 3.0, 4.0]}),
+        ]
+    )
+    report = build(df, tmp_path, n_boot=50)
+    assert "m: 4 checkpoint(s) had a non-finite value, left out." in report.summary
+    assert "LB sharper than SB in 2/2 seeds by z" in "\n".join(report.summary)
+
+
+def test_keskar_settings_beyond_eps_get_their_own_columns(tmp_path: Path) -> None:
+    settings = [f'{{"eps": 0.001, "subspace": 0, "solver": "{s}"}}' for s in ("pga", "lbfgsb")]
+    df = pd.DataFrame(
+        {
+            **{k: v * 2 for k, v in BASE.items()},
+            "measure": "keskar",
+            "settings": [settings[0]] * 4 + [settings[1]] * 4,
+            "value": np.arange(8.0),
+        }
+    )
+    md = build(df, tmp_path, n_boot=50).markdown.read_text(encoding="utf-8")
+    row = cells(md[md.index("**Table 3:") :], "SB")
+    assert row[2:4] == ["4.50 ± 0.71", "0.500 ± 0.707"]  # lbfgsb: 4, 5; pga: 0, 1
+    assert "ε-sharpness (full, ε=1e-3, solver=pga)" in md
+
+
+def test_runs_without_seeds_are_compared_by_their_means(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {"regime": ["SB", "LB"], "measure": "m", "value": [1.0, 2.0], "test_accuracy": [0.9, 0.8]}
+    )
+    text = "\n".join(build(df, tmp_path, n_boot=50).summary)
+    assert "LB sharper than SB on average by m (no seed in both)" in text
+    assert "LB test accuracy is 10.00 points below SB: 80.0% vs 90.0%" in text
