@@ -43,6 +43,7 @@ from flatness.report.frames import density_curves
 from flatness.report.render import (
     Bullets,
     FigureBlock,
+    Links,
     Paragraph,
     Section,
     TableBlock,
@@ -464,7 +465,8 @@ def build(
                 fig,
                 "density",
                 "Stochastic Lanczos quadrature estimates of the Hessian's eigenvalue density "
-                "(log scale), one line per checkpoint, coloured by regime.",
+                "(log scale), coloured by regime: a thin line per checkpoint, a thick line "
+                "for each regime's mean.",
             )
         )
     else:
@@ -488,10 +490,10 @@ def build(
     files = Section(
         "Data",
         "data",
-        [Bullets(tuple(f"data/{p.name}" for p in data))],
-    )
-    files.blocks.insert(
-        0, Paragraph("The numbers behind the tables, as CSV files beside this report:")
+        [
+            Paragraph("The numbers behind the tables, as CSV files beside this report:"),
+            Links(tuple((f"data/{p.name}", f"data/{p.name}") for p in data)),
+        ],
     )
     sections.append(files)
 

@@ -206,7 +206,7 @@ def parametric_figure(curve: pd.DataFrame, *, title: str) -> Figure:
             ``alpha``, ``split`` (train/test), ``metric`` (loss/accuracy), ``value``.
         title: The figure's title.
     """
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     twin = ax.twinx()
     styles = {"train": "-", "test": "--"}
@@ -231,7 +231,14 @@ def parametric_figure(curve: pd.DataFrame, *, title: str) -> Figure:
     twin.set_ylabel("accuracy (%)", color="tab:red")
     handles = ax.get_legend_handles_labels()
     twin_handles = twin.get_legend_handles_labels()
-    ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=7, loc="best")
+    fig.legend(
+        handles[0] + twin_handles[0],
+        handles[1] + twin_handles[1],
+        fontsize=8,
+        loc="outside lower center",
+        ncols=4,
+        frameon=False,
+    )
     ax.set_title(title, fontsize=10, pad=14)
     return fig
 

@@ -33,6 +33,13 @@ class Bullets:
 
 
 @dataclass(frozen=True)
+class Links:
+    """A bullet list of links to files beside the report: ``(text, relative path)``."""
+
+    items: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class FigureBlock:
     """A PNG figure with a caption; ``path`` is relative to the report's folder."""
 
@@ -47,7 +54,7 @@ class TableBlock:
     table: Table
 
 
-Block = Paragraph | Bullets | FigureBlock | TableBlock
+Block = Paragraph | Bullets | Links | FigureBlock | TableBlock
 
 
 @dataclass
@@ -89,6 +96,8 @@ def to_markdown(title: str, sections: list[Section]) -> str:
                 lines += [block.text, ""]
             elif isinstance(block, Bullets):
                 lines += [f"- {item}" for item in block.items] + [""]
+            elif isinstance(block, Links):
+                lines += [f"- [{text}]({href})" for text, href in block.items] + [""]
             elif isinstance(block, FigureBlock):
                 lines += [f"![{block.caption}]({block.path})", "", f"*{block.caption}*", ""]
             else:
@@ -154,6 +163,12 @@ def to_html(title: str, sections: list[Section], root: Path) -> str:
             elif isinstance(block, Bullets):
                 items = "".join(f"<li>{html.escape(i)}</li>" for i in block.items)
                 parts.append(f'<ul class="summary">{items}</ul>')
+            elif isinstance(block, Links):
+                items = "".join(
+                    f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>'
+                    for text, href in block.items
+                )
+                parts.append(f"<ul>{items}</ul>")
             elif isinstance(block, FigureBlock):
                 caption = html.escape(block.caption)
                 parts.append(

@@ -290,23 +290,31 @@ def correlation_table(study: Study, target: str) -> Table | None:
         rho = study.correlations.get((col.label, target, "spearman"))
         if tau is None or rho is None:
             continue
-        rows.append(
-            {
-                "measure": col.label,
-                "n": str(tau.n),
-                "Kendall τ [CI]": tau.text(),
-                "p (τ)": _fmt(tau.p_value, 2),
-                "Spearman ρ [CI]": rho.text(),
-                "p (ρ)": _fmt(rho.p_value, 2),
-            }
-        )
+        row = {
+            "measure": col.label,
+            "n": str(tau.n),
+            "Kendall τ [CI]": tau.text(),
+            "p (τ)": _fmt(tau.p_value, 2),
+            "Spearman ρ [CI]": rho.text(),
+            "p (ρ)": _fmt(rho.p_value, 2),
+        }
+        comp = study.comparisons.get(col.label)
+        if comp is not None:
+            row["SB vs LB, Mann–Whitney p"] = _fmt(comp.test.p_value, 2)
+        rows.append(row)
     if not rows:
         return None
     level = round(100 * float(study.settings.get("confidence", 0.95)))
-    notes = (
+    note = (
         f"Over all checkpoints; {level}% percentile bootstrap intervals from "
-        f"{study.settings.get('n_boot')} resamples (seed {study.settings.get('seed')}).",
+        f"{study.settings.get('n_boot')} resamples (seed {study.settings.get('seed')})."
     )
+    if study.sb is not None:
+        note += (
+            " The last column tests whether the measure differs between the SB and LB "
+            "runs (two-sided)."
+        )
+    notes = (note,)
     return Table(
         f"correlation-{target.replace('_', '-')}",
         f"Rank correlation of each measure with the {TARGETS[target]}",
