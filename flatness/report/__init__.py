@@ -6,27 +6,27 @@ self-contained HTML page, a Markdown version with PNG figures and the numbers as
 results store first. The modules follow the flow of the data:
 
 - :mod:`~flatness.report.frames` -- the tidy frame to runs and per-measure scores;
-- :mod:`~flatness.report.stats` -- mean ± std, rank correlations with bootstrap
-  intervals, the Mann–Whitney test;
+- :mod:`~flatness.report.stats`, :mod:`~flatness.report.correlation` -- mean ± std,
+  the Mann–Whitney test, rank correlations with bootstrap intervals;
 - :mod:`~flatness.report.analysis` -- everything a report states, computed once;
 - :mod:`~flatness.report.tables`, :mod:`~flatness.report.figures`,
   :mod:`~flatness.report.summary` -- Keskar's tables, seaborn figures, generated text;
+- :mod:`~flatness.report.provenance` -- data, network, settings, versions, dates;
 - :mod:`~flatness.report.render` -- Markdown and HTML;
 - :mod:`~flatness.report.reference` -- the paper's published Tables 2-4.
 """
 
 from flatness.report.analysis import Comparison, Study, analyze
 from flatness.report.build import Report, build, build_from_store
+from flatness.report.correlation import Correlation, rank_correlation
 from flatness.report.frames import ReportInputError
 from flatness.report.reference import KESKAR_NETWORKS, keskar_reference
 from flatness.report.stats import (
-    Correlation,
     MeanStd,
     RankTest,
     format_mean_std,
     mean_std,
     paired_wins,
-    rank_correlation,
     rank_test,
 )
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flatness.report.correlation import Correlation, rank_correlation
 from flatness.report.frames import (
     Column,
     ReportInputError,
@@ -28,12 +29,10 @@ from flatness.report.frames import (
     wide_scores,
 )
 from flatness.report.stats import (
-    Correlation,
     MeanStd,
     RankTest,
     mean_std,
     paired_wins,
-    rank_correlation,
     rank_test,
 )
 

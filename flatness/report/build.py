@@ -26,20 +26,18 @@ import json
 import os
 import re
 import shlex
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from flatness.report import figures as figs
-from flatness.report.analysis import Study, analyze
+from flatness.report.analysis import analyze
 from flatness.report.frames import density_curves
+from flatness.report.provenance import provenance_table, report_title
 from flatness.report.render import (
     Bullets,
     FigureBlock,
@@ -63,8 +61,6 @@ from flatness.report.tables import (
 from flatness.results import Result
 
 __all__ = ["Report", "build", "build_from_store"]
-
-REPORT_PACKAGES = ("flatness", "torch", "numpy", "scipy", "pandas", "seaborn", "matplotlib")
 
 
 @dataclass(frozen=True)
@@ -102,101 +98,6 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in REPORT_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    out["python"] = sys.version.split()[0]
-    return out
-
-
-def _unique_json(df: pd.DataFrame, column: str) -> list[Any]:
-    if column not in df.columns:
-        return []
-    seen: dict[str, Any] = {}
-    for text in df[column].dropna().unique():
-        try:
-            value = json.loads(text) if isinstance(text, str) else text
-        except json.JSONDecodeError:
-            value = text
-        seen[json.dumps(value, sort_keys=True, default=str)] = value
-    return list(seen.values())
-
-
-def _describe(spec: Any) -> str:
-    if isinstance(spec, Mapping):
-        name = spec.get("name") or spec.get("factory") or "?"
-        kwargs = spec.get("kwargs") or {}
-        inner = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(kwargs.items()))
-        return f"{name}({inner})" if inner else str(name)
-    return str(spec)
-
-
-def _join(values: Sequence[Any]) -> str:
-    return "; ".join(str(v) for v in values) if len(values) else "not recorded"
-
-
-def provenance_table(
-    df: pd.DataFrame,
-    study: Study,
-    *,
-    info: Mapping[str, Any] | None,
-    failed: pd.DataFrame | None,
-    command: str | None,
-) -> Table:
-    """Where the numbers come from: data, networks, measures, examples, device, versions."""
-    manifest = (info or {}).get("manifest") or {}
-    metas = _unique_json(df, "meta")
-    data = [manifest["data"]] if manifest.get("data") else [m["data"] for m in metas if "data" in m]
-    model = [manifest["model"]] if manifest.get("model") else []
-    model = model or [m["model"] for m in metas if "model" in m]
-    rows: list[tuple[str, str]] = [
-        ("data set", _join(sorted({_describe(d) for d in data}))),
-        ("network", _join(sorted({_describe(m) for m in model}))),
-    ]
-    n_failed = 0 if failed is None else len(failed)
-    rows.append(
-        (
-            "checkpoints",
-            f"{len(study.runs)} scored"
-            + (f", {n_failed} could not be scored (see below)" if n_failed else ""),
-        )
-    )
-    if "examples" in df.columns and df["examples"].notna().any():
-        counts = sorted({int(v) for v in df["examples"].dropna()})
-        rows.append(("examples per checkpoint", ", ".join(map(str, counts))))
-    elif manifest.get("scoring", {}).get("examples") is not None:
-        rows.append(("examples per checkpoint", str(manifest["scoring"]["examples"])))
-    for column in study.columns:
-        rows.append((f"measure: {column.label}", json.dumps(dict(column.settings), sort_keys=True)))
-    if "density" in set(df["measure"]):
-        density = df.loc[df["measure"] == "density", "settings"].iloc[0]
-        rows.append(("measure: spectral density", str(density)))
-    for name in ("device", "dtype"):
-        if name in df.columns and df[name].notna().any():
-            rows.append((name, ", ".join(sorted(map(str, df[name].dropna().unique())))))
-    scored = _unique_json(df, "versions")
-    if scored:
-        rows.append(("scored with", _join([_describe_versions(v) for v in scored])))
-    rows.append(("report built with", _describe_versions(_versions())))
-    if "created" in df.columns and df["created"].notna().any():
-        created = df["created"].dropna().astype(str)
-        rows.append(("scored on", f"{created.min()[:10]} to {created.max()[:10]}"))
-    rows.append(("report date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
-    rows.append(("regenerate with", command or "flatness.report.build(df, ...) from Python"))
-    frame = pd.DataFrame(rows, columns=["item", "value"])
-    return Table("provenance", "Provenance", frame)
-
-
-def _describe_versions(versions: Any) -> str:
-    if isinstance(versions, Mapping):
-        return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
-    return str(versions)
 
 
 def _slug(text: str) -> str:
@@ -497,7 +398,7 @@ def build(
     )
     sections.append(files)
 
-    heading = title or _title(df, info)
+    heading = title or report_title(df, info)
     markdown = base / "report.md"
     page = base / "report.html"
     _write_text(markdown, to_markdown(heading, sections))
@@ -512,20 +413,6 @@ def build(
         notes=tuple(notes),
         seconds=time.perf_counter() - started,
     )
-
-
-def _title(df: pd.DataFrame, info: Mapping[str, Any] | None) -> str:
-    manifest = (info or {}).get("manifest") or {}
-    metas = _unique_json(df, "meta")
-    data = manifest.get("data", {}).get("name") or next(
-        (m.get("dataset") for m in metas if m.get("dataset")), None
-    )
-    kwargs = manifest.get("model", {}).get("kwargs") or {}
-    network = kwargs.get("name") or next(
-        (m.get("network") for m in metas if m.get("network")), None
-    )
-    parts = [str(p) for p in (network, data) if p]
-    return "Sharpness report" + (f": {' on '.join(parts)}" if parts else "")
 
 
 def build_from_store(

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from flatness.report.correlation import Correlation, _resample_statistics, rank_correlation
 from flatness.report.stats import (
-    Correlation,
     MeanStd,
     RankTest,
-    _resample_statistics,
     format_mean_std,
     format_p_value,
     mean_std,
     paired_wins,
-    rank_correlation,
     rank_test,
 )
 
