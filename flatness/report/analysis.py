@@ -85,6 +85,8 @@ class Study:
         correlations: ``(label, target, method)`` -> rank correlation over all
             checkpoints, ``target`` in :data:`TARGETS`, ``method`` kendall/spearman.
         batch_trend: label -> Kendall τ between batch size and the measure.
+        noise_trend: label -> Kendall τ between η/B and the measure (only when the
+            learning rate varies; otherwise η/B carries no more than the batch size).
         non_finite: label -> checkpoints whose value was NaN or infinite (left out).
         wide: One row per checkpoint (in the order of ``runs``), one column per label.
         settings: Bootstrap resamples, confidence and seed.
@@ -102,6 +104,7 @@ class Study:
     comparisons: dict[str, Comparison]
     correlations: dict[tuple[str, str, str], Correlation]
     batch_trend: dict[str, Correlation]
+    noise_trend: dict[str, Correlation]
     non_finite: dict[str, list[str]]
     wide: pd.DataFrame
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -122,6 +125,23 @@ class Study:
         """The distinct known batch sizes, ascending."""
         sizes = pd.to_numeric(self.runs["batch_size"], errors="coerce").dropna().unique()
         return sorted(float(b) for b in sizes)
+
+    @property
+    def learning_rates(self) -> list[float]:
+        """The distinct known learning rates, ascending."""
+        rates = pd.to_numeric(self.runs["lr"], errors="coerce").dropna().unique()
+        return sorted(float(r) for r in rates)
+
+    def axis(self, by: str) -> pd.Series:
+        """Per checkpoint (in the order of ``runs``): ``batch_size``, or ``lr_over_batch``
+        (η/B, the SGD noise scale of Smith et al. 2018 up to a constant)."""
+        runs = self.runs.set_index("checkpoint")
+        size = pd.to_numeric(runs["batch_size"], errors="coerce").astype(float)
+        if by == "batch_size":
+            return size
+        if by == "lr_over_batch":
+            return pd.to_numeric(runs["lr"], errors="coerce").astype(float) / size
+        raise ValueError(f"by={by!r}: choose 'batch_size' or 'lr_over_batch'")
 
     @property
     def has_accuracy(self) -> bool:
@@ -244,8 +264,12 @@ def analyze(
                 comparisons[column.label] = _compare(sb_rows, lb_rows, column.label)
 
     correlations = {}
-    batch_trend = {}
+    batch_trend: dict[str, Correlation] = {}
+    noise_trend: dict[str, Correlation] = {}
     sizes = table["batch_size"].to_numpy(dtype=float)
+    rates = pd.to_numeric(table["lr"], errors="coerce").to_numpy(dtype=float)
+    noise = rates / sizes
+    lr_varies = len(set(rates[np.isfinite(rates)])) >= 2
     for column in columns:
         if column.label not in table:
             continue
@@ -259,6 +283,10 @@ def analyze(
         if np.isfinite(sizes).sum() >= 3 and len(set(sizes[np.isfinite(sizes)])) >= 2:
             batch_trend[column.label] = rank_correlation(
                 sizes, x, method="kendall", n_boot=n_boot, confidence=confidence, seed=seed
+            )
+        if lr_varies and np.isfinite(noise).sum() >= 3:
+            noise_trend[column.label] = rank_correlation(
+                noise, x, method="kendall", n_boot=n_boot, confidence=confidence, seed=seed
             )
 
     return Study(
@@ -274,6 +302,7 @@ def analyze(
         comparisons=comparisons,
         correlations=correlations,
         batch_trend=batch_trend,
+        noise_trend=noise_trend,
         non_finite=non_finite,
         wide=wide,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed},

@@ -296,8 +296,8 @@ def build(
         left_out(versus, study.sb_lb_note or "no two regimes to compare.")
     sections.append(versus)
 
-    batch = Section("Sharpness vs batch size", "batch-size")
-    fig = figs.batch_size_figure(study)
+    batch = Section("Sharpness vs batch size and η/B", "batch-size")
+    fig = figs.trend_figure(study, "batch_size")
     if fig is not None:
         batch.blocks.append(
             figure(
@@ -307,23 +307,46 @@ def build(
                 "regime), the line joins the means per batch size.",
             )
         )
-        trend = [
-            (c.label, study.batch_trend[c.label].text())
-            for c in study.columns
-            if c.label in study.batch_trend
-        ]
-        if trend:
-            batch.blocks.append(
-                TableBlock(
-                    Table(
-                        "batch-trend",
-                        "Kendall τ between batch size and each measure [bootstrap CI]",
-                        pd.DataFrame(trend, columns=["measure", "Kendall τ [CI]"]),
-                    )
-                )
-            )
     else:
         left_out(batch, "fewer than two distinct batch sizes in the results.")
+    rates = study.learning_rates
+    fig = figs.trend_figure(study, "lr_over_batch") if len(rates) >= 2 else None
+    if fig is not None:
+        batch.blocks.append(
+            figure(
+                fig,
+                "noise",
+                "Each measure against η/B, the learning rate over the batch size (the scale "
+                "of SGD noise, Smith et al. 2018): runs with equal η/B should match if only "
+                "the noise matters.",
+            )
+        )
+    elif len(rates) == 1 and fig is None and study.batch_trend:
+        batch.blocks.append(
+            Paragraph(
+                f"Every run has learning rate η = {rates[0]:g}, so η/B is proportional to "
+                "1/B and adds nothing to the batch-size view."
+            )
+        )
+    trend = []
+    for column in study.columns:
+        row = {"measure": column.label}
+        if column.label in study.batch_trend:
+            row["τ with batch size [CI]"] = study.batch_trend[column.label].text()
+        if column.label in study.noise_trend:
+            row["τ with η/B [CI]"] = study.noise_trend[column.label].text()
+        if len(row) > 1:
+            trend.append(row)
+    if trend:
+        batch.blocks.append(
+            TableBlock(
+                Table(
+                    "trend",
+                    "Kendall τ between each measure and batch size (and η/B) [bootstrap CI]",
+                    pd.DataFrame(trend).fillna("—"),
+                )
+            )
+        )
     sections.append(batch)
 
     corr = Section("Sharpness vs test accuracy and generalization gap", "correlation")

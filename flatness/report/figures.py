@@ -4,8 +4,8 @@ Figures are built without ``pyplot`` (no global state, no display needed) and sa
 as PNG by :func:`save`. Regimes are coloured from blue (smallest batch) to red
 (largest), the same in every figure.
 
-- :func:`batch_size_figure` -- each measure (and the accuracies) against batch size,
-  one point per seed and the mean per batch size;
+- :func:`trend_figure` -- each measure (and the accuracies) against batch size or
+  η/B, one point per seed and the mean at each value;
 - :func:`correlation_figure` -- each measure against test accuracy or generalization
   gap, with Kendall's τ and Spearman's ρ in the panel titles;
 - :func:`parametric_figure` -- Keskar et al.'s Figure 3: loss and accuracy on train
@@ -58,7 +58,7 @@ def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] =
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
         shown = list(ticks) if len(ticks) <= 7 else list(ticks)[:: math.ceil(len(ticks) / 7)]
         target.set_major_locator(FixedLocator(shown))
-        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         target.set_minor_locator(NullLocator())
     elif _log_worthy(values):
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
@@ -106,32 +106,45 @@ def _panels(study: Study) -> list[tuple[str, pd.Series]]:
     return panels
 
 
-def batch_size_figure(study: Study) -> Figure | None:
-    """Each measure against batch size: one point per checkpoint, a line through the means.
+AXES = {"batch_size": "batch size", "lr_over_batch": "η/B"}
+"""The x axes of :func:`trend_figure`."""
 
-    ``None`` when fewer than two batch sizes are known.
+
+def trend_figure(study: Study, by: str = "batch_size") -> Figure | None:
+    """Each measure against batch size (or η/B): one point per checkpoint, a line through
+    the means at each x.
+
+    Args:
+        study: The analysed results.
+        by: ``"batch_size"`` or ``"lr_over_batch"`` (learning rate / batch size).
+
+    Returns:
+        The figure, or ``None`` when fewer than two distinct x values are known.
     """
-    if len(study.batch_sizes) < 2:
+    x = study.axis(by)
+    distinct = sorted({float(v) for v in x.dropna()})
+    if len(distinct) < 2:
         return None
     panels = _panels(study)
     if not panels:
         return None
     colours = palette(study.regimes)
     runs = study.runs.set_index("checkpoint")
-    sizes = runs["batch_size"].astype(float)
+    name = AXES[by]
+    ticks = distinct if len(distinct) <= 12 else []
     fig, axes = _grid(len(panels))
     for ax, (label, values) in zip(axes, panels, strict=True):
         frame = pd.DataFrame(
-            {"batch size": sizes, "value": values.astype(float), "regime": runs["regime"]}
-        ).dropna(subset=["batch size", "value"])
+            {name: x, "value": values.astype(float), "regime": runs["regime"]}
+        ).dropna(subset=[name, "value"])
         if frame.empty:
             ax.set_title(_wrap(label) + "\n(no finite values)", fontsize=9)
             continue
-        means = frame.groupby("batch size")["value"].mean()
+        means = frame.groupby(name)["value"].mean()
         ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
         sns.scatterplot(
             data=frame,
-            x="batch size",
+            x=name,
             y="value",
             hue="regime",
             palette=colours,
@@ -141,13 +154,13 @@ def batch_size_figure(study: Study) -> Figure | None:
             zorder=2,
             legend=ax is axes[0],
         )
-        _style_axis(ax, "x", frame["batch size"].to_numpy(), study.batch_sizes)
+        _style_axis(ax, "x", frame[name].to_numpy(), ticks)
         _style_axis(ax, "y", frame["value"].to_numpy())
         ax.set_title(_wrap(label), fontsize=9)
         ax.set_ylabel("")
     if axes[0].get_legend() is not None:
         sns.move_legend(axes[0], "best", fontsize=7, title_fontsize=7)
-    fig.suptitle("Sharpness and accuracy vs batch size (points: seeds, line: mean)", fontsize=11)
+    fig.suptitle(f"Sharpness and accuracy vs {name} (points: seeds, line: mean)", fontsize=11)
     return fig
 
 

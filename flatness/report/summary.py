@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from flatness.report.analysis import Study
+from flatness.report.correlation import Correlation
 from flatness.report.frames import Column
 from flatness.report.stats import format_mean_std
 
@@ -97,24 +98,21 @@ def _correlation_sentence(study: Study, target: str, name: str) -> str | None:
     return sentence
 
 
-def _trend_sentence(study: Study) -> str | None:
+def _trend_sentence(study: Study, trends: dict[str, Correlation], name: str) -> str | None:
+    if not trends:
+        return None
     parts = []
     for column in study.columns:
-        tau = study.batch_trend.get(column.label)
+        tau = trends.get(column.label)
         if tau is None or not _finite(tau.estimate):
             continue
         if tau.low > 0:
             parts.append(f"{column.label} rises ({tau.text()})")
         elif tau.high < 0:
             parts.append(f"{column.label} falls ({tau.text()})")
-    if not study.batch_trend:
-        return None
     if not parts:
-        return (
-            "With batch size, no measure shows a monotone trend whose Kendall τ interval "
-            "excludes zero."
-        )
-    return "With batch size, " + "; ".join(parts) + " (Kendall τ with batch size)."
+        return f"With {name}, no measure shows a trend whose Kendall τ interval excludes zero."
+    return f"With {name}, " + "; ".join(parts) + f" (Kendall τ with {name})."
 
 
 def summary_sentences(study: Study) -> list[str]:
@@ -137,9 +135,10 @@ def summary_sentences(study: Study) -> list[str]:
         sentence = _measure_sentence(study, column)
         if sentence:
             out.append(sentence)
-    sentence = _trend_sentence(study)
-    if sentence:
-        out.append(sentence)
+    for trends, name in ((study.batch_trend, "batch size"), (study.noise_trend, "η/B")):
+        sentence = _trend_sentence(study, trends, name)
+        if sentence:
+            out.append(sentence)
     for target, name in (("test_accuracy", "test accuracy"), ("generalization_gap", "gap")):
         sentence = _correlation_sentence(study, target, name)
         if sentence:

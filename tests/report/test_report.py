@@ -308,3 +308,37 @@ def test_runs_without_seeds_are_compared_by_their_means(tmp_path: Path) -> None:
     text = "\n".join(build(df, tmp_path, n_boot=50).summary)
     assert "LB sharper than SB on average by m (no seed in both)" in text
     assert "LB test accuracy is 10.00 points below SB: 80.0% vs 90.0%" in text
+
+
+def test_learning_rate_sweeps_get_the_noise_scale_view(tmp_path: Path) -> None:
+    # Smith et al. 2018: (B, lr) pairs with the same lr/B; the measure follows lr/B only.
+    batch = [16, 16, 64, 64, 64, 64, 256, 256]
+    lr = [1e-3, 1e-3, 4e-3, 4e-3, 1e-3, 1e-3, 4e-3, 4e-3]
+    noise = np.array(lr) / np.array(batch)
+    df = pd.DataFrame(
+        {
+            "batch_size": batch,
+            "lr": lr,
+            "seed": [0, 1] * 4,
+            "regime": [f"B{b}-lr{r:g}" for b, r in zip(batch, lr, strict=True)],
+            "test_accuracy": 0.9 + noise * 10,
+            "measure": "m",
+            "value": 1e-3 / noise + np.arange(8) * 0.01,
+        }
+    )
+    report = build(df, tmp_path, n_boot=100)
+    assert "noise.png" in [p.name for p in report.figures]
+    md = report.markdown.read_text(encoding="utf-8")
+    assert "τ with η/B [CI]" in md
+    study = analyze(df, n_boot=100)
+    trend = study.noise_trend["m"]  # m falls as the noise rises; ties in eta/B cap |tau-b|
+    assert trend.estimate < -0.7 and trend.high < 0
+    assert any(s.startswith("With η/B, m falls") for s in report.summary)
+
+
+def test_one_learning_rate_says_eta_over_b_adds_nothing(tmp_path: Path) -> None:
+    df = study_frame(density=False)
+    report = build(df, tmp_path, n_boot=50)
+    md = report.markdown.read_text(encoding="utf-8")
+    assert "Every run has learning rate η = 0.001, so η/B is proportional to 1/B" in md
+    assert "noise.png" not in [p.name for p in report.figures]
