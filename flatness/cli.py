@@ -293,7 +293,11 @@ def _add_report_parser(subparsers: Subparsers) -> None:
         ),
     )
     p.add_argument("store", type=Path, help="the results store (SQLite) that `score` wrote")
-    p.add_argument("--out", type=Path, help="report folder (default: report/ beside the store)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="report folder (default: reports/<name of the store's folder>)",
+    )
     p.add_argument("--title", help="the report's title")
     p.add_argument(
         "--reference",
@@ -311,11 +315,11 @@ def _add_report_parser(subparsers: Subparsers) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from flatness.report import build_from_store
+    from flatness.report.build import build_from_store, default_out
 
     if not args.store.is_file():
         raise FileNotFoundError(f"{args.store}: no results store here; run `flatness score` first")
-    out = args.out if args.out is not None else args.store.parent / "report"
+    out = args.out if args.out is not None else default_out(args.store)
     command = ["flatness", "report", str(args.store), "--out", str(out)]
     for flag in ("title", "reference", "sb", "lb"):
         if getattr(args, flag) is not None:

@@ -17,7 +17,7 @@ results store first. The modules follow the flow of the data:
 """
 
 from flatness.report.analysis import Comparison, Study, analyze
-from flatness.report.build import Report, build, build_from_store
+from flatness.report.build import Report, build, build_from_store, default_out
 from flatness.report.correlation import Correlation, rank_correlation
 from flatness.report.frames import ReportInputError
 from flatness.report.reference import KESKAR_NETWORKS, keskar_reference
@@ -36,6 +36,7 @@ __all__ = [
     "ReportInputError",
     "build",
     "build_from_store",
+    "default_out",
     # the numbers behind them
     "Comparison",
     "Study",

@@ -60,7 +60,7 @@ from flatness.report.tables import (
 )
 from flatness.results import Result
 
-__all__ = ["Report", "build", "build_from_store"]
+__all__ = ["Report", "build", "build_from_store", "default_out"]
 
 
 @dataclass(frozen=True)
@@ -342,7 +342,9 @@ def build(
             TableBlock(
                 Table(
                     "trend",
-                    "Kendall τ between each measure and batch size (and η/B) [bootstrap CI]",
+                    "Kendall τ between each measure and batch size"
+                    + (" and η/B" if study.noise_trend else "")
+                    + " [bootstrap CI]",
                     pd.DataFrame(trend).fillna("—"),
                 )
             )
@@ -438,6 +440,17 @@ def build(
     )
 
 
+def default_out(store: str | os.PathLike[str]) -> Path:
+    """Where a store's report goes by default: ``reports/<name of the store's folder>``.
+
+    Examples:
+        >>> default_out("runs/keskar/results.sqlite").as_posix()
+        'reports/keskar'
+    """
+    folder = Path(store).resolve().parent.name or Path(store).stem
+    return Path("reports") / folder
+
+
 def build_from_store(
     store: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -451,7 +464,8 @@ def build_from_store(
 
     Args:
         store: The results store (``results.sqlite``).
-        out: The report's folder (default: ``report/`` beside the store).
+        out: The report's folder (default: :func:`default_out`, ``reports/<the store's
+            folder name>`` under the current directory).
         **options: Passed to :func:`build` (``title``, ``reference``, ``sb``, ``lb``,
             ``n_boot``, ``confidence``, ``seed``, ``command``).
 
@@ -472,7 +486,7 @@ def build_from_store(
     runs = load_runs(path)
     df = df.merge(runs[["checkpoint", "examples"]], on="checkpoint", how="left")
     failed = runs.loc[runs["status"] != "ok", ["path", "error"]]
-    target = Path(out) if out is not None else path.parent / "report"
+    target = Path(out) if out is not None else default_out(path)
     options.setdefault("root", path.resolve().parent)
     options.setdefault(
         "command",

@@ -107,7 +107,13 @@ def test_report_with_a_failed_checkpoint_lists_it(store: Path, tmp_path: Path) -
     (study / "lb" / "seed1.pt").write_bytes(b"not a checkpoint")
     summary = fl.score(study / "manifest.toml", measures=["lambda_max"], progress=False)
     assert summary.failed == 1
-    report = fl.report.build_from_store(study / "results.sqlite", n_boot=50)
+    report = fl.report.build_from_store(study / "results.sqlite", tmp_path / "r", n_boot=50)
     md = report.markdown.read_text(encoding="utf-8")
     assert "3 scored, 1 could not be scored" in md
     assert "lb/seed1.pt:" in md
+
+
+def test_the_default_folder_is_under_reports(store: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(store), "--bootstrap", "50"]) == 0
+    assert (tmp_path / "reports" / store.parent.name / "report.html").is_file()
