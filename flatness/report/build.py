@@ -22,7 +22,6 @@ what to score to get it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -36,6 +35,7 @@ import pandas as pd
 
 from flatness.report import figures as figs
 from flatness.report.analysis import analyze
+from flatness.report.curves import Pair, curve_sentence, curve_table, display_path, pairs, summarize
 from flatness.report.frames import density_curves
 from flatness.report.provenance import provenance_table, report_title
 from flatness.report.render import (
@@ -104,43 +104,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "figure"
 
 
-def _display_path(path: Any, root: Path | None) -> str:
-    if root is None or not isinstance(path, str) or not os.path.isabs(path):
-        return str(path)
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:
-        return str(path)
-
-
-def _pair_figures(
-    curves: pd.DataFrame | None, fig_dir: Path, root: Path | None
-) -> tuple[list[FigureBlock], list[Path]]:
+def _pair_figures(found: list[Pair], fig_dir: Path) -> tuple[list[FigureBlock], list[Path]]:
     blocks: list[FigureBlock] = []
     written: list[Path] = []
-    if curves is None or curves.empty:
-        return blocks, written
-    keys = ["label", "settings", "sb", "lb"] if "sb" in curves.columns else ["label", "settings"]
-    keys = [k for k in keys if k in curves.columns]
-    for index, (key, group) in enumerate(curves.groupby(keys, sort=True, dropna=False)):
-        values = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
-        sb = _display_path(group["sb_path"].iloc[0], root) if "sb_path" in group else "SB"
-        lb = _display_path(group["lb_path"].iloc[0], root) if "lb_path" in group else "LB"
-        label = values.get("label") or f"pair {index + 1}"
-        settings = values.get("settings")
+    for index, pair in enumerate(found):
         extra = ""
-        if isinstance(settings, str):
-            try:
-                parsed = json.loads(settings)
-                extra = (
-                    f" Path: {parsed.get('curve', 'linear')}; BatchNorm statistics, if the "
-                    f"network has any: {parsed.get('bn', '?')}."
-                )
-            except json.JSONDecodeError:
-                extra = ""
-        title = f"{label}: {sb} (α=0) → {lb} (α=1)"
-        fig = figs.parametric_figure(group, title=title)
-        path = figs.save(fig, fig_dir / f"parametric-{index + 1}-{_slug(str(label))}.png")
+        if pair.settings:
+            extra = (
+                f" Path: {pair.settings.get('curve', 'linear')}; BatchNorm statistics, if the "
+                f"network has any: {pair.settings.get('bn', '?')}."
+            )
+        title = f"{pair.label}: {pair.sb_path} (α=0) → {pair.lb_path} (α=1)"
+        fig = figs.parametric_figure(pair.frame, title=title)
+        path = figs.save(fig, fig_dir / f"parametric-{index + 1}-{_slug(pair.label)}.png")
         written.append(path)
         blocks.append(
             FigureBlock(
@@ -241,7 +217,9 @@ def build(
         notes.append(f"{section.title}: {text}")
         section.blocks.append(Paragraph(f"Left out: {text}"))
 
-    summary = summary_sentences(study)
+    found = pairs(curves, root_path)
+    summaries = [summarize(pair) for pair in found]
+    summary = summary_sentences(study) + [s for s in map(curve_sentence, summaries) if s]
     sections.append(Section("Summary", "summary", [Bullets(tuple(summary))]))
 
     prov = provenance_table(df, study, info=info, failed=failed, command=command)
@@ -250,7 +228,7 @@ def build(
         provenance.blocks.append(
             Bullets(
                 tuple(
-                    f"{_display_path(p, root_path)}: {e}"
+                    f"{display_path(p, root_path)}: {e}"
                     for p, e in zip(failed["path"], failed["error"], strict=True)
                 )
             )
@@ -372,10 +350,12 @@ def build(
     sections.append(corr)
 
     parametric = Section("Parametric plots (Keskar et al., Figure 3)", "parametric")
-    blocks, paths = _pair_figures(curves, fig_dir, root_path)
+    blocks, paths = _pair_figures(found, fig_dir)
     written += paths
     parametric.blocks += blocks
-    if not blocks:
+    if found:
+        parametric.blocks.append(TableBlock(curve_table(summaries)))
+    else:
         left_out(
             parametric,
             "no SB/LB pair was interpolated; name one in the manifest "
@@ -406,7 +386,7 @@ def build(
     data_dir.mkdir(parents=True, exist_ok=True)
     data = [data_dir / "scores.csv"]
     scores = scores_table(study)
-    scores["path"] = [_display_path(p, root_path) for p in scores["path"]]
+    scores["path"] = [display_path(p, root_path) for p in scores["path"]]
     scores.to_csv(data[0], index=False)
     for table in tables:
         if table.values is not None:

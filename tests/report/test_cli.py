@@ -69,6 +69,11 @@ def test_cli_writes_a_report_whose_tables_hold_the_stored_values(store: Path, ca
     # The parametric plot and the density were drawn from the store.
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "parametric-1-seed-0.png" in figures and "density.png" in figures
+    assert "**Along each line from SB to LB (training loss)**" in md
+    curve = fl.load_curves(store)
+    train = curve[(curve.split == "train") & (curve.metric == "loss")].set_index("alpha")["value"]
+    row = next(line for line in md.splitlines() if line.startswith("| seed 0 |"))
+    assert f"| {train.loc[0.0]:.3g} | {train.loc[1.0]:.3g} |" in row
     assert not [line for line in printed.splitlines() if line.startswith("left out")]
     scores = pd.read_csv(out / "data" / "scores.csv")
     assert len(scores) == 4
