@@ -84,9 +84,10 @@ class Study:
         comparisons: label (or an accuracy quantity) -> SB vs LB.
         correlations: ``(label, target, method)`` -> rank correlation over all
             checkpoints, ``target`` in :data:`TARGETS`, ``method`` kendall/spearman.
-        batch_trend: label -> Kendall τ between batch size and the measure.
-        noise_trend: label -> Kendall τ between η/B and the measure (only when the
-            learning rate varies; otherwise η/B carries no more than the batch size).
+        batch_trend: label (or ``"test accuracy"``, ``"generalization gap"``) -> Kendall τ
+            between batch size and it.
+        noise_trend: The same with η/B (only when the learning rate varies; otherwise
+            η/B carries no more than the batch size).
         non_finite: label -> checkpoints whose value was NaN or infinite (left out).
         wide: One row per checkpoint (in the order of ``runs``), one column per label.
         settings: Bootstrap resamples, confidence and seed.
@@ -280,12 +281,16 @@ def analyze(
                 correlations[(column.label, target, method)] = rank_correlation(
                     x, y, method=method, n_boot=n_boot, confidence=confidence, seed=seed
                 )
+    trended = [(TARGETS[t], table[t]) for t in TARGETS if table[t].notna().any()]
+    trended += [(c.label, table[c.label]) for c in columns if c.label in table]
+    for label, values in trended:
+        x = values.to_numpy(dtype=float)
         if np.isfinite(sizes).sum() >= 3 and len(set(sizes[np.isfinite(sizes)])) >= 2:
-            batch_trend[column.label] = rank_correlation(
+            batch_trend[label] = rank_correlation(
                 sizes, x, method="kendall", n_boot=n_boot, confidence=confidence, seed=seed
             )
         if lr_varies and np.isfinite(noise).sum() >= 3:
-            noise_trend[column.label] = rank_correlation(
+            noise_trend[label] = rank_correlation(
                 noise, x, method="kendall", n_boot=n_boot, confidence=confidence, seed=seed
             )
 

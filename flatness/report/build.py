@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from flatness.report import figures as figs
-from flatness.report.analysis import analyze
+from flatness.report.analysis import TARGETS, analyze
 from flatness.report.curves import Pair, curve_sentence, curve_table, display_path, pairs, summarize
 from flatness.report.frames import density_curves
 from flatness.report.provenance import provenance_table, report_title
@@ -307,12 +307,12 @@ def build(
             )
         )
     trend = []
-    for column in study.columns:
-        row = {"measure": column.label}
-        if column.label in study.batch_trend:
-            row["τ with batch size [CI]"] = study.batch_trend[column.label].text()
-        if column.label in study.noise_trend:
-            row["τ with η/B [CI]"] = study.noise_trend[column.label].text()
+    for label in [*TARGETS.values(), *(c.label for c in study.columns)]:
+        row = {"quantity": label}
+        if label in study.batch_trend:
+            row["τ with batch size [CI]"] = study.batch_trend[label].text()
+        if label in study.noise_trend:
+            row["τ with η/B [CI]"] = study.noise_trend[label].text()
         if len(row) > 1:
             trend.append(row)
     if trend:
@@ -320,7 +320,7 @@ def build(
             TableBlock(
                 Table(
                     "trend",
-                    "Kendall τ between each measure and batch size"
+                    "Kendall τ between batch size and the accuracy and each measure"
                     + (" and η/B" if study.noise_trend else "")
                     + " [bootstrap CI]",
                     pd.DataFrame(trend).fillna("—"),
@@ -378,8 +378,8 @@ def build(
     else:
         left_out(
             spectrum,
-            "no spectral density with its quadrature in the results; score density = {} "
-            "and load the results with details=True.",
+            "no spectral density in the results; score density = {} (from Python, load "
+            "the results with load_results(store, details=True) to keep its quadrature).",
         )
     sections.append(spectrum)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from flatness.report.analysis import Study
+from flatness.report.analysis import TARGETS, Study
 from flatness.report.correlation import Correlation
 from flatness.report.frames import Column
 from flatness.report.stats import format_mean_std
@@ -102,16 +102,19 @@ def _trend_sentence(study: Study, trends: dict[str, Correlation], name: str) -> 
     if not trends:
         return None
     parts = []
-    for column in study.columns:
-        tau = trends.get(column.label)
+    for label in [*TARGETS.values(), *(c.label for c in study.columns)]:
+        tau = trends.get(label)
         if tau is None or not _finite(tau.estimate):
             continue
         if tau.low > 0:
-            parts.append(f"{column.label} rises ({tau.text()})")
+            parts.append(f"{label} rises ({tau.text()})")
         elif tau.high < 0:
-            parts.append(f"{column.label} falls ({tau.text()})")
+            parts.append(f"{label} falls ({tau.text()})")
     if not parts:
-        return f"With {name}, no measure shows a trend whose Kendall τ interval excludes zero."
+        return (
+            f"With {name}, neither the accuracy nor any measure shows a trend whose Kendall τ "
+            "interval excludes zero."
+        )
     return f"With {name}, " + "; ".join(parts) + f" (Kendall τ with {name})."
 
 

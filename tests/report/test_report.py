@@ -333,7 +333,8 @@ def test_learning_rate_sweeps_get_the_noise_scale_view(tmp_path: Path) -> None:
     study = analyze(df, n_boot=100)
     trend = study.noise_trend["m"]  # m falls as the noise rises; ties in eta/B cap |tau-b|
     assert trend.estimate < -0.7 and trend.high < 0
-    assert any(s.startswith("With η/B, m falls") for s in report.summary)
+    sentence = next(s for s in report.summary if s.startswith("With η/B, "))
+    assert "test accuracy rises (" in sentence and "; m falls (" in sentence
 
 
 def test_one_learning_rate_says_eta_over_b_adds_nothing(tmp_path: Path) -> None:
