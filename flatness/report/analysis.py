@@ -23,6 +23,7 @@ from flatness.report.correlation import Correlation, rank_correlation
 from flatness.report.frames import (
     Column,
     ReportInputError,
+    last_snapshots,
     normalize,
     runs_frame,
     scores_frame,
@@ -60,8 +61,8 @@ class Comparison:
 
     @property
     def ratio(self) -> float:
-        """LB mean / SB mean (NaN when the SB mean is 0 or missing)."""
-        if not self.sb.n or not self.lb.n or self.sb.mean == 0:
+        """LB mean / SB mean (NaN unless both means are positive)."""
+        if not self.sb.n or not self.lb.n or not (self.sb.mean > 0 and self.lb.mean > 0):
             return math.nan
         return float(self.lb.mean / self.sb.mean)
 
@@ -89,6 +90,11 @@ class Study:
         noise_trend: The same with η/B (only when the learning rate varies; otherwise
             η/B carries no more than the batch size).
         non_finite: label -> checkpoints whose value was NaN or infinite (left out).
+        not_converged: label -> checkpoints whose estimate is flagged not converged
+            (kept in the statistics, named in the summary).
+        uncertain: label -> median standard error / |value| when it exceeds 0.25.
+        snapshots: Earlier-epoch checkpoints of runs that have a later one, left out of
+            every statistic (see :func:`~flatness.report.frames.last_snapshots`).
         wide: One row per checkpoint (in the order of ``runs``), one column per label.
         settings: Bootstrap resamples, confidence and seed.
     """
@@ -107,6 +113,9 @@ class Study:
     batch_trend: dict[str, Correlation]
     noise_trend: dict[str, Correlation]
     non_finite: dict[str, list[str]]
+    not_converged: dict[str, list[str]]
+    uncertain: dict[str, float]
+    snapshots: list[str]
     wide: pd.DataFrame
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -183,6 +192,17 @@ def choose_sb_lb(
     return None, None, "one regime only: no SB-vs-LB comparison"
 
 
+def _relative_errors(rows: pd.DataFrame) -> np.ndarray:
+    """Standard error / |value| of the rows that carry a standard error."""
+    if "error" not in rows or "error_kind" not in rows:
+        return np.empty(0)
+    se = rows[rows["error_kind"] == "stderr"]
+    err = pd.to_numeric(se["error"], errors="coerce").to_numpy(dtype=float)
+    val = np.abs(pd.to_numeric(se["value"], errors="coerce").to_numpy(dtype=float))
+    keep = np.isfinite(err) & np.isfinite(val) & (val > 0)
+    return np.asarray(err[keep] / val[keep])
+
+
 def _by_seed(frame: pd.DataFrame, column: str) -> dict[Any, float]:
     out: dict[Any, float] = {}
     for seed, value in zip(frame["seed"], frame[column], strict=True):
@@ -229,7 +249,9 @@ def analyze(
         ReportInputError: For a frame a report cannot be made of.
     """
     tidy = normalize(df)
-    runs = runs_frame(tidy)
+    runs, snapshots = last_snapshots(runs_frame(tidy))
+    tidy = tidy[~tidy["checkpoint"].isin(snapshots)]
+    runs["regime"] = runs["regime"].cat.remove_unused_categories()
     regimes = [str(r) for r in runs["regime"].cat.categories]
     sb, lb, note = choose_sb_lb(runs, regimes, sb, lb)
     scores, columns = scores_frame(tidy)
@@ -244,12 +266,22 @@ def analyze(
     table = runs.set_index("checkpoint").join(wide, how="left")
     by_regime = {}
     non_finite = {}
+    not_converged = {}
+    uncertain = {}
     for column in columns:
         values = table[column.label] if column.label in table else pd.Series(dtype=float)
         present = scores[scores["label"] == column.label]
         bad = present.loc[present["value"].isna(), "checkpoint"].astype(str).tolist()
         if bad:
             non_finite[column.label] = bad
+        if "converged" in present:
+            flags = present["converged"].map(lambda v: v is False or v == 0)
+            stuck = present.loc[flags.astype(bool), "checkpoint"].astype(str).tolist()
+            if stuck:
+                not_converged[column.label] = stuck
+        relative = _relative_errors(present)
+        if relative.size and float(np.median(relative)) > 0.25:
+            uncertain[column.label] = float(np.median(relative))
         for regime in regimes:
             mask = (table["regime"] == regime).to_numpy()
             by_regime[(column.label, regime)] = mean_std(values.to_numpy(dtype=float)[mask])
@@ -309,6 +341,9 @@ def analyze(
         batch_trend=batch_trend,
         noise_trend=noise_trend,
         non_finite=non_finite,
+        not_converged=not_converged,
+        uncertain=uncertain,
+        snapshots=snapshots,
         wide=wide,
         settings={"n_boot": n_boot, "confidence": confidence, "seed": seed},
     )

@@ -48,6 +48,7 @@ from flatness.report.render import (
     to_html,
     to_markdown,
 )
+from flatness.report.stats import format_p_value
 from flatness.report.summary import summary_sentences
 from flatness.report.tables import (
     Table,
@@ -61,6 +62,12 @@ from flatness.report.tables import (
 from flatness.results import Result
 
 __all__ = ["Report", "build", "build_from_store", "default_out"]
+
+FIGURE_PATTERNS = (
+    "batch-size*.png", "noise*.png", "vs-*.png", "parametric-*.png", "density.png",
+)  # fmt: skip
+"""The figures a report writes; a rebuild removes earlier ones (and no other file)."""
+DATA_NAMES = ("scores", "measures", "sb-vs-lb", "trend", "parametric")
 
 
 @dataclass(frozen=True)
@@ -201,8 +208,12 @@ def build(
     fig_dir = base / "figures"
     data_dir = base / "data"
     base.mkdir(parents=True, exist_ok=True)
-    for stale in (*fig_dir.glob("*.png"), *data_dir.glob("*.csv")):
-        stale.unlink()
+    for pattern in FIGURE_PATTERNS:
+        for stale in fig_dir.glob(pattern):
+            stale.unlink()
+    for stale in data_dir.glob("*.csv"):
+        if stale.stem in DATA_NAMES or stale.stem.startswith(("table", "correlation-")):
+            stale.unlink()
     root_path = Path(root) if root is not None else None
     written: list[Path] = []
     notes: list[str] = []
@@ -225,14 +236,11 @@ def build(
     prov = provenance_table(df, study, info=info, failed=failed, command=command)
     provenance = Section("Provenance", "provenance", [TableBlock(prov)])
     if failed is not None and not failed.empty:
-        provenance.blocks.append(
-            Bullets(
-                tuple(
-                    f"{display_path(p, root_path)}: {e}"
-                    for p, e in zip(failed["path"], failed["error"], strict=True)
-                )
-            )
-        )
+        lines = []
+        for path, error in zip(failed["path"], failed["error"], strict=True):
+            shown = display_path(path, root_path)
+            lines.append(f"{shown}: {str(error).replace(str(path), shown)}")
+        provenance.blocks.append(Bullets(tuple(lines)))
     sections.append(provenance)
 
     tables: list[Table] = []
@@ -306,27 +314,42 @@ def build(
                 "1/B and adds nothing to the batch-size view."
             )
         )
-    trend = []
+    trend, trend_values = [], []
     for label in [*TARGETS.values(), *(c.label for c in study.columns)]:
         row = {"quantity": label}
-        if label in study.batch_trend:
-            row["τ with batch size [CI]"] = study.batch_trend[label].text()
-        if label in study.noise_trend:
-            row["τ with η/B [CI]"] = study.noise_trend[label].text()
+        for by, trends, head in (
+            ("batch_size", study.batch_trend, "τ with batch size [CI]"),
+            ("lr_over_batch", study.noise_trend, "τ with η/B [CI]"),
+        ):
+            if label in trends:
+                tau = trends[label]
+                row[head] = tau.text()
+                row[f"p ({head.split(' [')[0]})"] = format_p_value(tau.p_value)
+                trend_values.append(
+                    {
+                        "quantity": label,
+                        "versus": by,
+                        "tau": tau.estimate,
+                        "low": tau.low,
+                        "high": tau.high,
+                        "p_value": tau.p_value,
+                        "n": tau.n,
+                    }
+                )
         if len(row) > 1:
             trend.append(row)
     if trend:
-        batch.blocks.append(
-            TableBlock(
-                Table(
-                    "trend",
-                    "Kendall τ between batch size and the accuracy and each measure"
-                    + (" and η/B" if study.noise_trend else "")
-                    + " [bootstrap CI]",
-                    pd.DataFrame(trend).fillna("—"),
-                )
-            )
+        table = Table(
+            "trend",
+            "Kendall τ of the accuracy and each measure with batch size"
+            + (" and with η/B" if study.noise_trend else "")
+            + " [bootstrap CI]",
+            pd.DataFrame(trend).fillna("—"),
+            (),
+            pd.DataFrame(trend_values),
         )
+        tables.append(table)
+        batch.blocks.append(TableBlock(table))
     sections.append(batch)
 
     corr = Section("Sharpness vs test accuracy and generalization gap", "correlation")

@@ -42,9 +42,16 @@ NOT_SHARPNESS = frozenset({"noise_scale"})
 """Measures that are scored and correlated but are not a sharpness (higher is not sharper)."""
 
 _SYMBOLS = {"eps": "ε", "rho": "ρ", "sigma": "σ"}
-_HEADLINE_COMPONENTS = ("", "1", "trace")
 _RUN_COLUMNS = ("regime", "batch_size", "lr", "seed", "epoch", "path")
 _ACCURACY_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+RESERVED_LABELS = frozenset(
+    {"checkpoint", "generalization_gap", "test accuracy", "generalization gap"}
+    | set(_RUN_COLUMNS)
+    | set(_ACCURACY_COLUMNS)
+)
+"""Names a measure column may not take (they name run columns); such a measure's label
+gets `` (measure)`` appended."""
+_HEADLINE_COMPONENTS = ("", "1", "trace")
 
 
 class ReportInputError(ValueError):
@@ -165,19 +172,33 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     for column in (*_RUN_COLUMNS, *_ACCURACY_COLUMNS):
         if column not in out.columns:
             out[column] = np.nan
-    if out["regime"].isna().all():
-        out["regime"] = [
-            f"B{b:g}" if pd.notna(b) else "all" for b in out["batch_size"].astype(float)
-        ]
-    out["regime"] = out["regime"].fillna("unlabelled").astype(str)
+    for column in ("batch_size", "lr", "epoch", *_ACCURACY_COLUMNS, "value"):
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    if "generalization_gap" in out.columns:
+        out["generalization_gap"] = pd.to_numeric(out["generalization_gap"], errors="coerce")
+    for column in ("train_accuracy", "test_accuracy"):
+        worst = out[column].abs().max()
+        if pd.notna(worst) and worst > 1.0 + 1e-9:
+            raise ReportInputError(
+                f"column {column!r} holds {worst:g}, above 1: give accuracies as fractions "
+                "in [0, 1] (divide percentages by 100)"
+            )
+    sized = [f"B{b:g}" if pd.notna(b) else "unlabelled" for b in out["batch_size"]]
+    out["regime"] = [
+        str(r) if pd.notna(r) and str(r) != "" else b
+        for r, b in zip(out["regime"], sized, strict=True)
+    ]
     if "checkpoint" not in out.columns:
         if out["path"].notna().all():
             out["checkpoint"] = out["path"].astype(str)
         else:
             out["checkpoint"] = [
-                f"{r}/B{b}/seed{s}"
-                for r, b, s in zip(out["regime"], out["batch_size"], out["seed"], strict=True)
+                f"{r}/B{b:g}/lr{lr:g}/seed{s}"
+                for r, b, lr, s in zip(
+                    out["regime"], out["batch_size"], out["lr"], out["seed"], strict=True
+                )
             ]
+    out["checkpoint"] = out["checkpoint"].astype(str)
     if "settings" not in out.columns:
         out["settings"] = "{}"
     out["settings"] = [json.dumps(_parse_settings(s), sort_keys=True) for s in out["settings"]]
@@ -186,23 +207,47 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     out["component"] = out["component"].fillna("").astype(str)
     if "generalization_gap" not in out.columns:
         out["generalization_gap"] = out["train_accuracy"] - out["test_accuracy"]
-    out["value"] = pd.to_numeric(out["value"], errors="coerce")
-    return out
+    return _check_duplicates(out)
+
+
+def _check_duplicates(out: pd.DataFrame) -> pd.DataFrame:
+    """Drop repeated rows; refuse two different values for one measurement."""
+    keys = ["checkpoint", "measure", "settings", "component"]
+    rows = out.drop_duplicates([*keys, "value"])
+    clash = rows[rows.duplicated(keys, keep=False)]
+    if not clash.empty:
+        first = clash.iloc[0]
+        values = clash.loc[(clash[keys] == first[keys]).all(axis=1), "value"].tolist()
+        hint = (
+            "add a 'checkpoint' (or 'path' or 'seed') column that tells the runs apart"
+            if "seed" in out and out["seed"].isna().any()
+            else "keep one row per checkpoint, measure, settings and component"
+        )
+        raise ReportInputError(
+            f"{len(clash)} rows give different values for the same measurement, e.g. "
+            f"checkpoint {first['checkpoint']!r}, measure {first['measure']!r}: {values}; {hint}"
+        )
+    return rows.reset_index(drop=True)
 
 
 def regime_order(runs: pd.DataFrame) -> list[str]:
-    """Regimes sorted by their median batch size (then by name; unknown sizes last).
+    """Regimes sorted by their median batch size (unknown sizes last; SB before LB).
 
     Examples:
         >>> runs = pd.DataFrame({"regime": ["LB", "SB", "B64"], "batch_size": [400, 16, 64]})
         >>> regime_order(runs)
         ['SB', 'B64', 'LB']
+        >>> regime_order(pd.DataFrame({"regime": ["LB", "SB"], "batch_size": [None, None]}))
+        ['SB', 'LB']
     """
     sizes = runs.groupby("regime")["batch_size"].median()
-    return sorted(
-        sizes.index.astype(str),
-        key=lambda r: (math.isnan(float(sizes[r])), float(np.nan_to_num(sizes[r])), r),
-    )
+
+    def key(regime: str) -> tuple[bool, float, int, str]:
+        size = float(sizes[regime])
+        role = {"SB": 0, "LB": 2}.get(regime, 1)  # without sizes: SB first, LB last
+        return (math.isnan(size), float(np.nan_to_num(size)), role, regime)
+
+    return sorted(sizes.index.astype(str), key=key)
 
 
 def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -218,12 +263,52 @@ def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
     return runs.sort_values(["regime", "seed", "checkpoint"]).reset_index(drop=True)
 
 
+def last_snapshots(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the last epoch of each run when a run has several checkpoints.
+
+    A *run* is a (regime, batch size, learning rate, seed); checkpoints of one run at
+    different epochs are not independent samples, so statistics over seeds must count
+    the run once. Checkpoints without a seed, or whose epochs are unknown or equal, are
+    all kept.
+
+    Returns:
+        ``(runs, dropped)``: the rows kept and the checkpoints left out.
+
+    Examples:
+        >>> runs = pd.DataFrame({"checkpoint": ["a", "b", "c"], "regime": "SB",
+        ...     "batch_size": 16.0, "lr": 0.1, "seed": [0, 0, 1], "epoch": [5, 10, 10]})
+        >>> kept, dropped = last_snapshots(runs)
+        >>> list(kept["checkpoint"]), dropped
+        (['b', 'c'], ['a'])
+    """
+    keys = ["regime", "batch_size", "lr", "seed"]
+    keyed = runs[runs["seed"].notna()].copy()
+    for key in keys:
+        keyed[key] = keyed[key].astype(object).where(keyed[key].notna(), "?")
+    dropped: list[str] = []
+    for _, group in keyed.groupby(keys, sort=False, observed=True):
+        epochs = pd.to_numeric(group["epoch"], errors="coerce")
+        if len(group) < 2 or epochs.isna().any() or epochs.nunique() < len(group):
+            continue
+        last = group.loc[epochs.idxmax(), "checkpoint"]
+        dropped += [str(c) for c in group["checkpoint"] if c != last]
+    kept = runs[~runs["checkpoint"].astype(str).isin(dropped)].reset_index(drop=True)
+    return kept, dropped
+
+
 def _headline(group: pd.DataFrame) -> pd.DataFrame:
     components = set(group["component"])
     for name in _HEADLINE_COMPONENTS:
         if name in components:
             return group[group["component"] == name]
-    first = sorted(components)[0]
+
+    def order(name: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(name), name)
+        except ValueError:
+            return (1, 0.0, name)
+
+    first = min(components, key=order)
     return group[group["component"] == first]
 
 
@@ -252,6 +337,8 @@ def scores_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Column]]:
         for key, group in rows.groupby("settings", sort=True):
             settings = parsed[str(key)]
             label = column_label(str(measure), settings, varied)
+            if label in RESERVED_LABELS:
+                label = f"{label} (measure)"
             columns.append(Column(label, str(measure), settings, measure not in NOT_SHARPNESS))
             head = _headline(group).drop_duplicates("checkpoint").copy()
             head["label"] = label

@@ -66,8 +66,19 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
 
 
+def md_text(text: object) -> str:
+    """Plain text made safe for Markdown: ``&``, ``<`` and ``>`` become entities, so a
+    label such as ``<b>`` shows as typed instead of being read as HTML.
+
+    Examples:
+        >>> md_text("a <b> & c")
+        'a &lt;b&gt; &amp; c'
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -87,23 +98,24 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def to_markdown(title: str, sections: list[Section]) -> str:
     """The report as Markdown; figures are linked by their relative paths."""
-    lines = [f"# {title}", ""]
+    lines = [f"# {md_text(title)}", ""]
     lines += ["Contents: " + " · ".join(f"[{s.title}](#{s.anchor})" for s in sections), ""]
     for section in sections:
         lines += [f'<a id="{section.anchor}"></a>', f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, Paragraph):
-                lines += [block.text, ""]
+                lines += [md_text(block.text), ""]
             elif isinstance(block, Bullets):
-                lines += [f"- {item}" for item in block.items] + [""]
+                lines += [f"- {md_text(item)}" for item in block.items] + [""]
             elif isinstance(block, Links):
-                lines += [f"- [{text}]({href})" for text, href in block.items] + [""]
+                lines += [f"- [{md_text(t)}]({href})" for t, href in block.items] + [""]
             elif isinstance(block, FigureBlock):
-                lines += [f"![{block.caption}]({block.path})", "", f"*{block.caption}*", ""]
+                caption = md_text(block.caption)
+                lines += [f"![{caption}]({block.path})", "", f"*{caption}*", ""]
             else:
                 table = block.table
-                lines += [f"**{table.title}**", "", markdown_table(table.frame), ""]
-                lines += [f"<sub>{note}</sub>  " for note in table.notes]
+                lines += [f"**{md_text(table.title)}**", "", markdown_table(table.frame), ""]
+                lines += [f"<sub>{md_text(note)}</sub>  " for note in table.notes]
                 lines += [""] if table.notes else []
     return "\n".join(lines).rstrip() + "\n"
 

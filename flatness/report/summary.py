@@ -3,7 +3,9 @@
 Each sentence states a measured fact with its evidence (counts of seeds, means ± std,
 bootstrap intervals, p-values) and is left out when its numbers are missing. The
 wording follows the sign and size of the numbers: "sharper" or "flatter", "below" or
-"above", "excludes zero" or "includes zero".
+"above". A correlation or trend is called significant only when its bootstrap interval
+excludes zero *and* its p-value is below one minus the confidence level: with a handful
+of checkpoints the percentile interval alone can collapse onto ±1.
 """
 
 from __future__ import annotations
@@ -13,11 +15,24 @@ import math
 from flatness.report.analysis import TARGETS, Study
 from flatness.report.correlation import Correlation
 from flatness.report.frames import Column
-from flatness.report.stats import format_mean_std
+from flatness.report.stats import format_mean_std, format_p_value
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
+def level_text(confidence: float) -> str:
+    """The confidence level as a percentage, as given: ``0.995`` -> ``"99.5%"``.
+
+    Examples:
+        >>> level_text(0.95), level_text(0.995)
+        ('95%', '99.5%')
+    """
+    return f"{100 * confidence:.10g}%"
+
+
+def significant(tau: Correlation, confidence: float) -> bool:
+    """Whether ``tau``'s interval excludes zero and its p-value is below 1 − confidence."""
+    if not (_finite(tau.low) and _finite(tau.high) and _finite(tau.p_value)):
+        return False
+    return (tau.low > 0 or tau.high < 0) and tau.p_value < 1.0 - confidence
 
 
 def _accuracy_sentence(study: Study) -> str | None:
@@ -26,17 +41,20 @@ def _accuracy_sentence(study: Study) -> str | None:
         return None
     diff = 100 * (comp.lb.mean - comp.sb.mean)
     below, n = comp.losses
-    where = "below" if diff < 0 else "above" if diff > 0 else "equal to"
-    text = (
-        f"{_name('LB', study.lb)} test accuracy is {abs(diff):.2f} points {where} "
-        f"{_name('SB', study.sb)}: "
+    lb, sb = _name("LB", study.lb), _name("SB", study.sb)
+    if diff == 0:
+        text = f"{lb} and {sb} test accuracies are equal on average: "
+    else:
+        where = "below" if diff < 0 else "above"
+        text = f"{lb} test accuracy is {abs(diff):.2f} points {where} {sb}: "
+    text += (
         f"{format_mean_std(100 * comp.lb.mean, 100 * comp.lb.std, comp.lb.n)}% vs "
         f"{format_mean_std(100 * comp.sb.mean, 100 * comp.sb.std, comp.sb.n)}%"
     )
     if n:
         text += f"; LB below SB in {below}/{n} seeds"
     if _finite(comp.test.p_value):
-        text += f", Mann–Whitney p = {comp.test.p_value:.2g}"
+        text += f", Mann–Whitney p = {format_p_value(comp.test.p_value)}"
     return text + "."
 
 
@@ -57,12 +75,22 @@ def _measure_sentence(study: Study, column: Column) -> str | None:
     words = ("sharper", "flatter") if column.sharpness else ("higher", "lower")
     lb, sb = _name("LB", study.lb), _name("SB", study.sb)
     if not n:  # no seed in both regimes: compare the means
-        word = words[0] if comp.lb.mean >= comp.sb.mean else words[1]
-        head = f"{lb} {word} than {sb} on average by {column.label} (no seed in both)"
-    elif above >= below:
+        if comp.lb.mean == comp.sb.mean:
+            head = f"{lb} and {sb} equal on average by {column.label} (no seed in both)"
+        else:
+            word = words[0] if comp.lb.mean > comp.sb.mean else words[1]
+            head = f"{lb} {word} than {sb} on average by {column.label} (no seed in both)"
+    elif above > below:
         head = f"{lb} {words[0]} than {sb} in {above}/{n} seeds by {column.label}"
-    else:
+    elif below > above:
         head = f"{lb} {words[1]} than {sb} in {below}/{n} seeds by {column.label}"
+    elif above == 0:
+        head = f"{lb} and {sb} equal in all {n} seeds by {column.label}"
+    else:
+        head = (
+            f"No direction between {lb} and {sb} by {column.label}: "
+            f"{words[0]} in {above}/{n} seeds, {words[1]} in {below}/{n}"
+        )
     ratio = comp.ratio
     tail = (
         f": {format_mean_std(comp.lb.mean, comp.lb.std, comp.lb.n)} vs "
@@ -71,7 +99,7 @@ def _measure_sentence(study: Study, column: Column) -> str | None:
     if _finite(ratio):
         tail += f" (LB/SB = {ratio:.3g})"
     if _finite(comp.test.p_value):
-        tail += f", Mann–Whitney p = {comp.test.p_value:.2g}"
+        tail += f", Mann–Whitney p = {format_p_value(comp.test.p_value)}"
     return head + tail + "."
 
 
@@ -88,32 +116,41 @@ def _correlation_sentence(study: Study, target: str, name: str) -> str | None:
     parts = [
         f"{c.label} {tau.text()}" + (f" (n={tau.n})" if tau.n < most else "") for c, tau in rows
     ]
-    excluding = [c.label for c, tau in rows if tau.low > 0 or tau.high < 0]
-    level = round(100 * float(study.settings.get("confidence", 0.95)))
+    confidence = float(study.settings.get("confidence", 0.95))
+    level = level_text(confidence)
+    alpha = f"{1 - confidence:.10g}"
     sentence = f"Kendall τ(measure, {name}) over {most} checkpoints: " + "; ".join(parts)
-    if excluding:
-        sentence += f". The {level}% interval excludes zero for: " + ", ".join(excluding) + "."
+    if not int(study.settings.get("n_boot", 0)):
+        return sentence + ". No bootstrap intervals were computed (n_boot = 0)."
+    found = [c.label for c, tau in rows if significant(tau, confidence)]
+    if found:
+        sentence += (
+            f". Significant (the {level} interval excludes zero and p < {alpha}): "
+            + ", ".join(found)
+            + "."
+        )
     else:
-        sentence += f". No {level}% interval excludes zero."
+        sentence += f". None is significant (a {level} interval excluding zero with p < {alpha})."
     return sentence
 
 
 def _trend_sentence(study: Study, trends: dict[str, Correlation], name: str) -> str | None:
     if not trends:
         return None
+    confidence = float(study.settings.get("confidence", 0.95))
+    if not int(study.settings.get("n_boot", 0)):
+        return None
     parts = []
     for label in [*TARGETS.values(), *(c.label for c in study.columns)]:
         tau = trends.get(label)
-        if tau is None or not _finite(tau.estimate):
+        if tau is None or not _finite(tau.estimate) or not significant(tau, confidence):
             continue
-        if tau.low > 0:
-            parts.append(f"{label} rises ({tau.text()})")
-        elif tau.high < 0:
-            parts.append(f"{label} falls ({tau.text()})")
+        parts.append(f"{label} {'rises' if tau.estimate > 0 else 'falls'} ({tau.text()})")
     if not parts:
         return (
-            f"With {name}, neither the accuracy nor any measure shows a trend whose Kendall τ "
-            "interval excludes zero."
+            f"With {name}, neither the accuracy nor any measure shows a significant trend "
+            f"(Kendall τ with a {level_text(confidence)} interval excluding zero and "
+            f"p < {1 - confidence:.10g})."
         )
     return f"With {name}, " + "; ".join(parts) + f" (Kendall τ with {name})."
 
@@ -131,6 +168,12 @@ def summary_sentences(study: Study) -> list[str]:
         out.append("One checkpoint per regime: no spread over seeds can be shown (no ±).")
     if study.sb_lb_note:
         out.append(study.sb_lb_note[0].upper() + study.sb_lb_note[1:] + ".")
+    if study.snapshots:
+        out.append(
+            f"{len(study.snapshots)} checkpoint(s) are earlier epochs of runs that have a "
+            "later one (same regime, batch size, learning rate and seed); every statistic "
+            "uses each run's last epoch."
+        )
     sentence = _accuracy_sentence(study)
     if sentence:
         out.append(sentence)
@@ -148,4 +191,14 @@ def summary_sentences(study: Study) -> list[str]:
             out.append(sentence)
     for label, bad in study.non_finite.items():
         out.append(f"{label}: {len(bad)} checkpoint(s) had a non-finite value, left out.")
+    for label, stuck in study.not_converged.items():
+        out.append(
+            f"{label}: {len(stuck)} estimate(s) did not converge (kept in the statistics): "
+            f"{', '.join(stuck[:3])}{', ...' if len(stuck) > 3 else ''}."
+        )
+    for label, relative in study.uncertain.items():
+        out.append(
+            f"{label}: the estimates are noisy (median standard error {100 * relative:.0f}% "
+            "of the value); differences between checkpoints may be noise."
+        )
     return out

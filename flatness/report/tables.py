@@ -23,7 +23,7 @@ import pandas as pd
 from flatness.report.analysis import TARGETS, Study
 from flatness.report.frames import Column, format_setting
 from flatness.report.reference import keskar_reference
-from flatness.report.stats import format_mean_std
+from flatness.report.stats import format_mean_std, format_p_value
 
 DASH = "—"
 
@@ -67,7 +67,7 @@ def _paper(reference: pd.DataFrame | None, regime: str, **where: object) -> str:
     if rows.empty:
         return DASH
     row = rows.iloc[0]
-    return f"{float(row['mean']):g} ± {float(row['std']):g}"
+    return f"{float(row['mean']):.2f} ± {float(row['std']):.2f}"  # as printed in the paper
 
 
 def _paper_regime(study: Study, regime: str) -> str | None:
@@ -221,7 +221,7 @@ def comparison_table(study: Study) -> Table | None:
     """SB vs LB for the test accuracy and each measure."""
     if study.sb is None or study.lb is None:
         return None
-    rows = []
+    rows, values = [], []
     names = [("test_accuracy", "test accuracy (%)", 100.0)]
     names += [(c.label, c.label, 1.0) for c in study.columns]
     for key, label, scale in names:
@@ -229,6 +229,8 @@ def comparison_table(study: Study) -> Table | None:
         if comp is None:
             continue
         k, n = comp.wins
+        below, _ = comp.losses
+        diff = (comp.lb.mean - comp.sb.mean) * scale if comp.sb.n and comp.lb.n else math.nan
         rows.append(
             {
                 "quantity": label,
@@ -238,9 +240,29 @@ def comparison_table(study: Study) -> Table | None:
                 _regime_header("LB", study.lb): format_mean_std(
                     comp.lb.mean * scale, comp.lb.std * scale, comp.lb.n
                 ),
+                "LB − SB": _fmt(diff, 3),
                 "LB / SB": _fmt(comp.ratio, 3, keep_zeros=True),
                 "LB higher (seeds)": f"{k}/{n}" if n else DASH,
-                "Mann–Whitney p": _fmt(comp.test.p_value, 2),
+                "Mann–Whitney p": _p(comp.test.p_value),
+            }
+        )
+        values.append(
+            {
+                "quantity": key,
+                "sb_mean": comp.sb.mean,
+                "sb_std": comp.sb.std,
+                "sb_n": comp.sb.n,
+                "lb_mean": comp.lb.mean,
+                "lb_std": comp.lb.std,
+                "lb_n": comp.lb.n,
+                "lb_minus_sb": diff / scale,
+                "lb_over_sb": comp.ratio,
+                "lb_higher": k,
+                "lb_lower": below,
+                "seeds_paired": n,
+                "mann_whitney_u": comp.test.statistic,
+                "mann_whitney_p": comp.test.p_value,
+                "effect_p_lb_greater": comp.test.effect,
             }
         )
     notes = [
@@ -257,11 +279,16 @@ def comparison_table(study: Study) -> Table | None:
             )
     if study.sb_lb_note:
         notes.append(study.sb_lb_note[0].upper() + study.sb_lb_note[1:] + ".")
-    return Table("sb-vs-lb", "SB vs LB", pd.DataFrame(rows), tuple(notes))
+    notes.append("LB / SB is shown only when both means are positive.")
+    return Table("sb-vs-lb", "SB vs LB", pd.DataFrame(rows), tuple(notes), _value_rows(values))
 
 
 def _regime_header(role: str, regime: str | None) -> str:
     return role if regime == role else f"{role} ({regime})"
+
+
+def _p(value: float) -> str:
+    return DASH if value is None or not math.isfinite(value) else format_p_value(value)
 
 
 def _fmt(value: float, digits: int, *, keep_zeros: bool = False) -> str:
@@ -284,7 +311,7 @@ def correlation_table(study: Study, target: str) -> Table | None:
         raise ValueError(f"target={target!r}: choose one of {list(TARGETS)}")
     if not study.runs[target].notna().any():
         return None
-    rows = []
+    rows, values = [], []
     for col in study.columns:
         tau = study.correlations.get((col.label, target, "kendall"))
         rho = study.correlations.get((col.label, target, "spearman"))
@@ -294,17 +321,33 @@ def correlation_table(study: Study, target: str) -> Table | None:
             "measure": col.label,
             "n": str(tau.n),
             "Kendall τ [CI]": tau.text(),
-            "p (τ)": _fmt(tau.p_value, 2),
+            "p (τ)": _p(tau.p_value),
             "Spearman ρ [CI]": rho.text(),
-            "p (ρ)": _fmt(rho.p_value, 2),
+            "p (ρ)": _p(rho.p_value),
         }
         comp = study.comparisons.get(col.label)
         if comp is not None:
-            row["SB vs LB, Mann–Whitney p"] = _fmt(comp.test.p_value, 2)
+            row["SB vs LB, Mann–Whitney p"] = _p(comp.test.p_value)
         rows.append(row)
+        for result in (tau, rho):
+            values.append(
+                {
+                    "measure": col.label,
+                    "target": target,
+                    "method": result.method,
+                    "estimate": result.estimate,
+                    "low": result.low,
+                    "high": result.high,
+                    "p_value": result.p_value,
+                    "n": result.n,
+                    "confidence": result.confidence,
+                    "n_boot": result.n_boot,
+                    "degenerate": result.degenerate,
+                }
+            )
     if not rows:
         return None
-    level = round(100 * float(study.settings.get("confidence", 0.95)))
+    level = f"{100 * float(study.settings.get('confidence', 0.95)):.10g}"
     note = (
         f"Over all checkpoints; {level}% percentile bootstrap intervals from "
         f"{study.settings.get('n_boot')} resamples (seed {study.settings.get('seed')})."
@@ -320,6 +363,7 @@ def correlation_table(study: Study, target: str) -> Table | None:
         f"Rank correlation of each measure with the {TARGETS[target]}",
         pd.DataFrame(rows),
         notes,
+        _value_rows(values),
     )
 
 
