@@ -442,6 +442,24 @@ def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
 
 
+def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Measures that failed on checkpoints that were otherwise scored.
+
+    Columns: ``path`` (the checkpoint's), ``checkpoint``, ``measure``, ``settings`` and
+    ``error``. A rerun of ``flatness score`` retries them.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    with closing(sqlite3.connect(str(p))) as db:
+        return pd.read_sql_query(
+            "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
+            "LEFT JOIN runs r ON r.checkpoint = t.checkpoint "
+            "WHERE t.status = 'failed' ORDER BY r.path, t.measure, t.settings",
+            db,
+        )
+
+
 def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The parametric plots in a store, tidy: one row per pair × alpha × split × metric.
 

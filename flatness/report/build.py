@@ -164,7 +164,9 @@ def build(
         out: The report's folder (created; files of an earlier report are replaced).
         title: The page's title (default: from the data set and network).
         curves: Parametric plots, as :func:`flatness.load_curves` returns them.
-        failed: Checkpoints that could not be scored (``path`` and ``error`` columns).
+        failed: Checkpoints that could not be scored (``path`` and ``error`` columns;
+            rows with ``kind == "measure"`` are measures that failed on a checkpoint
+            that was otherwise scored).
         info: The store's info (:func:`flatness.pipeline.store.load_info`), for the
             manifest's data, network and scoring settings.
         reference: A network of Keskar et al. (``"F1"``, ``"C1"``, ...) whose published
@@ -476,7 +478,13 @@ def build_from_store(
         FileNotFoundError: If there is no store at ``store``.
         flatness.report.ReportInputError: If the store holds no measurement yet.
     """
-    from flatness.pipeline.store import load_curves, load_info, load_results, load_runs
+    from flatness.pipeline.store import (
+        load_curves,
+        load_failed_tasks,
+        load_info,
+        load_results,
+        load_runs,
+    )
 
     path = Path(store)
     df = load_results(path, details=True)
@@ -488,7 +496,28 @@ def build_from_store(
         )
     runs = load_runs(path)
     df = df.merge(runs[["checkpoint", "examples"]], on="checkpoint", how="left")
-    failed = runs.loc[runs["status"] != "ok", ["path", "error"]]
+    failed = runs.loc[runs["status"] != "ok", ["path", "error"]].assign(kind="checkpoint")
+    tasks = load_failed_tasks(path)
+    tasks = tasks[tasks["checkpoint"].isin(runs.loc[runs["status"] == "ok", "checkpoint"])]
+    if not tasks.empty:
+        failed = pd.concat(
+            [
+                failed,
+                pd.DataFrame(
+                    {
+                        "path": tasks["path"],
+                        "error": [
+                            f"{m} {st}: {e}"
+                            for m, st, e in zip(
+                                tasks["measure"], tasks["settings"], tasks["error"], strict=True
+                            )
+                        ],
+                        "kind": "measure",
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     target = Path(out) if out is not None else default_out(path)
     options.setdefault("root", path.resolve().parent)
     options.setdefault(

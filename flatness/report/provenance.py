@@ -81,12 +81,20 @@ def provenance_table(
         ("data set", _join(sorted({_describe(d) for d in data}))),
         ("network", _join(sorted({_describe(m) for m in model}))),
     ]
-    n_failed = 0 if failed is None else len(failed)
+    kinds = (
+        pd.Series(dtype=object)
+        if failed is None
+        else failed.get("kind", pd.Series(["checkpoint"] * len(failed)))
+    )
+    n_failed = int((kinds == "checkpoint").sum())
+    n_tasks = int((kinds == "measure").sum())
     rows.append(
         (
             "checkpoints",
             f"{len(study.runs)} scored"
-            + (f", {n_failed} could not be scored (see below)" if n_failed else ""),
+            + (f", {n_failed} could not be scored" if n_failed else "")
+            + (f", {n_tasks} measure(s) failed on scored checkpoints" if n_tasks else "")
+            + (" (see below)" if n_failed or n_tasks else ""),
         )
     )
     if "examples" in df.columns and df["examples"].notna().any():

@@ -92,7 +92,8 @@ def format_mean_std(mean: float, std: float, n: int, *, digits: int = 3) -> str:
 
     The mean is shown with ``digits`` significant digits and the standard deviation is
     rounded to the same decimal place (so a spread smaller than the last shown digit
-    prints as zeros). When :math:`|\bar x| < 10^{-3}` or :math:`|\bar x| \ge 10^5` both
+    prints as zeros); the digits count from the larger of :math:`|\bar x|` and the
+    standard deviation. When that is below :math:`10^{-3}` or at least :math:`10^5` both
     are written with one shared power of ten, ``"(9.12 ± 0.04)e-05"``. A single value
     (``n == 1``, or an undefined std) is printed without ``±``; no values (``n == 0``)
     print as an em dash.
@@ -117,6 +118,8 @@ def format_mean_std(mean: float, std: float, n: int, *, digits: int = 3) -> str:
         '(9.12 ± 0.04)e-05'
         >>> format_mean_std(1234.5, 56.7, 4)
         '1234 ± 57'
+        >>> format_mean_std(-6.48e-6, 9.75e-5, 5)
+        '(-0.65 ± 9.75)e-05'
     """
     if digits < 1:
         raise ValueError(f"digits must be at least 1, got {digits}")
@@ -125,7 +128,9 @@ def format_mean_std(mean: float, std: float, n: int, *, digits: int = 3) -> str:
     if math.isinf(mean):
         return str(mean)
     show_std = n > 1 and math.isfinite(std)
-    reference = mean if mean != 0.0 else (std if show_std and std != 0.0 else 0.0)
+    # The larger of |mean| and std sets the scale, so a spread far above a mean near zero
+    # is not printed with a mantissa of millions.
+    reference = max(abs(mean), abs(std) if show_std else 0.0)
     if reference == 0.0:
         return "0 ± 0" if show_std else "0"
     # The exponent after rounding to `digits` significant digits (9.996 -> 1.00e+01).

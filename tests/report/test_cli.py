@@ -122,3 +122,31 @@ def test_the_default_folder_is_under_reports(store: Path, tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     assert main(["report", str(store), "--bootstrap", "50"]) == 0
     assert (tmp_path / "reports" / store.parent.name / "report.html").is_file()
+
+
+def test_a_measure_that_failed_on_a_scored_checkpoint_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flatness.pipeline.measures import Measure
+
+    for seed, regime in ((0, "SB"), (1, "LB")):
+        meta = {"regime": regime, "batch_size": 8 if regime == "SB" else 32, "seed": seed}
+        save_run(tmp_path / f"{regime.lower()}.pt", seed, meta=meta)
+    (tmp_path / "manifest.toml").write_text(manifest_text(["sb.pt", "lb.pt"]))
+    original = Measure.run
+
+    def failing(self: Measure, objective: fl.Objective, settings: dict) -> tuple:
+        if self.name == "trace":  # the second checkpoint's trace fails
+            failing.calls += 1  # type: ignore[attr-defined]
+            if failing.calls == 2:  # type: ignore[attr-defined]
+                raise RuntimeError("simulated out-of-memory")
+        return original(self, objective, settings)
+
+    failing.calls = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(Measure, "run", failing)
+    summary = fl.score(tmp_path / "manifest.toml", progress=False)
+    assert summary.failed == 1
+    report = fl.report.build_from_store(tmp_path / "results.sqlite", tmp_path / "r", n_boot=50)
+    md = report.markdown.read_text(encoding="utf-8")
+    assert "2 scored, 1 measure(s) failed on scored checkpoints (see below)" in md
+    assert "simulated out-of-memory" in md
