@@ -285,31 +285,48 @@ def build(
     sections.append(versus)
 
     batch = Section("Sharpness vs batch size and η/B", "batch-size")
-    fig = figs.trend_figure(study, "batch_size")
-    if fig is not None:
+    n_pages = figs.pages(study)
+
+    def part(page: int) -> tuple[str, str]:
+        if n_pages == 1:
+            return "", ""
+        return (f"-{page + 1}" if page else ""), f" (part {page + 1} of {n_pages})"
+
+    drawn = False
+    for page in range(n_pages):
+        fig = figs.trend_figure(study, "batch_size", page)
+        if fig is None:
+            continue
+        drawn = True
+        suffix, caption = part(page)
         batch.blocks.append(
             figure(
                 fig,
-                "batch-size",
+                f"batch-size{suffix}",
                 "Each measure against the batch size: one point per checkpoint (coloured by "
-                "regime), the line joins the means per batch size.",
+                f"regime), the line joins the means per batch size{caption}.",
             )
         )
-    else:
+    if not drawn:
         left_out(batch, "fewer than two distinct batch sizes in the results.")
     rates = study.learning_rates
-    fig = figs.trend_figure(study, "lr_over_batch") if len(rates) >= 2 else None
-    if fig is not None:
+    noise_drawn = False
+    for page in range(n_pages if len(rates) >= 2 else 0):
+        fig = figs.trend_figure(study, "lr_over_batch", page)
+        if fig is None:
+            continue
+        noise_drawn = True
+        suffix, caption = part(page)
         batch.blocks.append(
             figure(
                 fig,
-                "noise",
+                f"noise{suffix}",
                 "Each measure against η/B, the learning rate over the batch size (the scale "
                 "of SGD noise, Smith et al. 2018): runs with equal η/B should match if only "
-                "the noise matters.",
+                f"the noise matters{caption}.",
             )
         )
-    elif len(rates) == 1 and fig is None and study.batch_trend:
+    if not noise_drawn and len(rates) == 1 and study.batch_trend:
         batch.blocks.append(
             Paragraph(
                 f"Every run has learning rate η = {rates[0]:g}, so η/B is proportional to "
@@ -362,14 +379,18 @@ def build(
             continue
         tables.append(table_or_none)
         corr.blocks.append(TableBlock(table_or_none))
-        fig = figs.correlation_figure(study, target)
-        if fig is not None:
+        for page in range(n_pages):
+            fig = figs.correlation_figure(study, target, page)
+            if fig is None:
+                continue
+            suffix, caption = part(page)
             corr.blocks.append(
                 figure(
                     fig,
-                    f"vs-{target.replace('_', '-')}",
+                    f"vs-{target.replace('_', '-')}{suffix}",
                     f"Each measure (x) against the {name} (y, %), one point per checkpoint; "
-                    "titles give Kendall's τ and Spearman's ρ with bootstrap intervals.",
+                    f"titles give Kendall's τ and Spearman's ρ with bootstrap intervals"
+                    f"{caption}.",
                 )
             )
     sections.append(corr)
@@ -430,12 +451,12 @@ def build(
 
     heading = title or report_title(df, info)
     markdown = base / "report.md"
-    page = base / "report.html"
+    html_page = base / "report.html"
     _write_text(markdown, to_markdown(heading, sections))
-    _write_text(page, to_html(heading, sections, base))
+    _write_text(html_page, to_html(heading, sections, base))
     return Report(
         out=base,
-        html=page,
+        html=html_page,
         markdown=markdown,
         figures=tuple(written),
         data=tuple(data),

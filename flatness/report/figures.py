@@ -94,15 +94,29 @@ def _log_worthy(values: np.ndarray) -> bool:
     return bool(finite.size and (finite > 0).all() and finite.max() / finite.min() >= 10)
 
 
-def _panels(study: Study) -> list[tuple[str, pd.Series]]:
+PANELS_PER_FIGURE = 16
+"""Measures per figure; more measures spread over several figures (:func:`pages`)."""
+
+
+def pages(study: Study) -> int:
+    """How many figures the per-measure grids take (at least one)."""
+    return max(1, math.ceil(len(study.columns) / PANELS_PER_FIGURE))
+
+
+def _page_labels(study: Study, page: int) -> list[str]:
+    chunk = study.columns[page * PANELS_PER_FIGURE : (page + 1) * PANELS_PER_FIGURE]
+    return [column.label for column in chunk]
+
+
+def _panels(study: Study, page: int) -> list[tuple[str, pd.Series]]:
     table = study.runs.set_index("checkpoint")
     panels: list[tuple[str, pd.Series]] = []
-    if study.has_accuracy:
+    if study.has_accuracy and page == 0:
         panels.append(("test accuracy (%)", table["test_accuracy"] * 100))
         if table["generalization_gap"].notna().any():
             panels.append(("generalization gap (points)", table["generalization_gap"] * 100))
-    for column in study.columns:
-        panels.append((column.label, study.wide[column.label]))
+    for label in _page_labels(study, page):
+        panels.append((label, study.wide[label]))
     return panels
 
 
@@ -110,13 +124,15 @@ AXES = {"batch_size": "batch size", "lr_over_batch": "η/B"}
 """The x axes of :func:`trend_figure`."""
 
 
-def trend_figure(study: Study, by: str = "batch_size") -> Figure | None:
+def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure | None:
     """Each measure against batch size (or η/B): one point per checkpoint, a line through
     the means at each x.
 
     Args:
         study: The analysed results.
         by: ``"batch_size"`` or ``"lr_over_batch"`` (learning rate / batch size).
+        page: Which :data:`PANELS_PER_FIGURE` measures to draw (the accuracies are on
+            the first page).
 
     Returns:
         The figure, or ``None`` when fewer than two distinct x values are known.
@@ -125,7 +141,7 @@ def trend_figure(study: Study, by: str = "batch_size") -> Figure | None:
     distinct = sorted({float(v) for v in x.dropna()})
     if len(distinct) < 2:
         return None
-    panels = _panels(study)
+    panels = _panels(study, page)
     if not panels:
         return None
     colours = palette(study.regimes)
@@ -164,8 +180,9 @@ def trend_figure(study: Study, by: str = "batch_size") -> Figure | None:
     return fig
 
 
-def correlation_figure(study: Study, target: str) -> Figure | None:
-    """Each measure (x) against ``target`` (y), coloured by regime, τ and ρ in the titles.
+def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | None:
+    """Each measure (x) against ``target`` (y), coloured by regime, τ and ρ in the titles;
+    ``page`` picks which :data:`PANELS_PER_FIGURE` measures.
 
     ``None`` when the runs have no ``target`` values or there are no measures.
     """
@@ -174,7 +191,9 @@ def correlation_figure(study: Study, target: str) -> Figure | None:
     if not study.runs[target].notna().any() or not study.columns:
         return None
     runs = study.runs.set_index("checkpoint")
-    labels = [c.label for c in study.columns]
+    labels = _page_labels(study, page)
+    if not labels:
+        return None
     colours = palette(study.regimes)
     fig, axes = _grid(len(labels))
     for ax, label in zip(axes, labels, strict=True):

@@ -343,3 +343,32 @@ def test_one_learning_rate_says_eta_over_b_adds_nothing(tmp_path: Path) -> None:
     md = report.markdown.read_text(encoding="utf-8")
     assert "Every run has learning rate η = 0.001, so η/B is proportional to 1/B" in md
     assert "noise.png" not in [p.name for p in report.figures]
+
+
+def test_many_measures_spread_over_several_figures(tmp_path: Path) -> None:
+    from flatness.report.figures import PANELS_PER_FIGURE
+
+    n = PANELS_PER_FIGURE + 3
+    df = pd.concat(
+        [
+            pd.DataFrame({**BASE, "measure": f"m{i:02d}", "value": [1.0, 2.0, 3.0, 4.0]})
+            for i in range(n)
+        ]
+    )
+    mine = tmp_path / "figures" / "mine.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"not ours")
+    report = build(df, tmp_path, n_boot=20)
+    names = sorted(p.name for p in report.figures)
+    assert names == [
+        "batch-size-2.png",
+        "batch-size.png",
+        "vs-generalization-gap-2.png",
+        "vs-generalization-gap.png",
+        "vs-test-accuracy-2.png",
+        "vs-test-accuracy.png",
+    ]
+    assert "(part 2 of 2)" in report.markdown.read_text(encoding="utf-8")
+    build(df[df.measure == "m00"], tmp_path, n_boot=20)
+    left = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert "batch-size-2.png" not in left and "mine.png" in left  # only our own files go
