@@ -297,11 +297,15 @@ def _fmt(value: float, digits: int, *, keep_zeros: bool = False) -> str:
     Examples:
         >>> _fmt(0.1, 2), _fmt(1.0, 3, keep_zeros=True), _fmt(0.0004, 2), _fmt(float("nan"), 2)
         ('0.1', '1.00', '4.0e-04', '—')
+        >>> _fmt(9582.4, 3), _fmt(-403.2, 3)
+        ('9582', '-403')
     """
     if value is None or not math.isfinite(value):
         return DASH
     if value != 0 and abs(value) < 10 ** (-digits):
         return f"{value:.1e}"
+    if 10**digits <= abs(value) < 1e6:
+        return f"{value:.0f}"
     return f"{value:{'#' if keep_zeros else ''}.{digits}g}"
 
 
