@@ -292,40 +292,32 @@ def build(
             return "", ""
         return (f"-{page + 1}" if page else ""), f" (part {page + 1} of {n_pages})"
 
-    drawn = False
-    for page in range(n_pages):
-        fig = figs.trend_figure(study, "batch_size", page)
-        if fig is None:
-            continue
-        drawn = True
-        suffix, caption = part(page)
-        batch.blocks.append(
-            figure(
-                fig,
-                f"batch-size{suffix}",
-                "Each measure against the batch size: one point per checkpoint (coloured by "
-                f"regime), the line joins the means per batch size{caption}.",
-            )
-        )
-    if not drawn:
+    def trend_figures(by: str, name: str, caption: str) -> bool:
+        drawn = False
+        for page in range(n_pages):
+            fig = figs.trend_figure(study, by, page)
+            if fig is None:
+                continue
+            drawn = True
+            suffix, part_of = part(page)
+            batch.blocks.append(figure(fig, f"{name}{suffix}", f"{caption}{part_of}."))
+        return drawn
+
+    if not trend_figures(
+        "batch_size",
+        "batch-size",
+        "Each measure against the batch size: one point per checkpoint (coloured by "
+        "regime), the line joins the means per batch size",
+    ):
         left_out(batch, "fewer than two distinct batch sizes in the results.")
     rates = study.learning_rates
-    noise_drawn = False
-    for page in range(n_pages if len(rates) >= 2 else 0):
-        fig = figs.trend_figure(study, "lr_over_batch", page)
-        if fig is None:
-            continue
-        noise_drawn = True
-        suffix, caption = part(page)
-        batch.blocks.append(
-            figure(
-                fig,
-                f"noise{suffix}",
-                "Each measure against η/B, the learning rate over the batch size (the scale "
-                "of SGD noise, Smith et al. 2018): runs with equal η/B should match if only "
-                f"the noise matters{caption}.",
-            )
-        )
+    noise_drawn = len(rates) >= 2 and trend_figures(
+        "lr_over_batch",
+        "noise",
+        "Each measure against η/B, the learning rate over the batch size (the scale of "
+        "SGD noise, Smith et al. 2018): runs with equal η/B should match if only the "
+        "noise matters",
+    )
     if not noise_drawn and len(rates) == 1 and study.batch_trend:
         batch.blocks.append(
             Paragraph(

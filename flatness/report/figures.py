@@ -120,6 +120,24 @@ def _panels(study: Study, page: int) -> list[tuple[str, pd.Series]]:
     return panels
 
 
+def _scatter(
+    ax: Any, frame: pd.DataFrame, x: str, y: str, study: Study, colours: Any, *, legend: bool
+) -> None:
+    """One point per checkpoint, coloured by regime (in batch-size order)."""
+    sns.scatterplot(
+        data=frame,
+        x=x,
+        y=y,
+        hue="regime",
+        palette=colours,
+        hue_order=[r for r in study.regimes if r in set(frame["regime"])],
+        ax=ax,
+        s=28,
+        zorder=2,
+        legend=legend,
+    )
+
+
 AXES = {"batch_size": "batch size", "lr_over_batch": "η/B"}
 """The x axes of :func:`trend_figure`."""
 
@@ -158,18 +176,7 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
             continue
         means = frame.groupby(name)["value"].mean()
         ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
-        sns.scatterplot(
-            data=frame,
-            x=name,
-            y="value",
-            hue="regime",
-            palette=colours,
-            hue_order=[r for r in study.regimes if r in set(frame["regime"])],
-            ax=ax,
-            s=28,
-            zorder=2,
-            legend=ax is axes[0],
-        )
+        _scatter(ax, frame, name, "value", study, colours, legend=ax is axes[0])
         _style_axis(ax, "x", frame[name].to_numpy(), ticks)
         _style_axis(ax, "y", frame["value"].to_numpy())
         ax.set_title(_wrap(label), fontsize=9)
@@ -209,17 +216,7 @@ def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | Non
         if frame.empty:
             ax.set_title(_wrap(label) + "\n(no finite values)", fontsize=8)
             continue
-        sns.scatterplot(
-            data=frame,
-            x="x",
-            y="y",
-            hue="regime",
-            palette=colours,
-            hue_order=[r for r in study.regimes if r in set(frame["regime"])],
-            ax=ax,
-            s=28,
-            legend=ax is axes[0],
-        )
+        _scatter(ax, frame, "x", "y", study, colours, legend=ax is axes[0])
         _style_axis(ax, "x", frame["x"].to_numpy())
         ax.set_title(f"{_wrap(label)}\nτ {tau.text()}\nρ {rho.text()}", fontsize=8)
         ax.set_xlabel("")

@@ -1,26 +1,15 @@
 r"""Statistics for reports: rank tests, mean ± std, paired wins, and how numbers are written.
 
-The report relates a sharpness score to generalization over a handful of checkpoints
-(Keskar et al., 2017, relate sharpness to the small-batch/large-batch generalization gap).
-With 5–50 points and no reason to expect a linear relation, the natural summary is a
-*rank* correlation with an honest interval, and a rank test for "is LB sharper than SB".
-Everything here is numpy + scipy, takes plain arrays, never raises on degenerate data
-(it returns ``nan`` with a ``note`` saying why) and returns frozen :class:`Result`
-dataclasses that print well and convert to dicts. Rank correlations with bootstrap
-intervals live in :mod:`flatness.report.correlation`.
+A report compares a handful of SB and LB checkpoints (Keskar et al., 2017): a rank test
+answers "is LB sharper than SB" without assuming normal errors. Everything here is
+numpy + scipy, takes plain arrays, never raises on degenerate data (it returns ``nan``
+with a ``note`` saying why) and returns frozen :class:`Result` dataclasses that print
+well and convert to dicts. Rank correlations with bootstrap intervals live in
+:mod:`flatness.report.correlation`.
 
 References:
     N. S. Keskar, D. Mudigere, J. Nocedal, M. Smelyanskiy and P. T. P. Tang (2017). On
     large-batch training for deep learning: generalization gap and sharp minima. ICLR.
-
-    M. G. Kendall (1945). The treatment of ties in ranking problems. Biometrika 33(3),
-    239–251 (tau-b).
-
-    C. Spearman (1904). The proof and measurement of association between two things.
-    Am. J. Psychol. 15(1), 72–101.
-
-    B. Efron and R. J. Tibshirani (1993). An Introduction to the Bootstrap, ch. 13
-    (percentile intervals). Chapman & Hall.
 
     H. B. Mann and D. R. Whitney (1947). On a test of whether one of two random variables
     is stochastically larger than the other. Ann. Math. Statist. 18(1), 50–60.
