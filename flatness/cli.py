@@ -317,8 +317,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from flatness.report.build import build_from_store, default_out
 
-    if not args.store.is_file():
-        raise FileNotFoundError(f"{args.store}: no results store here; run `flatness score` first")
     out = args.out if args.out is not None else default_out(args.store)
     command = ["flatness", "report", str(args.store), "--out", str(out)]
     for flag in ("title", "reference", "sb", "lb"):

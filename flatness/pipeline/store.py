@@ -387,6 +387,14 @@ _TIDY_ORDER = (
 )  # fmt: skip
 
 
+def _existing_store(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path; :class:`FileNotFoundError` with the fix if there is no store."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    return p
+
+
 def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.DataFrame:
     """Read a results store into a tidy DataFrame: one row per checkpoint × measure component.
 
@@ -403,9 +411,7 @@ def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.D
     Raises:
         FileNotFoundError: If there is no store at ``path``.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    p = _existing_store(path)
     with closing(sqlite3.connect(str(p))) as db:
         m = pd.read_sql_query("SELECT * FROM measurements", db)
         r = pd.read_sql_query("SELECT * FROM runs", db)
@@ -419,9 +425,7 @@ def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.D
 def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The store's ``info`` table: ``schema_version`` and, once scored, ``manifest``
     (the manifest's path, model, data and scoring settings of the last ``score``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    p = _existing_store(path)
     with closing(sqlite3.connect(str(p))) as db:
         rows = db.execute("SELECT key, value FROM info").fetchall()
     out: dict[str, Any] = {}
@@ -435,9 +439,7 @@ def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The store's ``runs`` table (one row per checkpoint, failed ones included)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    p = _existing_store(path)
     with closing(sqlite3.connect(str(p))) as db:
         return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
 
@@ -448,9 +450,7 @@ def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
     Columns: ``path`` (the checkpoint's), ``checkpoint``, ``measure``, ``settings`` and
     ``error``. A rerun of ``flatness score`` retries them.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    p = _existing_store(path)
     with closing(sqlite3.connect(str(p))) as db:
         return pd.read_sql_query(
             "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
@@ -467,9 +467,7 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
     SHA-256), ``label``, ``settings``, ``alpha``, ``split`` (train/test), ``metric``
     (loss/accuracy) and ``value``.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    p = _existing_store(path)
     with closing(sqlite3.connect(str(p))) as db:
         return pd.read_sql_query(
             "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "
