@@ -20,7 +20,13 @@ from flatness.pipeline.manifest import (
     read_manifest,
 )
 from flatness.pipeline.measures import MEASURES, Measure, Record
-from flatness.pipeline.scoring import ScoreSummary, score, summary_table, training_subset
+from flatness.pipeline.scoring import (
+    ScoreSummary,
+    score,
+    scoring_objective,
+    summary_table,
+    training_subset,
+)
 from flatness.pipeline.store import (
     ResultsStore,
     export_results,
@@ -57,6 +63,7 @@ __all__ = [
     "load_info",
     "load_runs",
     "score",
+    "scoring_objective",
     "summary_table",
     "training_subset",
 ]

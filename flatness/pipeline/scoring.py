@@ -468,6 +468,44 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if "\n" in text and len(text) > 400 else text
 
 
+def scoring_objective(
+    manifest: Any,
+    checkpoint: str | os.PathLike[str],
+    *,
+    trust_pickle: bool = False,
+) -> Objective:
+    """The objective a manifest's measures are computed on, for one checkpoint.
+
+    The same model, the same seeded subset of ``[scoring] examples`` training examples,
+    batch size, device and dtype as :func:`score` uses, so a number computed on it can
+    be set beside the stored ones (an analysis of a store's checkpoints, for example).
+
+    Args:
+        manifest: A manifest file, a :class:`~flatness.pipeline.manifest.Manifest` or
+            a parsed manifest dictionary.
+        checkpoint: The checkpoint file.
+        trust_pickle: Allow a checkpoint that needs full unpickling (trusted files only).
+
+    Raises:
+        flatness.pipeline.CheckpointError: If the checkpoint cannot be read or does not
+            fit the model.
+    """
+    man = _resolve(manifest)
+    scoring = man.scoring
+    device = torch.device(scoring["device"])
+    dtype = torch.float64 if scoring["dtype"] == "float64" else torch.float32
+    data = _load_data(man)
+    model = load_into(_model_builder(man)(), load_checkpoint(checkpoint, trust_pickle=trust_pickle))
+    subset = training_subset(data, scoring["examples"], scoring["seed"])
+    return Objective(
+        model.to(device=device, dtype=dtype),
+        subset,
+        batch_size=int(scoring["batch_size"]),
+        device=device,
+        dtype=dtype,
+    )
+
+
 def score(
     manifest: Any,
     *,
