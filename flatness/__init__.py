@@ -160,9 +160,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # ``flatness.report`` pulls in matplotlib and seaborn; import it only when asked for.
-    if name == "report":
+    # ``flatness.report`` pulls in matplotlib and seaborn, and ``flatness.demo`` the
+    # whole pipeline; import them only when asked for.
+    if name in ("report", "demo"):
         import importlib
 
-        return importlib.import_module("flatness.report")
+        return importlib.import_module(f"flatness.{name}")
     raise AttributeError(f"module 'flatness' has no attribute {name!r}")

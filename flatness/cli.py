@@ -9,7 +9,8 @@ declares its arguments and ``_cmd_<name>(args) -> int`` which runs it, registere
 :func:`flatness.zoo.train_sweep`. ``flatness score`` scores a manifest's checkpoints
 into a results store with :func:`flatness.score`; ``flatness export`` writes the store
 as CSV or Parquet with :func:`flatness.export_results`; ``flatness report`` writes a
-comparison report with :func:`flatness.report.build_from_store`.
+comparison report with :func:`flatness.report.build_from_store`; ``flatness demo``
+runs Keskar et al.'s study on built-in data end to end with :func:`flatness.demo.run_study`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ def parse_key_values(items: Sequence[str] | None, *, option: str) -> dict[str, A
 
 def _batch_size(text: str) -> int | str:
     return text if text.strip().endswith("%") else int(text)
+
+
+def _add_run_options(p: argparse.ArgumentParser, progress: str = "no progress bars") -> None:
+    """``--no-progress`` and ``--threads``, shared by the commands that compute."""
+    p.add_argument("--no-progress", action="store_true", help=progress)
+    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 # -- flatness train ---------------------------------------------------------------------
@@ -97,8 +111,7 @@ def _add_train_parser(subparsers: Subparsers) -> None:
         action="store_true",
         help="sweep: retrain runs whose checkpoint exists with different settings",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+    _add_run_options(p, "no progress output")
     run = p.add_argument_group("single run (defaults: flatness.zoo.TrainConfig)")
     run.add_argument("--network", help="f1, c1, tiny_mlp, mlp_bn or package.module:function")
     run.add_argument("--net-kw", nargs="*", metavar="KEY=VALUE", help="network settings")
@@ -142,13 +155,11 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
 
     from flatness.zoo.sweep import train_sweep
     from flatness.zoo.train import train_network
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     if args.sweep is not None:
         given = [f"--{n.replace('_', '-')}" for n in _SINGLE_RUN_OPTIONS if getattr(args, n)]
         if given:
@@ -219,19 +230,16 @@ def _add_score_parser(subparsers: Subparsers) -> None:
         action="store_true",
         help="allow checkpoints that need full unpickling (can run code: trusted files only)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+    _add_run_options(p)
     p.set_defaults(handler=_cmd_score)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
-    import torch
 
     from flatness.pipeline.scoring import score, summary_table
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     measures = [m for item in args.measures or () for m in item.split(",") if m]
     summary = score(
         args.manifest,
@@ -344,6 +352,56 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- flatness demo ----------------------------------------------------------------------
+
+
+def _add_demo_parser(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="Keskar et al.'s SB-vs-LB study on built-in data: train, score, report",
+        description=(
+            "Train small- and large-batch networks on MNIST-1D (generated offline), score "
+            "their minima and write a report relating sharpness to test accuracy, with "
+            "Keskar et al.'s published values beside ours. The default is a reduced study "
+            "(one network, 3 seeds, 4 measures); --full runs the whole study of "
+            "analyses/keskar/. Reruns reuse checkpoints and stored scores."
+        ),
+    )
+    p.add_argument("--full", action="store_true", help="the whole study (about 30 minutes)")
+    p.add_argument("--runs", type=Path, help="checkpoints and stores (runs/demo or runs/keskar)")
+    p.add_argument("--out", type=Path, help="reports (reports/demo or reports/keskar-mnist1d)")
+    _add_run_options(p)
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import shlex
+
+    from flatness import demo
+
+    _set_threads(args)
+    plan = demo.FULL if args.full else demo.DEMO
+    command = ["flatness", "demo"] + (["--full"] if args.full else [])
+    for flag in ("runs", "out"):
+        if getattr(args, flag) is not None:
+            command += [f"--{flag}", str(getattr(args, flag))]
+    print(f"flatness demo: {plan.title}", flush=True)
+    result = demo.run_study(
+        plan,
+        runs=args.runs,
+        out=args.out,
+        progress=not args.no_progress,
+        echo=lambda line: print(line, flush=True),
+        command=shlex.join(command),
+    )
+    for case in result.cases:
+        for failure in case.failures:
+            print(f"FAILED  {failure}")
+        print(f"{case.name}: {case.report}")
+    print(f"report: {result.html} ({result.seconds:.0f} s)")
+    return 0 if result.ok else 1
+
+
 # -- the command ------------------------------------------------------------------------
 
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
@@ -351,6 +409,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_score_parser,
     _add_export_parser,
     _add_report_parser,
+    _add_demo_parser,
 )
 """Parser builders, one per subcommand; each sets ``handler`` to its ``_cmd_*`` function."""
 

@@ -1,0 +1,268 @@
+"""`flatness demo` end to end on a miniature plan: train -> score -> report -> overview."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+import flatness as fl
+from flatness import demo
+from flatness.cli import main
+from flatness.report import format_mean_std
+from flatness.report.overview import OverviewCase, write_overview
+
+MINI_TRAIN = {
+    **demo.KESKAR_PROTOCOL,
+    "network": "tiny_mlp",
+    "network_kwargs": {"width": 8, "depth": 1},
+    "dataset": "mnist1d",
+    "dataset_kwargs": {"n_train": 200, "n_test": 100},
+    "epochs": 3,
+}
+
+MINI = demo.StudyPlan(
+    name="mini",
+    title="Miniature demo",
+    cases=(
+        demo.Case(
+            name="tiny",
+            title="tiny MLP on MNIST-1D",
+            train=MINI_TRAIN,
+            seeds=(0, 1, 2),
+            sweep={"B5": {"batch_size": 5}},
+            sweep_seeds=(0,),
+            reference="F1",
+            examples=100,
+            measures={
+                "lambda_max": {"k": 2},
+                "keskar": {"eps": [1e-3, 5e-4], "subspace": [0, 100], "maxiter": 3},
+            },
+        ),
+    ),
+    runs="runs/mini",
+    out="reports/mini",
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the miniature demo through the CLI once; the tests read what it wrote."""
+    root = tmp_path_factory.mktemp("demo")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(demo, "DEMO", MINI)
+    patch.chdir(root)
+    args = ["demo", "--no-progress", "--runs", "r", "--out", "o"]
+    try:
+        first = _run(args)
+        second = _run(args)
+    finally:
+        patch.undo()
+    return {"root": root, "first": first, "second": second, "args": args}
+
+
+def _run(args: list[str]) -> dict:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(buffer):
+        code = main(args)
+    return {"code": code, "out": buffer.getvalue(), "seconds": time.perf_counter() - started}
+
+
+def test_demo_trains_scores_and_reports_printing_the_report_path(demo_run: dict) -> None:
+    root, first = demo_run["root"], demo_run["first"]
+    assert first["code"] == 0, first["out"]
+    printed = first["out"]
+    assert "[1/1] tiny MLP on MNIST-1D" in printed
+    assert "train: 7 networks" in printed
+    assert f"report: {Path('o') / 'report.html'}" in printed
+    for path in ("o/report.html", "o/report.md", "o/tiny/report.html", "o/tiny/report.md"):
+        assert (root / path).is_file(), path
+    assert len(list((root / "r/tiny").glob("*/seed*/final.pt"))) == 7
+    manifest = (root / "r/tiny/manifest.toml").read_text(encoding="utf-8")
+    assert manifest.count("[[runs]]") == 7 and "[[pairs]]" in manifest
+    # The overview links the case's report and names the regenerating command.
+    md = (root / "o/report.md").read_text(encoding="utf-8")
+    assert "(tiny/report.html)" in md
+    assert "flatness demo --runs r --out o" in md
+
+
+def test_rerun_reuses_checkpoints_scores_and_report(demo_run: dict) -> None:
+    root, second = demo_run["root"], demo_run["second"]
+    assert second["code"] == 0, second["out"]
+    assert "is up to date" in second["out"]
+    md = (root / "o/report.md").read_text(encoding="utf-8")
+    assert (
+        "0 networks trained and 7 reused, 0 tasks (measures and parametric plots) "
+        "computed and 36 reused" in md
+    )
+    assert second["seconds"] < demo_run["first"]["seconds"]
+
+
+def _stored(root: Path) -> pd.DataFrame:
+    df = fl.load_results(root / "r/tiny/results.sqlite")
+    settings = df["settings"].map(json.loads)
+    df["eps"] = settings.map(lambda s: s.get("eps"))
+    df["subspace"] = settings.map(lambda s: s.get("subspace"))
+    return df
+
+
+def _row(md: str, section: str, *first: str) -> list[str]:
+    part = md[md.index(section) :]
+    start = "| " + " | ".join(first) + " |"
+    line = next(x for x in part.splitlines() if x.startswith(start))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_overview_tables_hold_the_stored_values(demo_run: dict) -> None:
+    root = demo_run["root"]
+    df = _stored(root)
+    md = (root / "o/report.md").read_text(encoding="utf-8")
+
+    # Table 3 line (full space, eps = 1e-3): mean ± std of the stored SB and LB values.
+    keskar = df[(df.measure == "keskar") & (df.eps == 1e-3) & (df.subspace == 0)]
+    row = _row(md, "## ε-sharpness", "tiny", "full", "0.001")
+    sb = keskar[keskar.regime == "SB"].set_index("seed").value
+    lb = keskar[keskar.regime == "LB"].set_index("seed").value
+    assert row[3] == format_mean_std(sb.mean(), sb.std(ddof=1), 3)
+    assert row[4] == format_mean_std(lb.mean(), lb.std(ddof=1), 3)
+    assert row[6] == f"{int((lb > sb).sum())}/3"
+
+    # The SB-vs-LB table counts seeds from the stored values too.
+    cell = _row(md, "## Is LB sharper", "ε-sharpness (full, ε=1e-3)")[1]
+    assert cell.startswith(f"{int((lb > sb).sum())}/3")
+
+    # Kendall's tau over all 7 checkpoints (sweep included) with the test accuracy.
+    runs = keskar.sort_values("checkpoint")
+    tau = stats.kendalltau(runs.value, runs.test_accuracy).statistic
+    cell = _row(md, "## How each measure ranks", "ε-sharpness (full, ε=1e-3)")[1]
+    assert cell.startswith(f"{tau:+.2f} [") and cell.endswith("(n = 7)")
+
+    # Test accuracy row: the stored accuracies and the paper's F1 values beside them.
+    acc = df.drop_duplicates("checkpoint")
+    row = _row(md, "## Test accuracy", "tiny")
+    sb_acc = 100 * acc[acc.regime == "SB"].test_accuracy
+    assert row[4] == format_mean_std(sb_acc.mean(), sb_acc.std(ddof=1), 3)
+    assert row[10:] == ["98.03 ± 0.07", "97.81 ± 0.07", "-0.22"]
+
+    # The CSV behind the table holds the same numbers unrounded.
+    values = pd.read_csv(root / "o/data/overview-sharper.csv")
+    line = values[(values.measure == "ε-sharpness (full, ε=1e-3)")].iloc[0]
+    assert line.sb_mean == pytest.approx(sb.mean(), rel=1e-12)
+    assert line.lb_mean == pytest.approx(lb.mean(), rel=1e-12)
+
+
+def test_case_report_holds_the_stored_values(demo_run: dict) -> None:
+    root = demo_run["root"]
+    df = _stored(root)
+    md = (root / "o/tiny/report.md").read_text(encoding="utf-8")
+    lam = df[(df.measure == "lambda_max") & (df.component == "1") & (df.regime == "LB")]
+    assert format_mean_std(lam.value.mean(), lam.value.std(ddof=1), 3) in md
+    assert "paper" in md and "F1" in md
+
+
+def test_report_is_rebuilt_when_the_store_changes(demo_run: dict, tmp_path: Path) -> None:
+    root = demo_run["root"]
+    store = root / "r/tiny/results.sqlite"
+    copy = tmp_path / "results.sqlite"
+    with sqlite3.connect(store) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    before = demo._fingerprint(copy, {})
+    with sqlite3.connect(copy) as con:
+        con.execute("UPDATE measurements SET value = value + 1 WHERE rowid = 1")
+    assert demo._fingerprint(copy, {}) != before
+    assert demo._fingerprint(store, {}) == before
+    assert demo._fingerprint(store, {"title": "other"}) != before
+
+
+def test_overview_says_when_lb_is_not_sharper(tmp_path: Path) -> None:
+    rows = []
+    for seed in range(3):
+        for regime, batch, phi, acc in (("SB", 8, 2.0, 0.9), ("LB", 64, 1.0 + seed, 0.8)):
+            rows.append(
+                {
+                    "checkpoint": f"{regime}{seed}",
+                    "path": f"{regime}{seed}.pt",
+                    "regime": regime,
+                    "batch_size": batch,
+                    "seed": seed,
+                    "test_accuracy": acc,
+                    "train_accuracy": 0.99,
+                    "measure": "keskar",
+                    "settings": json.dumps({"eps": 1e-3, "subspace": 0}),
+                    "component": "",
+                    "value": phi,
+                }
+            )
+    case = OverviewCase("toy", "toy", tmp_path / "unused.sqlite", tmp_path / "toy/report.html")
+    frame = pd.DataFrame(rows)
+    patch = pytest.MonkeyPatch()
+    patch.setattr("flatness.report.overview._frame", lambda case: frame)
+    try:
+        html, md = write_overview(tmp_path, [case], title="toy", n_boot=100)
+    finally:
+        patch.undo()
+    text = md.read_text(encoding="utf-8")
+    # LB values 1, 2, 3 against SB's 2: higher in 1 of 3 seeds, lower in 1.
+    assert "LB is NOT sharper than SB in every seed" in text
+    assert "| 1/3, ×1.00, p = " in text
+    assert "LB test accuracy is 10.00 points below SB's" in text
+    assert html.is_file()
+
+
+def test_cases_are_validated() -> None:
+    with pytest.raises(ValueError, match="sweep_seeds"):
+        demo.Case(name="x", title="x", train={}, sweep={"B8": {"batch_size": 8}})
+    with pytest.raises(ValueError, match="both regimes and sweep"):
+        demo.Case(name="x", title="x", train={}, sweep={"SB": {}}, sweep_seeds=(0,))
+    with pytest.raises(ValueError, match="plain folder name"):
+        demo.Case(name="../x", title="x", train={})
+    with pytest.raises(ValueError, match="SB and LB"):
+        demo.Case(name="x", title="x", train={}, regimes={"A": {}})
+    with pytest.raises(ValueError, match="distinct names"):
+        case = demo.Case(name="x", title="x", train={})
+        demo.StudyPlan(name="p", title="p", cases=(case, case), runs="r", out="o")
+
+
+def test_built_in_plans_follow_keskar_protocol() -> None:
+    for plan in (demo.DEMO, demo.FULL):
+        for case in plan.cases:
+            assert case.regimes["SB"]["batch_size"] == "0.5%"
+            assert case.regimes["LB"]["batch_size"] == "10%"
+            assert case.train["optimizer"] == "adam"
+            assert case.train["target_accuracy"] == 0.98
+    full = demo.FULL.cases
+    assert all(case.seeds == (0, 1, 2, 3, 4) for case in full)
+    sweep = next(case for case in full if case.sweep)
+    assert len(sweep.sweep) + 2 >= 6 and len(sweep.sweep_seeds) >= 3
+    keskar = full[0].measures["keskar"]
+    assert keskar["eps"] == [1e-3, 5e-4] and keskar["subspace"] == [0, 100]
+
+
+def test_scoring_objective_reproduces_the_stored_values(demo_run: dict) -> None:
+    root = demo_run["root"]
+    df = _stored(root)
+    row = df[(df.measure == "lambda_max") & (df.component == "1")].iloc[0]
+    settings = json.loads(row.settings)
+    manifest = root / "r/tiny/manifest.toml"
+    obj = fl.pipeline.scoring_objective(manifest, root / "r/tiny" / row.path)
+    assert obj.num_examples == 100
+    eig = fl.hessian_eigenvalues(obj, k=settings["k"], seed=settings["seed"])
+    assert float(eig.eigenvalues[0]) == pytest.approx(row.value, rel=1e-6)
