@@ -110,6 +110,10 @@ class Case:
         sweep_seeds: Seeds of ``sweep``.
         reference: Keskar et al.'s network shown beside ours (``"F1"``, ``"C1"``).
         pair_seed: Seed whose SB and LB runs get the parametric plot (``None``: none).
+        pair_bn: BatchNorm statistics along the plot: ``"recompute"`` (on the training
+            data at every α, the default: extrapolating stored statistics beyond the
+            ends can drive a variance below zero, which is clamped, and the loss
+            explodes for that reason alone) or ``"interpolate"``.
         examples: Training examples the measures are computed on (a fixed, seeded
             subset; ``None`` for all).
         measures: The manifest's ``[measures]`` table.
@@ -124,6 +128,7 @@ class Case:
     sweep_seeds: tuple[int, ...] = ()
     reference: str | None = None
     pair_seed: int | None = 0
+    pair_bn: str = "recompute"
     examples: int | None = 1000
     measures: Mapping[str, Any] = field(default_factory=lambda: dict(ALL_MEASURES))
 
@@ -294,7 +299,7 @@ def _write_manifest(case: Case, out: Path, runs: list[Any]) -> Path:
         text = path.read_text(encoding="utf-8")
         text += (
             f'\n[[pairs]]\nsb = "sb/seed{seed}/final.pt"\nlb = "lb/seed{seed}/final.pt"\n'
-            f'label = "seed {seed} (same initialization)"\n'
+            f'label = "seed {seed} (same initialization)"\nbn = "{case.pair_bn}"\n'
         )
         write_text_atomic(path, text)
     return path

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -154,6 +155,17 @@ def test_overview_tables_hold_the_stored_values(demo_run: dict) -> None:
     tau = stats.kendalltau(runs.value, runs.test_accuracy).statistic
     cell = _row(md, "## How each measure ranks", "ε-sharpness (full, ε=1e-3)")[1]
     assert cell.startswith(f"{tau:+.2f} [") and cell.endswith("(n = 7)")
+
+    # The same within each batch size: pairs of checkpoints sharing a regime only.
+    num = tx = ty = 0.0
+    for _, group in runs.groupby("regime"):
+        v, a = group.value.to_numpy(), group.test_accuracy.to_numpy()
+        for i in range(len(v)):
+            for j in range(i + 1, len(v)):
+                num += np.sign(v[i] - v[j]) * np.sign(a[i] - a[j])
+                tx, ty = tx + abs(np.sign(v[i] - v[j])), ty + abs(np.sign(a[i] - a[j]))
+    cell = _row(md, "## The same, within each batch size", "ε-sharpness (full, ε=1e-3)")[1]
+    assert cell.startswith(f"{num / np.sqrt(tx * ty):+.2f} [")
 
     # Test accuracy row: the stored accuracies and the paper's F1 values beside them.
     acc = df.drop_duplicates("checkpoint")

@@ -18,7 +18,7 @@ results store first. The modules follow the flow of the data:
 
 from flatness.report.analysis import Comparison, Study, analyze
 from flatness.report.build import Report, build, build_from_store, default_out
-from flatness.report.correlation import Correlation, rank_correlation
+from flatness.report.correlation import Correlation, rank_correlation, within_kendall
 from flatness.report.frames import ReportInputError
 from flatness.report.reference import KESKAR_NETWORKS, keskar_reference
 from flatness.report.stats import (
@@ -50,6 +50,7 @@ __all__ = [
     "paired_wins",
     "rank_correlation",
     "rank_test",
+    "within_kendall",
     # the paper's values
     "KESKAR_NETWORKS",
     "keskar_reference",

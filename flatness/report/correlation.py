@@ -15,6 +15,10 @@ References:
 
     B. Efron and R. J. Tibshirani (1993). An Introduction to the Bootstrap, ch. 13
     (percentile intervals). Chapman & Hall.
+
+    Y. Jiang, B. Neyshabur, H. Mobahi, D. Krishnan and S. Bengio (2020). Fantastic
+    generalization measures and where to find them. ICLR 2020 (rank correlation with
+    the other hyperparameters held fixed, the idea behind :func:`within_kendall`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from flatness.report.stats import as_vector, check_choice, format_p_value
 from flatness.results import Result
 
-__all__ = ["Correlation", "rank_correlation"]
+__all__ = ["Correlation", "rank_correlation", "within_kendall"]
 
 _METHODS = ("kendall", "spearman")
 # Bootstrap resamples are processed in chunks of about this many (resample, point) cells.
@@ -307,6 +311,152 @@ def rank_correlation(
     else:
         alpha = 1.0 - confidence
         low, high = (float(q) for q in np.quantile(valid, [alpha / 2, 1 - alpha / 2]))
+    return Correlation(
+        estimate=estimate,
+        low=low,
+        high=high,
+        p_value=p_value,
+        degenerate=degenerate,
+        note=note,
+        **common,
+    )
+
+
+def _pair_signs(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """sgn(v_i - v_j) for every pair i < j of the last axis: shape (..., n(n-1)/2)."""
+    i, j = np.triu_indices(values.shape[-1], k=1)
+    return np.sign(values[..., i] - values[..., j])
+
+
+def _pooled_tau(
+    groups: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+) -> NDArray[np.float64]:
+    """Pooled within-group tau-b of (x, y) arrays of shape (rows, n_g); nan where undefined."""
+    num = den_x = den_y = 0.0
+    for xs, ys in groups:
+        sx, sy = _pair_signs(xs), _pair_signs(ys)
+        num = num + (sx * sy).sum(axis=-1)
+        den_x = den_x + np.abs(sx).sum(axis=-1)
+        den_y = den_y + np.abs(sy).sum(axis=-1)
+    den = np.sqrt(np.asarray(den_x, dtype=float) * np.asarray(den_y, dtype=float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.asarray(num, dtype=float) / np.where(den > 0, den, 1), np.nan)
+
+
+def within_kendall(
+    x: ArrayLike,
+    y: ArrayLike,
+    groups: ArrayLike,
+    *,
+    n_boot: int = 2000,
+    n_perm: int = 2000,
+    confidence: float = 0.95,
+    seed: int | None = 0,
+) -> Correlation:
+    r"""Kendall's τ between x and y counted only within groups (e.g. one batch size).
+
+    When both a sharpness measure and the test accuracy change with the batch size,
+    their correlation over all checkpoints can come from the batch size alone. Counting
+    only pairs of checkpoints that share a group (a regime: same batch size, different
+    seeds) asks whether the measure still ranks checkpoints by accuracy when the
+    training hyperparameters are held fixed (Jiang et al., 2020):
+
+    .. math::
+        \tau_w = \frac{\sum_g \sum_{i<j \in g} \operatorname{sgn}(x_i - x_j)
+                  \operatorname{sgn}(y_i - y_j)}{\sqrt{\sum_g (n_{0g} - n_{1g})
+                  \sum_g (n_{0g} - n_{2g})}},
+
+    a tau-b over the pooled within-group pairs (:math:`n_{0g}` pairs in group g, of
+    which :math:`n_{1g}`, :math:`n_{2g}` are tied in x, in y). The p-value is a
+    permutation test: y is shuffled within every group ``n_perm`` times, and
+    p = (1 + #{|τ_perm| ≥ |τ_w|}) / (1 + n_perm). The interval is a percentile
+    bootstrap that resamples checkpoints within each group. Pairs with a non-finite x
+    or y are dropped; groups with fewer than two checkpoints add no pair.
+
+    Args:
+        x: A measure per checkpoint.
+        y: Test accuracy (or any outcome) per checkpoint.
+        groups: A group label per checkpoint (the regime).
+        n_boot: Bootstrap resamples (0: no interval).
+        n_perm: Permutations for the p-value (0: no p-value).
+        confidence: The interval's coverage, in (0, 1).
+        seed: Seed of the resampling.
+
+    Returns:
+        A :class:`Correlation` with ``method="kendall-within"``; ``n`` counts the
+        checkpoints in groups of two or more.
+
+    Examples:
+        >>> x = [1, 2, 3, 10, 20, 30]
+        >>> y = [0.9, 0.8, 0.7, 0.95, 0.85, 0.75]   # falls with x inside each group
+        >>> g = ["SB", "SB", "SB", "LB", "LB", "LB"]
+        >>> r = within_kendall(x, y, g, n_boot=200, n_perm=200)
+        >>> r.estimate, r.n
+        (-1.0, 6)
+        >>> round(rank_correlation(x, y, n_boot=0).estimate, 2)   # all pairs: weaker
+        -0.2
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
+        raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+    if isinstance(n_perm, bool) or not isinstance(n_perm, int | np.integer) or n_perm < 0:
+        raise ValueError(f"n_perm must be a non-negative integer, got {n_perm!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
+    xa, ya = as_vector(x, "x"), as_vector(y, "y")
+    labels = np.asarray(groups, dtype=object)
+    if not (xa.shape == ya.shape == labels.shape):
+        raise ValueError(
+            f"x, y and groups must have the same length, got {xa.size}, {ya.size}, {labels.size}"
+        )
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    parts = []
+    for label in dict.fromkeys(labels[keep].tolist()):
+        member = keep & (labels == label)
+        if member.sum() >= 2:
+            parts.append((xa[member], ya[member]))
+    n = int(sum(len(px) for px, _ in parts))
+    common: dict[str, Any] = {
+        "method": "kendall-within",
+        "n": n,
+        "dropped": int(keep.size - keep.sum()),
+        "n_boot": int(n_boot),
+        "confidence": float(confidence),
+        "seed": seed,
+    }
+    nan = float("nan")
+    estimate = float(_pooled_tau([(px[None], py[None]) for px, py in parts])[0]) if parts else nan
+    if not math.isfinite(estimate):
+        note = "no group has two checkpoints" if not parts else "x or y is constant in every group"
+        return Correlation(
+            estimate=nan, low=nan, high=nan, p_value=nan, degenerate=0, note=note, **common
+        )
+    rng = np.random.default_rng(seed)
+    p_value = nan
+    if n_perm:
+        permuted = [
+            (np.broadcast_to(px, (n_perm, px.size)), rng.permuted(np.tile(py, (n_perm, 1)), axis=1))
+            for px, py in parts
+        ]
+        null = _pooled_tau(permuted)
+        p_value = float((1 + np.sum(np.abs(null) >= abs(estimate) - 1e-12)) / (1 + n_perm))
+    low = high = nan
+    degenerate = 0
+    note = ""
+    if n_boot:
+        draws = []
+        for px, py in parts:
+            idx = rng.integers(0, px.size, size=(n_boot, px.size))
+            draws.append((px[idx], py[idx]))
+        boot = _pooled_tau(draws)
+        valid = boot[np.isfinite(boot)]
+        degenerate = int(boot.size - valid.size)
+        if valid.size:
+            alpha = 1.0 - confidence
+            low, high = (float(q) for q in np.quantile(valid, [alpha / 2, 1 - alpha / 2]))
+        else:
+            note = "all bootstrap resamples degenerate"
+    else:
+        note = "n_boot=0"
     return Correlation(
         estimate=estimate,
         low=low,

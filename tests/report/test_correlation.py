@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from flatness.report.correlation import Correlation, _resample_statistics, rank_correlation
+from flatness.report.correlation import (
+    Correlation,
+    _resample_statistics,
+    rank_correlation,
+    within_kendall,
+)
 
 METHODS = ("kendall", "spearman")
 
@@ -232,3 +237,73 @@ def test_correlation_prints_and_converts() -> None:
     assert d["estimate"] == -0.6213 and d["note"] == "" and d["seed"] == 0
     spearman = rank_correlation([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], method="spearman")
     assert repr(spearman).startswith("Correlation(spearman rho=")
+
+
+# ------------------------------------------------------------------ within-group Kendall tau
+
+
+def _brute_within(x, y, groups) -> float:
+    num = tx = ty = 0.0
+    for g in set(groups):
+        idx = [i for i, h in enumerate(groups) if h == g]
+        for a in range(len(idx)):
+            for b in range(a + 1, len(idx)):
+                i, j = idx[a], idx[b]
+                sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+                num += sx * sy
+                tx += abs(sx)
+                ty += abs(sy)
+    return num / np.sqrt(tx * ty)
+
+
+def test_within_kendall_matches_brute_force_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, size=17).astype(float)
+    y = rng.integers(0, 3, size=17).astype(float)
+    groups = list(rng.integers(0, 4, size=17))
+    r = within_kendall(x, y, groups, n_boot=50, n_perm=50)
+    assert r.estimate == pytest.approx(_brute_within(x, y, groups), abs=1e-12)
+    assert r.method == "kendall-within"
+
+
+def test_within_kendall_of_one_group_is_tau_b() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=12), rng.integers(0, 4, size=12).astype(float)
+    r = within_kendall(x, y, ["a"] * 12, n_boot=0, n_perm=0)
+    assert r.estimate == pytest.approx(scipy.stats.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_within_kendall_removes_a_confounding_group_effect() -> None:
+    # Both x and y are driven by the group (batch size); within groups they are unrelated
+    # noise, so the pooled tau is strong and the within-group tau is not.
+    rng = np.random.default_rng(1)
+    groups = np.repeat([0, 1, 2, 3], 8)
+    x = groups * 10 + rng.normal(size=32)
+    y = -groups * 10 + rng.normal(size=32)
+    assert rank_correlation(x, y, n_boot=0).estimate < -0.7
+    r = within_kendall(x, y, groups, n_boot=500, n_perm=500, seed=0)
+    assert abs(r.estimate) < 0.3 and r.p_value > 0.05
+    assert r.low < 0 < r.high
+
+
+def test_within_kendall_detects_a_within_group_relation() -> None:
+    groups = np.repeat([0, 1, 2, 3], 5)
+    x = np.tile(np.arange(5.0), 4) + groups * 100
+    y = -np.tile(np.arange(5.0), 4) + groups  # falls with x inside each group
+    r = within_kendall(x, y, groups, n_boot=500, n_perm=999, seed=0)
+    assert r.estimate == -1.0
+    assert r.p_value == pytest.approx(1 / 1000)  # no permutation is as extreme
+    assert r.high <= -0.5
+
+
+def test_within_kendall_is_reproducible_and_degenerate_safely() -> None:
+    x, y, g = [1.0, 2, 3, 4], [4.0, 3, 1, 2], ["a", "a", "b", "b"]
+    assert within_kendall(x, y, g, seed=5) == within_kendall(x, y, g, seed=5)
+    r = within_kendall([1.0, 2, 3], [1.0, 2, 3], ["a", "b", "c"])
+    assert np.isnan(r.estimate) and r.note == "no group has two checkpoints"
+    r = within_kendall([1.0, 1, 2, 2], [1.0, 2, 3, 4], ["a", "a", "b", "b"])
+    assert np.isnan(r.estimate) and "constant" in r.note
+    r = within_kendall([1.0, np.nan, 2, 3], [1.0, 2, 3, 4], ["a", "a", "b", "b"], n_boot=10)
+    assert r.dropped == 1 and r.n == 2
+    with pytest.raises(ValueError, match="same length"):
+        within_kendall([1.0, 2], [1.0, 2], ["a"])
