@@ -367,7 +367,9 @@ def _add_demo_parser(subparsers: Subparsers) -> None:
             "analyses/keskar/. Reruns reuse checkpoints and stored scores."
         ),
     )
-    p.add_argument("--full", action="store_true", help="the whole study (about 30 minutes)")
+    p.add_argument(
+        "--full", action="store_true", help="the whole study (about 25 minutes on 2 CPU cores)"
+    )
     p.add_argument("--runs", type=Path, help="checkpoints and stores (runs/demo or runs/keskar)")
     p.add_argument("--out", type=Path, help="reports (reports/demo or reports/keskar-mnist1d)")
     _add_run_options(p)

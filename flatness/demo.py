@@ -459,10 +459,11 @@ def run_study(
         results.append(
             run_case(case, runs_dir, out_dir, progress=progress, echo=echo, command=command)
         )
-    echo(f"overview: {out_dir / 'report.html'}")
     elapsed = time.perf_counter() - started
+    echo(_invocation(results, elapsed))
+    echo(f"overview: {out_dir / 'report.html'}")
     intro = [describe(case) for case in plan.cases]
-    intro.append(_timing(results, elapsed))
+    intro.append(_cost(results))
     if command:
         intro.append(f"Regenerate with `{command}`; reruns reuse checkpoints and stored scores.")
     html, markdown = write_overview(
@@ -525,23 +526,27 @@ def _compute_seconds(store: Path) -> float:
     return float(total or 0.0)
 
 
-def _timing(results: list[CaseResult], elapsed: float) -> str:
-    trained = sum(r.trained for r in results)
-    reused = sum(r.reused_runs for r in results)
-    computed = sum(r.computed for r in results)
-    stored = sum(r.reused_scores for r in results)
+def _cost(results: list[CaseResult]) -> str:
+    """The compute behind a study's results (the same on every rerun)."""
+    return (
+        f"Compute behind these results: {sum(r.train_seconds for r in results):.0f} s of "
+        f"training (summed over runs) and {sum(r.score_seconds for r in results):.0f} s of "
+        "measures (summed over tasks; parametric plots and evaluation not included), "
+        f"for {sum(r.trained + r.reused_runs for r in results)} networks."
+    )
+
+
+def _invocation(results: list[CaseResult], elapsed: float) -> str:
+    """What this call did and how long it took."""
     steps = {
         step: sum(r.seconds.get(step, 0.0) for r in results)
         for step in ("train", "score", "report")
     }
-    cost = (
-        f"Compute behind these results: {sum(r.train_seconds for r in results):.0f} s of "
-        f"training (summed over runs) and {sum(r.score_seconds for r in results):.0f} s of "
-        "measures (summed over tasks; parametric plots and evaluation not included). "
-    )
-    return cost + (
-        f"The last invocation took {elapsed:.0f} s (training {steps['train']:.0f} s, scoring "
-        f"{steps['score']:.0f} s, reports {steps['report']:.0f} s): {trained} networks trained "
-        f"and {reused} reused, {computed} tasks (measures and parametric plots) computed "
-        f"and {stored} reused."
+    return (
+        f"took {elapsed:.0f} s (training {steps['train']:.0f} s, scoring "
+        f"{steps['score']:.0f} s, reports {steps['report']:.0f} s): "
+        f"{sum(r.trained for r in results)} networks trained and "
+        f"{sum(r.reused_runs for r in results)} reused, "
+        f"{sum(r.computed for r in results)} tasks (measures and parametric plots) computed "
+        f"and {sum(r.reused_scores for r in results)} reused"
     )

@@ -109,11 +109,13 @@ def test_rerun_reuses_checkpoints_scores_and_report(demo_run: dict) -> None:
     root, second = demo_run["root"], demo_run["second"]
     assert second["code"] == 0, second["out"]
     assert "is up to date" in second["out"]
-    md = (root / "o/report.md").read_text(encoding="utf-8")
     assert (
         "0 networks trained and 7 reused, 0 tasks (measures and parametric plots) "
-        "computed and 36 reused" in md
+        "computed and 36 reused" in second["out"]
     )
+    assert "7 networks trained and 0 reused" in demo_run["first"]["out"]
+    md = (root / "o/report.md").read_text(encoding="utf-8")
+    assert "Compute behind these results" in md and "for 7 networks" in md
     assert second["seconds"] < demo_run["first"]["seconds"]
 
 
