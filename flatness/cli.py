@@ -388,14 +388,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             command += [f"--{flag}", str(getattr(args, flag))]
     print(f"flatness demo: {plan.title}", flush=True)
-    result = demo.run_study(
-        plan,
-        runs=args.runs,
-        out=args.out,
-        progress=not args.no_progress,
-        echo=lambda line: print(line, flush=True),
-        command=shlex.join(command),
-    )
+    try:
+        result = demo.run_study(
+            plan,
+            runs=args.runs,
+            out=args.out,
+            progress=not args.no_progress,
+            echo=lambda line: print(line, flush=True),
+            command=shlex.join(command),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished runs and stored scores are kept; `{shlex.join(command)}` "
+            "goes on from there",
+            file=sys.stderr,
+        )
+        return 130
     for case in result.cases:
         for failure in case.failures:
             print(f"FAILED  {failure}")

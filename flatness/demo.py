@@ -244,6 +244,8 @@ class CaseResult(Result):
         computed: Measure tasks computed by this call.
         reused_scores: Tasks found in the store.
         failures: Checkpoints or tasks that failed (one line each).
+        missed_target: Runs that hit their epoch cap below the target training accuracy
+            (path and accuracy); they are scored and reported all the same.
         report_rebuilt: Whether the report was written (False: the store had not changed).
         train_seconds: Training time of every run, summed (from the checkpoints' metadata,
             so reused runs count too).
@@ -260,6 +262,7 @@ class CaseResult(Result):
     computed: int
     reused_scores: int
     failures: tuple[str, ...]
+    missed_target: tuple[str, ...]
     report_rebuilt: bool
     train_seconds: float
     score_seconds: float
@@ -379,6 +382,15 @@ def run_case(
         run for spec in specs for run in train_sweep(spec, folder, progress=progress).runs
     ]
     trained = sum(run.status == "trained" for run in trained_runs)
+    missed = tuple(
+        f"{run.path.relative_to(folder).as_posix()} ({100 * run.meta['train_accuracy']:.1f}%)"
+        for run in trained_runs
+        if run.meta.get("reached_target") is False
+    )
+    if missed:
+        echo(
+            f"  warning: {len(missed)} runs stopped below the target accuracy: {', '.join(missed)}"
+        )
     manifest = _write_manifest(case, folder, trained_runs)
     seconds["train"] = time.perf_counter() - started
 
@@ -400,7 +412,10 @@ def run_case(
         and stamp.is_file()
         and stamp.read_text(encoding="utf-8").strip() == fingerprint
     )
-    if rebuilt:
+    if not _has_measurements(store):
+        rebuilt = False
+        echo(f"  report: left out, {store} holds no measurement (see the failures above)")
+    elif rebuilt:
         echo(f"  report: {report_dir}")
         report = build_from_store(store, report_dir, root=folder, **options)
         html = report.html
@@ -418,6 +433,7 @@ def run_case(
         computed=summary.computed,
         reused_scores=summary.reused,
         failures=tuple(summary.failures) or tuple(failures),
+        missed_target=missed,
         report_rebuilt=rebuilt,
         train_seconds=sum(float(run.meta.get("seconds", 0.0)) for run in trained_runs),
         score_seconds=_compute_seconds(store),
@@ -464,13 +480,30 @@ def run_study(
     echo(f"overview: {out_dir / 'report.html'}")
     intro = [describe(case) for case in plan.cases]
     intro.append(_cost(results))
+    for result in results:
+        if result.missed_target:
+            intro.append(
+                f"{result.name}: {len(result.missed_target)} runs stopped at the epoch cap "
+                f"below the target training accuracy: {', '.join(result.missed_target)}."
+            )
+    shown = [
+        (case, result)
+        for case, result in zip(plan.cases, results, strict=True)
+        if _has_measurements(result.store)
+    ]
+    for case, result in zip(plan.cases, results, strict=True):
+        if (case, result) not in shown:
+            intro.append(
+                f"{case.name}: left out, its store holds no measurement ({len(result.failures)} "
+                "failures; see the command's output)."
+            )
     if command:
         intro.append(f"Regenerate with `{command}`; reruns reuse checkpoints and stored scores.")
     html, markdown = write_overview(
         out_dir,
         [
             OverviewCase(case.name, case.title, result.store, result.report, case.reference)
-            for case, result in zip(plan.cases, results, strict=True)
+            for case, result in shown
         ],
         title=plan.title,
         intro=intro,
@@ -514,6 +547,11 @@ def describe(case: Case) -> str:
     examples = "all" if case.examples is None else str(case.examples)
     text += f"; measures {', '.join(case.measures)} on {examples} training examples."
     return text
+
+
+def _has_measurements(store: Path) -> bool:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+        return con.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
 
 
 def _compute_seconds(store: Path) -> float:

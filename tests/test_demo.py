@@ -280,3 +280,50 @@ def test_scoring_objective_reproduces_the_stored_values(demo_run: dict) -> None:
     assert obj.num_examples == 100
     eig = fl.hessian_eigenvalues(obj, k=settings["k"], seed=settings["seed"])
     assert float(eig.eigenvalues[0]) == pytest.approx(row.value, rel=1e-6)
+
+
+def test_runs_below_the_target_accuracy_are_named(demo_run: dict) -> None:
+    # The miniature trains for 3 epochs: no run reaches 98% training accuracy.
+    assert (
+        "warning: 7 runs stopped below the target accuracy: sb/seed0/final.pt ("
+        in (demo_run["first"]["out"])
+    )
+    md = (demo_run["root"] / "o/report.md").read_text(encoding="utf-8")
+    assert "tiny: 7 runs stopped at the epoch cap below the target training accuracy" in md
+
+
+def test_a_case_with_nothing_stored_is_left_out_and_others_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = MINI.cases[0]
+    bad = demo.Case(
+        name="broken",
+        title="every measure fails",
+        train=MINI_TRAIN,
+        seeds=(0,),
+        examples=50,
+        pair_seed=None,
+        measures={"lambda_max": {"k": 100000}},  # more eigenvalues than parameters
+    )
+    plan = demo.StudyPlan(name="p", title="p", cases=(bad, good), runs="r", out="o")
+    monkeypatch.setattr(demo, "DEMO", plan)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--no-progress"]) == 1
+    printed = capsys.readouterr().out
+    assert "report: left out, r/broken/results.sqlite holds no measurement" in printed
+    assert "FAILED" in printed and "lambda_max" in printed
+    md = (tmp_path / "o/report.md").read_text(encoding="utf-8")
+    assert "broken: left out, its store holds no measurement" in md
+    assert "(tiny/report.html)" in md and "broken/report.html" not in md
+
+
+def test_ctrl_c_keeps_the_work_and_says_how_to_go_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_study", interrupted)
+    assert main(["demo", "--full", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "`flatness demo --full` goes on from there" in err
