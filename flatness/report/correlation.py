@@ -181,6 +181,13 @@ def _resample_statistics(
     return _kendall_rows(counts, sign_x * sign_y, ties_x, ties_y)
 
 
+def _percentile_interval(values: NDArray[np.float64], confidence: float) -> tuple[float, float]:
+    """The (1 ∓ confidence)/2 quantiles of bootstrap values (Efron & Tibshirani, ch. 13)."""
+    alpha = 1.0 - confidence
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
 def _bootstrap(
     x: NDArray[np.float64], y: NDArray[np.float64], method: str, n_boot: int, seed: int | None
 ) -> NDArray[np.float64]:
@@ -309,8 +316,7 @@ def rank_correlation(
     elif valid.size == 0:
         note = "all bootstrap resamples degenerate"
     else:
-        alpha = 1.0 - confidence
-        low, high = (float(q) for q in np.quantile(valid, [alpha / 2, 1 - alpha / 2]))
+        low, high = _percentile_interval(valid, confidence)
     return Correlation(
         estimate=estimate,
         low=low,
@@ -451,8 +457,7 @@ def within_kendall(
         valid = boot[np.isfinite(boot)]
         degenerate = int(boot.size - valid.size)
         if valid.size:
-            alpha = 1.0 - confidence
-            low, high = (float(q) for q in np.quantile(valid, [alpha / 2, 1 - alpha / 2]))
+            low, high = _percentile_interval(valid, confidence)
         else:
             note = "all bootstrap resamples degenerate"
     else:

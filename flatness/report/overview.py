@@ -76,6 +76,22 @@ def _load(case: OverviewCase, n_boot: int, confidence: float, seed: int) -> Stud
     return analyze(_frame(case), n_boot=n_boot, confidence=confidence, seed=seed)
 
 
+def _labels(studies: Sequence[Study]) -> list[str]:
+    """Every measure column of the studies, in first-seen order."""
+    labels: list[str] = []
+    for study in studies:
+        labels += [c.label for c in study.columns if c.label not in labels]
+    return labels
+
+
+def _tau_cell(tau: Correlation | None, confidence: float, extra: str) -> str:
+    """``+0.42 [+0.10, +0.70] *`` and ``extra``, or a dash when undefined."""
+    if tau is None or not math.isfinite(tau.estimate):
+        return DASH
+    mark = " *" if significant(tau, confidence) else ""
+    return f"{tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}]{mark}{extra}"
+
+
 def _pct(x: float) -> float:
     return 100.0 * x
 
@@ -161,9 +177,7 @@ def _accuracy_table(cases: Sequence[OverviewCase], studies: Sequence[Study]) -> 
 
 
 def _sharper_table(cases: Sequence[OverviewCase], studies: Sequence[Study]) -> Table:
-    labels: list[str] = []
-    for study in studies:
-        labels += [c.label for c in study.columns if c.label not in labels]
+    labels = _labels(studies)
     rows, values = [], []
     for label in labels:
         row = {"measure": label}
@@ -246,21 +260,13 @@ def _keskar_table(cases: Sequence[OverviewCase], studies: Sequence[Study]) -> Ta
 
 
 def _tau_table(cases: Sequence[OverviewCase], studies: Sequence[Study], confidence: float) -> Table:
-    labels: list[str] = []
-    for study in studies:
-        labels += [c.label for c in study.columns if c.label not in labels]
+    labels = _labels(studies)
     rows = []
     for label in labels:
         row = {"measure": label}
         for case, study in zip(cases, studies, strict=True):
             tau = study.correlations.get((label, "test_accuracy", "kendall"))
-            if tau is None or not math.isfinite(tau.estimate):
-                row[case.name] = DASH
-                continue
-            mark = " *" if significant(tau, confidence) else ""
-            row[case.name] = (
-                f"{tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}]{mark} (n = {tau.n})"
-            )
+            row[case.name] = _tau_cell(tau, confidence, f" (n = {tau.n})" if tau else "")
         rows.append(row)
     level = level_text(confidence)
     return Table(
@@ -299,23 +305,18 @@ def _within_table(
     within: Sequence[dict[str, Correlation]],
     confidence: float,
 ) -> Table:
-    labels: list[str] = []
-    for study in studies:
-        labels += [c.label for c in study.columns if c.label not in labels]
+    labels = _labels(studies)
     rows, values = [], []
     n_perm = 0
     for label in labels:
         row = {"measure": label}
         for case, taus in zip(cases, within, strict=True):
             tau = taus.get(label)
-            if tau is None or not math.isfinite(tau.estimate):
-                row[case.name] = DASH
-                continue
-            mark = " *" if significant(tau, confidence) else ""
-            row[case.name] = (
-                f"{tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}]{mark}, "
-                f"p = {format_p_value(tau.p_value)}"
+            row[case.name] = _tau_cell(
+                tau, confidence, f", p = {format_p_value(tau.p_value)}" if tau else ""
             )
+            if tau is None or not math.isfinite(tau.estimate):
+                continue
             values.append({"measure": label, "case": case.name, **tau.to_dict()})
             n_perm = tau.n_boot
         rows.append(row)
