@@ -309,7 +309,8 @@ def _write_manifest(case: Case, out: Path, runs: list[Any]) -> Path:
 
 
 def _fingerprint(store: Path, options: Mapping[str, Any]) -> str:
-    """A digest of everything a report is built from: scores, curves, failures, options."""
+    """A digest of everything a report is built from: scores, curves, failures, options
+    and the report package's source."""
     digest = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode())
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
         for query in (
@@ -325,9 +326,9 @@ def _fingerprint(store: Path, options: Mapping[str, Any]) -> str:
         ):
             for row in con.execute(query):
                 digest.update(repr(row).encode())
-    from flatness import __version__
-
-    digest.update(__version__.encode())
+    # The report's own code: a changed report builder rebuilds the report.
+    for source in sorted(Path(__file__).with_name("report").glob("*.py")):
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 

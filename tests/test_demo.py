@@ -190,6 +190,12 @@ def test_case_report_holds_the_stored_values(demo_run: dict) -> None:
     lam = df[(df.measure == "lambda_max") & (df.component == "1") & (df.regime == "LB")]
     assert format_mean_std(lam.value.mean(), lam.value.std(ddof=1), 3) in md
     assert "paper" in md and "F1" in md
+    # The top-2 eigenvalues table: λ_2 of the LB runs, from the stored component "2".
+    second = df[(df.measure == "lambda_max") & (df.component == "2") & (df.regime == "LB")]
+    row = _row(md, "**Top 2 Hessian eigenvalues", "LB")
+    assert row[3] == format_mean_std(second.value.mean(), second.value.std(ddof=1), 3)
+    table = pd.read_csv(root / "o/tiny/data/eigenvalues.csv")
+    assert set(table.component) == {1, 2}
 
 
 def test_report_is_rebuilt_when_the_store_changes(demo_run: dict, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ the parametric plots, failed checkpoints and the manifest's settings) and calls
 
 What a report contains, following Keskar et al. (ICLR 2017): provenance; Table 2
 (accuracies per regime); Tables 3 and 4 (ε-sharpness in full space and in a random
-subspace); every other measure per regime; SB vs LB with a Mann–Whitney test;
-measures vs batch size; measures vs test accuracy and generalization gap with Kendall's
+subspace); every other measure per regime; the top-k Hessian eigenvalues per regime;
+SB vs LB with a Mann–Whitney test; measures vs batch size; measures vs test accuracy and generalization gap with Kendall's
 τ and Spearman's ρ and bootstrap intervals; the parametric plot of each stored pair;
 the spectral densities. A section whose data is missing is replaced by a note saying
 what to score to get it.
@@ -36,7 +36,7 @@ import pandas as pd
 from flatness.report import figures as figs
 from flatness.report.analysis import TARGETS, analyze
 from flatness.report.curves import Pair, curve_sentence, curve_table, display_path, pairs, summarize
-from flatness.report.frames import density_curves
+from flatness.report.frames import density_curves, normalize
 from flatness.report.provenance import provenance_table, report_title
 from flatness.report.render import (
     Bullets,
@@ -55,6 +55,7 @@ from flatness.report.tables import (
     accuracy_table,
     comparison_table,
     correlation_table,
+    eigenvalues_table,
     keskar_tables,
     measures_table,
     scores_table,
@@ -67,7 +68,7 @@ FIGURE_PATTERNS = (
     "batch-size*.png", "noise*.png", "vs-*.png", "parametric-*.png", "density.png",
 )  # fmt: skip
 """The figures a report writes; a rebuild removes earlier ones (and no other file)."""
-DATA_NAMES = ("scores", "measures", "sb-vs-lb", "trend", "parametric")
+DATA_NAMES = ("scores", "measures", "eigenvalues", "sb-vs-lb", "trend", "parametric")
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,10 @@ def build(
     if other is not None:
         tables.append(other)
         sharp.blocks.append(TableBlock(other))
+    top = eigenvalues_table(normalize(df), study)
+    if top is not None:
+        tables.append(top)
+        sharp.blocks.append(TableBlock(top))
     elif not study.columns:
         left_out(sharp, "no scalar measure in the results.")
     sections.append(sharp)

@@ -23,7 +23,7 @@ import pandas as pd
 from flatness.report.analysis import TARGETS, Study
 from flatness.report.frames import Column, format_setting
 from flatness.report.reference import keskar_reference
-from flatness.report.stats import format_mean_std, format_p_value
+from flatness.report.stats import format_mean_std, format_p_value, mean_std
 
 DASH = "—"
 
@@ -213,6 +213,45 @@ def measures_table(study: Study) -> Table | None:
         f"Curvature and sharpness measures per regime {_over(study)}",
         pd.DataFrame(rows),
         (),
+        _value_rows(values),
+    )
+
+
+def eigenvalues_table(tidy: pd.DataFrame, study: Study) -> Table | None:
+    """The top Hessian eigenvalues (``lambda_max`` with ``k`` ≥ 2) per regime, mean ± std.
+
+    Args:
+        tidy: The normalized results frame (:func:`~flatness.report.frames.normalize`),
+            whose ``lambda_max`` rows carry one component per eigenvalue.
+        study: The analysis (its runs decide which checkpoints count and their regime).
+
+    Returns:
+        ``None`` when no ``lambda_max`` result has two or more components.
+    """
+    rows = tidy[(tidy["measure"] == "lambda_max") & tidy["component"].str.fullmatch(r"\d+")]
+    if rows.empty:
+        return None
+    counts = rows.groupby("settings")["component"].nunique()
+    if counts.max() < 2:
+        return None
+    rows = rows[rows["settings"] == counts.idxmax()]
+    regime_of = dict(zip(study.runs["checkpoint"], study.runs["regime"].astype(str), strict=True))
+    rows = rows[rows["checkpoint"].isin(regime_of)]
+    ks = sorted({int(c) for c in rows["component"]})
+    table, values = [], []
+    for regime in study.regimes:
+        mine = rows[rows["checkpoint"].map(regime_of) == regime]
+        line = {"regime": regime, "batch size": _size(study, regime)}
+        for k in ks:
+            stat = mean_std(mine.loc[mine["component"] == str(k), "value"].to_numpy(float))
+            line[f"λ_{k}"] = format_mean_std(stat.mean, stat.std, stat.n)
+            values.append({"regime": regime, "component": k, **_numbers(stat)})
+        table.append(line)
+    return Table(
+        "eigenvalues",
+        f"Top {len(ks)} Hessian eigenvalues per regime {_over(study)}",
+        pd.DataFrame(table),
+        ("Thick-restart Lanczos; λ_1 is λ_max. Mean ± std over checkpoints.",),
         _value_rows(values),
     )
 

@@ -181,14 +181,14 @@ def _cli(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _slow_sweep(tmp_path: Path, n: int) -> Path:
+def _slow_sweep(tmp_path: Path, n: int, delay: float = 0.01) -> Path:
     runs = [f"r{i}.pt" for i in range(n)]
     for i, r in enumerate(runs):
         torch.save({"body." + k: v for k, v in tiny_net(seed=i).state_dict().items()}, tmp_path / r)
     text = manifest_text(
         runs,
         measures="lambda_max = { k = 1 }",
-        model='factory = "tests.pipeline.factories:slow_net"\nkwargs = { delay = 0.01 }',
+        model=f'factory = "tests.pipeline.factories:slow_net"\nkwargs = {{ delay = {delay} }}',
     )
     (tmp_path / "m.toml").write_text(text)
     return tmp_path / "m.toml"
@@ -233,12 +233,15 @@ def test_cli_killed_partway_loses_nothing_and_resumes(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_keeps_what_finished_and_releases_the_task_in_flight(tmp_path: Path) -> None:
-    manifest = _slow_sweep(tmp_path, 6)
+    # Slower forward passes than the other tests: on a busy machine the 5 tasks left
+    # after the first must not finish before the signal arrives.
+    manifest = _slow_sweep(tmp_path, 6, delay=0.03)
     store = tmp_path / "results.sqlite"
     proc = _cli("score", str(manifest))
     deadline = time.time() + 120
     while _done(store) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted; slow it down"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "resumes" in err
