@@ -14,9 +14,9 @@ the parametric plots, failed checkpoints and the manifest's settings) and calls
 What a report contains, following Keskar et al. (ICLR 2017): provenance; Table 2
 (accuracies per regime); Tables 3 and 4 (ε-sharpness in full space and in a random
 subspace); every other measure per regime; the top-k Hessian eigenvalues per regime;
-SB vs LB with a Mann–Whitney test; measures vs batch size; measures vs test accuracy and generalization gap with Kendall's
-τ and Spearman's ρ and bootstrap intervals; the parametric plot of each stored pair;
-the spectral densities. A section whose data is missing is replaced by a note saying
+SB vs LB with a Mann–Whitney test; measures vs batch size; measures vs test accuracy
+and generalization gap with Kendall's τ and Spearman's ρ and bootstrap intervals; the
+parametric plot of each stored pair; the spectral densities. A section whose data is missing is replaced by a note saying
 what to score to get it.
 """
 
