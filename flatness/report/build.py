@@ -16,8 +16,8 @@ What a report contains, following Keskar et al. (ICLR 2017): provenance; Table 2
 subspace); every other measure per regime; the top-k Hessian eigenvalues per regime;
 SB vs LB with a Mann–Whitney test; measures vs batch size; measures vs test accuracy
 and generalization gap with Kendall's τ and Spearman's ρ and bootstrap intervals; the
-parametric plot of each stored pair; the spectral densities. A section whose data is missing is replaced by a note saying
-what to score to get it.
+parametric plot of each stored pair; the spectral densities. A section whose data is
+missing is replaced by a note saying what to score to get it.
 """
 
 from __future__ import annotations
