@@ -19,7 +19,8 @@ the whole pipeline and then writes an overview page:
    (Kendall's τ with a bootstrap interval).
 
 Reruns reuse what exists: finished runs are not retrained (same settings), stored
-scores are not recomputed, and a case's report is rebuilt only when its store changed.
+scores are not recomputed, and a case's report is rebuilt only when its store (or the
+report code) changed.
 
 Two plans are built in: :data:`DEMO` (one case, three seeds, the cheaper measures: a
 few minutes on a 2-core CPU) and :data:`FULL` (the study of ``analyses/keskar/``:
