@@ -407,7 +407,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for case in result.cases:
         for failure in case.failures:
             print(f"FAILED  {failure}")
-        print(f"{case.name}: {case.report}")
+        shown = case.report if case.report.is_file() else "no report (nothing was stored)"
+        print(f"{case.name}: {shown}")
     print(f"report: {result.html} ({result.seconds:.0f} s)")
     return 0 if result.ok else 1
 

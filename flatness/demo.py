@@ -41,6 +41,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,29 @@ class Case:
             raise ValueError(f"case name {self.name!r} must be a plain folder name")
         if self.sweep and not self.sweep_seeds:
             raise ValueError(f"case {self.name!r}: a batch-size sweep needs sweep_seeds")
-        clash = sorted(set(self.regimes) & set(self.sweep))
+        if not self.seeds:
+            raise ValueError(f"case {self.name!r}: give at least one seed")
+        # Runs go to <regime in lower case>/seed<k>: labels must differ in more than case.
+        labels = [label.lower() for label in [*self.regimes, *self.sweep]]
+        clash = sorted({label for label in labels if labels.count(label) > 1})
         if clash:
-            raise ValueError(f"case {self.name!r}: regimes {clash} are in both regimes and sweep")
-        if self.pair_seed is not None and not {"SB", "LB"} <= set(self.regimes):
-            raise ValueError(f"case {self.name!r}: the parametric plot needs SB and LB regimes")
+            raise ValueError(
+                f"case {self.name!r}: regime labels {clash} occur twice in regimes and sweep "
+                "(ignoring case; each label is a folder name)"
+            )
+        if self.pair_seed is not None:
+            if not {"SB", "LB"} <= set(self.regimes):
+                raise ValueError(f"case {self.name!r}: the parametric plot needs SB and LB regimes")
+            if self.pair_seed not in self.seeds:
+                raise ValueError(
+                    f"case {self.name!r}: pair_seed {self.pair_seed} is not among the seeds "
+                    f"{list(self.seeds)}; choose a trained seed or pair_seed=None"
+                )
+        if self.pair_bn not in ("recompute", "interpolate"):
+            raise ValueError(
+                f"case {self.name!r}: pair_bn must be 'recompute' or 'interpolate', "
+                f"got {self.pair_bn!r}"
+            )
 
     @property
     def runs_count(self) -> int:
@@ -247,6 +266,8 @@ class CaseResult(Result):
         failures: Checkpoints or tasks that failed (one line each).
         missed_target: Runs that hit their epoch cap below the target training accuracy
             (path and accuracy); they are scored and reported all the same.
+        checkpoints: SHA-256 digests of the case's checkpoints: its reports show only
+            these, even when the store holds runs an earlier plan listed.
         report_rebuilt: Whether the report was written (False: the store had not changed).
         train_seconds: Training time of every run, summed (from the checkpoints' metadata,
             so reused runs count too).
@@ -264,6 +285,7 @@ class CaseResult(Result):
     reused_scores: int
     failures: tuple[str, ...]
     missed_target: tuple[str, ...]
+    checkpoints: tuple[str, ...]
     report_rebuilt: bool
     train_seconds: float
     score_seconds: float
@@ -313,7 +335,7 @@ def _fingerprint(store: Path, options: Mapping[str, Any]) -> str:
     """A digest of everything a report is built from: scores, curves, failures, options
     and the report package's source."""
     digest = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode())
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as con:
         for query in (
             "SELECT checkpoint, measure, settings, component, value FROM measurements "
             "ORDER BY checkpoint, measure, settings, component",
@@ -355,6 +377,7 @@ def run_case(
     Returns:
         What was trained, scored and written.
     """
+    from flatness.pipeline.checkpoints import file_sha256
     from flatness.pipeline.scoring import score
     from flatness.report import build_from_store
     from flatness.zoo.sweep import SweepSpec, train_sweep
@@ -394,6 +417,7 @@ def run_case(
             f"  warning: {len(missed)} runs stopped below the target accuracy: {', '.join(missed)}"
         )
     manifest = _write_manifest(case, folder, trained_runs)
+    checkpoints = tuple(sorted({file_sha256(run.path) for run in trained_runs}))
     seconds["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -406,7 +430,7 @@ def run_case(
     store = Path(summary.store)
     options = {"reference": case.reference, "title": case.title, "command": command}
     stamp = report_dir / "data" / "source.sha256"
-    fingerprint = _fingerprint(store, options)
+    fingerprint = _fingerprint(store, {**options, "checkpoints": checkpoints})
     html = report_dir / "report.html"
     rebuilt = not (
         html.is_file()
@@ -419,7 +443,9 @@ def run_case(
         echo(f"  report: left out, {store} holds no measurement (see the failures above)")
     elif rebuilt:
         echo(f"  report: {report_dir}")
-        report = build_from_store(store, report_dir, root=folder, **options)
+        report = build_from_store(
+            store, report_dir, root=folder, checkpoints=checkpoints, **options
+        )
         html = report.html
         stamp.write_text(fingerprint + "\n", encoding="utf-8")
     else:
@@ -436,6 +462,7 @@ def run_case(
         reused_scores=summary.reused,
         failures=tuple(summary.failures) or tuple(failures),
         missed_target=missed,
+        checkpoints=checkpoints,
         report_rebuilt=rebuilt,
         train_seconds=sum(float(run.meta.get("seconds", 0.0)) for run in trained_runs),
         score_seconds=_compute_seconds(store),
@@ -504,7 +531,14 @@ def run_study(
     html, markdown = write_overview(
         out_dir,
         [
-            OverviewCase(case.name, case.title, result.store, result.report, case.reference)
+            OverviewCase(
+                case.name,
+                case.title,
+                result.store,
+                result.report,
+                case.reference,
+                frozenset(result.checkpoints),
+            )
             for case, result in shown
         ],
         title=plan.title,
@@ -528,37 +562,50 @@ def describe(case: Case) -> str:
         epochs); measures lambda_max, trace, keskar, adaptive_sharpness on 1000 training
         examples.
     """
-    train = dict(case.train)
-    kwargs = ", ".join(f"{k}={v}" for k, v in dict(train.get("network_kwargs", {})).items())
-    network = f"{train.get('network', 'f1')}" + (f" ({kwargs})" if kwargs else "")
+    from flatness.zoo.config import TrainConfig
+
+    base = TrainConfig.from_dict(dict(case.train))
+    kwargs = ", ".join(f"{k}={v}" for k, v in base.network_kwargs.items())
+    network = base.network + (f" ({kwargs})" if kwargs else "")
+    tables = [case.regimes, *([case.sweep] if case.sweep else [])]
+    overridden = {k for table in tables for v in table.values() for k in v}
 
     def regimes(table: Mapping[str, Mapping[str, Any]], seeds: tuple[int, ...]) -> str:
-        labels = ", ".join(f"{k} (batch {v.get('batch_size')})" for k, v in table.items())
-        return f"{labels} × seeds {', '.join(map(str, seeds))}"
+        parts = []
+        for label, overrides in table.items():
+            batch = overrides.get("batch_size", base.batch_size)
+            others = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in overrides.items() if k != "batch_size"]  # fmt: skip
+            parts.append(f"{label} ({', '.join([f'batch {batch}', *others])})")
+        return f"{', '.join(parts)} × seeds {', '.join(map(str, seeds))}"
 
-    text = f"{case.name}: {network} on {train.get('dataset', 'mnist1d')}; "
-    text += regimes(case.regimes, case.seeds)
+    text = f"{case.name}: {network} on {base.dataset}; " + regimes(case.regimes, case.seeds)
     if case.sweep:
         text += "; batch-size sweep " + regimes(case.sweep, case.sweep_seeds)
-    target = train.get("target_accuracy")
-    text += f"; {train.get('optimizer', 'adam')}, lr {train.get('lr', 1e-3):g}"
-    if target:
-        text += f", until {100 * target:g}% training accuracy"
-    if train.get("epochs"):
-        text += f" (at most {train['epochs']} epochs)"
+    text += f"; {base.optimizer}"
+    if "lr" not in overridden:
+        text += f", lr {base.lr:g}"
+    if base.target_accuracy:
+        text += f", until {100 * base.target_accuracy:g}% training accuracy"
+    caps = []
+    if base.epochs is not None:
+        caps.append(f"{base.epochs} epochs")
+    if base.max_updates is not None:
+        caps.append(f"{base.max_updates} updates")
+    text += f" (at most {' and '.join(caps)})"
     examples = "all" if case.examples is None else str(case.examples)
-    text += f"; measures {', '.join(case.measures)} on {examples} training examples."
-    return text
+    measures = ", ".join(case.measures) or "the default measures"
+    return text + f"; measures {measures} on {examples} training examples."
 
 
 def _has_measurements(store: Path) -> bool:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as con:
         return con.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
 
 
 def _compute_seconds(store: Path) -> float:
     """Seconds of measure computation stored (each task once, not once per component)."""
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as con:
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as con:
         (total,) = con.execute(
             "SELECT sum(s) FROM (SELECT max(seconds) AS s FROM measurements "
             "GROUP BY checkpoint, measure, settings)"

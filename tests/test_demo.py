@@ -250,7 +250,7 @@ def test_overview_says_when_lb_is_not_sharper(tmp_path: Path) -> None:
 def test_cases_are_validated() -> None:
     with pytest.raises(ValueError, match="sweep_seeds"):
         demo.Case(name="x", title="x", train={}, sweep={"B8": {"batch_size": 8}})
-    with pytest.raises(ValueError, match="both regimes and sweep"):
+    with pytest.raises(ValueError, match="occur twice in regimes and sweep"):
         demo.Case(name="x", title="x", train={}, sweep={"SB": {}}, sweep_seeds=(0,))
     with pytest.raises(ValueError, match="plain folder name"):
         demo.Case(name="../x", title="x", train={})

@@ -492,7 +492,7 @@ def scoring_objective(
     """
     man = _resolve(manifest)
     scoring = man.scoring
-    device = torch.device(scoring["device"])
+    device = scoring_device(scoring["device"])
     dtype = torch.float64 if scoring["dtype"] == "float64" else torch.float32
     data = _load_data(man)
     model = load_into(_model_builder(man)(), load_checkpoint(checkpoint, trust_pickle=trust_pickle))
@@ -541,7 +541,9 @@ def score(
 
     Raises:
         ManifestError: If the manifest itself is invalid.
-        ValueError: If the store is not a results store, or the device is unavailable.
+        ValueError: If the store is not a results store, the device is unavailable, or
+            the store holds scores computed on another objective (other model, data,
+            examples, example seed or dtype than this manifest's).
     """
     started = time.perf_counter()
     man = _resolve(manifest)
@@ -556,7 +558,9 @@ def score(
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = _Progress(progress)
     with ResultsStore(store) as db:
-        db.set_info("manifest", _manifest_info(man))
+        info = _manifest_info(man)
+        _check_same_objective(db, info, Path(store))
+        db.set_info("manifest", info)
         scorer = _Scorer(
             man, db, trust_pickle=trust_pickle, progress=bars, log=log or (lambda s: None)
         )
@@ -585,6 +589,40 @@ def score(
         failures=tuple(scorer.failures),
         seconds=time.perf_counter() - started,
     )
+
+
+OBJECTIVE_SETTINGS = ("examples", "seed", "dtype")
+"""``[scoring]`` settings that change the numbers: the examples, the seed that picks them
+(when a subset is asked for) and the precision."""
+
+
+def _check_same_objective(db: ResultsStore, info: Mapping[str, Any], store: Path) -> None:
+    """Refuse to add scores on another objective to a store that already holds some.
+
+    Stored tasks are reused by checkpoint, measure and settings; scores computed on
+    other examples, another model or another precision would be reused as if they
+    answered the new manifest.
+    """
+    before = db.get_info("manifest")
+    if not before or not db.has_measurements():
+        return
+    changed = []
+    for key in ("model", "data"):
+        if before.get(key) != info.get(key):
+            changed.append(f"[{key}] {before.get(key)} → {info.get(key)}")
+    old, new = before.get("scoring", {}), info.get("scoring", {})
+    subset = all(isinstance(d.get("examples"), int) for d in (old, new))
+    for key in OBJECTIVE_SETTINGS:
+        if key == "seed" and not subset:
+            continue  # the seed picks the subset; with every example it changes nothing
+        if old.get(key) != new.get(key):
+            changed.append(f"[scoring] {key} = {old.get(key)!r} → {new.get(key)!r}")
+    if changed:
+        raise ValueError(
+            f"{store} holds scores computed on another objective ({'; '.join(changed)}); "
+            "they would be reused as if they answered this manifest. Score into a new store "
+            "(--store NEW.sqlite) or delete this one to recompute everything"
+        )
 
 
 def _manifest_info(man: Manifest) -> dict[str, Any]:

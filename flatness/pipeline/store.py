@@ -202,6 +202,15 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(to_plain(value)))
             )
 
+    def get_info(self, key: str) -> Any:
+        """The value recorded under ``key`` (``None`` when there is none)."""
+        row = self._db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def has_measurements(self) -> bool:
+        """Whether any measurement is stored."""
+        return self._db.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
+
     def __enter__(self) -> ResultsStore:
         return self
 

@@ -26,7 +26,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -477,6 +477,8 @@ def default_out(store: str | os.PathLike[str]) -> Path:
 def build_from_store(
     store: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
+    *,
+    checkpoints: Collection[str] | None = None,
     **options: Any,
 ) -> Report:
     """Build the report of a results store (what ``flatness report`` runs).
@@ -489,6 +491,9 @@ def build_from_store(
         store: The results store (``results.sqlite``).
         out: The report's folder (default: :func:`default_out`, ``reports/<the store's
             folder name>`` under the current directory).
+        checkpoints: Report only these checkpoints (SHA-256 digests, the store's
+            ``checkpoint`` column), e.g. those of the current manifest when the store
+            also holds runs it no longer lists; ``None`` for all.
         **options: Passed to :func:`build` (``title``, ``reference``, ``sb``, ``lb``,
             ``n_boot``, ``confidence``, ``seed``, ``command``).
 
@@ -506,13 +511,19 @@ def build_from_store(
 
     path = Path(store)
     df = load_results(path, details=True)
+    runs = load_runs(path)
+    curves = load_curves(path)
+    if checkpoints is not None:
+        keep = set(checkpoints)
+        df = df[df["checkpoint"].isin(keep)]
+        runs = runs[runs["checkpoint"].isin(keep)]
+        curves = curves[curves["sb"].isin(keep) & curves["lb"].isin(keep)]
     if df.empty:
         from flatness.report.frames import ReportInputError
 
         raise ReportInputError(
             f"{path}: the store holds no measurement yet; run `flatness score` first"
         )
-    runs = load_runs(path)
     df = df.merge(runs[["checkpoint", "examples"]], on="checkpoint", how="left")
     failed = runs.loc[runs["status"] != "ok", ["path", "error"]].assign(kind="checkpoint")
     tasks = load_failed_tasks(path)
@@ -545,7 +556,7 @@ def build_from_store(
     return build(
         df,
         target,
-        curves=load_curves(path),
+        curves=curves,
         failed=failed,
         info=load_info(path),
         **options,

@@ -57,6 +57,8 @@ class OverviewCase:
         store: Its results store.
         report: Its HTML report (linked from the overview).
         reference: Keskar et al.'s network to compare with (``"F1"``), or ``None``.
+        checkpoints: Only these checkpoints of the store (SHA-256 digests); ``None``
+            for all.
     """
 
     name: str
@@ -64,12 +66,16 @@ class OverviewCase:
     store: Path
     report: Path
     reference: str | None = None
+    checkpoints: frozenset[str] | None = None
 
 
 def _frame(case: OverviewCase) -> pd.DataFrame:
     from flatness.pipeline.store import load_results
 
-    return load_results(case.store)
+    df = load_results(case.store)
+    if case.checkpoints is not None:
+        df = df[df["checkpoint"].isin(case.checkpoints)]
+    return df
 
 
 def _load(case: OverviewCase, n_boot: int, confidence: float, seed: int) -> Study:
@@ -138,7 +144,7 @@ def _accuracy_table(cases: Sequence[OverviewCase], studies: Sequence[Study]) -> 
                 ),
                 "test SB (%)": format_mean_std(_pct(comp.sb.mean), _pct(comp.sb.std), comp.sb.n),
                 "test LB (%)": format_mean_std(_pct(comp.lb.mean), _pct(comp.lb.std), comp.lb.n),
-                "LB − SB (points)": f"{diff:+.2f}",
+                "LB − SB (points)": f"{diff:+.2f}" if math.isfinite(diff) else DASH,
                 "LB below SB (seeds)": f"{comp.losses[0]}/{comp.losses[1]}",
                 "Mann–Whitney p": format_p_value(comp.test.p_value),
                 "paper": case.reference or DASH,
@@ -304,10 +310,10 @@ def _within_table(
     studies: Sequence[Study],
     within: Sequence[dict[str, Correlation]],
     confidence: float,
+    n_perm: int,
 ) -> Table:
     labels = _labels(studies)
     rows, values = [], []
-    n_perm = 0
     for label in labels:
         row = {"measure": label}
         for case, taus in zip(cases, within, strict=True):
@@ -318,7 +324,6 @@ def _within_table(
             if tau is None or not math.isfinite(tau.estimate):
                 continue
             values.append({"measure": label, "case": case.name, **tau.to_dict()})
-            n_perm = tau.n_boot
         rows.append(row)
     level = level_text(confidence)
     return Table(
@@ -370,16 +375,19 @@ def _answers(
         if study.sb is None or study.lb is None:
             out.append(f"{case.name}: no SB/LB pair to compare.")
             continue
+        paired = _paired_seeds(study)
         keskar = [c for c in study.columns if c.measure == "keskar"]
-        every = [c for c in keskar if _every(study, c.label)]
-        never = [c for c in keskar if _never(study, c.label)]
-        if keskar and len(every) == len(keskar):
+        every = [c for c in keskar if _every(study, c.label, paired)]
+        never = [c for c in keskar if _never(study, c.label, paired)]
+        if not paired:
+            text = f"{case.name}: no seed has both an SB and an LB run; nothing to pair."
+        elif keskar and len(every) == len(keskar):
             text = (
-                f"{case.name}: LB is sharper than SB in every seed at every ε and in every "
-                f"space ({len(keskar)} ε-sharpness columns), as Keskar et al. found."
+                f"{case.name}: LB is sharper than SB in every seed ({paired}) at every ε and "
+                f"in every space ({len(keskar)} ε-sharpness columns), as Keskar et al. found."
             )
         elif keskar:
-            missed = [c.label for c in keskar if c not in every]
+            missed = [_seeds_note(study, c.label, paired) for c in keskar if c not in every]
             text = (
                 f"{case.name}: LB is NOT sharper than SB in every seed by every ε-sharpness "
                 f"column; it is in {len(every)} of {len(keskar)}"
@@ -389,34 +397,63 @@ def _answers(
         else:
             text = f"{case.name}: no ε-sharpness was scored."
         others = [c for c in study.columns if c.measure != "keskar" and c.sharpness]
-        agree = [c.label for c in others if _every(study, c.label)]
-        disagree = [c.label for c in others if not _every(study, c.label)]
-        if others:
+        agree = [c.label for c in others if _every(study, c.label, paired)]
+        disagree = [
+            _seeds_note(study, c.label, paired)
+            for c in others
+            if not _every(study, c.label, paired)
+        ]
+        if others and paired:
             text += f" Other measures higher for LB in every seed: {', '.join(agree) or 'none'}" + (
                 f"; not in every seed: {', '.join(disagree)}." if disagree else "."
             )
-        comp = study.comparisons["test_accuracy"]
-        diff = _pct(comp.lb.mean - comp.sb.mean)
-        word = "below" if diff < 0 else "above" if diff > 0 else "equal to"
-        text += (
-            f" LB test accuracy is {abs(diff):.2f} points {word} SB's "
-            f"({format_mean_std(_pct(comp.lb.mean), _pct(comp.lb.std), comp.lb.n)} % vs "
-            f"{format_mean_std(_pct(comp.sb.mean), _pct(comp.sb.std), comp.sb.n)} %; lower in "
-            f"{comp.losses[0]}/{comp.losses[1]} seeds, Mann–Whitney "
-            f"p = {format_p_value(comp.test.p_value)})."
-        )
+        text += _accuracy_sentence(study)
         out.append(text + _ranking_sentence(study, taus, confidence))
     return out
 
 
-def _every(study: Study, label: str) -> bool:
-    comp = study.comparisons.get(label)
-    return comp is not None and comp.wins[1] > 0 and comp.wins[0] == comp.wins[1]
+def _paired_seeds(study: Study) -> int:
+    """Seeds with both an SB and an LB checkpoint."""
+    runs = study.runs
+    seeds = [set(runs.loc[runs["regime"] == r, "seed"].dropna()) for r in (study.sb, study.lb)]
+    return len(seeds[0] & seeds[1])
 
 
-def _never(study: Study, label: str) -> bool:
+def _every(study: Study, label: str, paired: int) -> bool:
+    """LB above SB in every paired seed (a seed without both values does not count)."""
     comp = study.comparisons.get(label)
-    return comp is not None and comp.wins[1] > 0 and comp.losses[0] == comp.losses[1]
+    return comp is not None and paired > 0 and comp.wins[0] == comp.wins[1] == paired
+
+
+def _never(study: Study, label: str, paired: int) -> bool:
+    comp = study.comparisons.get(label)
+    return comp is not None and paired > 0 and comp.losses[0] == comp.losses[1] == paired
+
+
+def _seeds_note(study: Study, label: str, paired: int) -> str:
+    """The label, with how many seeds could be compared when some lack a value."""
+    comp = study.comparisons.get(label)
+    compared = comp.wins[1] if comp is not None else 0
+    if compared < paired:
+        return f"{label} (values for {compared} of {paired} seeds)"
+    return label
+
+
+def _accuracy_sentence(study: Study) -> str:
+    comp = study.comparisons.get("test_accuracy")
+    if comp is None or not comp.sb.n or not comp.lb.n:
+        return " No test accuracy to compare."
+    lb = format_mean_std(_pct(comp.lb.mean), _pct(comp.lb.std), comp.lb.n)
+    sb = format_mean_std(_pct(comp.sb.mean), _pct(comp.sb.std), comp.sb.n)
+    diff = _pct(comp.lb.mean - comp.sb.mean)
+    tail = (
+        f"lower in {comp.losses[0]}/{comp.losses[1]} seeds, Mann–Whitney "
+        f"p = {format_p_value(comp.test.p_value)})."
+    )
+    if diff == 0:
+        return f" LB and SB test accuracies are equal on average ({lb} % vs {sb} %; {tail}"
+    word = "below" if diff < 0 else "above"
+    return f" LB test accuracy is {abs(diff):.2f} points {word} SB's ({lb} % vs {sb} %; {tail}"
 
 
 def write_overview(
@@ -452,20 +489,22 @@ def write_overview(
         _sharper_table(cases, studies),
         _keskar_table(cases, studies),
         _tau_table(cases, studies, confidence),
-        _within_table(cases, studies, within, confidence),
+        _within_table(cases, studies, within, confidence, n_boot),
     ]
     links = tuple(
         (f"{case.name}: {case.title}", Path(os.path.relpath(case.report, base)).as_posix())
         for case in cases
     )
-    sections = [
-        Section("What was run", "setup", [Paragraph(text) for text in intro]),
-        Section(
-            "Answers", "answers", [Bullets(tuple(_answers(cases, studies, within, confidence)))]
-        ),
-        *(Section(t.title, t.key, [TableBlock(t)]) for t in tables),
-        Section("Full reports", "reports", [Links(links)]),
-    ]
+    sections = [Section("What was run", "setup", [Paragraph(text) for text in intro])]
+    if cases:
+        answers = _answers(cases, studies, within, confidence)
+        sections += [
+            Section("Answers", "answers", [Bullets(tuple(answers))]),
+            *(Section(t.title, t.key, [TableBlock(t)]) for t in tables if not t.frame.empty),
+            Section("Full reports", "reports", [Links(links)]),
+        ]
+    else:
+        sections.append(Section("Answers", "answers", [Paragraph("No case has results to show.")]))
     data = base / "data"
     data.mkdir(exist_ok=True)
     for table in tables:

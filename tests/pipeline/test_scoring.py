@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -308,11 +309,30 @@ def test_scoring_seed_is_each_measures_default_seed(sweep: Path) -> None:
     assert seeds == {0}
     sweep.write_text(sweep.read_text().replace("seed = 0\n", "seed = 5\n", 1))
     assert fl.read_manifest(sweep).scoring["seed"] == 5
-    fl.score(sweep, measures=["trace"])
+    # The seed also picks the 30-example subset: the store's scores answer another
+    # objective, so adding to it is refused; a new store gets seed-5 scores.
+    with pytest.raises(ValueError, match=r"\[scoring\] seed = 0 → 5"):
+        fl.score(sweep, measures=["trace"])
+    fl.score(sweep, measures=["trace"], store=sweep.parent / "seed5.sqlite")
     seeds = {
-        json.loads(k)["seed"] for k in fl.load_results(sweep.parent / "results.sqlite")["settings"]
+        json.loads(k)["seed"] for k in fl.load_results(sweep.parent / "seed5.sqlite")["settings"]
     }
-    assert seeds == {0, 5}
+    assert seeds == {5}
+
+
+def test_a_store_refuses_scores_on_another_objective(sweep: Path) -> None:
+    fl.score(sweep, measures=["trace"])
+    for old, new, what in (
+        ("examples = 30", "examples = 20", "examples = 30 → 20"),
+        ('dtype = "float64"', 'dtype = "float32"', "dtype = 'float64' → 'float32'"),
+    ):
+        text = sweep.read_text()
+        sweep.write_text(text.replace(old, new, 1))
+        with pytest.raises(ValueError, match=re.escape(what)):
+            fl.score(sweep, measures=["trace"])
+        sweep.write_text(text)
+    # The same objective (another measure, another device spelling) is fine.
+    assert fl.score(sweep, measures=["lambda_max"]).ok
 
 
 def test_summary_table_holds_the_stored_headlines(sweep: Path) -> None:
