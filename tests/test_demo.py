@@ -134,6 +134,18 @@ def _row(md: str, section: str, *first: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
+def _within_tau(runs: pd.DataFrame) -> float:
+    """Kendall's tau-b over pairs of checkpoints of the same regime, by brute force."""
+    num = tx = ty = 0.0
+    for _, group in runs.groupby("regime"):
+        v, a = group.value.to_numpy(), group.test_accuracy.to_numpy()
+        for i in range(len(v)):
+            for j in range(i + 1, len(v)):
+                num += np.sign(v[i] - v[j]) * np.sign(a[i] - a[j])
+                tx, ty = tx + abs(np.sign(v[i] - v[j])), ty + abs(np.sign(a[i] - a[j]))
+    return float(num / np.sqrt(tx * ty))
+
+
 def test_overview_tables_hold_the_stored_values(demo_run: dict) -> None:
     root = demo_run["root"]
     df = _stored(root)
@@ -159,15 +171,8 @@ def test_overview_tables_hold_the_stored_values(demo_run: dict) -> None:
     assert cell.startswith(f"{tau:+.2f} [") and cell.endswith("(n = 7)")
 
     # The same within each batch size: pairs of checkpoints sharing a regime only.
-    num = tx = ty = 0.0
-    for _, group in runs.groupby("regime"):
-        v, a = group.value.to_numpy(), group.test_accuracy.to_numpy()
-        for i in range(len(v)):
-            for j in range(i + 1, len(v)):
-                num += np.sign(v[i] - v[j]) * np.sign(a[i] - a[j])
-                tx, ty = tx + abs(np.sign(v[i] - v[j])), ty + abs(np.sign(a[i] - a[j]))
     cell = _row(md, "## The same, within each batch size", "ε-sharpness (full, ε=1e-3)")[1]
-    assert cell.startswith(f"{num / np.sqrt(tx * ty):+.2f} [")
+    assert cell.startswith(f"{_within_tau(runs):+.2f} [")
 
     # Test accuracy row: the stored accuracies and the paper's F1 values beside them.
     acc = df.drop_duplicates("checkpoint")
@@ -196,6 +201,16 @@ def test_case_report_holds_the_stored_values(demo_run: dict) -> None:
     assert row[3] == format_mean_std(second.value.mean(), second.value.std(ddof=1), 3)
     table = pd.read_csv(root / "o/tiny/data/eigenvalues.csv")
     assert set(table.component) == {1, 2}
+    # The correlation table's τ within regime, from the stored ε-sharpness.
+    keskar = df[(df.measure == "keskar") & (df.eps == 1e-3) & (df.subspace == 0)]
+    header = _row(md, "**Rank correlation of each measure with the test accuracy", "measure")
+    row = _row(
+        md,
+        "**Rank correlation of each measure with the test accuracy",
+        "ε-sharpness (full, ε=1e-3)",
+    )
+    cell = row[header.index("τ within regime [CI]")]
+    assert cell.startswith(f"{_within_tau(keskar):.2f} [")
 
 
 def test_report_is_rebuilt_when_the_store_changes(demo_run: dict, tmp_path: Path) -> None:

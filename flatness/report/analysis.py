@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flatness.report.correlation import Correlation, rank_correlation
+from flatness.report.correlation import Correlation, rank_correlation, within_kendall
 from flatness.report.frames import (
     Column,
     ReportInputError,
@@ -83,8 +83,11 @@ class Study:
             ``test_accuracy`` and ``generalization_gap``.
         by_regime: ``(label, regime)`` -> mean ± std of the measure.
         comparisons: label (or an accuracy quantity) -> SB vs LB.
-        correlations: ``(label, target, method)`` -> rank correlation over all
-            checkpoints, ``target`` in :data:`TARGETS`, ``method`` kendall/spearman.
+        correlations: ``(label, target, method)`` -> rank correlation with ``target``
+            (in :data:`TARGETS`) over all checkpoints (``method`` ``"kendall"`` or
+            ``"spearman"``), or Kendall's τ counted within each regime (``"within"``:
+            :func:`~flatness.report.correlation.within_kendall`, with as many
+            permutations as bootstrap resamples).
         batch_trend: label (or ``"test accuracy"``, ``"generalization gap"``) -> Kendall τ
             between batch size and it.
         noise_trend: The same with η/B (only when the learning rate varies; otherwise
@@ -303,6 +306,7 @@ def analyze(
     rates = pd.to_numeric(table["lr"], errors="coerce").to_numpy(dtype=float)
     noise = rates / sizes
     lr_varies = len(set(rates[np.isfinite(rates)])) >= 2
+    groups = table["regime"].astype(str).to_numpy()
     for column in columns:
         if column.label not in table:
             continue
@@ -313,6 +317,15 @@ def analyze(
                 correlations[(column.label, target, method)] = rank_correlation(
                     x, y, method=method, n_boot=n_boot, confidence=confidence, seed=seed
                 )
+            correlations[(column.label, target, "within")] = within_kendall(
+                x,
+                y,
+                groups,
+                n_boot=n_boot,
+                n_perm=n_boot,
+                confidence=confidence,
+                seed=seed,
+            )
     trended = [(TARGETS[t], table[t]) for t in TARGETS if table[t].notna().any()]
     trended += [(c.label, table[c.label]) for c in columns if c.label in table]
     for label, values in trended:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from flatness.report.analysis import Study, analyze
-from flatness.report.correlation import Correlation, within_kendall
+from flatness.report.correlation import Correlation
 from flatness.report.render import (
     Bullets,
     Links,
@@ -288,20 +288,12 @@ def _tau_table(cases: Sequence[OverviewCase], studies: Sequence[Study], confiden
     )
 
 
-def _within(study: Study, n_boot: int, confidence: float, seed: int) -> dict[str, Correlation]:
-    """Within-batch-size Kendall τ of every measure with test accuracy."""
+def _within(study: Study) -> dict[str, Correlation]:
+    """Within-regime Kendall τ of every measure with test accuracy (from the analysis)."""
     return {
-        c.label: within_kendall(
-            study.wide[c.label].to_numpy(dtype=float),
-            study.runs["test_accuracy"].to_numpy(dtype=float),
-            study.runs["regime"].astype(str).to_numpy(),
-            n_boot=n_boot,
-            n_perm=n_boot,
-            confidence=confidence,
-            seed=seed,
-        )
+        c.label: study.correlations[(c.label, "test_accuracy", "within")]
         for c in study.columns
-        if c.label in study.wide
+        if (c.label, "test_accuracy", "within") in study.correlations
     }
 
 
@@ -483,7 +475,7 @@ def write_overview(
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
     studies = [_load(case, n_boot, confidence, seed) for case in cases]
-    within = [_within(study, n_boot, confidence, seed) for study in studies]
+    within = [_within(study) for study in studies]
     tables = [
         _accuracy_table(cases, studies),
         _sharper_table(cases, studies),

@@ -368,11 +368,17 @@ def correlation_table(study: Study, target: str) -> Table | None:
             "Spearman ρ [CI]": rho.text(),
             "p (ρ)": _p(rho.p_value),
         }
+        within = study.correlations.get((col.label, target, "within"))
+        if within is not None and len(study.regimes) > 1:
+            row["τ within regime [CI]"] = within.text()
+            row["p (within)"] = _p(within.p_value)
         comp = study.comparisons.get(col.label)
         if comp is not None:
             row["SB vs LB, Mann–Whitney p"] = _p(comp.test.p_value)
         rows.append(row)
-        for result in (tau, rho):
+        for result in (tau, rho, within):
+            if result is None:
+                continue
             values.append(
                 {
                     "measure": col.label,
@@ -395,6 +401,13 @@ def correlation_table(study: Study, target: str) -> Table | None:
         f"Over all checkpoints; {level}% percentile bootstrap intervals from "
         f"{study.settings.get('n_boot')} resamples (seed {study.settings.get('seed')})."
     )
+    if len(study.regimes) > 1:
+        note += (
+            " τ within regime counts only pairs of checkpoints from the same regime (same "
+            "batch size and learning rate, different seeds): when the measure and the "
+            "target both follow the batch size, τ over all checkpoints can be strong while "
+            "this one is not; p (within) is a permutation test within regimes."
+        )
     if study.sb is not None:
         note += (
             " The last column tests whether the measure differs between the SB and LB "
