@@ -75,8 +75,8 @@ class Correlation(Result):
 
     @property
     def symbol(self) -> str:
-        """``"tau"`` for Kendall, ``"rho"`` for Spearman."""
-        return "tau" if self.method == "kendall" else "rho"
+        """``"tau"`` for Kendall (over all pairs or within groups), ``"rho"`` for Spearman."""
+        return "rho" if self.method == "spearman" else "tau"
 
     def text(self, digits: int = 2, *, name: str | None = None) -> str:
         """The short human form used by reports, ``"-0.62 [-0.80, -0.41]"``.

@@ -131,7 +131,33 @@ def _correlation_sentence(study: Study, target: str, name: str) -> str | None:
         )
     else:
         sentence += f". None is significant (a {level} interval excluding zero with p < {alpha})."
-    return sentence
+    return sentence + _within_clause(study, target, found, confidence)
+
+
+def _within_clause(study: Study, target: str, pooled: list[str], confidence: float) -> str:
+    """Which measures still rank checkpoints when only pairs within a regime count."""
+    if not pooled or len(study.regimes) < 2:
+        return ""
+    within = [study.correlations.get((label, target, "within")) for label in pooled]
+    kept = [
+        label
+        for label, tau in zip(pooled, within, strict=True)
+        if tau is not None and _finite(tau.estimate) and significant(tau, confidence)
+    ]
+    defined = sum(tau is not None and _finite(tau.estimate) for tau in within)
+    if not defined:
+        return ""
+    if not kept:
+        return (
+            " Counting only pairs of checkpoints from the same regime (different seeds), "
+            "none of them is significant: the association may come from the regime "
+            "(batch size) alone."
+        )
+    return (
+        " Counting only pairs of checkpoints from the same regime, still significant: "
+        + ", ".join(kept)
+        + "."
+    )
 
 
 def _trend_sentence(study: Study, trends: dict[str, Correlation], name: str) -> str | None:

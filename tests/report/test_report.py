@@ -372,3 +372,37 @@ def test_many_measures_spread_over_several_figures(tmp_path: Path) -> None:
     build(df[df.measure == "m00"], tmp_path, n_boot=20)
     left = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
     assert "batch-size-2.png" not in left and "mine.png" in left  # only our own files go
+
+
+def _confounded(within: list[float]) -> pd.DataFrame:
+    """4 batch sizes x 4 seeds; sharpness and accuracy both follow the batch size, and
+    within a batch size the accuracy of the seeds ranked by sharpness is ``within``."""
+    rows = []
+    for r, batch in enumerate((16, 64, 256, 1024)):
+        for seed in range(4):
+            rows.append(
+                {"regime": f"B{batch}", "batch_size": batch, "seed": seed, "measure": "lambda_max",
+                 "value": 10.0 * (r + 1) + seed, "test_accuracy": 0.95 - 0.05 * r + within[seed],
+                 "train_accuracy": 0.99}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summary_says_when_only_the_regime_links_sharpness_and_accuracy() -> None:
+    from flatness.report.summary import summary_sentences
+
+    # Within each batch size the ranks are (2, 4, 1, 3): exactly as many concordant
+    # pairs as discordant ones, so the within-regime tau is 0.
+    study = analyze(_confounded([0.002, 0.004, 0.001, 0.003]), n_boot=500)
+    pooled = study.correlations[("λ_max", "test_accuracy", "kendall")]
+    within = study.correlations[("λ_max", "test_accuracy", "within")]
+    assert pooled.estimate < -0.6 and within.estimate == 0.0
+    text = " ".join(summary_sentences(study))
+    assert "same regime (different seeds), none of them is significant" in text
+
+    study = analyze(_confounded([0.004, 0.003, 0.002, 0.001]), n_boot=500)
+    assert study.correlations[("λ_max", "test_accuracy", "within")].estimate == -1.0
+    text = " ".join(summary_sentences(study))
+    assert (
+        "Counting only pairs of checkpoints from the same regime, still significant: λ_max" in text
+    )
