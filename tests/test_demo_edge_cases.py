@@ -98,6 +98,20 @@ def _answer(md: str, name: str) -> str:
     return next(line for line in md.splitlines() if line.startswith(f"- {name}: "))
 
 
+def test_overview_says_when_lb_is_not_sharper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LB values 1, 2, 3 against SB's 2 in seeds 0, 1, 2: LB is higher in 1 of 3 seeds
+    and lower in 1; the answer must say LB is not sharper in every seed."""
+    spec = [("SB", 8, s, 2.0, 0.9) for s in range(3)]
+    spec += [("LB", 64, s, 1.0 + s, 0.8) for s in range(3)]
+    md = _overview(tmp_path, monkeypatch, {"toy": _frame(spec)})
+    assert "LB is NOT sharper than SB in every seed" in _answer(md, "toy")
+    assert "| 1/3, ×1.00, p = " in md
+    assert "LB test accuracy is 10.00 points below SB's" in _answer(md, "toy")
+    assert (tmp_path / "report.html").is_file()
+
+
 def test_overview_does_not_call_missing_test_accuracies_equal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
