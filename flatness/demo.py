@@ -294,11 +294,13 @@ class CaseResult(Result):
 
 @dataclass(frozen=True)
 class StudyResult(Result):
-    """What :func:`run_study` did: one :class:`CaseResult` per case, and the overview."""
+    """What :func:`run_study` did: one :class:`CaseResult` per case, and the overview
+    (its pages and its answers, one sentence per case)."""
 
     cases: tuple[CaseResult, ...]
     html: Path
     markdown: Path
+    answers: tuple[str, ...]
     seconds: float
 
     @property
@@ -528,7 +530,7 @@ def run_study(
             )
     if command:
         intro.append(f"Regenerate with `{command}`; reruns reuse checkpoints and stored scores.")
-    html, markdown = write_overview(
+    overview = write_overview(
         out_dir,
         [
             OverviewCase(
@@ -544,10 +546,13 @@ def run_study(
         title=plan.title,
         intro=intro,
     )
+    for answer in overview.answers:
+        echo(f"- {answer}")
     return StudyResult(
         cases=tuple(results),
-        html=html,
-        markdown=markdown,
+        html=overview.html,
+        markdown=overview.markdown,
+        answers=overview.answers,
         seconds=time.perf_counter() - started,
     )
 

@@ -93,6 +93,7 @@ def test_demo_trains_scores_and_reports_printing_the_report_path(demo_run: dict)
     assert "[1/1] tiny MLP on MNIST-1D" in printed
     assert "train: 7 networks" in printed
     assert f"report: {Path('o') / 'report.html'}" in printed
+    assert "\n- tiny: LB is" in printed  # the overview's answer, printed too
     for path in ("o/report.html", "o/report.md", "o/tiny/report.html", "o/tiny/report.md"):
         assert (root / path).is_file(), path
     assert len(list((root / "r/tiny").glob("*/seed*/final.pt"))) == 7

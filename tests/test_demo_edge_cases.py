@@ -90,7 +90,7 @@ def _overview(
         for name in frames
     ]
     monkeypatch.setattr("flatness.report.overview._frame", lambda case: frames[case.name])
-    _, md = write_overview(tmp_path, cases, title="t", n_boot=50)
+    md = write_overview(tmp_path, cases, title="t", n_boot=50).markdown
     return md.read_text(encoding="utf-8")
 
 
@@ -171,7 +171,7 @@ def test_overview_with_no_case_writes_no_broken_tables(tmp_path: Path) -> None:
     the overview with no case. Its Markdown must not contain empty, malformed tables
     (a "|  |" header over a "||" rule); tables without rows should be left out or
     replaced by a sentence."""
-    _, md = write_overview(tmp_path, [], title="t", n_boot=10)
+    md = write_overview(tmp_path, [], title="t", n_boot=10).markdown
     lines = md.read_text(encoding="utf-8").splitlines()
     assert "||" not in lines
 

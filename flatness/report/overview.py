@@ -42,7 +42,7 @@ from flatness.report.stats import format_mean_std, format_p_value
 from flatness.report.summary import level_text, significant
 from flatness.report.tables import Table
 
-__all__ = ["OverviewCase", "write_overview"]
+__all__ = ["Overview", "OverviewCase", "write_overview"]
 
 DASH = "—"
 
@@ -67,6 +67,15 @@ class OverviewCase:
     report: Path
     reference: str | None = None
     checkpoints: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What :func:`write_overview` wrote: the two pages and the answers they give."""
+
+    html: Path
+    markdown: Path
+    answers: tuple[str, ...]
 
 
 def _frame(case: OverviewCase) -> pd.DataFrame:
@@ -457,7 +466,7 @@ def write_overview(
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-) -> tuple[Path, Path]:
+) -> Overview:
     """Write ``report.html`` and ``report.md`` comparing the cases (module docstring).
 
     Args:
@@ -470,7 +479,7 @@ def write_overview(
         seed: The bootstrap's seed.
 
     Returns:
-        The HTML and Markdown paths.
+        The HTML and Markdown paths and the answers (one sentence per case).
     """
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
@@ -488,6 +497,7 @@ def write_overview(
         for case in cases
     )
     sections = [Section("What was run", "setup", [Paragraph(text) for text in intro])]
+    answers: list[str] = []
     if cases:
         answers = _answers(cases, studies, within, confidence)
         sections += [
@@ -506,4 +516,4 @@ def write_overview(
     html, markdown = base / "report.html", base / "report.md"
     markdown.write_text(to_markdown(title, sections), encoding="utf-8")
     html.write_text(to_html(title, sections, base), encoding="utf-8")
-    return html, markdown
+    return Overview(html, markdown, tuple(answers))
