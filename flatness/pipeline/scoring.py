@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -423,7 +424,19 @@ class _Scorer:
             self.failures.append(message)
             self.log(f"FAILED {message}")
             return
-        self.store.finish_curve(sb.sha256, lb.sha256, key, pair.label, result.to_frame())
+        frame = result.to_frame()
+        if result.clamped_alphas:
+            # Kept beside the curve so a report can say where the loss is an artifact.
+            clamped = pd.DataFrame(
+                {
+                    "alpha": list(result.clamped_alphas),
+                    "split": "bn",
+                    "metric": CLAMPED,
+                    "value": 1.0,
+                }
+            )
+            frame = pd.concat([frame, clamped], ignore_index=True)
+        self.store.finish_curve(sb.sha256, lb.sha256, key, pair.label, frame)
         self.counts["computed"] += 1
 
     def wait_for_others(self, poll: float) -> None:
@@ -590,6 +603,10 @@ def score(
         seconds=time.perf_counter() - started,
     )
 
+
+CLAMPED = "variance_clamped"
+"""The ``curves`` metric (split ``"bn"``) marking the α at which an extrapolated
+BatchNorm running variance was negative and clamped to zero (``bn = "interpolate"``)."""
 
 OBJECTIVE_SETTINGS = ("examples", "seed", "dtype")
 """``[scoring]`` settings that change the numbers: the examples, the seed that picks them

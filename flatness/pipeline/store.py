@@ -474,7 +474,9 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Columns: ``sb_path``, ``lb_path`` (the checkpoints' paths), ``sb``, ``lb`` (their
     SHA-256), ``label``, ``settings``, ``alpha``, ``split`` (train/test), ``metric``
-    (loss/accuracy) and ``value``.
+    (loss/accuracy) and ``value``. Rows with split ``"bn"`` and metric
+    ``"variance_clamped"`` mark the α at which an extrapolated BatchNorm running variance
+    was negative and clamped to zero (``bn = "interpolate"``).
     """
     p = _existing_store(path)
     with closing(sqlite3.connect(str(p))) as db:

@@ -102,6 +102,8 @@ class CurveSummary:
         rise_lb: Training loss at α = 1 + h minus the loss at α = 1.
         test_accuracy_sb: Test accuracy at α = 0.
         test_accuracy_lb: Test accuracy at α = 1.
+        clamped: The α at which extrapolated BatchNorm running variances were negative
+            and clamped to zero: the loss there reflects the clamping.
     """
 
     label: str
@@ -113,6 +115,7 @@ class CurveSummary:
     rise_lb: float
     test_accuracy_sb: float
     test_accuracy_lb: float
+    clamped: tuple[float, ...] = ()
 
 
 def _series(frame: pd.DataFrame, split: str, metric: str) -> pd.Series:
@@ -151,6 +154,7 @@ def summarize(pair: Pair) -> CurveSummary:
         rise_lb=rise_lb,
         test_accuracy_sb=_at(accuracy, 0.0),
         test_accuracy_lb=_at(accuracy, 1.0),
+        clamped=tuple(float(a) for a in _series(pair.frame, "bn", "variance_clamped").index),
     )
 
 
@@ -188,10 +192,21 @@ def curve_table(summaries: list[CurveSummary]) -> Table:
     )
 
 
+def _clamped_text(summary: CurveSummary) -> str:
+    if not summary.clamped:
+        return ""
+    where = ", ".join(f"{a:g}" for a in summary.clamped)
+    return (
+        f" At α = {where}, BatchNorm running variances extrapolated from the two ends were "
+        "negative and clamped to zero, so the loss there reflects the clamping, not the "
+        'landscape; score the pair with bn = "recompute" for statistics of each point.'
+    )
+
+
 def curve_sentence(summary: CurveSummary) -> str | None:
     """One sentence on a pair: which end rises faster, and whether a ridge separates them."""
     if not (math.isfinite(summary.rise_sb) and math.isfinite(summary.rise_lb)):
-        return None
+        return _clamped_text(summary).strip() or None
     steeper = "LB" if summary.rise_lb > summary.rise_sb else "SB"
     ratio = (
         summary.rise_lb / summary.rise_sb
@@ -211,4 +226,4 @@ def curve_sentence(summary: CurveSummary) -> str | None:
             if summary.barrier > 1e-12
             else "; the loss between them never exceeds the higher end (no barrier)"
         )
-    return text + "."
+    return text + "." + _clamped_text(summary)

@@ -355,3 +355,31 @@ def test_summary_table_holds_the_stored_headlines(sweep: Path) -> None:
         lam = mine[(mine["measure"] == "lambda_max") & (mine["component"] == "1")]["value"].item()
         assert row["lambda_max"] == lam
         assert row["trace"] == mine[mine["measure"] == "trace"]["value"].item()
+
+
+def test_a_stored_parametric_plot_keeps_where_batchnorm_variances_were_clamped(
+    tmp_path: Path,
+) -> None:
+    from flatness.zoo.networks import build_network
+
+    kwargs = {"name": "tiny_mlp", "input_shape": [5], "num_classes": 3, "width": 4, "depth": 1}
+    for name, seed, variance in (("sb.pt", 0, 1.0), ("lb.pt", 1, 4.0)):
+        net = build_network(**kwargs, batchnorm=True, seed=seed)
+        norm = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        norm.running_var.fill_(variance)
+        torch.save(net.state_dict(), tmp_path / name)
+    model = (
+        'factory = "flatness.zoo.networks:build_network"\n'
+        'kwargs = { name = "tiny_mlp", input_shape = [5], num_classes = 3, width = 4, '
+        "depth = 1, batchnorm = true }"
+    )
+    text = manifest_text(["sb.pt", "lb.pt"], measures="lambda_max = {}", model=model)
+    text += '\n[[pairs]]\nsb = "sb.pt"\nlb = "lb.pt"\nalphas = [-1.0, 2.0]\npoints = 4\n'
+    (tmp_path / "m.toml").write_text(text)
+    assert fl.score(tmp_path / "m.toml").ok
+    curves = fl.load_curves(tmp_path / "results.sqlite")
+    marks = curves[curves["split"] == "bn"]
+    # Extrapolated variance at alpha = -1: 2 * 1 - 4 < 0 (clamped); at 2: -1 + 8 > 0.
+    assert marks["alpha"].tolist() == [-1.0] and set(marks["metric"]) == {"variance_clamped"}
+    report = fl.report.build_from_store(tmp_path / "results.sqlite", tmp_path / "r", n_boot=10)
+    assert any("At α = -1, BatchNorm running variances" in s for s in report.summary)

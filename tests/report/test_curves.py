@@ -73,3 +73,19 @@ def test_pairs_show_paths_relative_to_the_root() -> None:
     assert (pair.sb_path, pair.lb_path) == ("sb/seed0.pt", "lb/seed0.pt")
     assert pair.settings == {"curve": "linear", "bn": "interpolate"}
     assert pairs(None) == [] and pairs(pd.DataFrame()) == []
+
+
+def test_clamped_batchnorm_variances_are_named_in_the_sentence() -> None:
+    frame = curve_frame(np.linspace(-1, 2, 13), bumpy)
+    marks = frame.iloc[:2].copy()
+    clamped = [[2.0, "bn", "variance_clamped", 1.0], [1.75, "bn", "variance_clamped", 1.0]]
+    marks[["alpha", "split", "metric", "value"]] = clamped
+    (pair,) = pairs(pd.concat([frame, marks], ignore_index=True))
+    s = summarize(pair)
+    assert s.clamped == (1.75, 2.0)
+    assert s.rise_lb == pytest.approx(2.0 * 0.25)  # the marks are not read as losses
+    text = curve_sentence(s)
+    assert text is not None and "At α = 1.75, 2, BatchNorm running variances" in text
+    assert 'bn = "recompute"' in text
+    (plain,) = pairs(frame)
+    assert "BatchNorm" not in (curve_sentence(summarize(plain)) or "")
