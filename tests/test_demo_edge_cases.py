@@ -14,21 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 import flatness as fl
 from flatness import demo
 from flatness.cli import main
 from flatness.report.overview import OverviewCase, write_overview
+from tests.test_demo import MINI_TRAIN, one_thread  # noqa: F401 (an autouse fixture)
 
-TRAIN = {
-    **demo.KESKAR_PROTOCOL,
-    "network": "tiny_mlp",
-    "network_kwargs": {"width": 8, "depth": 1},
-    "dataset": "mnist1d",
-    "dataset_kwargs": {"n_train": 200, "n_test": 100},
-    "epochs": 2,
-}
+TRAIN = {**MINI_TRAIN, "epochs": 2}
 
 
 def _case(**kw: object) -> demo.Case:
@@ -47,14 +40,6 @@ def _case(**kw: object) -> demo.Case:
 def _study(case: demo.Case) -> demo.StudyResult:
     plan = demo.StudyPlan(name="p", title="p", cases=(case,), runs="r", out="o")
     return demo.run_study(plan, progress=False, echo=lambda line: None)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- overview wording (synthetic frames, no training) -----------------------------------
