@@ -16,14 +16,15 @@ the whole pipeline and then writes an overview page:
 4. **overview** ``<out>/report.html`` and ``<out>/report.md``: for every case, whether
    LB is sharper than SB in every seed by every measure, the test-accuracy gap with the
    seeds' spread, and how each measure ranks the checkpoints by test accuracy
-   (Kendall's τ with a bootstrap interval).
+   (Kendall's τ with a bootstrap interval, over all checkpoints and within each batch
+   size).
 
 Reruns reuse what exists: finished runs are not retrained (same settings), stored
 scores are not recomputed, and a case's report is rebuilt only when its store (or the
 report code) changed.
 
-Two plans are built in: :data:`DEMO` (one case, three seeds, the cheaper measures: a
-few minutes on a 2-core CPU) and :data:`FULL` (the study of ``analyses/keskar/``:
+Two plans are built in: :data:`DEMO` (one case, three seeds, the cheaper measures:
+about a minute and a half on a 2-core CPU) and :data:`FULL` (the study of ``analyses/keskar/``:
 F1- and C1-style networks on MNIST-1D with five seeds, a six-size batch sweep with
 three seeds, F1 on scikit-learn's digits, and every measure).
 
@@ -211,7 +212,7 @@ DEMO = StudyPlan(
     runs="runs/demo",
     out="reports/demo",
 )
-"""The reduced study ``flatness demo`` runs: 6 networks, 4 measures (8 scalar columns)."""
+"""The reduced study ``flatness demo`` runs: 6 networks, 4 measures (7 scalar columns)."""
 
 FULL = StudyPlan(
     name="keskar-mnist1d",
