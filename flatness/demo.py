@@ -605,8 +605,10 @@ def describe(case: Case) -> str:
 
 
 def _has_measurements(store: Path) -> bool:
-    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as con:
-        return con.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
+    from flatness.pipeline.store import ResultsStore
+
+    with ResultsStore(store) as db:
+        return db.has_measurements()
 
 
 def _compute_seconds(store: Path) -> float:
