@@ -1,22 +1,80 @@
-"""The common base of every result that an estimator returns.
+"""The result contract every estimator honours, and the cost meter they share.
 
-Every estimator in flatness returns a frozen dataclass deriving from :class:`Result`.
-Results carry their own evidence (products spent, seconds, convergence flags and
-error bars) and convert to plain Python for pandas and the results store.
+Every estimator in flatness returns a frozen dataclass deriving from :class:`Result`
+and exposing the same core fields, under the same names (fields or properties):
+
+``value``
+    The headline: a float, or a tuple of floats for a top-k spectrum.
+``stderr``
+    Its error bar, with ``value``'s shape: a standard error for stochastic estimates,
+    the residual bound ``||A v - lambda v||`` for eigenvalues (:attr:`Result.error_kind`
+    says which); NaN where none exists.
+``converged``
+    Whether the estimate met its own accuracy target (a tuple for a top-k spectrum);
+    ``True`` for estimates that have no such notion.
+``matvecs``, ``evaluations``, ``gradients``
+    The cost: Hessian-vector products, loss evaluations (forward passes over the
+    evaluation data) and gradient evaluations spent. Zero where none were.
+``gradient_equivalents``
+    The cost as a nominal number of full gradients (:func:`gradient_equivalents`);
+    NaN where the result came from a plain matrix rather than a model.
+``seconds``
+    Wall time of the call.
+``settings``
+    The keyword arguments that reproduce the result with its estimator.
+
+and the methods :meth:`Result.to_dict` (plain Python for pandas) and
+:meth:`Result.records` (the rows the results store keeps). :class:`ResultContract`
+states the same as a typing protocol; ``tests/test_result_contract.py`` walks every
+public estimator and checks it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+ErrorKind = Literal["stderr", "residual"]
+
+#: Nominal costs, in full gradients over the same data, that
+#: :func:`gradient_equivalents` charges: a forward pass (loss only) is a third of a
+#: gradient, a Hessian-vector product two (Pearlmutter 1994: one extra forward and
+#: backward pass through the gradient's graph).
+COST_FORWARD = 1.0 / 3.0
+COST_GRADIENT = 1.0
+COST_HVP = 2.0
+
+
+def gradient_equivalents(*, matvecs: int = 0, evaluations: int = 0, gradients: int = 0) -> float:
+    """The nominal cost of a computation in full gradients.
+
+    Args:
+        matvecs: Hessian-vector products spent.
+        evaluations: Loss evaluations without a gradient.
+        gradients: Gradient evaluations (each includes its loss).
+
+    Returns:
+        ``COST_HVP * matvecs + COST_FORWARD * evaluations + COST_GRADIENT * gradients``.
+
+    Examples:
+        >>> gradient_equivalents(matvecs=10, gradients=1)
+        21.0
+    """
+    return COST_HVP * matvecs + COST_FORWARD * evaluations + COST_GRADIENT * gradients
+
 
 def to_plain(value: Any) -> Any:
     """Convert tensors, arrays and nested containers to plain Python objects.
+
+    Returns:
+        ``value`` with tensors and arrays turned into (nested) lists or scalars, dtypes
+        and devices into strings, dataclasses and mappings into dicts.
 
     Examples:
         >>> to_plain({"a": torch.tensor([1.0, 2.0]), "b": (np.float64(3.0),)})
@@ -40,9 +98,90 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+def finite_or_none(x: Any) -> float | None:
+    """``float(x)`` when it is finite, else ``None`` (how the store keeps a missing bar).
+
+    Examples:
+        >>> finite_or_none(1), finite_or_none(float("nan")), finite_or_none(None)
+        (1.0, None, None)
+    """
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One scalar a result contributes to the results store.
+
+    Attributes:
+        component: Which scalar of the result (``""`` for the headline of a single
+            value, ``"1"`` … ``"k"`` for the top eigenvalues, a name such as
+            ``"trace_cov"`` for secondary quantities).
+        value: The value.
+        error: Its error bar (``None`` when there is none).
+        error_kind: What ``error`` is: ``"stderr"`` or ``"residual"``.
+        converged: Whether the estimate met its own accuracy target (``None`` when the
+            estimator has no such notion).
+    """
+
+    component: str
+    value: float
+    error: float | None = None
+    error_kind: str | None = None
+    converged: bool | None = None
+
+
+@runtime_checkable
+class ResultContract(Protocol):
+    """The fields and methods every estimator result exposes (see the module doc)."""
+
+    @property
+    def value(self) -> float | tuple[float, ...]: ...
+
+    @property
+    def stderr(self) -> float | tuple[float, ...]: ...
+
+    @property
+    def converged(self) -> bool | tuple[bool, ...]: ...
+
+    @property
+    def matvecs(self) -> int: ...
+
+    @property
+    def evaluations(self) -> int: ...
+
+    @property
+    def gradients(self) -> int: ...
+
+    @property
+    def gradient_equivalents(self) -> float: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+    @property
+    def settings(self) -> dict[str, Any]: ...
+
+    def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]: ...
+
+    def records(self) -> list[Record]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
-    """Base class of all result dataclasses: adds :meth:`to_dict`."""
+    """Base class of all result dataclasses.
+
+    Subclasses provide the contract's fields (as dataclass fields or properties; see
+    the module doc). The base supplies :meth:`to_dict` and a :meth:`records` that
+    turns ``value``/``stderr``/``converged`` into rows: one row for a scalar headline
+    (component ``""``), one per entry for a tuple (components ``"1"`` … ``"k"``).
+    Results with secondary quantities override :meth:`records`.
+    """
+
+    #: What ``stderr`` is, for the store: a standard error or a residual bound.
+    error_kind: ClassVar[ErrorKind] = "stderr"
 
     def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
         """Return the fields as plain Python values.
@@ -50,6 +189,9 @@ class Result:
         Args:
             include_arrays: When false, fields declared with ``repr=False`` (large arrays
                 such as eigenvectors) are left out.
+
+        Returns:
+            ``{field name: plain value}`` for every dataclass field.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -58,9 +200,127 @@ class Result:
             out[f.name] = to_plain(getattr(self, f.name))
         return out
 
+    def records(self) -> list[Record]:
+        """The rows this result contributes to the results store.
+
+        Returns:
+            One :class:`Record` per scalar of ``value``, with its error bar (``None``
+            where it is NaN) and convergence flag.
+
+        Raises:
+            AttributeError: If the subclass does not provide ``value``.
+        """
+        value: Any = getattr(self, "value")  # noqa: B009 - provided by the subclass
+        stderr: Any = getattr(self, "stderr", math.nan)
+        converged: Any = getattr(self, "converged", None)
+        if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
+            n = len(value)
+            errors = list(stderr) if isinstance(stderr, Sequence | np.ndarray) else [stderr] * n
+            flags = (
+                list(converged) if isinstance(converged, Sequence | np.ndarray) else [converged] * n
+            )
+            return [
+                Record(
+                    str(i + 1),
+                    float(v),
+                    finite_or_none(e),
+                    self.error_kind if finite_or_none(e) is not None else None,
+                    None if c is None else bool(c),
+                )
+                for i, (v, e, c) in enumerate(zip(value, errors, flags, strict=True))
+            ]
+        error = finite_or_none(stderr)
+        return [
+            Record(
+                "",
+                float(value),
+                error,
+                self.error_kind if error is not None else None,
+                None if converged is None else bool(converged),
+            )
+        ]
+
+
+class Meter:
+    """Cost bookkeeping for one estimator call: wall time and products spent.
+
+    Use it as a context manager around the work; read :attr:`seconds` and
+    :attr:`matvecs` afterwards (or during the work, for the running totals).
+    Loss and gradient evaluations that the estimator performs itself are counted with
+    :meth:`count`.
+
+    Args:
+        op: The operator whose products to count (anything with a ``matvecs``
+            counter); ``None`` counts none.
+
+    Examples:
+        >>> from flatness.curvature.operator import DenseOperator
+        >>> A = DenseOperator(torch.eye(3, dtype=torch.float64))
+        >>> with Meter(A) as meter:
+        ...     _ = A.matvec(torch.ones(3, dtype=torch.float64))
+        ...     meter.count(evaluations=2)
+        >>> meter.matvecs, meter.evaluations, meter.seconds >= 0
+        (1, 2, True)
+    """
+
+    def __init__(self, op: Any = None) -> None:
+        self._op = op
+        self._t0 = time.perf_counter()
+        self._t1: float | None = None
+        self._m0 = int(op.matvecs) if op is not None else 0
+        self._m1: int | None = None
+        self.evaluations = 0
+        self.gradients = 0
+
+    def __enter__(self) -> Meter:
+        self._t0 = time.perf_counter()
+        self._t1 = None
+        self._m0 = int(self._op.matvecs) if self._op is not None else 0
+        self._m1 = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Freeze the totals (the context manager does this on exit)."""
+        if self._t1 is None:
+            self._t1 = time.perf_counter()
+            self._m1 = int(self._op.matvecs) if self._op is not None else 0
+
+    def count(self, *, evaluations: int = 0, gradients: int = 0) -> None:
+        """Add loss or gradient evaluations performed outside the operator."""
+        self.evaluations += int(evaluations)
+        self.gradients += int(gradients)
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds since the meter started (until it stopped)."""
+        end = self._t1 if self._t1 is not None else time.perf_counter()
+        return end - self._t0
+
+    @property
+    def matvecs(self) -> int:
+        """Products the operator performed since the meter started (until it stopped)."""
+        if self._op is None:
+            return 0
+        end = self._m1 if self._m1 is not None else int(self._op.matvecs)
+        return end - self._m0
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The nominal cost so far, in full gradients (:func:`gradient_equivalents`)."""
+        return gradient_equivalents(
+            matvecs=self.matvecs, evaluations=self.evaluations, gradients=self.gradients
+        )
+
 
 def format_float(x: float, digits: int = 6) -> str:
-    """Format a float compactly for ``repr`` (``nan`` stays readable)."""
+    """Format a float compactly for ``repr`` (``nan`` stays readable).
+
+    Returns:
+        ``x`` with ``digits`` significant digits, or ``"nan"``.
+    """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
     return f"{x:.{digits}g}"

@@ -387,6 +387,19 @@ class ResultsStore:
     def tasks(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM tasks", self._db)
 
+    def compute_seconds(self) -> float:
+        """Seconds of measure computation stored, each task counted once.
+
+        Returns:
+            The sum over (checkpoint, measure, settings) of the task's seconds (a
+            task's components share one time, so it is taken once, not per row).
+        """
+        (total,) = self._db.execute(
+            "SELECT sum(s) FROM (SELECT max(seconds) AS s FROM measurements "
+            "GROUP BY checkpoint, measure, settings)"
+        ).fetchone()
+        return float(total or 0.0)
+
 
 _TIDY_ORDER = (
     "checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch",
