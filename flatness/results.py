@@ -23,8 +23,9 @@ and exposing the same core fields, under the same names (fields or properties):
 ``settings``
     The keyword arguments that reproduce the result with its estimator.
 
-and the methods :meth:`Result.to_dict` (plain Python for pandas) and
-:meth:`Result.records` (the rows the results store keeps). :class:`ResultContract`
+and the methods :meth:`Result.to_dict` (plain Python for pandas),
+:meth:`Result.records` (the rows the results store keeps) and :meth:`Result.details`
+(what the store keeps beside them). :class:`ResultContract`
 states the same as a typing protocol; ``tests/test_result_contract.py`` walks every
 public estimator and checks it.
 """
@@ -166,6 +167,8 @@ class ResultContract(Protocol):
 
     def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]: ...
 
+    def details(self) -> dict[str, Any]: ...
+
     def records(self) -> list[Record]: ...
 
 
@@ -199,6 +202,15 @@ class Result:
                 continue
             out[f.name] = to_plain(getattr(self, f.name))
         return out
+
+    def details(self) -> dict[str, Any]:
+        """What the results store keeps beside the rows (the ``details`` JSON).
+
+        Returns:
+            :meth:`to_dict` without the large arrays; results whose arrays belong in
+            the store (a spectral density's nodes and weights) override this.
+        """
+        return self.to_dict(include_arrays=False)
 
     def records(self) -> list[Record]:
         """The rows this result contributes to the results store.

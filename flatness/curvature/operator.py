@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
+
+    from flatness.curvature.objective import Objective
 
 
 @runtime_checkable
@@ -51,6 +53,11 @@ class SymmetricOperator(Protocol):
     def matmat(self, V: Tensor) -> Tensor:
         """Return ``A @ V`` for a block of shape ``(dim, k)``."""
         ...
+
+
+#: What the curvature estimators take first: an objective (a fresh Hessian operator is
+#: built and closed around the call) or an operator the caller owns.
+Target: TypeAlias = Union["Objective", SymmetricOperator]
 
 
 class DenseOperator:
