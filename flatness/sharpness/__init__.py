@@ -6,9 +6,9 @@ dataclass with its value, settings, seconds, evaluations and, where it applies, 
 error bar.
 """
 
+from flatness.evaluation import mean_loss_and_accuracy
 from flatness.sharpness.adaptive import AdaptiveSharpnessResult, adaptive_sharpness
 from flatness.sharpness.average import AverageSharpnessResult, average_sharpness
-from flatness.sharpness.evaluation import mean_loss_and_accuracy
 from flatness.sharpness.interpolation import (
     InterpolationResult,
     interpolate_checkpoints,

@@ -50,8 +50,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from flatness.curvature.objective import Batch, LossFn, batch_size_of, move_batch, split_batches
+from flatness.evaluation import mean_loss_and_accuracy, xy_pair
 from flatness.results import Result, format_float
-from flatness.sharpness.evaluation import mean_loss_and_accuracy, xy_pair
 
 __all__ = [
     "InterpolationResult",

@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 
 from flatness.curvature.objective import Objective
+from flatness.evaluation import mean_loss_and_accuracy
 from flatness.results import Result, format_float
-from flatness.sharpness.interpolation import mean_loss_and_accuracy
 
 __all__ = ["LandscapeResult", "filter_normalized_directions", "loss_landscape_2d"]
 

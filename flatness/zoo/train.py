@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
+from flatness.evaluation import evaluate
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
 from flatness.zoo.data import Dataset, load_dataset
 from flatness.zoo.factories import is_factory_spec
@@ -101,32 +102,6 @@ def package_versions() -> dict[str, str]:
         "numpy": str(np.__version__),
         "flatness": flatness_version,
     }
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` in eval mode.
-
-    The model's training mode is restored afterwards.
-
-    Returns:
-        ``(loss, accuracy)`` over all examples.
-    """
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    try:
-        for start in range(0, x.shape[0], batch_size):
-            out = model(x[start : start + batch_size])
-            target = y[start : start + batch_size]
-            total_loss += float(F.cross_entropy(out, target, reduction="sum"))
-            correct += int((out.argmax(dim=1) == target).sum())
-    finally:
-        model.train(was_training)
-    n = max(int(x.shape[0]), 1)
-    return total_loss / n, correct / n
 
 
 @contextmanager

@@ -1,0 +1,176 @@
+r"""The mean loss and accuracy of a model over fixed ``(x, y)`` data: one implementation.
+
+Training (:mod:`flatness.zoo.train`), scoring (:mod:`flatness.pipeline.scoring`) and the
+landscapes (:mod:`flatness.sharpness.interpolation`, :mod:`flatness.sharpness.landscape`)
+all ask the same question of a model: its mean loss and its accuracy on a data set.
+They ask it here. The loss is the example-weighted mean of the batch means,
+
+.. math::
+
+    \bar\ell = \sum_b \frac{n_b}{N}\, \bar\ell_b, \qquad
+    \mathrm{acc} = \frac{1}{N} \sum_i [\arg\max_c\, o_{ic} = y_i],
+
+accumulated in the same order and dtype as :meth:`flatness.Objective.value`, so the
+two agree exactly for the same model, batches and loss. This module depends only on
+:mod:`flatness.curvature.objective` (for the batch helpers), never on ``zoo`` or the
+pipeline, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flatness.curvature.objective import Batch, LossFn, batch_size_of
+
+__all__ = ["evaluate", "mean_loss_and_accuracy", "xy_pair"]
+
+
+def _class_labels(out: Any, y: Any) -> bool:
+    return (
+        isinstance(out, Tensor)
+        and isinstance(y, Tensor)
+        and out.ndim == 2
+        and y.ndim == 1
+        and out.shape[0] == y.shape[0]
+        and not y.is_floating_point()
+        and not y.is_complex()
+        and y.dtype != torch.bool
+    )
+
+
+def xy_pair(batch: Batch, what: str) -> tuple[Any, Any]:
+    """Split an ``(inputs, targets)`` batch.
+
+    Args:
+        batch: The batch.
+        what: How to name the data in the error message.
+
+    Returns:
+        ``(inputs, targets)``.
+
+    Raises:
+        ValueError: If ``batch`` is not a pair.
+
+    Examples:
+        >>> xy_pair((1, 2), "train")
+        (1, 2)
+    """
+    if not (isinstance(batch, tuple | list) and len(batch) == 2):
+        raise ValueError(
+            f"{what} must be an (inputs, targets) pair or a list of (inputs, targets) "
+            f"batches; got a batch of type {type(batch).__name__}"
+        )
+    return batch[0], batch[1]
+
+
+def mean_loss_and_accuracy(
+    model_fn: Callable[..., Any],
+    batches: Sequence[Batch],
+    loss_fn: LossFn,
+    *,
+    what: str = "data",
+) -> tuple[Tensor, float | None]:
+    r"""The example-weighted mean loss and the accuracy of a model over ``(x, y)`` batches.
+
+    Accumulated in the same order as :meth:`flatness.Objective.value` (see the module
+    doc), so the loss equals it exactly for the same model, batches and loss. No
+    gradients are recorded; the model is called as it is (set its mode first).
+
+    Args:
+        model_fn: Calls the model (already in the wanted mode).
+        batches: ``(inputs, targets)`` batches.
+        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch.
+        what: How to name the data in errors.
+
+    Returns:
+        The mean loss (a 0-d tensor) and the accuracy, or ``None`` when the outputs are
+        not ``(n, classes)`` scores with integer labels ``(n,)`` in every batch.
+
+    Raises:
+        ValueError: If the batches hold no examples or a batch is not a pair.
+
+    Examples:
+        >>> net = nn.Linear(2, 3)
+        >>> X, y = torch.randn(5, 2), torch.randint(0, 3, (5,))
+        >>> loss, acc = mean_loss_and_accuracy(net, [(X[:3], y[:3]), (X[3:], y[3:])],
+        ...                                    F.cross_entropy)
+        >>> bool(torch.isclose(loss, F.cross_entropy(net(X), y))), 0.0 <= acc <= 1.0
+        (True, True)
+    """
+    sizes = [batch_size_of(b) for b in batches]
+    total_n = sum(sizes)
+    if total_n == 0:
+        raise ValueError(f"{what} holds no examples")
+    total: Tensor | None = None
+    correct = 0
+    labelled = True
+    with torch.no_grad():
+        for n, batch in zip(sizes, batches, strict=True):
+            x, y = xy_pair(batch, what)
+            out = model_fn(x)
+            loss = loss_fn(out, y)
+            if total is None:
+                total = torch.zeros((), device=loss.device, dtype=loss.dtype)
+            total = total + (n / total_n) * loss
+            if labelled and _class_labels(out, y):
+                correct += int((out.argmax(dim=-1) == y).sum())
+            else:
+                labelled = False
+    assert total is not None
+    return total, (correct / total_n if labelled else None)
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 1024,
+    loss_fn: LossFn = F.cross_entropy,
+) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode.
+
+    The data is split into consecutive batches of ``batch_size`` and passed to
+    :func:`mean_loss_and_accuracy`; the model's training mode is restored afterwards.
+
+    Args:
+        model: The classifier.
+        x: Inputs, examples along the first dimension.
+        y: Integer class labels.
+        batch_size: Examples per forward pass.
+        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch.
+
+    Returns:
+        ``(loss, accuracy)`` over all examples; ``(0.0, 0.0)`` for empty data, and an
+        accuracy of NaN when the targets are not class labels.
+
+    Raises:
+        ValueError: If ``batch_size`` is not positive.
+
+    Examples:
+        >>> net = nn.Linear(2, 3)
+        >>> X, y = torch.randn(5, 2), torch.randint(0, 3, (5,))
+        >>> loss, acc = evaluate(net, X, y, batch_size=2)
+        >>> abs(loss - float(F.cross_entropy(net(X), y))) < 1e-6, 0.0 <= acc <= 1.0
+        (True, True)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if x.shape[0] == 0:
+        return 0.0, 0.0
+    batches = [
+        (x[start : start + batch_size], y[start : start + batch_size])
+        for start in range(0, x.shape[0], batch_size)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        loss, accuracy = mean_loss_and_accuracy(model, batches, loss_fn)
+    finally:
+        model.train(was_training)
+    return float(loss), (float("nan") if accuracy is None else accuracy)
