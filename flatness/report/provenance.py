@@ -8,33 +8,26 @@ and the measurements' settings, devices, dtypes and package versions.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 import pandas as pd
 
 from flatness.report.analysis import Study
 from flatness.report.tables import Table
+from flatness.versions import REPORT_PACKAGES, installed_versions
 
 __all__ = ["REPORT_PACKAGES", "provenance_table", "report_title", "report_versions"]
 
-REPORT_PACKAGES = ("flatness", "torch", "numpy", "scipy", "pandas", "seaborn", "matplotlib")
-"""Packages whose versions a report names (those installed)."""
-
 
 def report_versions() -> dict[str, str]:
-    """The installed versions of :data:`REPORT_PACKAGES` and Python."""
-    out = {}
-    for name in REPORT_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    out["python"] = sys.version.split()[0]
-    return out
+    """The installed versions of :data:`~flatness.versions.REPORT_PACKAGES` and Python.
+
+    Returns:
+        ``{"python": ..., package: version}`` (see :func:`flatness.versions.installed_versions`).
+    """
+    return installed_versions(REPORT_PACKAGES)
 
 
 def _unique_json(df: pd.DataFrame, column: str) -> list[Any]:
