@@ -67,20 +67,26 @@ References:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Batch, Objective
-from flatness.results import Result, format_float
-from flatness.sharpness.perturbations import (
+from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.sharpness.checks import (
+    Norm,
+    NormSpec,
+    check_integer,
     check_nonnegative,
     check_norm,
     check_positive,
+)
+from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.perturbations import (
     chunk_value,
     chunk_value_and_gradient,
     elementwise_scale,
@@ -93,8 +99,12 @@ __all__ = ["AdaptiveSharpnessResult", "adaptive_sharpness"]
 
 
 @dataclass(frozen=True, eq=False)
-class AdaptiveSharpnessResult(Result):
+class AdaptiveSharpnessResult(SharpnessResult):
     """Worst-case (adaptive or plain) sharpness with the evidence for it.
+
+    Besides the fields below it has the result contract's names: ``converged``
+    (``True``: a fixed number of ascent steps has no convergence test), ``matvecs``
+    (0), ``gradient_equivalents`` and ``settings``.
 
     Attributes:
         value: The sharpness ``max_loss - loss`` (for m-sharpness, the mean over chunks).
@@ -125,7 +135,7 @@ class AdaptiveSharpnessResult(Result):
     loss: float
     max_loss: float
     rho: float
-    p: str
+    p: Norm
     adaptive: bool
     eta: float
     steps: int
@@ -138,6 +148,38 @@ class AdaptiveSharpnessResult(Result):
     seed: int
     chunk_values: tuple[float, ...] = field(default=(), repr=False)
     perturbation: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def converged(self) -> bool:
+        """``True``: the ascent runs a fixed number of steps, with no convergence test."""
+        return True
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The cost in full gradients over the whole data set.
+
+        Every chunk takes ``steps`` gradients and two plain loss evaluations (at
+        :math:`w` and at the last point), each over the chunk's examples; the chunks
+        partition the data, so the whole costs ``steps`` full gradients and two full
+        forward passes whatever ``m`` is.
+        """
+        per_chunk_gradients = self.gradients // self.chunks
+        per_chunk_forwards = self.evaluations // self.chunks - per_chunk_gradients
+        return gradient_equivalents(evaluations=per_chunk_forwards, gradients=per_chunk_gradients)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this result with :func:`adaptive_sharpness`."""
+        return {
+            "rho": self.rho,
+            "p": self.p,
+            "adaptive": self.adaptive,
+            "eta": self.eta,
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "m": self.m,
+            "seed": self.seed,
+        }
 
     def __repr__(self) -> str:
         kind = "adaptive" if self.adaptive else "plain"
@@ -155,8 +197,7 @@ def _check_settings(
     obj: Objective, eta: float, steps: int, m: int | None, step_size: float | None
 ) -> None:
     check_nonnegative("eta", eta, " (0 for exact invariance)")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    check_integer("steps", steps, minimum=0)
     if step_size is not None:
         check_positive("step_size", step_size)
     if m is not None and (
@@ -174,17 +215,21 @@ def _maximize(
     scale: Tensor,
     *,
     rho: float,
-    norm: str,
+    norm: Norm,
     steps: int,
     step_size: float,
     generator: torch.Generator,
-) -> tuple[float, float, Tensor, int]:
-    """Projected gradient ascent on one chunk: (loss, max loss, best delta, evaluations)."""
+    meter: Meter,
+) -> tuple[float, float, Tensor]:
+    """Projected gradient ascent on one chunk: (loss, max loss, best delta).
+
+    The loss and gradient evaluations are counted on ``meter``.
+    """
     theta0 = obj.theta0
     base = float(chunk_value(obj, theta0, chunk))
     best, best_delta = base, torch.zeros_like(theta0)
     gamma = random_in_ball(generator, obj.dim, rho, norm, dtype=obj.dtype, device=obj.device)
-    evaluations = 1
+    meter.count(evaluations=1)
 
     def consider(loss: float, delta: Tensor) -> None:
         nonlocal best, best_delta
@@ -199,7 +244,7 @@ def _maximize(
     for _ in range(steps):
         delta = scale * gamma
         loss, grad = chunk_value_and_gradient(obj, theta0 + delta, chunk)
-        evaluations += 1
+        meter.count(evaluations=1, gradients=1)
         consider(float(loss), delta)
         direction = scale * grad
         if norm == "2":
@@ -213,14 +258,15 @@ def _maximize(
             gamma = (gamma + step_size * direction.sign()).clamp(-rho, rho)
     delta = scale * gamma
     consider(float(chunk_value(obj, theta0 + delta, chunk)), delta)
-    return base, best, best_delta, evaluations + 1
+    meter.count(evaluations=1)
+    return base, best, best_delta
 
 
 def adaptive_sharpness(
     obj: Objective,
     *,
     rho: float,
-    p: int | float | str = 2,
+    p: NormSpec = 2,
     adaptive: bool = True,
     eta: float = 0.0,
     steps: int = 20,
@@ -272,26 +318,26 @@ def adaptive_sharpness(
     norm = check_norm(p)
     _check_settings(obj, eta, steps, m, step_size)
     alpha = float(step_size) if step_size is not None else 2.0 * rho / math.sqrt(max(steps, 1))
-    t0 = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    scale = elementwise_scale(obj.theta0, adaptive=adaptive, eta=float(eta))
-    chunks = [whole_data(obj)] if m is None else example_chunks(obj, m)
-    bases, maxima, evaluations = [], [], 0
+    bases, maxima = [], []
     delta = None
-    for chunk in chunks:
-        base, best, delta, count = _maximize(
-            obj,
-            chunk,
-            scale,
-            rho=rho,
-            norm=norm,
-            steps=steps,
-            step_size=alpha,
-            generator=generator,
-        )
-        bases.append(base)
-        maxima.append(best)
-        evaluations += count
+    with Meter() as meter:
+        generator = torch.Generator().manual_seed(seed)
+        scale = elementwise_scale(obj.theta0, adaptive=adaptive, eta=float(eta))
+        chunks = [whole_data(obj)] if m is None else example_chunks(obj, m)
+        for chunk in chunks:
+            base, best, delta = _maximize(
+                obj,
+                chunk,
+                scale,
+                rho=rho,
+                norm=norm,
+                steps=steps,
+                step_size=alpha,
+                generator=generator,
+                meter=meter,
+            )
+            bases.append(base)
+            maxima.append(best)
     values = [b - a for a, b in zip(bases, maxima, strict=True)]
     value, stderr = sample_stats(values)
     return AdaptiveSharpnessResult(
@@ -307,9 +353,9 @@ def adaptive_sharpness(
         step_size=alpha,
         m=m,
         chunks=len(chunks),
-        evaluations=evaluations,
-        gradients=steps * len(chunks),
-        seconds=time.perf_counter() - t0,
+        evaluations=meter.evaluations,
+        gradients=meter.gradients,
+        seconds=meter.seconds,
         seed=seed,
         chunk_values=tuple(values),
         perturbation=delta.detach() if m is None and delta is not None else None,

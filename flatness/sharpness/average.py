@@ -38,27 +38,28 @@ References:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Objective
-from flatness.results import Result, format_float
-from flatness.sharpness.perturbations import (
-    check_nonnegative,
-    check_positive,
-    elementwise_scale,
-    standard_normal,
-)
+from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.sharpness.checks import check_integer, check_nonnegative, check_positive
+from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.perturbations import elementwise_scale, standard_normal
 
 __all__ = ["AverageSharpnessResult", "average_sharpness"]
 
 
 @dataclass(frozen=True, eq=False)
-class AverageSharpnessResult(Result):
+class AverageSharpnessResult(SharpnessResult):
     """Average-case sharpness with its Monte Carlo error bar.
+
+    Besides the fields below it has the result contract's names: ``converged``
+    (``True``: a fixed number of draws has no convergence test), ``gradients`` (0),
+    ``matvecs`` (0), ``gradient_equivalents`` and ``settings``.
 
     Attributes:
         value: Mean loss increase :math:`\\overline{f(w+\\delta_s)} - f(w)`.
@@ -87,6 +88,32 @@ class AverageSharpnessResult(Result):
     seconds: float
     seed: int
     sample_values: tuple[float, ...] = field(default=(), repr=False)
+
+    @property
+    def converged(self) -> bool:
+        """``True``: a fixed number of Monte Carlo draws, with no convergence test."""
+        return True
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations spent: none."""
+        return 0
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The cost in full gradients: ``evaluations`` full-data forward passes."""
+        return gradient_equivalents(evaluations=self.evaluations)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this result with :func:`average_sharpness`."""
+        return {
+            "sigma": self.sigma,
+            "samples": self.samples,
+            "adaptive": self.adaptive,
+            "eta": self.eta,
+            "seed": self.seed,
+        }
 
     def __repr__(self) -> str:
         kind = "adaptive" if self.adaptive else "plain"
@@ -139,18 +166,18 @@ def average_sharpness(
         (8, 9, True)
     """
     sigma = check_positive("sigma", sigma)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    check_integer("samples", samples, minimum=1)
     check_nonnegative("eta", eta, " (0 for exact invariance)")
-    t0 = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    theta0 = obj.theta0
-    scale = sigma * elementwise_scale(theta0, adaptive=adaptive, eta=float(eta))
-    loss = float(obj.value(theta0))
-    increases = []
-    for _ in range(samples):
-        z = standard_normal(generator, obj.dim, dtype=obj.dtype, device=obj.device)
-        increases.append(float(obj.value(theta0 + scale * z)) - loss)
+    with Meter() as meter:
+        generator = torch.Generator().manual_seed(seed)
+        theta0 = obj.theta0
+        scale = sigma * elementwise_scale(theta0, adaptive=adaptive, eta=float(eta))
+        loss = float(obj.value(theta0))
+        increases = []
+        for _ in range(samples):
+            z = standard_normal(generator, obj.dim, dtype=obj.dtype, device=obj.device)
+            increases.append(float(obj.value(theta0 + scale * z)) - loss)
+        meter.count(evaluations=samples + 1)
     if any(math.isnan(v) for v in increases):
         raise FloatingPointError(
             "the loss is NaN at a perturbed point: sigma may be too large for this model, "
@@ -166,8 +193,8 @@ def average_sharpness(
         samples=samples,
         adaptive=bool(adaptive),
         eta=float(eta),
-        evaluations=samples + 1,
-        seconds=time.perf_counter() - t0,
+        evaluations=meter.evaluations,
+        seconds=meter.seconds,
         seed=seed,
         sample_values=tuple(increases),
     )

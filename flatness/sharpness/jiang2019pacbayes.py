@@ -54,25 +54,36 @@ References:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import torch
 from torch import Tensor
 
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Objective
-from flatness.results import Result, format_float
-from flatness.sharpness.perturbations import check_nonnegative, check_positive, standard_normal
+from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.sharpness.checks import check_integer, check_nonnegative, check_positive
+from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.perturbations import standard_normal
 
-__all__ = ["PacBayesFlatnessResult", "pacbayes_flatness", "pacbayes_mag_flatness"]
+__all__ = ["Criterion", "PacBayesFlatnessResult", "pacbayes_flatness", "pacbayes_mag_flatness"]
 
-CRITERIA = ("loss", "accuracy")
+Criterion: TypeAlias = Literal["loss", "accuracy"]
+"""What the noise must not move by more than the threshold: the loss or the accuracy."""
+
+CRITERIA: tuple[Criterion, ...] = get_args(Criterion)
 
 
 @dataclass(frozen=True, eq=False)
-class PacBayesFlatnessResult(Result):
+class PacBayesFlatnessResult(SharpnessResult):
     """PAC-Bayes flatness :math:`1/\\sigma'^2` with the search's evidence.
+
+    Besides the fields below it has the result contract's names: ``stderr`` (NaN: the
+    bisection's value has no standard error; ``deviation_stderr`` is the error of the
+    deviation at ``sigma``), ``gradients`` (0), ``matvecs`` (0),
+    ``gradient_equivalents`` and ``settings``. Its rows in the results store keep
+    ``converged``.
 
     Attributes:
         value: :math:`1/\\sigma'^2` (larger is sharper).
@@ -99,7 +110,12 @@ class PacBayesFlatnessResult(Result):
             still within the threshold).
         seconds: Wall-clock seconds.
         seed: Seed of the draws.
+        sigma_bounds: The initial bracket of the search.
+        rtol: The relative width at which the bisection stops.
+        max_iterations: The most bisection steps allowed.
     """
+
+    stores_converged: ClassVar[bool] = True
 
     value: float
     sigma: float
@@ -107,7 +123,7 @@ class PacBayesFlatnessResult(Result):
     deviation: float
     deviation_stderr: float
     threshold: float
-    criterion: str
+    criterion: Criterion
     base: float
     measure: str
     magnitude_aware: bool
@@ -119,6 +135,39 @@ class PacBayesFlatnessResult(Result):
     status: str
     seconds: float
     seed: int
+    sigma_bounds: tuple[float, float] = (1e-6, 10.0)
+    rtol: float = 1e-2
+    max_iterations: int = 50
+
+    @property
+    def stderr(self) -> float:
+        """NaN: the bisection's :math:`1/\\sigma'^2` has no standard error."""
+        return math.nan
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations spent: none."""
+        return 0
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The cost in full gradients: ``evaluations`` full-data forward passes."""
+        return gradient_equivalents(evaluations=self.evaluations)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this result with :func:`pacbayes_flatness`."""
+        return {
+            "magnitude_aware": self.magnitude_aware,
+            "criterion": self.criterion,
+            "threshold": self.threshold,
+            "samples": self.samples,
+            "sigma_bounds": self.sigma_bounds,
+            "rtol": self.rtol,
+            "max_iterations": self.max_iterations,
+            "epsilon": self.epsilon,
+            "seed": self.seed,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -163,17 +212,13 @@ def _check_settings(
     rtol: float,
     max_iterations: int,
     epsilon: float,
-    criterion: str,
+    criterion: Criterion,
 ) -> tuple[float, float]:
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    check_integer("samples", samples, minimum=1)
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     check_positive("rtol", rtol)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
-        raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
-    if max_iterations < 0:
-        raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
+    check_integer("max_iterations", max_iterations, minimum=0)
     check_nonnegative("epsilon", epsilon)
     try:
         lo, hi = (float(s) for s in sigma_bounds)
@@ -190,7 +235,7 @@ def pacbayes_flatness(
     obj: Objective,
     *,
     magnitude_aware: bool = False,
-    criterion: str = "loss",
+    criterion: Criterion = "loss",
     threshold: float = 0.1,
     samples: int = 16,
     sigma_bounds: tuple[float, float] = (1e-6, 10.0),
@@ -238,51 +283,49 @@ def pacbayes_flatness(
     lo, hi = _check_settings(samples, sigma_bounds, rtol, max_iterations, epsilon, criterion)
     if criterion == "accuracy":
         _check_accuracy_batches(obj)
-    t0 = time.perf_counter()
-    theta0 = obj.theta0
+    with Meter() as meter:
+        theta0 = obj.theta0
 
-    def evaluate(theta: Tensor) -> float:
-        return _accuracy(obj, theta) if criterion == "accuracy" else float(obj.value(theta))
+        def evaluate(theta: Tensor) -> float:
+            meter.count(evaluations=1)
+            return _accuracy(obj, theta) if criterion == "accuracy" else float(obj.value(theta))
 
-    base = evaluate(theta0)
-    evaluations = 1
+        base = evaluate(theta0)
 
-    def deviation(sig: float) -> tuple[float, float]:
-        nonlocal evaluations
-        if magnitude_aware:
-            std = torch.sqrt(sig**2 * theta0.square() + float(epsilon) ** 2)
+        def deviation(sig: float) -> tuple[float, float]:
+            if magnitude_aware:
+                std = torch.sqrt(sig**2 * theta0.square() + float(epsilon) ** 2)
+            else:
+                std = torch.full_like(theta0, sig)
+            generator = torch.Generator().manual_seed(seed)  # common random numbers
+            values = []
+            for _ in range(samples):
+                z = standard_normal(generator, obj.dim, dtype=obj.dtype, device=obj.device)
+                values.append(evaluate(theta0 + std * z))
+            mean, stderr = sample_stats(values)
+            return abs(mean - base), stderr
+
+        def within(dev: float) -> bool:
+            return math.isfinite(dev) and dev <= threshold
+
+        iterations = 0
+        dev_lo, err_lo = deviation(lo)
+        if not within(dev_lo):
+            status = "below_bracket"
         else:
-            std = torch.full_like(theta0, sig)
-        generator = torch.Generator().manual_seed(seed)  # common random numbers
-        values = []
-        for _ in range(samples):
-            z = standard_normal(generator, obj.dim, dtype=obj.dtype, device=obj.device)
-            values.append(evaluate(theta0 + std * z))
-        evaluations += samples
-        mean, stderr = sample_stats(values)
-        return abs(mean - base), stderr
-
-    def within(dev: float) -> bool:
-        return math.isfinite(dev) and dev <= threshold
-
-    iterations = 0
-    dev_lo, err_lo = deviation(lo)
-    if not within(dev_lo):
-        status = "below_bracket"
-    else:
-        dev_hi, err_hi = deviation(hi)
-        if within(dev_hi):
-            lo, dev_lo, err_lo, status = hi, dev_hi, err_hi, "above_bracket"
-        else:
-            while hi / lo > 1.0 + rtol and iterations < max_iterations:
-                mid = math.sqrt(lo * hi)
-                dev_mid, err_mid = deviation(mid)
-                iterations += 1
-                if within(dev_mid):
-                    lo, dev_lo, err_lo = mid, dev_mid, err_mid
-                else:
-                    hi = mid
-            status = "converged" if hi / lo <= 1.0 + rtol else "max_iterations"
+            dev_hi, err_hi = deviation(hi)
+            if within(dev_hi):
+                lo, dev_lo, err_lo, status = hi, dev_hi, err_hi, "above_bracket"
+            else:
+                while hi / lo > 1.0 + rtol and iterations < max_iterations:
+                    mid = math.sqrt(lo * hi)
+                    dev_mid, err_mid = deviation(mid)
+                    iterations += 1
+                    if within(dev_mid):
+                        lo, dev_lo, err_lo = mid, dev_mid, err_mid
+                    else:
+                        hi = mid
+                status = "converged" if hi / lo <= 1.0 + rtol else "max_iterations"
     return PacBayesFlatnessResult(
         value=1.0 / lo**2,
         sigma=lo,
@@ -297,18 +340,21 @@ def pacbayes_flatness(
         epsilon=float(epsilon),
         iterations=iterations,
         samples=samples,
-        evaluations=evaluations,
+        evaluations=meter.evaluations,
         converged=status == "converged",
         status=status,
-        seconds=time.perf_counter() - t0,
+        seconds=meter.seconds,
         seed=seed,
+        sigma_bounds=(float(sigma_bounds[0]), float(sigma_bounds[1])),
+        rtol=float(rtol),
+        max_iterations=max_iterations,
     )
 
 
 def pacbayes_mag_flatness(
     obj: Objective,
     *,
-    criterion: str = "loss",
+    criterion: Criterion = "loss",
     threshold: float = 0.1,
     samples: int = 16,
     sigma_bounds: tuple[float, float] = (1e-6, 10.0),

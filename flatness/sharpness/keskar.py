@@ -65,10 +65,9 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import scipy.optimize
@@ -77,18 +76,22 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from flatness.curvature.objective import Objective
-from flatness.results import Result, format_float
+from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.sharpness.contract import SharpnessResult
 
-__all__ = ["KESKAR_EPS", "KeskarResult", "keskar_sharpness", "random_subspace"]
+__all__ = ["KESKAR_EPS", "KeskarResult", "Solver", "Start", "keskar_sharpness", "random_subspace"]
 
 KESKAR_EPS = (1e-3, 5e-4)
 """The box sizes :math:`\\varepsilon` of Keskar et al. (2017), Tables 3 and 4."""
 
-SOLVERS = ("lbfgsb", "pga")
+Solver: TypeAlias = Literal["lbfgsb", "pga"]
 """The inner maximizers: scipy's L-BFGS-B (the paper's) and projected sign-gradient ascent."""
 
-STARTS = ("random", "zero")
+Start: TypeAlias = Literal["random", "zero"]
 """Where the ascent starts: a seeded uniform point of the box, or :math:`y = 0`."""
+
+SOLVERS: tuple[Solver, ...] = get_args(Solver)
+STARTS: tuple[Start, ...] = get_args(Start)
 
 PGTOL = 1e-5
 """Projected-gradient tolerance: scipy's L-BFGS-B default, also used to judge PGA."""
@@ -97,8 +100,12 @@ Evaluate = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True, eq=False)
-class KeskarResult(Result):
+class KeskarResult(SharpnessResult):
     """The ε-sharpness of one point with the evidence behind it.
+
+    Besides the fields below it has the result contract's names: ``converged`` (an
+    alias of ``success``), ``stderr`` (NaN: one deterministic ascent has no error bar),
+    ``matvecs`` (0) and ``gradient_equivalents``.
 
     Attributes:
         value: :math:`\\phi`, the relative rise of the loss in percent.
@@ -136,8 +143,8 @@ class KeskarResult(Result):
     max_loss: float
     eps: float
     subspace_dim: int | None
-    solver: str
-    start: str
+    solver: Solver
+    start: Start
     maxiter: int
     seed: int
     dim: int
@@ -151,6 +158,21 @@ class KeskarResult(Result):
     projected_gradient: float
     seconds: float
     subspace: str | None = None
+
+    @property
+    def converged(self) -> bool:
+        """The solver's convergence test: an alias of :attr:`success`."""
+        return self.success
+
+    @property
+    def stderr(self) -> float:
+        """NaN: :math:`\\phi` comes from one deterministic ascent, with no error bar."""
+        return math.nan
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The cost in full gradients: the solver's gradients plus one forward for :math:`f(x)`."""
+        return gradient_equivalents(evaluations=1, gradients=self.gradients)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -210,7 +232,12 @@ def random_subspace(
 
 
 def _check(
-    obj: Objective, eps: float, subspace_dim: int | None, solver: str, maxiter: int, start: str
+    obj: Objective,
+    eps: float,
+    subspace_dim: int | None,
+    solver: Solver,
+    maxiter: int,
+    start: Start,
 ) -> None:
     if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
         raise ValueError(
@@ -325,9 +352,9 @@ def keskar_sharpness(
     *,
     eps: float = 1e-3,
     subspace_dim: int | None = None,
-    solver: str = "lbfgsb",
+    solver: Solver = "lbfgsb",
     maxiter: int = 10,
-    start: str = "random",
+    start: Start = "random",
     seed: int = 0,
 ) -> KeskarResult:
     r"""Keskar et al.'s ε-sharpness :math:`\phi_{x,f}(\varepsilon, A)` (Metric 2.1).
@@ -382,7 +409,43 @@ def keskar_sharpness(
     _check(obj, eps, subspace_dim, solver, maxiter, start)
     subspace_dim = None if subspace_dim is None else int(subspace_dim)
     maxiter = int(maxiter)
-    t0 = time.perf_counter()
+    with Meter() as meter:
+        out, loss, A = _ascend(obj, eps, subspace_dim, solver, maxiter, start, seed)
+    max_loss = max(out["f"], loss)
+    return KeskarResult(
+        value=(max_loss - loss) / (1 + loss) * 100,
+        loss=loss,
+        max_loss=max_loss,
+        eps=float(eps),
+        subspace_dim=subspace_dim,
+        solver=solver,
+        start=start,
+        maxiter=maxiter,
+        seed=seed,
+        dim=obj.dim,
+        success=out["success"],
+        status=out["status"],
+        message=out["message"],
+        iterations=out["iterations"],
+        evaluations=out["evaluations"],
+        gradients=out["gradients"],
+        at_bound=out["at_bound"],
+        projected_gradient=out["projected_gradient"],
+        seconds=meter.seconds,
+        subspace=None if A is None else "gaussian N(0, 1) entries",
+    )
+
+
+def _ascend(
+    obj: Objective,
+    eps: float,
+    subspace_dim: int | None,
+    solver: Solver,
+    maxiter: int,
+    start: Start,
+    seed: int,
+) -> tuple[dict[str, Any], float, Tensor | None]:
+    """Maximize over the box: (the solver's report, :math:`f(x)`, :math:`A` or ``None``)."""
     device, dtype = obj.device, obj.dtype
     x = obj.theta0
     gen = torch.Generator().manual_seed(seed)
@@ -410,26 +473,4 @@ def keskar_sharpness(
 
     loss = float(obj.value())
     out = (_lbfgsb if solver == "lbfgsb" else _pga)(evaluate, y0, bound, maxiter)
-    max_loss = max(out["f"], loss)
-    return KeskarResult(
-        value=(max_loss - loss) / (1 + loss) * 100,
-        loss=loss,
-        max_loss=max_loss,
-        eps=float(eps),
-        subspace_dim=subspace_dim,
-        solver=solver,
-        start=start,
-        maxiter=maxiter,
-        seed=seed,
-        dim=obj.dim,
-        success=out["success"],
-        status=out["status"],
-        message=out["message"],
-        iterations=out["iterations"],
-        evaluations=out["evaluations"],
-        gradients=out["gradients"],
-        at_bound=out["at_bound"],
-        projected_gradient=out["projected_gradient"],
-        seconds=time.perf_counter() - t0,
-        subspace=None if A is None else "gaussian N(0, 1) entries",
-    )
+    return out, loss, A

@@ -51,10 +51,9 @@ dimension), never all per-example gradients.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
@@ -62,17 +61,28 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from flatness.curvature.objective import Objective
-from flatness.results import Result, format_float
+from flatness.results import Meter, Record, finite_or_none, format_float, gradient_equivalents
+from flatness.sharpness.checks import check_integer
+from flatness.sharpness.contract import SharpnessResult
 
-__all__ = ["NoiseScaleResult", "gradient_noise_scale"]
+__all__ = ["NoiseScaleMethod", "NoiseScaleResult", "gradient_noise_scale"]
 
-NOISE_SCALE_METHODS = ("examples", "batches")
+NoiseScaleMethod: TypeAlias = Literal["examples", "batches"]
+"""The units gradients are taken over: single examples or the objective's batches."""
+
+NOISE_SCALE_METHODS: tuple[NoiseScaleMethod, ...] = get_args(NoiseScaleMethod)
 """The values :func:`gradient_noise_scale` accepts for ``method``."""
 
 
 @dataclass(frozen=True, eq=False)
-class NoiseScaleResult(Result):
+class NoiseScaleResult(SharpnessResult):
     """The gradient noise scale with its two ingredients and their error bars.
+
+    Besides the fields below it has the result contract's names: ``value`` (an alias
+    of ``b_simple``), ``stderr`` (of ``b_simple_stderr``), ``converged`` (``True``: no
+    iteration), ``evaluations`` (0), ``gradients`` (``num_gradients``), ``matvecs``
+    (0), ``gradient_equivalents`` and ``settings``. Its store rows are the headline
+    and the two ingredients (:meth:`records`).
 
     Attributes:
         b_simple: :math:`\\widehat{\\operatorname{tr}\\Sigma}/\\widehat{\\lVert G\\rVert^2}`
@@ -94,6 +104,8 @@ class NoiseScaleResult(Result):
         groups: Jackknife groups used.
         seed: Seed of the random split into groups.
         seconds: Wall-clock seconds.
+        chunk_size: Examples per vectorized chunk (memory and speed only).
+        vectorize: Whether per-example gradients were vectorized with ``vmap``.
     """
 
     b_simple: float
@@ -103,13 +115,79 @@ class NoiseScaleResult(Result):
     grad_norm_sq: float
     grad_norm_sq_stderr: float
     grad_norm_sq_biased: float
-    method: str
+    method: NoiseScaleMethod
     num_gradients: int
     num_examples: int
     mean_batch_size: float
     groups: int
     seed: int
     seconds: float
+    chunk_size: int = 128
+    vectorize: bool = True
+
+    @property
+    def value(self) -> float:
+        """The headline :math:`B_\\mathrm{simple}`: an alias of :attr:`b_simple`."""
+        return self.b_simple
+
+    @property
+    def stderr(self) -> float:
+        """Its standard error: an alias of :attr:`b_simple_stderr`."""
+        return self.b_simple_stderr
+
+    @property
+    def converged(self) -> bool:
+        """``True``: the estimate is a closed-form statistic, with no iteration."""
+        return True
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations without a gradient: none."""
+        return 0
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations: one per unit (example or batch), ``num_gradients``."""
+        return self.num_gradients
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The cost in full gradients: 1, the units together cover the data once.
+
+        Nominal: per-example gradients by ``vmap`` cost more than one batched gradient
+        in practice.
+        """
+        return gradient_equivalents(gradients=1)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this result with :func:`gradient_noise_scale`."""
+        return {
+            "method": self.method,
+            "chunk_size": self.chunk_size,
+            "groups": self.groups,
+            "vectorize": self.vectorize,
+            "seed": self.seed,
+        }
+
+    def records(self) -> list[Record]:
+        """The rows this result contributes to the results store.
+
+        Returns:
+            Three rows with standard errors and no convergence flag: the headline
+            :math:`B_\\mathrm{simple}` (component ``""``), ``"trace_cov"`` and
+            ``"grad_norm_sq"``.
+        """
+        return [
+            Record("", self.b_simple, finite_or_none(self.b_simple_stderr), "stderr"),
+            Record("trace_cov", self.trace_cov, finite_or_none(self.trace_cov_stderr), "stderr"),
+            Record(
+                "grad_norm_sq",
+                self.grad_norm_sq,
+                finite_or_none(self.grad_norm_sq_stderr),
+                "stderr",
+            ),
+        ]
 
     def __repr__(self) -> str:
         return (
@@ -260,10 +338,61 @@ def _batch_gradient(obj: Objective, batch: Any) -> Tensor:
     ).detach()
 
 
+def _group_sums(
+    obj: Objective,
+    method: NoiseScaleMethod,
+    num_units: int,
+    m: int,
+    *,
+    chunk_size: int,
+    vectorize: bool,
+    seed: int,
+) -> _GroupSums:
+    """The unit gradients, accumulated into ``m`` randomly (seeded) assigned groups."""
+    gen = torch.Generator().manual_seed(seed)
+    assign = torch.empty(num_units, dtype=torch.long)
+    assign[torch.randperm(num_units, generator=gen)] = torch.arange(num_units) % m
+    work_dtype = obj.dtype if obj.dtype in (torch.float32, torch.float64) else torch.float32
+    H = torch.zeros(m, obj.dim, device=obj.device, dtype=work_dtype)
+    sq = torch.zeros(m, dtype=torch.float64)
+    examples = torch.zeros(m, dtype=torch.float64)
+    units = torch.zeros(m, dtype=torch.float64)
+    state: dict[str, Any] = {"ref": None, "pos": 0}
+
+    def consume(g: Tensor, sizes: Tensor) -> None:
+        g = g.to(dtype=work_dtype)
+        w = sizes.to(device=g.device, dtype=work_dtype)
+        if state["ref"] is None:
+            state["ref"] = (w[:, None] * g).sum(0) / w.sum()
+        h = g - state["ref"]
+        idx = assign[state["pos"] : state["pos"] + g.shape[0]]
+        H.index_add_(0, idx.to(g.device), w[:, None] * h)
+        sq.index_add_(0, idx, sizes * (h * h).sum(1).cpu().double())
+        examples.index_add_(0, idx, sizes)
+        units.index_add_(0, idx, torch.ones_like(sizes))
+        state["pos"] += g.shape[0]
+
+    if method == "examples":
+        _example_gradients(obj, chunk_size, vectorize, consume)
+    else:
+        for b, n in zip(obj.batches, obj.batch_sizes, strict=True):
+            consume(_batch_gradient(obj, b)[None], torch.tensor([float(n)], dtype=torch.float64))
+
+    ref: Tensor = state["ref"]
+    return _GroupSums(
+        gram=(H @ H.T).cpu().double().numpy(),
+        r_dot=(H @ ref).cpu().double().numpy(),
+        r_sq=float(ref.cpu().double() @ ref.cpu().double()),
+        sq=sq.numpy(),
+        examples=examples.numpy(),
+        units=units.numpy(),
+    )
+
+
 def gradient_noise_scale(
     obj: Objective,
     *,
-    method: str = "examples",
+    method: NoiseScaleMethod = "examples",
     chunk_size: int = 128,
     groups: int = 20,
     vectorize: bool = True,
@@ -308,13 +437,10 @@ def gradient_noise_scale(
         >>> abs(res.grad_norm_sq_biased - float(g @ g)) < 1e-5
         True
     """
-    t0 = time.perf_counter()
     if method not in NOISE_SCALE_METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {NOISE_SCALE_METHODS}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 2:
-        raise ValueError(f"groups must be an integer >= 2, got {groups!r}")
+    check_integer("chunk_size", chunk_size, minimum=1)
+    check_integer("groups", groups, minimum=2)
     if method == "examples":
         _check_examples_method(obj)
         num_units = obj.num_examples
@@ -328,46 +454,12 @@ def gradient_noise_scale(
         )
 
     m = min(groups, num_units)
-    gen = torch.Generator().manual_seed(seed)
-    assign = torch.empty(num_units, dtype=torch.long)
-    assign[torch.randperm(num_units, generator=gen)] = torch.arange(num_units) % m
-    work_dtype = obj.dtype if obj.dtype in (torch.float32, torch.float64) else torch.float32
-    H = torch.zeros(m, obj.dim, device=obj.device, dtype=work_dtype)
-    sq = torch.zeros(m, dtype=torch.float64)
-    examples = torch.zeros(m, dtype=torch.float64)
-    units = torch.zeros(m, dtype=torch.float64)
-    state: dict[str, Any] = {"ref": None, "pos": 0}
-
-    def consume(g: Tensor, sizes: Tensor) -> None:
-        g = g.to(dtype=work_dtype)
-        w = sizes.to(device=g.device, dtype=work_dtype)
-        if state["ref"] is None:
-            state["ref"] = (w[:, None] * g).sum(0) / w.sum()
-        h = g - state["ref"]
-        idx = assign[state["pos"] : state["pos"] + g.shape[0]]
-        H.index_add_(0, idx.to(g.device), w[:, None] * h)
-        sq.index_add_(0, idx, sizes * (h * h).sum(1).cpu().double())
-        examples.index_add_(0, idx, sizes)
-        units.index_add_(0, idx, torch.ones_like(sizes))
-        state["pos"] += g.shape[0]
-
-    if method == "examples":
-        _example_gradients(obj, chunk_size, vectorize, consume)
-    else:
-        for b, n in zip(obj.batches, obj.batch_sizes, strict=True):
-            consume(_batch_gradient(obj, b)[None], torch.tensor([float(n)], dtype=torch.float64))
-
-    ref: Tensor = state["ref"]
-    sums = _GroupSums(
-        gram=(H @ H.T).cpu().double().numpy(),
-        r_dot=(H @ ref).cpu().double().numpy(),
-        r_sq=float(ref.cpu().double() @ ref.cpu().double()),
-        sq=sq.numpy(),
-        examples=examples.numpy(),
-        units=units.numpy(),
-    )
-    trace, g2, b, plug_in = sums.estimate(np.ones(m, dtype=bool))
-    se_trace, se_g2, se_b = _jackknife(sums)
+    with Meter() as meter:
+        sums = _group_sums(
+            obj, method, num_units, m, chunk_size=chunk_size, vectorize=vectorize, seed=seed
+        )
+        trace, g2, b, plug_in = sums.estimate(np.ones(m, dtype=bool))
+        se_trace, se_g2, se_b = _jackknife(sums)
     if not math.isfinite(b):
         se_b = math.nan
     return NoiseScaleResult(
@@ -384,5 +476,7 @@ def gradient_noise_scale(
         mean_batch_size=obj.num_examples / num_units,
         groups=m,
         seed=seed,
-        seconds=time.perf_counter() - t0,
+        seconds=meter.seconds,
+        chunk_size=chunk_size,
+        vectorize=bool(vectorize),
     )

@@ -13,6 +13,9 @@ there. This module holds what they share:
 * the split of the objective's examples into chunks of ``m`` examples for
   m-sharpness, and the mean loss and gradient of one chunk.
 
+The checks of their settings (``check_positive``, ``check_nonnegative``,
+``check_norm``) live in :mod:`flatness.sharpness.checks` and are re-exported here.
+
 References:
     J. Kwon, J. Kim, H. Park and I. K. Choi (2021). ASAM: Adaptive sharpness-aware
     minimization for scale-invariant learning of deep neural networks. ICML.
@@ -20,15 +23,13 @@ References:
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from flatness.curvature.objective import Batch, Objective
+from flatness.sharpness.checks import check_nonnegative, check_norm, check_positive
 
 __all__ = [
     "Chunk",
@@ -47,45 +48,6 @@ __all__ = [
 
 Chunk = list[tuple[float, Batch]]
 """A set of examples as ``(weight, batch)`` pairs whose weighted sum is the mean loss."""
-
-
-def check_positive(name: str, value: float) -> float:
-    """Return ``value`` as a float, or raise a ValueError unless it is positive and finite."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return float(value)
-
-
-def check_nonnegative(name: str, value: float, hint: str = "") -> float:
-    """Return ``value`` as a float, or raise a ValueError unless it is finite and ``>= 0``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value >= 0)
-    ):
-        raise ValueError(f"{name} must be a finite number >= 0{hint}, got {value!r}")
-    return float(value)
-
-
-def check_norm(p: Any) -> str:
-    """Normalize the norm of a perturbation ball to ``"2"`` or ``"inf"``.
-
-    Examples:
-        >>> check_norm(2), check_norm("inf"), check_norm(float("inf"))
-        ('2', 'inf', 'inf')
-    """
-    if isinstance(p, str) and p.strip().lower() in ("2", "l2"):
-        return "2"
-    if isinstance(p, str) and p.strip().lower() in ("inf", "linf"):
-        return "inf"
-    if isinstance(p, numbers.Real) and not isinstance(p, bool):
-        if float(p) == 2.0:
-            return "2"
-        if float(p) == math.inf:
-            return "inf"
-    raise ValueError(f'p must be 2 or "inf" (the l2 or l-infinity ball), got {p!r}')
 
 
 def elementwise_scale(theta: Tensor, *, adaptive: bool, eta: float) -> Tensor:
