@@ -22,22 +22,35 @@ References:
 
 from __future__ import annotations
 
-import time
+import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flatness.curvature.lanczos import (
+from flatness.curvature.operator import (
+    SymmetricOperator,
+    Target,
+    hessian_gradient_equivalents,
+    operator_for,
+)
+from flatness.curvature.options import HessianOptions, resolve_hessian_options
+from flatness.curvature.thick_restart import (
+    Which,
     check_which,
     lanczos_eigenpairs,
     order_by_which,
     residual_bounds,
 )
-from flatness.curvature.operator import SymmetricOperator, operator_for
-from flatness.results import Result, format_float
+from flatness.results import ErrorKind, Meter, Record, Result, format_float
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flatness.curvature.options import HessianKeywords
 
 __all__ = ["EigenResult", "hessian_eigenvalues", "power_iteration"]
 
@@ -53,7 +66,7 @@ class EigenResult(Result):
             unit eigenvectors; :math:`|\\lambda - \\theta_i|` is at most this for some
             eigenvalue :math:`\\lambda`.
         converged: Whether each residual meets the tolerance
-            (:func:`~flatness.curvature.lanczos.residual_bounds`). A value flagged
+            (:func:`~flatness.curvature.thick_restart.residual_bounds`). A value flagged
             False is an approximation without a certificate.
         matvecs: Operator (Hessian-vector) products spent in this call.
         seconds: Wall-clock seconds of this call.
@@ -70,7 +83,18 @@ class EigenResult(Result):
             whole space was spanned. False when not run (``k = 1``, power iteration,
             disabled, or the budget ran out).
         eigenvectors: Unit eigenvectors as columns, shape ``(dim, k)``, when asked for.
+        gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
+            the Hessian of a model, NaN for a plain operator
+            (:func:`~flatness.curvature.operator.hessian_gradient_equivalents`).
+        settings: The keyword arguments that reproduce the result with its function
+            (:func:`hessian_eigenvalues` or :func:`power_iteration`). Left out of
+            ``repr`` and :meth:`details` (the results store keeps them as the task's key).
+
+    The result contract (:mod:`flatness.results`) reads ``value`` as the eigenvalues and
+    ``stderr`` as the residual bounds (``error_kind = "residual"``).
     """
+
+    error_kind: ClassVar[ErrorKind] = "residual"
 
     eigenvalues: tuple[float, ...]
     residuals: tuple[float, ...]
@@ -87,6 +111,38 @@ class EigenResult(Result):
     restarts: int = 0
     multiplicity_checked: bool = False
     eigenvectors: Tensor | None = field(default=None, repr=False)
+    gradient_equivalents: float = math.nan
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def value(self) -> tuple[float, ...]:
+        """The headline of the result contract: :attr:`eigenvalues`."""
+        return self.eigenvalues
+
+    @property
+    def stderr(self) -> tuple[float, ...]:
+        """The error bars of the result contract: :attr:`residuals`."""
+        return self.residuals
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations besides the products: none."""
+        return 0
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations besides the products: none."""
+        return 0
+
+    def records(self) -> list[Record]:
+        """The store rows: one per eigenvalue, components ``"1"`` … ``"k"``.
+
+        Returns:
+            One :class:`~flatness.results.Record` per eigenvalue with its residual
+            (``None`` where infinite: no Ritz value existed) and convergence flag; the
+            error kind is ``"residual"`` on every row.
+        """
+        return [dataclasses.replace(r, error_kind=self.error_kind) for r in super().records()]
 
     @property
     def all_converged(self) -> bool:
@@ -130,10 +186,10 @@ class EigenResult(Result):
 
 
 def hessian_eigenvalues(
-    target: Any,
+    target: Target,
     *,
     k: int = 1,
-    which: str = "LA",
+    which: Which = "LA",
     tol: float = 1e-4,
     max_matvecs: int | None = None,
     basis_size: int | None = None,
@@ -141,13 +197,15 @@ def hessian_eigenvalues(
     seed: int = 0,
     multiplicity_check: bool = True,
     verify: bool = True,
-    **hessian_options: Any,
+    v0: Tensor | EigenResult | None = None,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
 ) -> EigenResult:
     r"""The ``k`` extremal eigenvalues of the Hessian (or of any symmetric operator).
 
     Thick-restart Lanczos (Lanczos 1950; Wu & Simon 2000) with full
-    reorthogonalization, see :func:`~flatness.curvature.lanczos.lanczos_eigenpairs`. It
-    stops when every wanted Ritz pair :math:`(\theta_i, x_i)` has
+    reorthogonalization, see :func:`~flatness.curvature.thick_restart.lanczos_eigenpairs`.
+    It stops when every wanted Ritz pair :math:`(\theta_i, x_i)` has
 
     .. math::
         \lVert A x_i - \theta_i x_i \rVert \le \max\bigl(\mathrm{tol}\,|\theta_i|,\;
@@ -158,6 +216,10 @@ def hessian_eigenvalues(
     \theta_i x_i\rVert` (Golub & Van Loan, Thm. 8.1.15); for well separated eigenvalues
     the error is much smaller, :math:`O(\lVert r\rVert^2/\mathrm{gap})`. When the budget
     runs out first, the values are returned flagged ``converged=False``.
+
+    A warm start ``v0`` (the eigenvectors of a previous call, say at the previous step
+    of a training run) starts the Krylov sequence near the wanted eigenvectors, so it
+    converges in few products (:func:`~flatness.curvature.thick_restart.start_vector`).
 
     Args:
         target: A :class:`~flatness.curvature.objective.Objective` or a
@@ -173,36 +235,64 @@ def hessian_eigenvalues(
             basis spans the whole space).
         return_eigenvectors: Keep the unit eigenvectors in the result.
         seed: Seed of the random start vector (drawn on the CPU in float64, so the same
-            seed gives the same start on every device).
+            seed gives the same start on every device) and of the multiplicity check.
         multiplicity_check: For ``k >= 2``, search the complement of the converged
             eigenvectors for eigenvalues a single Krylov sequence misses (repeated or
             tightly clustered ones). Costs roughly one more single-eigenvalue run.
         verify: Measure the final residuals with one block product (``k`` products).
-        **hessian_options: Passed to :class:`~flatness.curvature.hessian.HessianOperator`
-            when ``target`` is an Objective.
+        v0: A warm start instead of the random start vector: a vector of shape
+            ``(dim,)``, a block ``(dim, m)`` of vectors (started from their sum), or a
+            previous :class:`EigenResult` computed with ``return_eigenvectors=True``.
+        hessian: How to multiply the Hessian when ``target`` is an Objective
+            (:class:`~flatness.curvature.options.HessianOptions`).
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords
+            (``strategy=...``); they raise a :class:`DeprecationWarning`.
 
     Returns:
         An :class:`EigenResult` with ``method="lanczos"``.
 
+    Raises:
+        ValueError: If ``which``, ``k``, ``tol``, ``max_matvecs`` or ``v0`` is invalid
+            (``k`` above the dimension, an EigenResult without eigenvectors, a ``v0``
+            of the wrong shape).
+        TypeError: If ``target`` is neither an Objective nor an operator, or Hessian
+            options come with an operator.
+
     Examples:
         >>> from flatness.curvature.operator import DenseOperator
         >>> A = DenseOperator.from_spectrum(torch.linspace(-1.0, 5.0, 30, dtype=torch.float64))
-        >>> res = hessian_eigenvalues(A, k=2, which="LA", tol=1e-8)
+        >>> res = hessian_eigenvalues(A, k=2, which="LA", tol=1e-8, return_eigenvectors=True)
         >>> [round(v, 6) for v in res.eigenvalues], res.all_converged
         ([5.0, 4.793103], True)
         >>> round(hessian_eigenvalues(A, which="SA", tol=1e-8).eigenvalues[0], 6)
         -1.0
+        >>> warm = hessian_eigenvalues(A, k=2, tol=1e-8, v0=res)  # a warm start
+        >>> warm.matvecs < res.matvecs
+        True
     """
+    hessian = resolve_hessian_options(hessian, legacy)
     which = check_which(which)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    with operator_for(target, **hessian_options) as op:
+    start = _warm_start(v0)
+    settings: dict[str, Any] = {
+        "k": k,
+        "which": which,
+        "tol": tol,
+        "max_matvecs": max_matvecs,
+        "basis_size": basis_size,
+        "return_eigenvectors": return_eigenvectors,
+        "seed": seed,
+        "multiplicity_check": multiplicity_check,
+        "verify": verify,
+        "v0": start,
+        "hessian": hessian,
+    }
+    with operator_for(target, hessian) as op, Meter(op) as meter:
         if k > op.dim:
             raise ValueError(f"k={k} exceeds the operator dimension {op.dim}")
-        counted_from = op.matvecs
-        t0 = time.perf_counter()
         pairs = lanczos_eigenpairs(
             op,
             k,
@@ -211,28 +301,45 @@ def hessian_eigenvalues(
             basis_size=basis_size,
             max_matvecs=max_matvecs,
             generator=torch.Generator().manual_seed(seed),
+            v0=start,
             multiplicity_check=multiplicity_check,
             verify=verify,
         )
-        seconds = time.perf_counter() - t0
-        matvecs = op.matvecs - counted_from
-        return EigenResult(
-            eigenvalues=tuple(float(v) for v in pairs.values),
-            residuals=tuple(float(r) for r in pairs.residuals),
-            converged=tuple(bool(c) for c in pairs.converged),
-            matvecs=matvecs,
-            seconds=seconds,
-            method="lanczos",
-            which=which,
-            tol=tol,
-            k=k,
-            seed=seed,
-            dim=op.dim,
-            iterations=matvecs - (k if pairs.verified else 0),
-            restarts=pairs.restarts,
-            multiplicity_checked=pairs.multiplicity_checked,
-            eigenvectors=pairs.vectors.detach() if return_eigenvectors else None,
-        )
+    return EigenResult(
+        eigenvalues=tuple(float(v) for v in pairs.values),
+        residuals=tuple(float(r) for r in pairs.residuals),
+        converged=tuple(bool(c) for c in pairs.converged),
+        matvecs=meter.matvecs,
+        seconds=meter.seconds,
+        method="lanczos",
+        which=which,
+        tol=tol,
+        k=k,
+        seed=seed,
+        dim=op.dim,
+        iterations=meter.matvecs - (k if pairs.verified else 0),
+        restarts=pairs.restarts,
+        multiplicity_checked=pairs.multiplicity_checked,
+        eigenvectors=pairs.vectors.detach() if return_eigenvectors else None,
+        gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        settings=settings,
+    )
+
+
+def _warm_start(v0: Tensor | EigenResult | None) -> Tensor | None:
+    """The vector or block a warm start ``v0`` stands for (its eigenvectors for a result).
+
+    Raises:
+        ValueError: For an :class:`EigenResult` that holds no eigenvectors.
+    """
+    if isinstance(v0, EigenResult):
+        if v0.eigenvectors is None:
+            raise ValueError(
+                "v0 is an EigenResult without eigenvectors; compute it with "
+                "return_eigenvectors=True to warm-start from it"
+            )
+        return v0.eigenvectors
+    return v0
 
 
 def _deflate(v: Tensor, found: list[Tensor]) -> Tensor:
@@ -244,14 +351,15 @@ def _deflate(v: Tensor, found: list[Tensor]) -> Tensor:
 
 
 def power_iteration(
-    target: Any,
+    target: Target,
     *,
     k: int = 1,
     maxiter: int = 100,
     tol: float = 1e-3,
     seed: int = 0,
     return_eigenvectors: bool = False,
-    **hessian_options: Any,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
 ) -> EigenResult:
     r"""Power iteration with deflation, stopping like PyHessian 0.1, reporting honestly.
 
@@ -286,11 +394,18 @@ def power_iteration(
             tolerance of the ``converged`` flags.
         seed: Seed of the random start vectors (drawn on the CPU in float64).
         return_eigenvectors: Keep the unit eigenvectors in the result.
-        **hessian_options: Passed to the Hessian operator for an Objective.
+        hessian: How to multiply the Hessian when ``target`` is an Objective.
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
         An :class:`EigenResult` with ``method="power"`` and ``which="LM"``; ``matvecs``
         counts the ``k`` residual products too.
+
+    Raises:
+        ValueError: If ``k``, ``maxiter`` or ``tol`` is out of range (``k`` above the
+            dimension included).
+        TypeError: If ``target`` is neither an Objective nor an operator, or Hessian
+            options come with an operator.
 
     Examples:
         >>> from flatness.curvature.operator import DenseOperator
@@ -301,25 +416,40 @@ def power_iteration(
         >>> res.matvecs   # 6 power steps + 1 residual product
         7
     """
+    hessian = resolve_hessian_options(hessian, legacy)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if maxiter < 1:
         raise ValueError(f"maxiter must be at least 1, got {maxiter}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    with operator_for(target, **hessian_options) as op:
-        return _power_iteration(op, k, maxiter, tol, seed, return_eigenvectors)
+    settings: dict[str, Any] = {
+        "k": k,
+        "maxiter": maxiter,
+        "tol": tol,
+        "seed": seed,
+        "return_eigenvectors": return_eigenvectors,
+        "hessian": hessian,
+    }
+    with operator_for(target, hessian) as op, Meter(op) as meter:
+        result = _power_iteration(op, k, maxiter, tol, seed, return_eigenvectors)
+    return dataclasses.replace(
+        result,
+        matvecs=meter.matvecs,
+        seconds=meter.seconds,
+        gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        settings=settings,
+    )
 
 
 def _power_iteration(
     op: SymmetricOperator, k: int, maxiter: int, tol: float, seed: int, keep_vectors: bool
 ) -> EigenResult:
+    """Power iteration with deflation; the caller fills in the cost and settings."""
     n = op.dim
     if k > n:
         raise ValueError(f"k={k} exceeds the operator dimension {n}")
     gen = torch.Generator().manual_seed(seed)
-    counted_from = op.matvecs
-    t0 = time.perf_counter()
     found: list[Tensor] = []
     values: list[float] = []
     residuals: list[float] = []
@@ -351,14 +481,13 @@ def _power_iteration(
     res = np.asarray(residuals)[order]
     scale = float(np.abs(vals).max())
     converged = res <= residual_bounds(vals, tol, scale, op.dtype)
-    seconds = time.perf_counter() - t0
     vectors = torch.stack([found[i] for i in order], dim=1).detach() if keep_vectors else None
     return EigenResult(
         eigenvalues=tuple(float(x) for x in vals),
         residuals=tuple(float(r) for r in res),
         converged=tuple(bool(c) for c in converged),
-        matvecs=op.matvecs - counted_from,
-        seconds=seconds,
+        matvecs=iterations + k,
+        seconds=0.0,
         method="power",
         which="LM",
         tol=tol,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,9 +37,9 @@ from torch import Tensor
 
 from flatness.curvature.objective import Objective, second_derivative
 from flatness.curvature.operator import to_scipy
+from flatness.curvature.options import STRATEGIES, HessianOptions, Strategy
 
-Strategy = Literal["auto", "retained", "double_backward", "forward_over_reverse"]
-STRATEGIES = ("retained", "double_backward", "forward_over_reverse")
+__all__ = ["STRATEGIES", "HessianOperator", "Strategy", "default_memory_budget"]
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -146,6 +146,23 @@ class HessianOperator:
             self._retain_graphs()
         else:
             self._graphs = [None] * len(objective.batches)
+
+    @classmethod
+    def from_options(cls, objective: Objective, options: HessianOptions | None) -> HessianOperator:
+        """The operator of ``objective`` built with ``options`` (defaults for ``None``).
+
+        Returns:
+            ``HessianOperator(objective, strategy=..., memory_budget=..., batched=...,
+            check_determinism=...)`` with the fields of ``options``.
+        """
+        o = options if options is not None else HessianOptions()
+        return cls(
+            objective,
+            strategy=o.strategy,
+            memory_budget=o.memory_budget,
+            batched=o.batched,
+            check_determinism=o.check_determinism,
+        )
 
     # ------------------------------------------------------------ properties
     @property

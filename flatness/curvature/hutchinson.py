@@ -22,19 +22,31 @@ with :mod:`flatness.curvature.meyer2021hutchpp`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flatness.curvature.operator import SymmetricOperator, operator_for
+from flatness.curvature.operator import (
+    SymmetricOperator,
+    Target,
+    hessian_gradient_equivalents,
+    operator_for,
+)
+from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
 from flatness.curvature.trace import TraceResult
+from flatness.results import Meter
 
-PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flatness.curvature.options import HessianKeywords
+
+PROBE_DISTRIBUTIONS: tuple[str, ...] = get_args(ProbeDistribution)
 """Probe distributions the stochastic trace estimators accept."""
 
 
@@ -50,6 +62,10 @@ def check_trace_options(
 
     Raises:
         ValueError: If any option is out of range.
+
+    Examples:
+        >>> check_trace_options(budget=10, target_stderr=None, min_probes=10, block_size=8,
+        ...                     distribution="rademacher")
     """
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive integer, got {budget!r}")
@@ -88,6 +104,12 @@ def draw_probes(
         dtype: The dtype of the returned block.
         device: The device of the returned block.
 
+    Returns:
+        The probes as the columns of a ``(dim, count)`` tensor.
+
+    Raises:
+        ValueError: For an unknown ``distribution``.
+
     Examples:
         >>> gen = torch.Generator().manual_seed(0)
         >>> Z = draw_probes(gen, 4, 2, "rademacher", dtype=torch.float32,
@@ -110,7 +132,11 @@ def draw_probes(
 
 
 def quadratic_forms(Z: Tensor, AZ: Tensor) -> list[float]:
-    """Return the column-wise values :math:`z_j^\\top (A z_j)` as Python floats."""
+    """The column-wise quadratic forms of a block of probes and its product.
+
+    Returns:
+        :math:`z_j^\\top (A z_j)` for each column ``j``, as Python floats.
+    """
     prod = Z.detach() * AZ.detach().to(Z.dtype)
     if prod.dtype not in (torch.float32, torch.float64):
         prod = prod.float()
@@ -122,6 +148,9 @@ def sample_stats(samples: Sequence[float]) -> tuple[float, float]:
 
     The standard error is :math:`s / \\sqrt{m}` with the unbiased sample standard
     deviation :math:`s`; it is ``nan`` for fewer than two samples.
+
+    Returns:
+        The mean (``nan`` without samples) and its standard error.
 
     Examples:
         >>> sample_stats([1.0, 2.0, 3.0, 4.0])
@@ -160,6 +189,9 @@ def target_met(
     error). The minimum number of probes guards against a sample standard deviation
     that is small by chance.
 
+    Returns:
+        Whether the run may stop.
+
     Examples:
         >>> target_met(10.0, 0.05, 20, target_stderr=0.01, relative=True, min_probes=10)
         True
@@ -172,17 +204,122 @@ def target_met(
     return stderr <= tolerance
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    """The settings a stochastic trace estimator runs with (validated on creation).
+
+    Attributes:
+        budget: Most operator products to spend.
+        target_stderr: Optional target standard error (relative unless ``absolute``).
+        absolute: Read ``target_stderr`` in the units of the trace.
+        min_probes: Probes required before the target may stop the run.
+        block_size: Probes per block product.
+        distribution: ``"rademacher"`` or ``"gaussian"``.
+        seed: Seed of the CPU generator that draws the probes.
+
+    Raises:
+        ValueError: If an option is out of range (:func:`check_trace_options`).
+    """
+
+    budget: int
+    target_stderr: float | None
+    absolute: bool
+    min_probes: int
+    block_size: int
+    distribution: ProbeDistribution
+    seed: int
+
+    def __post_init__(self) -> None:
+        check_trace_options(
+            budget=self.budget,
+            target_stderr=self.target_stderr,
+            min_probes=self.min_probes,
+            block_size=self.block_size,
+            distribution=self.distribution,
+        )
+
+    def converged(self, met: bool, stderr: float) -> bool:
+        """The convergence flag of a stochastic estimate.
+
+        Returns:
+            With a target: whether it was ``met``; without one: whether a finite
+            standard error is available as the error bar.
+        """
+        return met if self.target_stderr is not None else math.isfinite(stderr)
+
+
+class TraceSamples(NamedTuple):
+    """What a stochastic trace kernel computed on an operator (no cost, no settings)."""
+
+    estimate: float
+    stderr: float
+    converged: bool
+    samples: list[float]
+    sketch_rank: int = 0
+
+
+def run_trace_estimator(
+    method: str,
+    kernel: Callable[[SymmetricOperator, ProbeSettings], TraceSamples],
+    target: Target,
+    probes: ProbeSettings,
+    hessian: HessianOptions | None,
+) -> TraceResult:
+    """Run a stochastic trace ``kernel`` on the operator of ``target``, metered.
+
+    The shared front of :func:`hutchinson_trace` and
+    :func:`~flatness.curvature.meyer2021hutchpp.hutchpp_trace`: builds (and closes) the
+    operator, counts products and time, and fills in the cost and the settings.
+
+    Args:
+        method: The name the result carries (``"hutchinson"``, ``"hutchpp"``).
+        kernel: The estimator proper, on an operator.
+        target: An Objective or a symmetric operator.
+        probes: The validated settings.
+        hessian: How to multiply the Hessian of an Objective.
+
+    Returns:
+        A :class:`~flatness.curvature.trace.TraceResult` whose ``settings`` are the
+        keyword arguments of the public estimator.
+
+    Raises:
+        TypeError: If ``target`` is neither an Objective nor an operator, or Hessian
+            options come with an operator.
+    """
+    with operator_for(target, hessian) as op, Meter(op) as meter:
+        out = kernel(op, probes)
+    return TraceResult(
+        estimate=out.estimate,
+        stderr=out.stderr,
+        method=method,
+        matvecs=meter.matvecs,
+        seconds=meter.seconds,
+        probes=len(out.samples),
+        converged=out.converged,
+        samples=tuple(out.samples),
+        distribution=probes.distribution,
+        seed=probes.seed,
+        budget=probes.budget,
+        sketch_rank=out.sketch_rank,
+        target_stderr=probes.target_stderr,
+        relative_target=not probes.absolute,
+        gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        settings={**dataclasses.asdict(probes), "hessian": hessian},
+    )
+
+
 def hutchinson_trace(
-    target: Any,
+    target: Target,
     *,
     budget: int = 100,
     target_stderr: float | None = None,
     absolute: bool = False,
     min_probes: int = 10,
     block_size: int = 8,
-    distribution: str = "rademacher",
+    distribution: ProbeDistribution = "rademacher",
     seed: int = 0,
-    **hessian_options: Any,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
 ) -> TraceResult:
     """Hutchinson's estimate of the trace of a symmetric operator.
 
@@ -213,11 +350,16 @@ def hutchinson_trace(
             ``"gaussian"``.
         seed: Seed of the CPU generator that draws the probes; the same seed gives the
             same probes on every device and for every ``block_size``.
-        **hessian_options: Passed to :func:`~flatness.curvature.operator.as_operator`
-            when ``target`` is an Objective.
+        hessian: How to multiply the Hessian when ``target`` is an Objective.
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
         A :class:`~flatness.curvature.trace.TraceResult` with ``method="hutchinson"``.
+
+    Raises:
+        ValueError: If an option is out of range.
+        TypeError: If ``target`` is neither an Objective nor an operator, or Hessian
+            options come with an operator.
 
     Examples:
         >>> from flatness.curvature.operator import DenseOperator
@@ -229,24 +371,18 @@ def hutchinson_trace(
         >>> tr.probes  # stderr is 0 already, so it stops at min_probes (rounded to a block)
         16
     """
-    check_trace_options(
+    probes = ProbeSettings(
         budget=budget,
         target_stderr=target_stderr,
+        absolute=absolute,
         min_probes=min_probes,
         block_size=block_size,
         distribution=distribution,
+        seed=seed,
     )
-    with operator_for(target, **hessian_options) as op:
-        return _hutchinson(
-            op,
-            budget=budget,
-            target_stderr=target_stderr,
-            absolute=absolute,
-            min_probes=min_probes,
-            block_size=block_size,
-            distribution=distribution,
-            seed=seed,
-        )
+    return run_trace_estimator(
+        "hutchinson", _hutchinson, target, probes, resolve_hessian_options(hessian, legacy)
+    )
 
 
 def sample_quadratic_forms(
@@ -267,7 +403,10 @@ def sample_quadratic_forms(
 
     With ``project`` (an orthonormal ``Q``), probes are first projected onto the
     complement of its range, :math:`z \\leftarrow (I - QQ^\\top) z`, as Hutch++'s
-    residual phase needs. Returns the samples and whether the target was met.
+    residual phase needs.
+
+    Returns:
+        The samples and whether the target was met.
     """
     samples: list[float] = []
     while len(samples) < limit:
@@ -290,44 +429,17 @@ def sample_quadratic_forms(
     return samples, False
 
 
-def _hutchinson(
-    op: SymmetricOperator,
-    *,
-    budget: int,
-    target_stderr: float | None,
-    absolute: bool,
-    min_probes: int,
-    block_size: int,
-    distribution: str,
-    seed: int,
-) -> TraceResult:
-    start = time.perf_counter()
-    matvecs_before = op.matvecs
-    generator = torch.Generator().manual_seed(seed)
+def _hutchinson(op: SymmetricOperator, probes: ProbeSettings) -> TraceSamples:
+    """Hutchinson's estimate on ``op``: the mean of ``budget`` (or fewer) quadratic forms."""
     samples, met = sample_quadratic_forms(
         op,
-        generator,
-        budget,
-        target_stderr=target_stderr,
-        absolute=absolute,
-        min_probes=min_probes,
-        block_size=block_size,
-        distribution=distribution,
+        torch.Generator().manual_seed(probes.seed),
+        probes.budget,
+        target_stderr=probes.target_stderr,
+        absolute=probes.absolute,
+        min_probes=probes.min_probes,
+        block_size=probes.block_size,
+        distribution=probes.distribution,
     )
     estimate, stderr = sample_stats(samples)
-    converged = met if target_stderr is not None else math.isfinite(stderr)
-    return TraceResult(
-        estimate=estimate,
-        stderr=stderr,
-        method="hutchinson",
-        matvecs=op.matvecs - matvecs_before,
-        seconds=time.perf_counter() - start,
-        probes=len(samples),
-        converged=converged,
-        samples=tuple(samples),
-        distribution=distribution,
-        seed=seed,
-        budget=budget,
-        target_stderr=target_stderr,
-        relative_target=not absolute,
-    )
+    return TraceSamples(estimate, stderr, probes.converged(met, stderr), samples)

@@ -26,34 +26,42 @@ Hutchinson's :math:`O(1/\\varepsilon^2)`.
 from __future__ import annotations
 
 import math
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from flatness.curvature.hutchinson import (
-    check_trace_options,
+    ProbeSettings,
+    TraceSamples,
     draw_probes,
     quadratic_forms,
+    run_trace_estimator,
     sample_quadratic_forms,
     sample_stats,
 )
-from flatness.curvature.operator import SymmetricOperator, operator_for
+from flatness.curvature.operator import SymmetricOperator, Target
+from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
 from flatness.curvature.trace import TraceResult
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flatness.curvature.options import HessianKeywords
 
 
 def hutchpp_trace(
-    target: Any,
+    target: Target,
     *,
     budget: int = 100,
     target_stderr: float | None = None,
     absolute: bool = False,
     min_probes: int = 10,
     block_size: int = 8,
-    distribution: str = "rademacher",
+    distribution: ProbeDistribution = "rademacher",
     seed: int = 0,
-    **hessian_options: Any,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
 ) -> TraceResult:
     """Hutch++ estimate of the trace of a symmetric operator (Meyer et al., SOSA 2021).
 
@@ -88,13 +96,18 @@ def hutchpp_trace(
         block_size: Vectors per ``matmat`` call.
         distribution: ``"rademacher"`` or ``"gaussian"`` (sketch and residual probes).
         seed: Seed of the CPU generator that draws sketch and probes.
-        **hessian_options: Passed to :func:`~flatness.curvature.operator.as_operator`
-            when ``target`` is an Objective.
+        hessian: How to multiply the Hessian when ``target`` is an Objective.
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
         A :class:`~flatness.curvature.trace.TraceResult` with ``method="hutchpp"``;
         ``probes`` counts the residual probes and ``sketch_rank`` the rank of
         :math:`Q`.
+
+    Raises:
+        ValueError: If an option is out of range.
+        TypeError: If ``target`` is neither an Objective nor an operator, or Hessian
+            options come with an operator.
 
     Examples:
         >>> from flatness.curvature.operator import DenseOperator
@@ -107,24 +120,18 @@ def hutchpp_trace(
         >>> hutchpp_trace(A, budget=120).stderr  # the sketch spans R^40: exact
         0.0
     """
-    check_trace_options(
+    probes = ProbeSettings(
         budget=budget,
         target_stderr=target_stderr,
+        absolute=absolute,
         min_probes=min_probes,
         block_size=block_size,
         distribution=distribution,
+        seed=seed,
     )
-    with operator_for(target, **hessian_options) as op:
-        return _hutchpp(
-            op,
-            budget=budget,
-            target_stderr=target_stderr,
-            absolute=absolute,
-            min_probes=min_probes,
-            block_size=block_size,
-            distribution=distribution,
-            seed=seed,
-        )
+    return run_trace_estimator(
+        "hutchpp", _hutchpp, target, probes, resolve_hessian_options(hessian, legacy)
+    )
 
 
 def orthonormal_range(Y: Tensor, *, truncate: bool = True) -> Tensor:
@@ -134,6 +141,10 @@ def orthonormal_range(Y: Tensor, *, truncate: bool = True) -> Tensor:
     :math:`R = U \\Sigma V^\\top`, gives :math:`Q = Q_0 U`; with ``truncate`` the
     columns whose singular value is at most :math:`\\max(n, s)\\,\\epsilon\\,
     \\sigma_{\\max}` are dropped.
+
+    Returns:
+        ``Q`` with orthonormal columns spanning (the numerically significant part of)
+        the range of ``Y``.
 
     Examples:
         >>> Y = torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
@@ -151,21 +162,11 @@ def orthonormal_range(Y: Tensor, *, truncate: bool = True) -> Tensor:
     return Q0 @ U[:, :keep]
 
 
-def _hutchpp(
-    op: SymmetricOperator,
-    *,
-    budget: int,
-    target_stderr: float | None,
-    absolute: bool,
-    min_probes: int,
-    block_size: int,
-    distribution: str,
-    seed: int,
-) -> TraceResult:
-    start = time.perf_counter()
-    matvecs_before = op.matvecs
+def _hutchpp(op: SymmetricOperator, probes: ProbeSettings) -> TraceSamples:
+    """Hutch++ on ``op``: a sketch, its exact trace, Hutchinson on the residual."""
+    budget, block_size, distribution = probes.budget, probes.block_size, probes.distribution
     n, dtype, device = op.dim, op.dtype, op.device
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(probes.seed)
 
     # 1. Sketch: Y = A S with s = budget // 3 columns (all of R^n at most).
     sketch = min(budget // 3, n)
@@ -191,34 +192,16 @@ def _hutchpp(
         op,
         generator,
         0 if exact else budget - sketch - rank,
-        target_stderr=target_stderr,
-        absolute=absolute,
-        min_probes=min_probes,
+        target_stderr=probes.target_stderr,
+        absolute=probes.absolute,
+        min_probes=probes.min_probes,
         block_size=block_size,
         distribution=distribution,
         project=Q,
         offset=low_rank,
     )
-
     if exact:
-        estimate, stderr, converged = low_rank, 0.0, True
-    else:
-        mean, stderr = sample_stats(samples)
-        estimate = low_rank + mean if samples else math.nan
-        converged = met if target_stderr is not None else math.isfinite(stderr)
-    return TraceResult(
-        estimate=estimate,
-        stderr=stderr,
-        method="hutchpp",
-        matvecs=op.matvecs - matvecs_before,
-        seconds=time.perf_counter() - start,
-        probes=len(samples),
-        converged=converged,
-        samples=tuple(samples),
-        distribution=distribution,
-        seed=seed,
-        budget=budget,
-        sketch_rank=rank,
-        target_stderr=target_stderr,
-        relative_target=not absolute,
-    )
+        return TraceSamples(low_rank, 0.0, True, samples, rank)
+    mean, stderr = sample_stats(samples)
+    estimate = low_rank + mean if samples else math.nan
+    return TraceSamples(estimate, stderr, probes.converged(met, stderr), samples, rank)

@@ -12,16 +12,21 @@ device and dtype; nothing here assumes CPU or CUDA.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, Union, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from flatness.curvature.options import HessianKeywords, HessianOptions, resolve_hessian_options
+from flatness.results import gradient_equivalents
+
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
+    from typing_extensions import Unpack
 
     from flatness.curvature.objective import Objective
 
@@ -161,26 +166,40 @@ def to_scipy(op: SymmetricOperator) -> LinearOperator:
     return LinearOperator((op.dim, op.dim), matvec=_mv, rmatvec=_mv, matmat=_mm, dtype=np.float64)
 
 
-def as_operator(target: Any, **hessian_options: Any) -> tuple[SymmetricOperator, bool]:
+def as_operator(
+    target: Target,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
+) -> tuple[SymmetricOperator, bool]:
     """Return ``(operator, owned)`` for an Objective or an existing operator.
 
     An :class:`~flatness.curvature.objective.Objective` becomes a fresh
-    :class:`~flatness.curvature.hessian.HessianOperator` (``owned=True``: the caller
-    must ``close()`` it to free retained graphs); an object that already satisfies
-    :class:`SymmetricOperator` is returned as is (``owned=False``).
+    :class:`~flatness.curvature.hessian.HessianOperator` built with ``hessian``
+    (``owned=True``: the caller must ``close()`` it to free retained graphs); an object
+    that already satisfies :class:`SymmetricOperator` is returned as is (``owned=False``).
+
+    Args:
+        target: An Objective or a symmetric operator.
+        hessian: How to multiply an Objective's Hessian (default
+            :class:`~flatness.curvature.options.HessianOptions`).
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
+
+    Returns:
+        The operator and whether it was built here.
 
     Raises:
-        TypeError: If ``target`` is neither.
+        TypeError: If ``target`` is neither, or Hessian options come with an operator.
     """
     from flatness.curvature.objective import Objective
 
+    options = resolve_hessian_options(hessian, legacy)
     if isinstance(target, Objective):
         from flatness.curvature.hessian import HessianOperator
 
-        return HessianOperator(target, **hessian_options), True
-    if hessian_options:
+        return HessianOperator.from_options(target, options), True
+    if options is not None:
         raise TypeError(
-            f"Hessian options {sorted(hessian_options)} apply to an Objective, "
+            f"Hessian options {options} apply to an Objective, "
             f"not to an existing operator {type(target).__name__}"
         )
     if isinstance(target, SymmetricOperator):
@@ -192,18 +211,56 @@ def as_operator(target: Any, **hessian_options: Any) -> tuple[SymmetricOperator,
 
 
 @contextmanager
-def operator_for(target: Any, **hessian_options: Any) -> Iterator[SymmetricOperator]:
+def operator_for(
+    target: Target,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
+) -> Iterator[SymmetricOperator]:
     """:func:`as_operator` as a context: an operator built here is closed on exit.
+
+    Args:
+        target: An Objective or a symmetric operator.
+        hessian: How to multiply an Objective's Hessian.
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
+
+    Yields:
+        The operator.
+
+    Raises:
+        TypeError: As :func:`as_operator`.
 
     Examples:
         >>> with operator_for(DenseOperator(torch.eye(3))) as op:
         ...     op.dim
         3
     """
-    op, owned = as_operator(target, **hessian_options)
+    options = resolve_hessian_options(hessian, legacy, stacklevel=4)
+    op, owned = as_operator(target, hessian=options)
     try:
         yield op
     finally:
         close = getattr(op, "close", None)
         if owned and callable(close):
             close()
+
+
+def hessian_gradient_equivalents(op: SymmetricOperator, matvecs: int) -> float:
+    """The cost of ``matvecs`` products with ``op`` in full gradients.
+
+    A Hessian-vector product of a model costs about two gradients
+    (:data:`~flatness.results.COST_HVP`); a product with a plain matrix (a
+    :class:`DenseOperator`, a user's operator) is no gradient at all.
+
+    Returns:
+        ``COST_HVP * matvecs`` for a :class:`~flatness.curvature.hessian.HessianOperator`,
+        NaN for any other operator.
+
+    Examples:
+        >>> hessian_gradient_equivalents(DenseOperator(torch.eye(2)), 10)
+        nan
+    """
+    from flatness.curvature.hessian import HessianOperator
+
+    if isinstance(op, HessianOperator):
+        return gradient_equivalents(matvecs=matvecs)
+    return math.nan

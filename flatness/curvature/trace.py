@@ -9,8 +9,11 @@ cheap scalar summary of curvature. Three ways to get it share one result type,
 - ``"hutchpp"`` -- :func:`~flatness.curvature.meyer2021hutchpp.hutchpp_trace`, Hutch++ of
   Meyer, Musco, Musco & Woodruff (SOSA 2021), which removes a low-rank part exactly
   and is far more accurate per product when the spectrum decays;
-- ``"exact"`` -- ``flatness.curvature.exact_trace.exact_hessian_trace``, one product per
-  unit vector (small models only).
+- ``"exact"`` -- :func:`~flatness.curvature.exact_trace.exact_hessian_trace`, no
+  sampling error for piecewise-linear networks with cross-entropy (ReLU, pooling,
+  linear, convolutional and eval-mode BatchNorm layers): the trace of the
+  generalized Gauss-Newton matrix from per-example vector-Jacobian products, about C
+  backward passes over the data for C classes, and no Hessian-vector product at all.
 """
 
 from __future__ import annotations
@@ -18,11 +21,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from flatness.results import Result, format_float
+from flatness.curvature.operator import Target
+from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
+from flatness.results import Record, Result, format_float
 
-TRACE_METHODS = ("hutchpp", "hutchinson", "exact")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flatness.curvature.options import HessianKeywords
+
+#: The estimators :func:`hessian_trace` dispatches to.
+TraceMethod = Literal["hutchpp", "hutchinson", "exact"]
+#: How :func:`~flatness.curvature.exact_trace.exact_hessian_trace` sums the trace.
+ExactMethod = Literal["auto", "layers", "examples"]
+
+TRACE_METHODS: tuple[str, ...] = get_args(TraceMethod)
 """The names :func:`hessian_trace` accepts for ``method``."""
 
 
@@ -51,6 +66,17 @@ class TraceResult(Result):
         sketch_rank: Hutch++ only: the rank of the low-rank part taken exactly.
         target_stderr: The requested standard error, if any.
         relative_target: Whether ``target_stderr`` was relative to ``|estimate|``.
+        gradients: Gradient-like passes spent besides the products: the exact trace
+            back-propagates one cotangent per class over the data (``C`` for ``C``
+            classes); 0 for the stochastic methods.
+        gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
+            the Hessian of a model (``gradients`` for the exact trace), NaN for a plain
+            operator.
+        settings: The keyword arguments that reproduce the result with the function
+            that returned it. Left out of ``repr`` and :meth:`details` (the results
+            store keeps them as the task's key).
+
+    The result contract (:mod:`flatness.results`) reads ``value`` as :attr:`estimate`.
     """
 
     estimate: float
@@ -67,6 +93,28 @@ class TraceResult(Result):
     sketch_rank: int = 0
     target_stderr: float | None = None
     relative_target: bool = True
+    gradients: int = 0
+    gradient_equivalents: float = math.nan
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def value(self) -> float:
+        """The headline of the result contract: :attr:`estimate`."""
+        return self.estimate
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations besides the products: none."""
+        return 0
+
+    def records(self) -> list[Record]:
+        """The store row: component ``""`` with the standard error.
+
+        Returns:
+            One :class:`~flatness.results.Record`; its error kind is ``"stderr"`` even
+            where the error is missing (fewer than two probes).
+        """
+        return [dataclasses.replace(r, error_kind=self.error_kind) for r in super().records()]
 
     @property
     def relative_stderr(self) -> float:
@@ -87,6 +135,9 @@ class TraceResult(Result):
 
         Returns:
             ``(low, high)``; ``(nan, nan)`` when the standard error is unknown.
+
+        Raises:
+            ValueError: If ``level`` is not in ``(0, 1)``.
 
         Examples:
             >>> r = TraceResult(estimate=10.0, stderr=1.0, method="hutchinson",
@@ -118,13 +169,22 @@ class TraceResult(Result):
 
 
 def hessian_trace(
-    target: Any,
+    target: Target,
     *,
-    method: str = "hutchpp",
+    method: TraceMethod = "hutchpp",
     budget: int = 100,
     target_stderr: float | None = None,
     seed: int = 0,
-    **kwargs: Any,
+    absolute: bool = False,
+    min_probes: int = 10,
+    block_size: int = 8,
+    distribution: ProbeDistribution = "rademacher",
+    exact_method: ExactMethod = "auto",
+    chunk_size: int | None = None,
+    memory_bytes: int = 256 * 2**20,
+    check: bool = True,
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
 ) -> TraceResult:
     """Estimate the trace of the Hessian of an objective (or of any symmetric operator).
 
@@ -132,26 +192,53 @@ def hessian_trace(
 
         \\operatorname{tr}(H) = \\sum_{i=1}^n H_{ii} = \\sum_{i=1}^n \\lambda_i(H).
 
+    Which settings apply to which method:
+
+    ============================  ========  ==========  =====
+    setting                       hutchpp   hutchinson  exact
+    ============================  ========  ==========  =====
+    budget, target_stderr, seed   yes       yes         --
+    absolute, min_probes          yes       yes         --
+    block_size, distribution      yes       yes         --
+    hessian                       yes       yes         --
+    exact_method, chunk_size      --        --          yes
+    memory_bytes, check           --        --          yes
+    ============================  ========  ==========  =====
+
+    Settings that do not apply to the chosen method are ignored.
+
     Args:
         target: A :class:`flatness.Objective` (its Hessian is used) or a
-            :class:`~flatness.curvature.operator.SymmetricOperator`.
+            :class:`~flatness.curvature.operator.SymmetricOperator` (not for
+            ``"exact"``, which needs the Objective).
         method: ``"hutchpp"`` (default; Meyer et al. 2021), ``"hutchinson"``
-            (Hutchinson 1989) or ``"exact"`` (one product per parameter; small models).
+            (Hutchinson 1989) or ``"exact"`` (piecewise-linear networks with
+            cross-entropy: about C backward passes for C classes, no sampling error).
         budget: Most operator products the stochastic methods may spend.
         target_stderr: Stop once the standard error is at most this fraction of
-            ``|estimate|`` (pass ``absolute=True`` for a target in trace units). The
-            exact method ignores it.
-        seed: Seed of the random probes. The exact method ignores it.
-        **kwargs: Further options of the chosen estimator (``block_size``,
-            ``distribution``, ``min_probes``, ``absolute``) and Hessian options passed to
-            :func:`~flatness.curvature.operator.as_operator`. For ``"exact"`` they all go
-            to ``exact_hessian_trace``.
+            ``|estimate|`` (with ``absolute=True``: this many trace units).
+        seed: Seed of the random probes.
+        absolute: Read ``target_stderr`` in the units of the trace.
+        min_probes: Probes required before ``target_stderr`` may stop the run.
+        block_size: Probes per block product.
+        distribution: ``"rademacher"`` or ``"gaussian"`` probes.
+        exact_method: ``"auto"``, ``"layers"`` or ``"examples"``: how the exact trace
+            is summed (:func:`~flatness.curvature.exact_trace.exact_hessian_trace`'s
+            ``method``).
+        chunk_size: ``"examples"``: examples whose per-class gradients are held at once.
+        memory_bytes: Memory for one chunk of the exact trace's work.
+        check: Verify that the network qualifies for the exact trace.
+        hessian: How to multiply the Hessian when ``target`` is an Objective.
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
-        A :class:`TraceResult`.
+        A :class:`TraceResult` whose ``settings`` are this call's keyword arguments.
 
     Raises:
-        ValueError: For an unknown ``method``.
+        ValueError: For an unknown ``method``, invalid options of the chosen method,
+            or (``"exact"``) a network that does not qualify.
+        TypeError: If ``target`` does not fit the method, or Hessian options come with
+            an operator.
 
     Examples:
         >>> import torch
@@ -161,21 +248,54 @@ def hessian_trace(
         >>> round(tr.estimate, 8), tr.matvecs <= 30
         (7.0, True)
     """
-    if method == "hutchpp":
+    hessian = resolve_hessian_options(hessian, legacy)
+    settings: dict[str, Any] = {
+        "method": method,
+        "budget": budget,
+        "target_stderr": target_stderr,
+        "seed": seed,
+        "absolute": absolute,
+        "min_probes": min_probes,
+        "block_size": block_size,
+        "distribution": distribution,
+        "exact_method": exact_method,
+        "chunk_size": chunk_size,
+        "memory_bytes": memory_bytes,
+        "check": check,
+        "hessian": hessian,
+    }
+    result: TraceResult
+    if method in ("hutchpp", "hutchinson"):
+        from flatness.curvature.hutchinson import hutchinson_trace
         from flatness.curvature.meyer2021hutchpp import hutchpp_trace
 
-        return hutchpp_trace(
-            target, budget=budget, target_stderr=target_stderr, seed=seed, **kwargs
+        estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
+        result = estimator(
+            target,
+            budget=budget,
+            target_stderr=target_stderr,
+            absolute=absolute,
+            min_probes=min_probes,
+            block_size=block_size,
+            distribution=distribution,
+            seed=seed,
+            hessian=hessian,
         )
-    if method == "hutchinson":
-        from flatness.curvature.hutchinson import hutchinson_trace
-
-        return hutchinson_trace(
-            target, budget=budget, target_stderr=target_stderr, seed=seed, **kwargs
-        )
-    if method == "exact":
+    elif method == "exact":
         from flatness.curvature.exact_trace import exact_hessian_trace
+        from flatness.curvature.objective import Objective
 
-        result: TraceResult = exact_hessian_trace(target, **kwargs)
-        return result
-    raise ValueError(f"unknown trace method {method!r}; expected one of {TRACE_METHODS}")
+        if not isinstance(target, Objective):
+            raise TypeError(
+                f"method='exact' needs a flatness.Objective, got {type(target).__name__}"
+            )
+        result = exact_hessian_trace(
+            target,
+            chunk_size=chunk_size,
+            memory_bytes=memory_bytes,
+            check=check,
+            method=exact_method,
+        )
+    else:
+        raise ValueError(f"unknown trace method {method!r}; expected one of {TRACE_METHODS}")
+    return dataclasses.replace(result, settings=settings)

@@ -18,7 +18,9 @@ from torch import Tensor
 
 from flatness.curvature.hutchinson import hutchinson_trace
 from flatness.curvature.meyer2021hutchpp import hutchpp_trace
+from flatness.curvature.objective import Objective
 from flatness.curvature.operator import DenseOperator
+from flatness.curvature.options import HessianOptions
 from flatness.curvature.trace import TraceResult, hessian_trace
 
 ESTIMATORS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace}
@@ -329,6 +331,8 @@ def test_invalid_options_are_refused(method: str, options: dict[str, Any]) -> No
 
 def test_hessian_options_need_an_objective() -> None:
     with pytest.raises(TypeError, match="Hessian options"):
+        hutchinson_trace(DenseOperator(torch.eye(3)), hessian=HessianOptions())
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="Hessian options"):
         hutchinson_trace(DenseOperator(torch.eye(3)), strategy="double_backward")
 
 
@@ -378,7 +382,19 @@ def test_dispatcher_exact_is_imported_lazily(monkeypatch: pytest.MonkeyPatch) ->
     fake = types.ModuleType("flatness.curvature.exact_trace")
     fake.exact_hessian_trace = exact_hessian_trace  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "flatness.curvature.exact_trace", fake)
-    target = object()
-    tr = hessian_trace(target, method="exact", budget=7, seed=2, block_size=16)
+    net = torch.nn.Linear(2, 2)
+    target = Objective(net, (torch.randn(4, 2), torch.tensor([0, 1, 0, 1])))
+    # the stochastic settings are ignored; the exact ones are passed on
+    tr = hessian_trace(
+        target, method="exact", budget=7, seed=2, block_size=16, exact_method="examples"
+    )
     assert tr.method == "exact" and tr.stderr == 0.0
-    assert calls == [(target, {"block_size": 16})]
+    assert calls == [
+        (
+            target,
+            {"chunk_size": None, "memory_bytes": 256 * 2**20, "check": True, "method": "examples"},
+        )
+    ]
+    assert tr.settings["exact_method"] == "examples" and tr.settings["method"] == "exact"
+    with pytest.raises(TypeError, match="needs a flatness.Objective"):
+        hessian_trace(DenseOperator(torch.eye(2)), method="exact")

@@ -1,0 +1,139 @@
+"""The typed options of the curvature front door.
+
+The estimators (:func:`~flatness.curvature.eigenvalues.hessian_eigenvalues`,
+:func:`~flatness.curvature.trace.hessian_trace`, ...) take an
+:class:`~flatness.curvature.objective.Objective` or an operator first and keyword-only
+settings after it. The choices among a few names are :data:`typing.Literal` types, and
+how the Hessian of an Objective is multiplied is one frozen dataclass,
+:class:`HessianOptions`, passed as ``hessian=``.
+
+Before version 0.2 the Hessian options were loose keyword arguments
+(``hessian_eigenvalues(obj, strategy="double_backward")``); they still work for one
+release and raise a :class:`DeprecationWarning` (:func:`resolve_hessian_options`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Literal, TypedDict
+
+__all__ = [
+    "STRATEGIES",
+    "HessianKeywords",
+    "HessianOptions",
+    "ProbeDistribution",
+    "Strategy",
+    "resolve_hessian_options",
+]
+
+#: How a :class:`~flatness.curvature.hessian.HessianOperator` computes its products.
+Strategy = Literal["auto", "retained", "double_backward", "forward_over_reverse"]
+#: The strategies other than ``"auto"``.
+STRATEGIES: tuple[str, ...] = ("retained", "double_backward", "forward_over_reverse")
+
+#: The distributions of random probe vectors (trace estimators, spectral density).
+ProbeDistribution = Literal["rademacher", "gaussian"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HessianOptions:
+    """How the Hessian of an Objective is multiplied (ignored for other operators).
+
+    The fields are those of :class:`~flatness.curvature.hessian.HessianOperator`; an
+    estimator given an Objective builds its operator with them, and refuses them
+    (``TypeError``) for an operator the caller built.
+
+    Attributes:
+        strategy: ``"auto"`` (retain graphs where they fit, else the faster of the
+            other two), ``"retained"``, ``"double_backward"`` or
+            ``"forward_over_reverse"``.
+        memory_budget: Bytes retained graphs may hold (default: half the free GPU
+            memory, or a quarter of the available host memory).
+        batched: Force vectorized (``True``) or column-by-column (``False``) block
+            products; ``None`` times both on the first block.
+        check_determinism: Evaluate the first batch twice and refuse a random
+            objective (dropout on, a stochastic loss).
+
+    Examples:
+        >>> HessianOptions(strategy="double_backward")
+        HessianOptions(strategy='double_backward', memory_budget=None, batched=None, check_determinism=True)
+    """  # noqa: E501
+
+    strategy: Strategy = "auto"
+    memory_budget: int | None = None
+    batched: bool | None = None
+    check_determinism: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy != "auto" and self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy must be 'auto' or one of {STRATEGIES}, got {self.strategy!r}"
+            )
+
+
+class HessianKeywords(TypedDict, total=False):
+    """The deprecated loose keyword arguments, one per :class:`HessianOptions` field."""
+
+    strategy: Strategy
+    memory_budget: int | None
+    batched: bool | None
+    check_determinism: bool
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(HessianOptions))
+
+
+def resolve_hessian_options(
+    hessian: HessianOptions | None, legacy: Mapping[str, object], *, stacklevel: int = 3
+) -> HessianOptions | None:
+    """Merge the deprecated loose keywords into one :class:`HessianOptions`.
+
+    Args:
+        hessian: The options passed as ``hessian=`` (or ``None``).
+        legacy: The loose keyword arguments an estimator received (``strategy=...``).
+        stacklevel: Where the warning points (3: the caller of the estimator that
+            calls this).
+
+    Returns:
+        ``hessian`` when no loose keywords were given, else ``HessianOptions(**legacy)``.
+
+    Raises:
+        TypeError: For a keyword that is no Hessian option, for loose keywords
+            together with ``hessian=``, or for ``hessian`` that is not a
+            :class:`HessianOptions`.
+
+    Warns:
+        DeprecationWarning: Whenever loose keywords are used.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     resolve_hessian_options(None, {"strategy": "retained"}).strategy
+        'retained'
+        >>> resolve_hessian_options(None, {}) is None
+        True
+    """
+    if hessian is not None and not isinstance(hessian, HessianOptions):
+        raise TypeError(f"hessian must be a HessianOptions, got {type(hessian).__name__}")
+    if not legacy:
+        return hessian
+    unknown = sorted(set(legacy) - set(_FIELDS))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}; the Hessian options are {list(_FIELDS)}"
+        )
+    if hessian is not None:
+        raise TypeError(
+            f"Hessian options {sorted(legacy)} given both loosely and as hessian=; "
+            "pass only hessian=HessianOptions(...)"
+        )
+    warnings.warn(
+        f"passing Hessian options as keyword arguments ({', '.join(sorted(legacy))}) is "
+        "deprecated; pass hessian=flatness.HessianOptions(...) instead",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return HessianOptions(**legacy)  # type: ignore[arg-type]
