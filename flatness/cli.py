@@ -9,8 +9,11 @@ declares its arguments and ``_cmd_<name>(args) -> int`` which runs it, registere
 :func:`flatness.zoo.train_sweep`. ``flatness score`` scores a manifest's checkpoints
 into a results store with :func:`flatness.score`; ``flatness export`` writes the store
 as CSV or Parquet with :func:`flatness.export_results`; ``flatness report`` writes a
-comparison report with :func:`flatness.report.build_from_store`; ``flatness demo``
-runs Keskar et al.'s study on built-in data end to end with :func:`flatness.demo.run_study`.
+comparison report with :func:`flatness.report.build_from_store`; ``flatness study``
+runs a built-in study (:mod:`flatness.studies`) or one declared in TOML
+(:func:`flatness.study.load_study`) with :func:`flatness.study.run_study`; ``flatness
+demo`` runs the demo plan of Keskar et al.'s study with default folders
+(:func:`flatness.demo.run_study`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flatness.study import StudyResult, StudySpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -388,18 +394,101 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             command += [f"--{flag}", str(getattr(args, flag))]
     print(f"flatness demo: {plan.title}", flush=True)
-    try:
-        result = demo.run_study(
+    return _run_plan(
+        lambda: demo.run_study(
             plan,
             runs=args.runs,
             out=args.out,
             progress=not args.no_progress,
             echo=lambda line: print(line, flush=True),
             command=shlex.join(command),
-        )
+        ),
+        shlex.join(command),
+    )
+
+
+# -- flatness study ---------------------------------------------------------------------
+
+
+def _add_study_parser(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "study",
+        help="run a built-in study or one declared in TOML: train, score, report",
+        description=(
+            "Run every case of a study's plan: train its regimes x seeds, score the "
+            "checkpoints, write each case's report and an overview. NAME_OR_TOML is a "
+            "built-in study (see --list) or a TOML file declaring one (see README). Reruns "
+            "reuse checkpoints and stored scores."
+        ),
+    )
+    p.add_argument("study", nargs="?", metavar="NAME_OR_TOML", help="the study")
+    p.add_argument("--list", action="store_true", help="list the built-in studies and exit")
+    p.add_argument("--plan", help="the study's plan (default: its default plan)")
+    p.add_argument("--runs", type=Path, help="folder of checkpoints and results stores")
+    p.add_argument("--out", type=Path, help="folder of the reports")
+    _add_run_options(p)
+    p.set_defaults(handler=_cmd_study)
+
+
+def _resolve_study(name_or_toml: str) -> StudySpec:
+    """A built-in study by name, else the study a TOML file declares."""
+    from flatness.studies import STUDIES, get_study
+    from flatness.study import load_study
+
+    if name_or_toml in STUDIES:
+        return get_study(name_or_toml)
+    path = Path(name_or_toml)
+    if path.suffix == ".toml" or path.is_file():
+        return load_study(path)
+    return get_study(name_or_toml)  # raises, naming the built-in studies
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    import shlex
+
+    from flatness.studies import STUDIES
+    from flatness.study import run_study
+
+    if args.list:
+        for spec in STUDIES.values():
+            print(f"{spec.name}: {spec.title}")
+            print(f"  plans: {', '.join(spec.plans)} (default {spec.default_plan})")
+            for question in spec.questions:
+                print(f"  - {question}")
+        return 0
+    if args.study is None:
+        raise ValueError("name a study (NAME_OR_TOML) or give --list")
+    if args.runs is None or args.out is None:
+        raise ValueError("give --runs DIR and --out DIR (where checkpoints and reports go)")
+    _set_threads(args)
+    spec = _resolve_study(args.study)
+    key = spec.default_plan if args.plan is None else args.plan
+    plan = spec.plan(key)
+    command = ["flatness", "study", args.study]
+    if args.plan is not None:
+        command += ["--plan", args.plan]
+    command += ["--runs", str(args.runs), "--out", str(args.out)]
+    print(f"flatness study {spec.name}, plan {key}: {plan.title}", flush=True)
+    return _run_plan(
+        lambda: run_study(
+            plan,
+            runs=args.runs,
+            out=args.out,
+            progress=not args.no_progress,
+            echo=lambda line: print(line, flush=True),
+            command=shlex.join(command),
+        ),
+        shlex.join(command),
+    )
+
+
+def _run_plan(run: Callable[[], StudyResult], command: str) -> int:
+    """Run a study, print its cases' reports and failures; the exit status."""
+    try:
+        result = run()
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: finished runs and stored scores are kept; `{shlex.join(command)}` "
+            f"\ninterrupted: finished runs and stored scores are kept; `{command}` "
             "goes on from there",
             file=sys.stderr,
         )
@@ -421,6 +510,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_export_parser,
     _add_report_parser,
     _add_demo_parser,
+    _add_study_parser,
 )
 """Parser builders, one per subcommand; each sets ``handler`` to its ``_cmd_*`` function."""
 

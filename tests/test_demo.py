@@ -17,9 +17,11 @@ import flatness as fl
 from flatness import demo
 from flatness.cli import main
 from flatness.report import format_mean_std
+from flatness.studies.keskar2017 import KESKAR_PROTOCOL, KeskarCase
+from flatness.study import fingerprint
 
 MINI_TRAIN = {
-    **demo.KESKAR_PROTOCOL,
+    **KESKAR_PROTOCOL,
     "network": "tiny_mlp",
     "network_kwargs": {"width": 8, "depth": 1},
     "dataset": "mnist1d",
@@ -31,7 +33,7 @@ MINI = demo.StudyPlan(
     name="mini",
     title="Miniature demo",
     cases=(
-        demo.Case(
+        KeskarCase(
             name="tiny",
             title="tiny MLP on MNIST-1D",
             train=MINI_TRAIN,
@@ -219,25 +221,25 @@ def test_report_is_rebuilt_when_the_store_changes(demo_run: dict, tmp_path: Path
     copy = tmp_path / "results.sqlite"
     with sqlite3.connect(store) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)
-    before = demo._fingerprint(copy, {})
+    before = fingerprint(copy, {})
     with sqlite3.connect(copy) as con:
         con.execute("UPDATE measurements SET value = value + 1 WHERE rowid = 1")
-    assert demo._fingerprint(copy, {}) != before
-    assert demo._fingerprint(store, {}) == before
-    assert demo._fingerprint(store, {"title": "other"}) != before
+    assert fingerprint(copy, {}) != before
+    assert fingerprint(store, {}) == before
+    assert fingerprint(store, {"title": "other"}) != before
 
 
 def test_cases_are_validated() -> None:
     with pytest.raises(ValueError, match="sweep_seeds"):
-        demo.Case(name="x", title="x", train={}, sweep={"B8": {"batch_size": 8}})
+        KeskarCase(name="x", title="x", train={}, sweep={"B8": {"batch_size": 8}})
     with pytest.raises(ValueError, match="occur twice in regimes and sweep"):
-        demo.Case(name="x", title="x", train={}, sweep={"SB": {}}, sweep_seeds=(0,))
+        KeskarCase(name="x", title="x", train={}, sweep={"SB": {}}, sweep_seeds=(0,))
     with pytest.raises(ValueError, match="plain folder name"):
-        demo.Case(name="../x", title="x", train={})
+        KeskarCase(name="../x", title="x", train={})
     with pytest.raises(ValueError, match="SB and LB"):
-        demo.Case(name="x", title="x", train={}, regimes={"A": {}})
+        KeskarCase(name="x", title="x", train={}, regimes={"A": {}})
     with pytest.raises(ValueError, match="distinct names"):
-        case = demo.Case(name="x", title="x", train={})
+        case = KeskarCase(name="x", title="x", train={})
         demo.StudyPlan(name="p", title="p", cases=(case, case), runs="r", out="o")
 
 
@@ -282,7 +284,7 @@ def test_a_case_with_nothing_stored_is_left_out_and_others_are_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = MINI.cases[0]
-    bad = demo.Case(
+    bad = KeskarCase(
         name="broken",
         title="every measure fails",
         train=MINI_TRAIN,

@@ -19,12 +19,14 @@ import flatness as fl
 from flatness import demo
 from flatness.cli import main
 from flatness.report.overview import OverviewCase, write_overview
+from flatness.studies.keskar2017 import KeskarCase
+from flatness.study import StudyResult, describe
 from tests.test_demo import MINI_TRAIN, one_thread  # noqa: F401 (an autouse fixture)
 
 TRAIN = {**MINI_TRAIN, "epochs": 2}
 
 
-def _case(**kw: object) -> demo.Case:
+def _case(**kw: object) -> KeskarCase:
     base: dict[str, object] = {
         "name": "t",
         "title": "t",
@@ -34,10 +36,10 @@ def _case(**kw: object) -> demo.Case:
         "measures": {"lambda_max": {"k": 1}},
     }
     base.update(kw)
-    return demo.Case(**base)  # type: ignore[arg-type]
+    return KeskarCase(**base)  # type: ignore[arg-type]
 
 
-def _study(case: demo.Case) -> demo.StudyResult:
+def _study(case: KeskarCase) -> StudyResult:
     plan = demo.StudyPlan(name="p", title="p", cases=(case,), runs="r", out="o")
     return demo.run_study(plan, progress=False, echo=lambda line: None)
 
@@ -195,14 +197,14 @@ def test_case_rejects_regime_labels_that_share_a_folder() -> None:
 def test_describe_reads_the_batch_size_from_train_when_a_regime_does_not_set_it() -> None:
     """A regime that does not override batch_size trains with train["batch_size"]; describe
     should show that size ("batch 32"), not "batch None"."""
-    case = demo.Case(
+    case = KeskarCase(
         name="a",
         title="a",
         train={"network": "tiny_mlp", "batch_size": 32},
         regimes={"SB": {}, "LB": {"batch_size": 128}},
         pair_seed=None,
     )
-    text = demo.describe(case)
+    text = describe(case)
     assert "batch None" not in text and "SB (batch 32)" in text
 
 
@@ -213,7 +215,7 @@ def test_describe_shows_learning_rates_set_per_regime() -> None:
     case = _case(
         regimes={"SB": {"batch_size": 8, "lr": 1e-4}, "LB": {"batch_size": 64, "lr": 1e-2}}
     )
-    text = demo.describe(case)
+    text = describe(case)
     assert "lr 0.001" not in text
     assert "0.0001" in text and "0.01" in text
 

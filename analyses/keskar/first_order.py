@@ -34,12 +34,12 @@ import pandas as pd
 import torch
 
 import flatness as fl
-from flatness.demo import FULL
 from flatness.report import format_mean_std
+from flatness.studies.keskar2017 import FULL
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS = ROOT / FULL.runs
-OUT = ROOT / FULL.out
+RUNS = ROOT / "runs/keskar"  # the folders analyses/keskar/run.py gives the study
+OUT = ROOT / "reports/keskar-mnist1d"
 
 
 def first_order_rows(case: str) -> list[dict[str, object]]:
@@ -93,7 +93,7 @@ def main() -> int:
         "# How much of Keskar's ε-sharpness is the gradient?",
         "",
         "Written by `python analyses/keskar/first_order.py` from the stores of "
-        "`flatness demo --full`. For every checkpoint: the stored full-space ε-sharpness "
+        "`python analyses/keskar/run.py`. For every checkpoint: the stored full-space ε-sharpness "
         "φ (10 L-BFGS-B iterations), its first-order part φ_lin = 100·ε·Σ|g_i|(|x_i|+1)/(1+f) "
         "(the maximum of the linearized rise over the box) and an upper bound on what "
         "the curvature can add, 100·½ε²·λ_max·‖|x|+1‖²/(1+f). Mean ± std over seeds; "

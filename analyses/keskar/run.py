@@ -1,6 +1,7 @@
 """Keskar et al. (ICLR 2017) reproduced on the built-in data: the whole study.
 
-The same as ``flatness demo --full`` (the plan is :data:`flatness.demo.FULL`):
+The ``full`` plan of the built-in study ``keskar2017``
+(:data:`flatness.studies.keskar2017.FULL`), run with the repository's folders:
 
 - **f1-mnist1d**: an F1-style network (3 × [Linear 256, BatchNorm, ReLU]) on MNIST-1D
   (4000 training, 1000 test signals, generated offline), SB = 0.5% of the training set
@@ -30,9 +31,20 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from flatness.cli import main
 
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = "runs/keskar"
+"""Checkpoints and results stores, relative to the repository's root."""
+OUT = "reports/keskar-mnist1d"
+"""The overview and the cases' reports, relative to the repository's root."""
+
 if __name__ == "__main__":
-    sys.exit(main(["demo", "--full", *sys.argv[1:]]))
+    os.chdir(ROOT)  # the reports name the command relative to the root
+    sys.exit(
+        main(["study", "keskar2017", "--plan", "full", "--runs", RUNS, "--out", OUT, *sys.argv[1:]])
+    )

@@ -1,0 +1,45 @@
+"""The built-in studies, one module each, registered by name.
+
+Each module only declares its plans and the questions its overview answers (a
+:class:`~flatness.study.plan.StudySpec`); :mod:`flatness.study` runs them. Run one with
+``flatness study NAME --out DIR --runs DIR`` or :func:`flatness.study.run_study`.
+
+- ``keskar2017`` (:mod:`~flatness.studies.keskar2017`) -- Keskar et al. (ICLR 2017):
+  are large-batch minima sharper?
+
+Examples:
+    >>> sorted(STUDIES)
+    ['keskar2017']
+    >>> get_study("keskar2017").plan("full").name
+    'keskar-mnist1d'
+"""
+
+from __future__ import annotations
+
+from flatness.studies import keskar2017
+from flatness.study.plan import StudySpec
+
+__all__ = ["STUDIES", "get_study"]
+
+STUDIES: dict[str, StudySpec] = {study.name: study for study in (keskar2017.STUDY,)}
+"""Built-in study name → study."""
+
+
+def get_study(name: str) -> StudySpec:
+    """A built-in study by name.
+
+    Args:
+        name: Its name (``"keskar2017"``).
+
+    Returns:
+        The study.
+
+    Raises:
+        ValueError: For a name no built-in study has (the message lists them).
+    """
+    try:
+        return STUDIES[name]
+    except KeyError:
+        raise ValueError(
+            f"no built-in study {name!r}; choose one of {sorted(STUDIES)} or give a TOML file"
+        ) from None
