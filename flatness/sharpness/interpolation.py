@@ -32,16 +32,38 @@ average in SWA).
 Accuracy is the fraction of examples whose arg-max output equals the target; it is
 computed when the model outputs ``(n, classes)`` scores and the targets are integer class
 labels of shape ``(n,)``, and is ``None`` otherwise.
+
+The result's headline ``value`` (the result contract's one number) is the *loss
+barrier* of the training loss between the two checkpoints, the largest rise above the
+straight line joining the endpoints' losses over the evaluated :math:`\alpha \in [0, 1]`
+(Frankle et al. 2020; Entezari et al. 2022),
+
+.. math::
+
+    B = \max_{\alpha \in [0, 1]}\ L(x(\alpha)) - \bigl((1 - \alpha) L(x_0) + \alpha L(x_1)\bigr)
+    \ \ge 0,
+
+NaN when :math:`\alpha = 0` or :math:`\alpha = 1` was not evaluated. The curves
+themselves are the result (:meth:`InterpolationResult.to_frame`).
+
+References:
+    N. S. Keskar, D. Mudigere, J. Nocedal, M. Smelyanskiy and P. T. P. Tang (2017). On
+    large-batch training for deep learning: Generalization gap and sharp minima. ICLR.
+
+    J. Frankle, G. K. Dziugaite, D. M. Roy and M. Carbin (2020). Linear mode
+    connectivity and the lottery ticket hypothesis. ICML.
+
+    R. Entezari, H. Sedghi, O. Saukh and B. Neyshabur (2022). The role of permutation
+    invariance in linear mode connectivity of neural networks. ICLR.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
@@ -51,27 +73,46 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from flatness.curvature.objective import Batch, LossFn, batch_size_of, move_batch, split_batches
 from flatness.evaluation import mean_loss_and_accuracy, xy_pair
-from flatness.results import Result, format_float
+from flatness.results import Meter, format_float
+from flatness.sharpness.contract import SharpnessResult
 
 __all__ = [
+    "BatchNormMode",
+    "Checkpoint",
+    "Data",
+    "InterpolationPath",
     "InterpolationResult",
     "interpolate_checkpoints",
     "mean_loss_and_accuracy",
     "parametric_plot",
 ]
 
-PATHS = ("linear", "curvilinear")
+InterpolationPath: TypeAlias = Literal["linear", "curvilinear"]
 """The paths :func:`interpolate_checkpoints` can follow."""
 
-BN_MODES = ("interpolate", "recompute")
+BatchNormMode: TypeAlias = Literal["interpolate", "recompute"]
 """How :func:`interpolate_checkpoints` sets BatchNorm running statistics at each point."""
 
-Checkpoint = nn.Module | Mapping[str, Tensor]
+PATHS: tuple[InterpolationPath, ...] = get_args(InterpolationPath)
+BN_MODES: tuple[BatchNormMode, ...] = get_args(BatchNormMode)
+
+Checkpoint: TypeAlias = nn.Module | Mapping[str, Tensor]
+"""A point of the path: a model, or a state dict of tensors."""
+
+Data: TypeAlias = tuple[Tensor, Tensor] | Iterable[Batch]
+"""An ``(inputs, targets)`` pair of tensors, or ``(inputs, targets)`` batches (a list or
+a data loader)."""
 
 
 @dataclass(frozen=True, eq=False)
-class InterpolationResult(Result):
+class InterpolationResult(SharpnessResult):
     """Loss and accuracy along a path between two checkpoints.
+
+    Besides the fields below it has the result contract's names: ``value`` (the loss
+    barrier of the training loss, see the module doc), ``stderr`` (NaN),
+    ``converged`` (``True``), ``gradients`` and ``matvecs`` (0),
+    ``gradient_equivalents`` (NaN: the passes run over two data sets of different
+    sizes) and ``settings``.
 
     Attributes:
         alphas: The path coordinates :math:`\\alpha` (0 is the start, 1 the end).
@@ -92,6 +133,7 @@ class InterpolationResult(Result):
         num_test: Test examples evaluated (0 without a test set).
         device: Where the points were evaluated.
         dtype: The floating dtype of the evaluation.
+        batch_size: Examples per forward pass.
     """
 
     alphas: np.ndarray = field(repr=False)
@@ -99,8 +141,8 @@ class InterpolationResult(Result):
     train_accuracy: np.ndarray | None = field(repr=False)
     test_loss: np.ndarray | None = field(repr=False)
     test_accuracy: np.ndarray | None = field(repr=False)
-    path: str
-    bn: str
+    path: InterpolationPath
+    bn: BatchNormMode
     seconds: float
     evaluations: int
     clamped_alphas: tuple[float, ...] = ()
@@ -108,6 +150,57 @@ class InterpolationResult(Result):
     num_test: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    batch_size: int = 1024
+
+    @property
+    def value(self) -> float:
+        """The loss barrier of the training loss between the endpoints (see the module doc).
+
+        NaN when :math:`\\alpha = 0` or :math:`\\alpha = 1` was not evaluated.
+        """
+        alphas = np.asarray(self.alphas, dtype=np.float64)
+        tol = 1e-12
+        ends = [np.flatnonzero(np.abs(alphas - a) <= tol) for a in (0.0, 1.0)]
+        if any(e.size == 0 for e in ends):
+            return math.nan
+        loss0, loss1 = (float(self.train_loss[e[0]]) for e in ends)
+        inside = (alphas >= -tol) & (alphas <= 1.0 + tol)
+        line = (1.0 - alphas[inside]) * loss0 + alphas[inside] * loss1
+        return float(np.nanmax(self.train_loss[inside] - line))
+
+    @property
+    def stderr(self) -> float:
+        """NaN: the curves are exact evaluations, with no error bar."""
+        return math.nan
+
+    @property
+    def converged(self) -> bool:
+        """``True``: no iteration."""
+        return True
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations spent: none."""
+        return 0
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """NaN: ``evaluations`` counts passes over the training and the test set alike."""
+        return math.nan
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this result with :func:`interpolate_checkpoints`.
+
+        The checkpoints, the data and ``loss_fn`` are the call's inputs, not settings.
+        """
+        return {
+            "alphas": [float(a) for a in self.alphas],
+            "path": self.path,
+            "bn": self.bn,
+            "batch_size": self.batch_size,
+            "device": self.device,
+        }
 
     def to_frame(self) -> Any:
         """A tidy :class:`pandas.DataFrame` with columns ``alpha, split, metric, value``.
@@ -153,7 +246,7 @@ class InterpolationResult(Result):
 
 
 # ------------------------------------------------------------------ the path
-def path_coefficients(alpha: float, path: str) -> tuple[float, float]:
+def path_coefficients(alpha: float, path: InterpolationPath) -> tuple[float, float]:
     r"""The weights :math:`(c_0, c_1)` of the start and end points at :math:`\alpha`.
 
     ``"linear"``: :math:`(1 - \alpha, \alpha)`; ``"curvilinear"``:
@@ -241,7 +334,7 @@ def _recompute_statistics(model: nn.Module, batches: Sequence[Batch]) -> None:
 
 
 def _prepared_batches(
-    data: Any, batch_size: int, device: torch.device, dtype: torch.dtype, what: str
+    data: Data, batch_size: int, device: torch.device, dtype: torch.dtype, what: str
 ) -> list[Batch]:
     batches = [move_batch(b, device, dtype) for b in split_batches(data, batch_size)]
     batches = [b for b in batches if batch_size_of(b) > 0]
@@ -256,12 +349,12 @@ def interpolate_checkpoints(
     start: Checkpoint,
     end: Checkpoint,
     *,
-    train: Any,
-    test: Any = None,
+    train: Data,
+    test: Data | None = None,
     model: nn.Module | None = None,
     alphas: Sequence[float] | np.ndarray | None = None,
-    path: str = "linear",
-    bn: str = "interpolate",
+    path: InterpolationPath = "linear",
+    bn: BatchNormMode = "interpolate",
     loss_fn: LossFn = F.cross_entropy,
     batch_size: int = 1024,
     device: torch.device | str | None = None,
@@ -326,7 +419,6 @@ def interpolate_checkpoints(
         >>> list(res.to_frame().columns)
         ['alpha', 'split', 'metric', 'value']
     """
-    t0 = time.perf_counter()
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
     if bn not in BN_MODES:
@@ -358,49 +450,49 @@ def interpolate_checkpoints(
     if dtype is None:
         dtype = first.dtype if first is not None else torch.get_default_dtype()
 
-    work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    train_batches = _prepared_batches(train, batch_size, device, dtype, "train")
-    test_batches = (
-        None if test is None else _prepared_batches(test, batch_size, device, dtype, "test")
-    )
-    norm_layers = _norm_layers(work)
-    variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in norm_layers}
+    with Meter() as meter:
+        work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+        train_batches = _prepared_batches(train, batch_size, device, dtype, "train")
+        test_batches = (
+            None if test is None else _prepared_batches(test, batch_size, device, dtype, "test")
+        )
+        norm_layers = _norm_layers(work)
+        variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in norm_layers}
 
-    def cast(t: Tensor) -> Tensor:
-        return t.to(device=device, dtype=dtype)
+        def cast(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype)
 
-    floats = {k for k, v in state0.items() if v.is_floating_point()}
-    x0 = {k: cast(v) for k, v in state0.items() if k in floats}
-    x1 = {k: cast(v) for k, v in state1.items() if k in floats}
-    fixed = {k: v for k, v in state0.items() if k not in floats}
+        floats = {k for k, v in state0.items() if v.is_floating_point()}
+        x0 = {k: cast(v) for k, v in state0.items() if k in floats}
+        x1 = {k: cast(v) for k, v in state1.items() if k in floats}
+        fixed = {k: v for k, v in state0.items() if k not in floats}
 
-    series: dict[str, list[float]] = {"train_loss": [], "test_loss": []}
-    accs: dict[str, list[float | None]] = {"train_acc": [], "test_acc": []}
-    clamped: list[float] = []
-    evaluations = 0
-    for alpha in alpha_arr:
-        c0, c1 = path_coefficients(float(alpha), path)
-        point = {k: c0 * x0[k] + c1 * x1[k] for k in floats}
-        if bn == "interpolate":
-            negative = [k for k in variance_keys if k in point and bool((point[k] < 0).any())]
-            if negative:
-                clamped.append(float(alpha))
-                for k in negative:
-                    point[k] = point[k].clamp_min(0.0)
-        work.load_state_dict({**fixed, **point}, strict=True)
-        if bn == "recompute" and norm_layers:
-            _recompute_statistics(work, train_batches)
-            evaluations += 1
-        work.eval()
-        loss, acc = mean_loss_and_accuracy(work, train_batches, loss_fn, what="train")
-        series["train_loss"].append(float(loss))
-        accs["train_acc"].append(acc)
-        evaluations += 1
-        if test_batches is not None:
-            loss, acc = mean_loss_and_accuracy(work, test_batches, loss_fn, what="test")
-            series["test_loss"].append(float(loss))
-            accs["test_acc"].append(acc)
-            evaluations += 1
+        series: dict[str, list[float]] = {"train_loss": [], "test_loss": []}
+        accs: dict[str, list[float | None]] = {"train_acc": [], "test_acc": []}
+        clamped: list[float] = []
+        for alpha in alpha_arr:
+            c0, c1 = path_coefficients(float(alpha), path)
+            point = {k: c0 * x0[k] + c1 * x1[k] for k in floats}
+            if bn == "interpolate":
+                negative = [k for k in variance_keys if k in point and bool((point[k] < 0).any())]
+                if negative:
+                    clamped.append(float(alpha))
+                    for k in negative:
+                        point[k] = point[k].clamp_min(0.0)
+            work.load_state_dict({**fixed, **point}, strict=True)
+            if bn == "recompute" and norm_layers:
+                _recompute_statistics(work, train_batches)
+                meter.count(evaluations=1)
+            work.eval()
+            loss, acc = mean_loss_and_accuracy(work, train_batches, loss_fn, what="train")
+            series["train_loss"].append(float(loss))
+            accs["train_acc"].append(acc)
+            meter.count(evaluations=1)
+            if test_batches is not None:
+                loss, acc = mean_loss_and_accuracy(work, test_batches, loss_fn, what="test")
+                series["test_loss"].append(float(loss))
+                accs["test_acc"].append(acc)
+                meter.count(evaluations=1)
 
     def array(values: list[float | None]) -> np.ndarray | None:
         if not values or any(v is None for v in values):
@@ -415,13 +507,14 @@ def interpolate_checkpoints(
         test_accuracy=None if test_batches is None else array(accs["test_acc"]),
         path=path,
         bn=bn,
-        seconds=time.perf_counter() - t0,
-        evaluations=evaluations,
+        seconds=meter.seconds,
+        evaluations=meter.evaluations,
         clamped_alphas=tuple(clamped),
         num_train=sum(batch_size_of(b) for b in train_batches),
         num_test=0 if test_batches is None else sum(batch_size_of(b) for b in test_batches),
         device=str(device),
         dtype=str(dtype).replace("torch.", ""),
+        batch_size=batch_size,
     )
 
 
@@ -429,11 +522,11 @@ def parametric_plot(
     model_sb: Checkpoint,
     model_lb: Checkpoint,
     *,
-    train: Any,
-    test: Any = None,
+    train: Data,
+    test: Data | None = None,
     alphas: Sequence[float] | np.ndarray | None = None,
-    path: str = "linear",
-    bn: str = "interpolate",
+    path: InterpolationPath = "linear",
+    bn: BatchNormMode = "interpolate",
     loss_fn: LossFn = F.cross_entropy,
     model: nn.Module | None = None,
     batch_size: int = 1024,

@@ -25,11 +25,21 @@ that makes unnormalized plots of two networks incomparable.
 The loss is the :class:`~flatness.Objective`'s (same data, mode and loss); the accuracy
 is the arg-max accuracy on the objective's ``(x, y)`` batches when the model outputs
 ``(n, classes)`` scores and the targets are integer labels.
+
+The result's headline ``value`` (the result contract's one number) is the largest rise
+of the loss on the grid above the centre, :math:`\max_{i,j} f(\alpha_j, \beta_i) -
+f(0, 0) \ge 0` (NaN when the centre is not a grid point): a descriptive summary of the
+plot in the spirit of Keskar et al.'s box maximum, not a measure of Li et al.'s. The
+grid itself is the result (:meth:`LandscapeResult.to_frame`).
+
+Reference:
+    H. Li, Z. Xu, G. Taylor, C. Studer and T. Goldstein (2018). Visualizing the loss
+    landscape of neural nets. NeurIPS.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,14 +50,21 @@ from torch import Tensor
 
 from flatness.curvature.objective import Objective
 from flatness.evaluation import mean_loss_and_accuracy
-from flatness.results import Result, format_float
+from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.sharpness.checks import check_integer
+from flatness.sharpness.contract import SharpnessResult
 
 __all__ = ["LandscapeResult", "filter_normalized_directions", "loss_landscape_2d"]
 
 
 @dataclass(frozen=True, eq=False)
-class LandscapeResult(Result):
+class LandscapeResult(SharpnessResult):
     """The loss (and accuracy) on a 2-D grid of a plane through a checkpoint.
+
+    Besides the fields below it has the result contract's names: ``value`` (the largest
+    loss rise on the grid above the centre, see the module doc), ``stderr`` (NaN),
+    ``converged`` (``True``), ``gradients`` and ``matvecs`` (0),
+    ``gradient_equivalents`` and ``settings``.
 
     Attributes:
         xs: Coordinates :math:`\\alpha` along the first direction.
@@ -73,6 +90,49 @@ class LandscapeResult(Result):
     seed: int | None
     seconds: float
     evaluations: int
+
+    @property
+    def value(self) -> float:
+        """The largest loss on the grid minus the loss at the centre (NaN without a centre)."""
+        rows, cols = np.flatnonzero(self.ys == 0.0), np.flatnonzero(self.xs == 0.0)
+        if rows.size == 0 or cols.size == 0:
+            return math.nan
+        return float(np.nanmax(self.loss) - self.loss[rows[0], cols[0]])
+
+    @property
+    def stderr(self) -> float:
+        """NaN: the grid holds exact evaluations, with no error bar."""
+        return math.nan
+
+    @property
+    def converged(self) -> bool:
+        """``True``: no iteration."""
+        return True
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations spent: none."""
+        return 0
+
+    @property
+    def gradient_equivalents(self) -> float:
+        """The cost in full gradients: one full-data forward pass per grid point."""
+        return gradient_equivalents(evaluations=self.evaluations)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments that reproduce this result with :func:`loss_landscape_2d`.
+
+        For directions that were passed in (``seed`` is ``None``) pass them again.
+        """
+        out: dict[str, Any] = {
+            "span": (float(self.xs[0]), float(self.xs[-1])),
+            "steps": (len(self.xs), len(self.ys)),
+            "accuracy": self.accuracy is not None,
+        }
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
 
     def to_frame(self) -> Any:
         """A tidy :class:`pandas.DataFrame` with columns ``x, y, metric, value``."""
@@ -129,8 +189,7 @@ def filter_normalized_directions(obj: Objective, *, count: int = 2, seed: int = 
         >>> bool((w["bias"] == 0).all())
         True
     """
-    if count < 1:
-        raise ValueError(f"count must be a positive integer, got {count}")
+    check_integer("count", count, minimum=1)
     gen = torch.Generator().manual_seed(seed)
     theta = obj.theta0.detach().cpu().to(torch.float64)
     out = torch.zeros(count, obj.dim, dtype=torch.float64)
@@ -150,11 +209,30 @@ def _grid(span: tuple[float, float], steps: int) -> np.ndarray:
     lo, hi = (float(s) for s in span)
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
         raise ValueError(f"span must be two finite numbers (low, high) with low <= high: {span}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_integer("steps", steps, minimum=1)
     grid = np.linspace(lo, hi, steps)
     grid[np.abs(grid) <= 1e-12 * max(1.0, hi - lo)] = 0.0  # the centre exactly at 0
     return grid
+
+
+def _directions(
+    obj: Objective, directions: Sequence[Tensor] | None, seed: int
+) -> tuple[Tensor, Tensor, str, int | None]:
+    """The plane's two directions, their normalization and their seed."""
+    if directions is None:
+        d1, d2 = filter_normalized_directions(obj, count=2, seed=seed)
+        return d1, d2, "filter", seed
+    if len(directions) != 2:
+        raise ValueError(f"directions must hold two vectors, got {len(directions)}")
+    d1, d2 = (torch.as_tensor(d).reshape(-1) for d in directions)
+    if d1.numel() != obj.dim or d2.numel() != obj.dim:
+        raise ValueError(
+            f"each direction must have obj.dim = {obj.dim} entries, "
+            f"got {d1.numel()} and {d2.numel()}"
+        )
+    d1 = d1.to(device=obj.device, dtype=obj.dtype)
+    d2 = d2.to(device=obj.device, dtype=obj.dtype)
+    return d1, d2, "given", None
 
 
 def loss_landscape_2d(
@@ -194,42 +272,30 @@ def loss_landscape_2d(
         >>> res.loss.shape, bool(res.loss[1, 1] == obj.value())
         ((3, 3), True)
     """
-    t0 = time.perf_counter()
     nx, ny = (steps, steps) if isinstance(steps, int) else steps
     xs, ys = _grid(span, nx), _grid(span, ny)
-    if directions is None:
-        d1, d2 = filter_normalized_directions(obj, count=2, seed=seed)
-        normalization, used_seed = "filter", seed
-    else:
-        if len(directions) != 2:
-            raise ValueError(f"directions must hold two vectors, got {len(directions)}")
-        d1, d2 = (torch.as_tensor(d).reshape(-1) for d in directions)
-        if d1.numel() != obj.dim or d2.numel() != obj.dim:
-            raise ValueError(
-                f"each direction must have obj.dim = {obj.dim} entries, "
-                f"got {d1.numel()} and {d2.numel()}"
-            )
-        d1 = d1.to(device=obj.device, dtype=obj.dtype)
-        d2 = d2.to(device=obj.device, dtype=obj.dtype)
-        normalization, used_seed = "given", None
-
-    xy_batches = all(isinstance(b, tuple | list) and len(b) == 2 for b in obj.batches)
-    want_acc = accuracy and obj.batch_loss is None and obj.loss_fn is not None and xy_batches
-    loss = np.empty((ny, nx))
-    acc: np.ndarray | None = np.empty((ny, nx)) if want_acc else None
-    theta0 = obj.theta0.detach()
-    for i, b in enumerate(ys):
-        for j, a in enumerate(xs):
-            theta = theta0 + float(a) * d1 + float(b) * d2
-            if acc is not None and obj.loss_fn is not None:
-                value, hit = mean_loss_and_accuracy(obj.model_fn(theta), obj.batches, obj.loss_fn)
-                loss[i, j] = float(value)
-                if hit is None:
-                    acc = None
+    with Meter() as meter:
+        d1, d2, normalization, used_seed = _directions(obj, directions, seed)
+        xy_batches = all(isinstance(b, tuple | list) and len(b) == 2 for b in obj.batches)
+        want_acc = accuracy and obj.batch_loss is None and obj.loss_fn is not None and xy_batches
+        loss = np.empty((ny, nx))
+        acc: np.ndarray | None = np.empty((ny, nx)) if want_acc else None
+        theta0 = obj.theta0.detach()
+        for i, b in enumerate(ys):
+            for j, a in enumerate(xs):
+                theta = theta0 + float(a) * d1 + float(b) * d2
+                if acc is not None and obj.loss_fn is not None:
+                    value, hit = mean_loss_and_accuracy(
+                        obj.model_fn(theta), obj.batches, obj.loss_fn
+                    )
+                    loss[i, j] = float(value)
+                    if hit is None:
+                        acc = None
+                    else:
+                        acc[i, j] = hit
                 else:
-                    acc[i, j] = hit
-            else:
-                loss[i, j] = float(obj.value(theta))
+                    loss[i, j] = float(obj.value(theta))
+        meter.count(evaluations=nx * ny)
     return LandscapeResult(
         xs=xs,
         ys=ys,
@@ -239,6 +305,6 @@ def loss_landscape_2d(
         theta_norm=float(theta0.norm()),
         normalization=normalization,
         seed=used_seed,
-        seconds=time.perf_counter() - t0,
-        evaluations=nx * ny,
+        seconds=meter.seconds,
+        evaluations=meter.evaluations,
     )
