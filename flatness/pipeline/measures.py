@@ -1,4 +1,4 @@
-"""The measures a manifest can ask for, and how each becomes rows of the results store.
+"""The measures a manifest can ask for: the built-in ones and those users register.
 
 A manifest's ``[measures]`` table names measures with their settings::
 
@@ -8,11 +8,15 @@ A manifest's ``[measures]`` table names measures with their settings::
     keskar = { eps = [1e-3, 5e-4], subspace = [0, 100] }
 
 Each name maps to a :class:`Measure`: the estimator it calls, which settings it
-accepts (the estimator's keyword arguments, with their defaults), which settings may
-be lists that expand into one task per combination (``eps`` and ``subspace`` above
-give four tasks), and how its result becomes :class:`Record` rows: one scalar per
-*component* (``"1"`` … ``"k"`` for the top eigenvalues, ``""`` for a single value)
-with its error bar.
+accepts (the estimator's keyword-only arguments, with their defaults) and which
+settings may be lists that expand into one task per combination (``eps`` and
+``subspace`` above give four tasks). The estimator returns a result honouring the
+contract of :mod:`flatness.results`; its :meth:`~flatness.results.Result.records` are
+the rows the store keeps (one scalar per *component*: ``"1"`` … ``"k"`` for the top
+eigenvalues, ``""`` for a single value) and its
+:meth:`~flatness.results.Result.details` the JSON kept beside them. No measure needs a
+converter of its own, so a user's measure plugs in the same way
+(:func:`register_measure`).
 
 A task's settings are completed with the estimator's defaults before they are
 stored, so ``lambda_max = {}`` and ``lambda_max = { k = 1 }`` are the same task.
@@ -25,102 +29,63 @@ import inspect
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+import numbers
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from flatness.results import to_plain
-from flatness.zoo.factories import import_factory
+from flatness.curvature.objective import Objective
+from flatness.factories import import_factory
+from flatness.results import Meter, Record, Result, ResultContract, to_plain
+
+__all__ = [
+    "BUILT_IN_MEASURES",
+    "MEASURES",
+    "Measure",
+    "MeasureValue",
+    "Record",
+    "get_measure",
+    "register_measure",
+    "settings_key",
+    "settings_label",
+]
+
+EXCLUDED_SETTINGS = ("return_eigenvectors", "grid", "verify", "v0")
+"""Keyword arguments of the built-in estimators that a manifest may not set (arrays,
+debugging switches)."""
+
+RESERVED_NAMES = frozenset({"parametric_plot"})
+"""Names the results store uses for other tasks than measures."""
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 @dataclasses.dataclass(frozen=True)
-class Record:
-    """One scalar a measure produced, ready for the store.
+class MeasureValue(Result):
+    """The result of a registered measure whose function returned a plain number.
 
     Attributes:
-        component: Which scalar of the result (``""`` for a single value, ``"1"`` for
-            the largest eigenvalue, ...).
-        value: The value.
-        error: Its error bar (``None`` when there is none).
-        error_kind: What ``error`` is: ``"stderr"`` or ``"residual"``.
-        converged: Whether the estimate met its own accuracy target (``None`` when the
-            estimator has no such notion).
+        value: The number.
+        seconds: Wall seconds of the call.
+        settings: The keyword arguments it was called with.
+        stderr: NaN (a plain number carries no error bar).
+        converged: True (a plain number has no accuracy target).
+        matvecs: 0 (not counted).
+        evaluations: 0 (not counted).
+        gradients: 0 (not counted).
+        gradient_equivalents: NaN (not counted).
     """
 
-    component: str
     value: float
-    error: float | None = None
-    error_kind: str | None = None
-    converged: bool | None = None
-
-
-def _finite_or_none(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _eigen_records(result: Any) -> list[Record]:
-    return [
-        Record(str(i + 1), float(v), _finite_or_none(r), "residual", bool(c))
-        for i, (v, r, c) in enumerate(
-            zip(result.eigenvalues, result.residuals, result.converged, strict=True)
-        )
-    ]
-
-
-def _trace_records(result: Any) -> list[Record]:
-    return [Record("", result.estimate, _finite_or_none(result.stderr), "stderr", result.converged)]
-
-
-def _density_records(result: Any) -> list[Record]:
-    n = result.dim
-    return [
-        Record(
-            "trace", n * result.moments(1), _finite_or_none(n * result.moments_stderr(1)), "stderr"
-        ),
-        Record(
-            "frobenius2",
-            n * result.moments(2),
-            _finite_or_none(n * result.moments_stderr(2)),
-            "stderr",
-        ),
-        Record("ritz_max", float(result.nodes.max())),
-        Record("ritz_min", float(result.nodes.min())),
-    ]
-
-
-def _scalar_records(result: Any) -> list[Record]:
-    """For results with a ``value`` and, optionally, ``stderr`` and ``converged``."""
-    stderr = _finite_or_none(getattr(result, "stderr", None))
-    converged = getattr(result, "converged", None)
-    return [
-        Record(
-            "",
-            float(result.value),
-            stderr,
-            "stderr" if stderr is not None else None,
-            None if converged is None else bool(converged),
-        )
-    ]
-
-
-def _noise_records(result: Any) -> list[Record]:
-    return [
-        Record("", result.b_simple, _finite_or_none(result.b_simple_stderr), "stderr"),
-        Record("trace_cov", result.trace_cov, _finite_or_none(result.trace_cov_stderr), "stderr"),
-        Record(
-            "grad_norm_sq",
-            result.grad_norm_sq,
-            _finite_or_none(result.grad_norm_sq_stderr),
-            "stderr",
-        ),
-    ]
-
-
-def _density_details(result: Any) -> dict[str, Any]:
-    keep = ("sigma", "steps", "runs", "dim", "lanczos_steps", "nodes", "weights")
-    return {k: to_plain(getattr(result, k)) for k in keep}
+    seconds: float
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    stderr: float = math.nan
+    converged: bool = True
+    matvecs: int = 0
+    evaluations: int = 0
+    gradients: int = 0
+    gradient_equivalents: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,49 +94,72 @@ class Measure:
 
     Attributes:
         name: The manifest's name for it.
-        function: ``"module:function"`` of the estimator; it takes the objective first.
-        records: Turns the estimator's result into rows.
+        function: The estimator, or ``"module:function"`` naming it. It takes the
+            objective first and its settings as keyword-only arguments, and returns a
+            :class:`~flatness.results.Result` (or a plain number, kept as a
+            :class:`MeasureValue`).
         sweep: Settings that may be lists; each combination is its own task.
         rename: Manifest setting name -> estimator keyword (``subspace`` ->
             ``subspace_dim``), with ``0`` meaning ``None`` for renamed settings.
         exclude: Estimator keywords a manifest may not set.
+        accepts: The estimator keywords a manifest may set, when not all of its
+            keyword-only arguments (less ``exclude``) may. The built-in measures list
+            theirs, so a keyword added to an estimator later does not enter the
+            settings that key the store's tasks.
         extra: Settings accepted besides the estimator's named keywords (passed through
             its ``**kwargs``), with their defaults.
-        details: Extracts what the store keeps beside the rows (default: the result's
-            fields without large arrays).
         summary: One line for ``--help`` and error messages.
     """
 
     name: str
-    function: str
-    records: Callable[[Any], list[Record]]
+    function: str | Callable[..., Any]
     sweep: tuple[str, ...] = ()
     rename: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    exclude: tuple[str, ...] = ("return_eigenvectors", "grid", "verify")
+    exclude: tuple[str, ...] = EXCLUDED_SETTINGS
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    details: Callable[[Any], dict[str, Any]] | None = None
     summary: str = ""
+    accepts: tuple[str, ...] | None = None
 
     def estimator(self) -> Callable[..., Any]:
+        """The estimator function.
+
+        Returns:
+            ``function``, imported first when it is a ``"module:function"`` string.
+
+        Raises:
+            ImportError, AttributeError, TypeError: If the string names no callable.
+        """
+        if callable(self.function):
+            return self.function
         return import_factory(self.function, kind=f"measure {self.name!r}")
 
-    def required(self) -> list[str]:
-        """Settings without a default (``rho``, ``sigma``): a manifest must give them."""
+    def _settings(self) -> list[inspect.Parameter]:
         params = list(inspect.signature(self.estimator()).parameters.values())[1:]
-        return [
-            p.name
-            for p in params
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
-        ]
+        keywords = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        if self.accepts is None:
+            return [p for p in keywords if p.name not in self.exclude]
+        missing = sorted(set(self.accepts) - {p.name for p in keywords})
+        if missing:
+            raise TypeError(f"measure {self.name!r}: its estimator has no keyword-only {missing}")
+        return [p for p in keywords if p.name in self.accepts]
+
+    def required(self) -> list[str]:
+        """Settings without a default (``rho``, ``sigma``): a manifest must give them.
+
+        Returns:
+            The estimator's keyword-only arguments without a default.
+        """
+        return [p.name for p in self._settings() if p.default is inspect.Parameter.empty]
 
     def defaults(self) -> dict[str, Any]:
-        """The settings this measure accepts, with their defaults (``None`` if required)."""
+        """The settings this measure accepts, with their defaults (``None`` if required).
+
+        Returns:
+            Manifest setting name -> default (plain Python, as the store keeps it).
+        """
         inverse = {v: k for k, v in self.rename.items()}
         out: dict[str, Any] = {}
-        params = list(inspect.signature(self.estimator()).parameters.values())[1:]
-        for p in params:
-            if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.name in self.exclude:
-                continue
+        for p in self._settings():
             default = None if p.default is inspect.Parameter.empty else p.default
             if p.name in inverse and default is None:
                 default = 0
@@ -181,6 +169,13 @@ class Measure:
 
     def tasks(self, settings: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Complete ``settings`` with the defaults and expand the sweep settings.
+
+        Args:
+            settings: The manifest's settings for this measure.
+
+        Returns:
+            An iterator over the tasks' complete settings, one per combination of the
+            sweep settings' values.
 
         Raises:
             KeyError: For a setting the measure does not accept (the message lists them).
@@ -217,22 +212,105 @@ class Measure:
         for combo in itertools.product(*axes):
             yield dict(combo)
 
-    def run(
-        self, objective: Any, settings: Mapping[str, Any]
-    ) -> tuple[list[Record], dict[str, Any]]:
-        """Call the estimator with one task's settings; return rows and details."""
+    def compute(self, objective: Objective, settings: Mapping[str, Any]) -> ResultContract:
+        """Call the estimator with one task's settings.
+
+        Args:
+            objective: The objective to measure.
+            settings: One task's complete settings (see :meth:`tasks`).
+
+        Returns:
+            The estimator's result; a plain number becomes a :class:`MeasureValue`.
+
+        Raises:
+            TypeError: If the estimator returns neither a result nor a number.
+        """
         kwargs = dict(settings)
         for manifest_key, keyword in self.rename.items():
             if manifest_key in kwargs:
                 value = kwargs.pop(manifest_key)
                 kwargs[keyword] = None if value in (0, None) else value
-        result = self.estimator()(objective, **kwargs)
-        details = self.details(result) if self.details else result.to_dict(include_arrays=False)
-        return self.records(result), details
+        with Meter() as meter:
+            result = self.estimator()(objective, **kwargs)
+        if isinstance(result, numbers.Real) and not isinstance(result, bool):
+            return MeasureValue(float(result), meter.seconds, to_plain(kwargs))
+        if isinstance(result, Result) or (
+            callable(getattr(result, "records", None))
+            and callable(getattr(result, "details", None))
+        ):
+            return result  # type: ignore[no-any-return]
+        raise TypeError(
+            f"measure {self.name!r} returned a {type(result).__name__}; a measure returns a "
+            "flatness.results.Result (or a plain number)"
+        )
+
+    def run(
+        self, objective: Objective, settings: Mapping[str, Any]
+    ) -> tuple[list[Record], dict[str, Any]]:
+        """Compute one task and turn its result into the store's rows and details.
+
+        Args:
+            objective: The objective to measure.
+            settings: One task's complete settings (see :meth:`tasks`).
+
+        Returns:
+            ``(records, details)``: the result's :meth:`~flatness.results.Result.records`
+            and :meth:`~flatness.results.Result.details`.
+
+        Raises:
+            TypeError: If the estimator returns neither a result nor a number.
+        """
+        result = self.compute(objective, settings)
+        legacy = _legacy_rows(self.name, result)
+        if legacy is not None:
+            return legacy
+        return list(result.records()), dict(result.details())
+
+
+# Transitional: the rows of built-in results whose classes do not yet implement the
+# contract's records()/details() (removed once curvature and sharpness provide them).
+def _legacy_rows(name: str, result: Any) -> tuple[list[Record], dict[str, Any]] | None:
+    def fin(x: Any) -> float | None:
+        return None if x is None or not math.isfinite(float(x)) else float(x)
+
+    own = type(result).records is not Result.records
+    if name == "lambda_max" and not hasattr(result, "value"):
+        rows = [
+            Record(str(i + 1), float(v), fin(r), "residual", bool(c))
+            for i, (v, r, c) in enumerate(
+                zip(result.eigenvalues, result.residuals, result.converged, strict=True)
+            )
+        ]
+    elif name == "trace" and not hasattr(result, "value"):
+        rows = [Record("", result.estimate, fin(result.stderr), "stderr", result.converged)]
+    elif name == "density" and not own:
+        n = result.dim
+        rows = [
+            Record("trace", n * result.moments(1), fin(n * result.moments_stderr(1)), "stderr"),
+            Record(
+                "frobenius2", n * result.moments(2), fin(n * result.moments_stderr(2)), "stderr"
+            ),
+            Record("ritz_max", float(result.nodes.max())),
+            Record("ritz_min", float(result.nodes.min())),
+        ]
+        keep = ("sigma", "steps", "runs", "dim", "lanczos_steps", "nodes", "weights")
+        return rows, {k: to_plain(getattr(result, k)) for k in keep}
+    elif name == "noise_scale" and not own:
+        rows = [
+            Record("", result.b_simple, fin(result.b_simple_stderr), "stderr"),
+            Record("trace_cov", result.trace_cov, fin(result.trace_cov_stderr), "stderr"),
+            Record("grad_norm_sq", result.grad_norm_sq, fin(result.grad_norm_sq_stderr), "stderr"),
+        ]
+    else:
+        return None
+    return rows, result.to_dict(include_arrays=False)
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
     """The canonical text of a task's settings (sorted keys, plain JSON).
+
+    Returns:
+        The JSON text the store keys the task by.
 
     Examples:
         >>> settings_key({"k": 1, "eps": 1e-3})
@@ -242,86 +320,212 @@ def settings_key(settings: Mapping[str, Any]) -> str:
 
 
 def settings_label(measure: str, settings: Mapping[str, Any], shown: tuple[str, ...] = ()) -> str:
-    """A short human label such as ``keskar(eps=0.001, subspace=100)``.
+    """Deprecated: use :func:`flatness.headlines.measure_label`.
 
-    Examples:
-        >>> settings_label("keskar", {"eps": 1e-3, "subspace": 0, "seed": 0}, ("eps", "subspace"))
-        'keskar(eps=0.001, subspace=0)'
+    Returns:
+        The readable label of ``measure`` scored with ``settings``, naming the
+        settings in ``shown`` (the label reports and ``flatness score`` show).
     """
-    inner = ", ".join(
-        f"{k}={settings[k]:g}" if isinstance(settings[k], float) else f"{k}={settings[k]}"
-        for k in shown
-        if k in settings
+    from flatness.headlines import measure_label
+
+    warnings.warn(
+        "flatness.pipeline.measures.settings_label is deprecated; use "
+        "flatness.headlines.measure_label (the label reports show)",
+        DeprecationWarning,
+        stacklevel=2,
     )
-    return f"{measure}({inner})" if inner else measure
+    return measure_label(measure, settings, shown)
 
 
-MEASURES: dict[str, Measure] = {
-    m.name: m
-    for m in (
-        Measure(
-            "lambda_max",
-            "flatness.curvature.eigenvalues:hessian_eigenvalues",
-            _eigen_records,
-            summary="top-k Hessian eigenvalues by Lanczos, with residuals",
+BUILT_IN: tuple[Measure, ...] = (
+    Measure(
+        "lambda_max",
+        "flatness.curvature.eigenvalues:hessian_eigenvalues",
+        summary="top-k Hessian eigenvalues by Lanczos, with residuals",
+        accepts=("k", "which", "tol", "max_matvecs", "basis_size", "seed", "multiplicity_check"),
+    ),
+    Measure(
+        "trace",
+        "flatness.curvature.trace:hessian_trace",
+        summary="Hessian trace (Hutch++, Hutchinson or exact), with its standard error",
+        accepts=("method", "budget", "target_stderr", "seed"),
+    ),
+    Measure(
+        "density",
+        "flatness.curvature.density:spectral_density",
+        summary="Hessian spectral density by stochastic Lanczos quadrature",
+        accepts=("steps", "runs", "seed", "distribution"),
+    ),
+    Measure(
+        "keskar",
+        "flatness.sharpness.keskar:keskar_sharpness",
+        sweep=("eps", "subspace"),
+        rename={"subspace": "subspace_dim"},
+        summary="Keskar et al.'s epsilon-sharpness in full space (subspace=0) or a subspace",
+        accepts=("eps", "subspace_dim", "solver", "maxiter", "start", "seed"),
+    ),
+    Measure(
+        "adaptive_sharpness",
+        "flatness.sharpness.adaptive:adaptive_sharpness",
+        sweep=("rho", "p", "adaptive", "m"),
+        summary="worst-case (adaptive) sharpness in an l2 or l-inf ball",
+        accepts=("rho", "p", "adaptive", "eta", "steps", "step_size", "m", "seed"),
+    ),
+    Measure(
+        "average_sharpness",
+        "flatness.sharpness.average:average_sharpness",
+        sweep=("sigma", "adaptive"),
+        summary="expected loss increase under Gaussian perturbations",
+        accepts=("sigma", "samples", "adaptive", "eta", "seed"),
+    ),
+    Measure(
+        "pacbayes",
+        "flatness.sharpness.jiang2019pacbayes:pacbayes_flatness",
+        sweep=("magnitude_aware", "criterion", "threshold"),
+        summary="PAC-Bayes flatness 1/sigma^2 (Jiang et al. 2019)",
+        accepts=(
+            "magnitude_aware",
+            "criterion",
+            "threshold",
+            "samples",
+            "sigma_bounds",
+            "rtol",
+            "max_iterations",
+            "epsilon",
+            "seed",
         ),
-        Measure(
-            "trace",
-            "flatness.curvature.trace:hessian_trace",
-            _trace_records,
-            summary="Hessian trace (Hutch++, Hutchinson or exact), with its standard error",
-        ),
-        Measure(
-            "density",
-            "flatness.curvature.density:spectral_density",
-            _density_records,
-            exclude=("grid", "grid_size", "sigma"),
-            details=_density_details,
-            summary="Hessian spectral density by stochastic Lanczos quadrature",
-        ),
-        Measure(
-            "keskar",
-            "flatness.sharpness.keskar:keskar_sharpness",
-            _scalar_records,
-            sweep=("eps", "subspace"),
-            rename={"subspace": "subspace_dim"},
-            summary="Keskar et al.'s epsilon-sharpness in full space (subspace=0) or a subspace",
-        ),
-        Measure(
-            "adaptive_sharpness",
-            "flatness.sharpness.adaptive:adaptive_sharpness",
-            _scalar_records,
-            sweep=("rho", "p", "adaptive", "m"),
-            summary="worst-case (adaptive) sharpness in an l2 or l-inf ball",
-        ),
-        Measure(
-            "average_sharpness",
-            "flatness.sharpness.average:average_sharpness",
-            _scalar_records,
-            sweep=("sigma", "adaptive"),
-            summary="expected loss increase under Gaussian perturbations",
-        ),
-        Measure(
-            "pacbayes",
-            "flatness.sharpness.jiang2019pacbayes:pacbayes_flatness",
-            _scalar_records,
-            sweep=("magnitude_aware", "criterion", "threshold"),
-            summary="PAC-Bayes flatness 1/sigma^2 (Jiang et al. 2019)",
-        ),
-        Measure(
-            "noise_scale",
-            "flatness.sharpness.noise_scale:gradient_noise_scale",
-            _noise_records,
-            summary="gradient noise scale B_simple (McCandlish et al. 2018)",
-        ),
-    )
-}
-"""The measures a manifest may name, by name."""
+    ),
+    Measure(
+        "noise_scale",
+        "flatness.sharpness.noise_scale:gradient_noise_scale",
+        summary="gradient noise scale B_simple (McCandlish et al. 2018)",
+        accepts=("method", "chunk_size", "groups", "vectorize", "seed"),
+    ),
+)
+"""The measures flatness ships."""
+
+BUILT_IN_MEASURES: frozenset[str] = frozenset(m.name for m in BUILT_IN)
+"""The names of the built-in measures (a registered measure may not take one)."""
+
+MEASURES: dict[str, Measure] = {m.name: m for m in BUILT_IN}
+"""The measures a manifest may name, by name: the built-in ones, then the registered."""
 
 
 def get_measure(name: str) -> Measure:
-    """The measure called ``name``; :class:`KeyError` lists the known ones."""
+    """The measure called ``name``.
+
+    Returns:
+        The built-in or registered :class:`Measure`.
+
+    Raises:
+        KeyError: If there is none (the message lists the known ones).
+    """
     try:
         return MEASURES[name]
     except KeyError:
         raise KeyError(f"unknown measure {name!r}; known measures are {sorted(MEASURES)}") from None
+
+
+def register_measure(
+    name: str,
+    function: str | Callable[..., Any],
+    *,
+    sweep: Sequence[str] = (),
+    rename: Mapping[str, str] | None = None,
+    summary: str = "",
+) -> Measure:
+    """Make a measure of your own available to manifests, :func:`flatness.score` and reports.
+
+    ``function`` is called as ``function(objective, **settings)``: the
+    :class:`~flatness.curvature.objective.Objective` first, then its settings, declared
+    as keyword-only arguments (their defaults are the manifest's defaults; one without
+    a default must be given; one called ``seed`` defaults to ``[scoring] seed``). It
+    returns a :class:`~flatness.results.Result` subclass that honours the contract of
+    :mod:`flatness.results` (its ``records()`` become the store's rows), or, for
+    convenience, a plain number (stored as a single value without an error bar, as a
+    :class:`MeasureValue`).
+
+    Registering a name again replaces the earlier registration (a re-run notebook cell,
+    a plugin imported twice). For ``flatness score`` (a new process), name the module
+    that registers the measure in the manifest's ``[scoring] plugins``.
+
+    Args:
+        name: The name manifests, the store and reports use (letters, digits and
+            underscores, starting with a letter).
+        function: The function, or ``"module:function"`` naming it.
+        sweep: Settings that may be lists in a manifest (one task per value).
+        rename: Manifest setting name -> keyword of ``function``, where they differ.
+        summary: One line for ``flatness score --help``.
+
+    Returns:
+        The registered :class:`Measure`.
+
+    Raises:
+        ValueError: If ``name`` is malformed, is a built-in measure's or a reserved
+            name, or ``sweep``/``rename`` name settings ``function`` does not take.
+        TypeError: If ``function`` is not callable, does not take the objective as its
+            first positional argument, or has a default that is not plain data.
+
+    Examples:
+        >>> def weight_norm(objective, *, p: float = 2.0) -> float:
+        ...     return float(objective.theta0.norm(p))
+        >>> measure = register_measure("weight_norm_doc", weight_norm, summary="the p-norm")
+        >>> get_measure("weight_norm_doc").defaults()
+        {'p': 2.0}
+        >>> _ = MEASURES.pop("weight_norm_doc")
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"measure name {name!r}: use letters, digits and underscores, starting with a letter"
+        )
+    if name in BUILT_IN_MEASURES or name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} is a built-in measure's name; choose another")
+    measure = Measure(
+        name,
+        function,
+        sweep=tuple(sweep),
+        rename=dict(rename or {}),
+        exclude=(),
+        summary=summary,
+    )
+    fn = measure.estimator()
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise TypeError(
+            f"measure {name!r}: the function must take the objective as its first "
+            "positional argument and its settings as keyword-only arguments"
+        )
+    extra_positional = [
+        p.name
+        for p in params[1:]
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and p.default is inspect.Parameter.empty
+    ]
+    if extra_positional:
+        raise TypeError(
+            f"measure {name!r}: {', '.join(extra_positional)} must be keyword-only settings "
+            "(write them after a bare *: def f(objective, *, setting=...))"
+        )
+    keywords = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(measure.rename.values()) - keywords)
+    if unknown:
+        raise ValueError(f"measure {name!r}: rename names unknown keyword(s) {unknown}")
+    defaults = measure.defaults()
+    unknown = sorted(set(measure.sweep) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"measure {name!r}: sweep names {unknown}, which are not among its settings "
+            f"{sorted(defaults)}"
+        )
+    try:
+        json.dumps(defaults)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"measure {name!r}: the settings' defaults must be plain data (numbers, strings, "
+            f"booleans, lists, None) that a manifest can give: {exc}"
+        ) from None
+    MEASURES[name] = measure
+    return measure

@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from flatness.pipeline.measures import Record
+from flatness.results import Record
 from flatness.results import to_plain
 
 SCHEMA_VERSION = 1

@@ -8,7 +8,8 @@ frame with at least the columns ``measure`` and ``value`` and one of ``regime`` 
 - the *runs*: one row per checkpoint with its regime, batch size, seed and train/test
   accuracy (:func:`runs_frame`);
 - the *scores*: one row per checkpoint × scalar measure, the measure's headline value
-  under a readable label such as ``ε-sharpness (full, ε=1e-3)`` (:func:`scores_frame`).
+  under a readable label such as ``ε-sharpness (full, ε=1e-3)`` (:func:`scores_frame`,
+  from :mod:`flatness.headlines`, which the score table of ``flatness score`` shares).
 
 The headline of a measure is its single value or its first component (the largest
 eigenvalue of ``lambda_max``); the spectral density is a figure, not a scalar, and is
@@ -26,107 +27,43 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-DISPLAY_NAMES: dict[str, str] = {
-    "lambda_max": "λ_max",
-    "trace": "trace",
-    "density": "spectral density",
-    "keskar": "ε-sharpness",
-    "adaptive_sharpness": "adaptive sharpness",
-    "average_sharpness": "average sharpness",
-    "pacbayes": "PAC-Bayes 1/σ²",
-    "noise_scale": "noise scale B_simple",
-}
-"""How a measure is called in a report (others keep their own name)."""
-
-NOT_SHARPNESS = frozenset({"noise_scale"})
-"""Measures that are scored and correlated but are not a sharpness (higher is not sharper)."""
-
-_SYMBOLS = {"eps": "ε", "rho": "ρ", "sigma": "σ"}
-_RUN_COLUMNS = ("regime", "batch_size", "lr", "seed", "epoch", "path")
-_ACCURACY_COLUMNS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
-RESERVED_LABELS = frozenset(
-    {"checkpoint", "generalization_gap", "test accuracy", "generalization gap"}
-    | set(_RUN_COLUMNS)
-    | set(_ACCURACY_COLUMNS)
+from flatness.headlines import (
+    ACCURACY_COLUMNS,
+    DISPLAY_NAMES,
+    NOT_SHARPNESS,
+    RESERVED_LABELS,
+    RUN_COLUMNS,
+    Column,
+    format_setting,
+    measure_label,
+    scores_frame,
+    wide_scores,
 )
-"""Names a measure column may not take (they name run columns); such a measure's label
-gets `` (measure)`` appended."""
-_HEADLINE_COMPONENTS = ("", "1", "trace")
+
+__all__ = [
+    "DISPLAY_NAMES",
+    "NOT_SHARPNESS",
+    "RESERVED_LABELS",
+    "Column",
+    "DensityCurve",
+    "ReportInputError",
+    "column_label",
+    "density_curves",
+    "format_setting",
+    "last_snapshots",
+    "normalize",
+    "regime_order",
+    "runs_frame",
+    "scores_frame",
+    "wide_scores",
+]
+
+column_label = measure_label
+"""The label of a measure scored with some settings (:func:`flatness.headlines.measure_label`)."""
 
 
 class ReportInputError(ValueError):
     """The frame handed to the report cannot make one; the message says what it lacks."""
-
-
-@dataclass(frozen=True)
-class Column:
-    """One scalar measure column of a report.
-
-    Attributes:
-        label: The readable name, e.g. ``ε-sharpness (subspace 100, ε=5e-4)``.
-        measure: The store's measure name (``keskar``).
-        settings: The settings it was scored with.
-        sharpness: Whether higher means sharper (False for the noise scale).
-    """
-
-    label: str
-    measure: str
-    settings: Mapping[str, Any]
-    sharpness: bool
-
-    @property
-    def eps(self) -> float | None:
-        """Keskar's ε, for ``keskar`` columns."""
-        value = self.settings.get("eps")
-        return float(value) if isinstance(value, int | float) else None
-
-    @property
-    def subspace(self) -> int:
-        """The random subspace's dimension of a ``keskar`` column (0 = full space)."""
-        value = self.settings.get("subspace", self.settings.get("subspace_dim")) or 0
-        return int(value)
-
-
-def format_setting(value: Any) -> str:
-    """A setting's value as a label shows it.
-
-    Examples:
-        >>> format_setting(0.001), format_setting(5e-4), format_setting(0.05), format_setting(True)
-        ('1e-3', '5e-4', '0.05', 'True')
-    """
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 0.01 or abs(value) >= 1e5):
-            mantissa, exponent = f"{value:.6e}".split("e")
-            mantissa = mantissa.rstrip("0").rstrip(".")
-            return f"{mantissa}e{int(exponent)}"
-        return f"{value:g}"
-    return str(value)
-
-
-def column_label(measure: str, settings: Mapping[str, Any], varied: tuple[str, ...] = ()) -> str:
-    """The readable label of a measure scored with ``settings``.
-
-    Keskar's ε-sharpness always names its space and ε (they are the paper's table
-    axes); other measures name the settings in ``varied``.
-
-    Examples:
-        >>> column_label("keskar", {"eps": 1e-3, "subspace": 100})
-        'ε-sharpness (subspace 100, ε=1e-3)'
-        >>> column_label("adaptive_sharpness", {"rho": 0.05, "p": 2}, ("rho",))
-        'adaptive sharpness (ρ=0.05)'
-    """
-    name = DISPLAY_NAMES.get(measure, measure)
-    parts = []
-    if measure == "keskar":
-        dim = int(settings.get("subspace", settings.get("subspace_dim")) or 0)
-        parts.append(f"subspace {dim}" if dim else "full")
-        if "eps" in settings:
-            parts.append(f"ε={format_setting(settings['eps'])}")
-        varied = tuple(k for k in varied if k not in ("eps", "subspace", "subspace_dim"))
-    for key in varied:
-        if key in settings:
-            parts.append(f"{_SYMBOLS.get(key, key)}={format_setting(settings[key])}")
-    return f"{name} ({', '.join(parts)})" if parts else name
 
 
 def _parse_settings(text: Any) -> dict[str, Any]:
@@ -169,10 +106,10 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
             "the results frame needs a 'regime' or a 'batch_size' column to compare runs"
         )
     out = df.copy()
-    for column in (*_RUN_COLUMNS, *_ACCURACY_COLUMNS):
+    for column in (*RUN_COLUMNS, *ACCURACY_COLUMNS):
         if column not in out.columns:
             out[column] = np.nan
-    for column in ("batch_size", "lr", "epoch", *_ACCURACY_COLUMNS, "value"):
+    for column in ("batch_size", "lr", "epoch", *ACCURACY_COLUMNS, "value"):
         out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
     if "generalization_gap" in out.columns:
         out["generalization_gap"] = pd.to_numeric(out["generalization_gap"], errors="coerce")
@@ -256,7 +193,7 @@ def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
     The frame is ordered by regime (see :func:`regime_order`) and seed; the regime
     column is an ordered categorical.
     """
-    columns = ["checkpoint", *_RUN_COLUMNS, *_ACCURACY_COLUMNS, "generalization_gap"]
+    columns = ["checkpoint", *RUN_COLUMNS, *ACCURACY_COLUMNS, "generalization_gap"]
     runs = df[columns].drop_duplicates("checkpoint").reset_index(drop=True)
     order = regime_order(runs)
     runs["regime"] = pd.Categorical(runs["regime"], categories=order, ordered=True)
@@ -294,80 +231,6 @@ def last_snapshots(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         dropped += [str(c) for c in group["checkpoint"] if c != last]
     kept = runs[~runs["checkpoint"].astype(str).isin(dropped)].reset_index(drop=True)
     return kept, dropped
-
-
-def _headline(group: pd.DataFrame) -> pd.DataFrame:
-    components = set(group["component"])
-    for name in _HEADLINE_COMPONENTS:
-        if name in components:
-            return group[group["component"] == name]
-
-    def order(name: str) -> tuple[int, float, str]:
-        try:
-            return (0, float(name), name)
-        except ValueError:
-            return (1, 0.0, name)
-
-    first = min(components, key=order)
-    return group[group["component"] == first]
-
-
-def scores_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Column]]:
-    """The headline value of every scalar measure per checkpoint.
-
-    Returns:
-        ``(scores, columns)``: ``scores`` has one row per checkpoint × column with the
-        run columns, ``label`` and ``value`` (non-finite values become NaN, counted by
-        the report); ``columns`` lists the :class:`Column` objects in display order
-        (Keskar's ε-sharpness first: full space, then subspaces, ε descending).
-    """
-    scalar = df[df["measure"] != "density"]
-    if scalar.empty:
-        return pd.DataFrame(columns=["checkpoint", "label", "value"]), []
-    parts = []
-    columns: list[Column] = []
-    for measure, rows in scalar.groupby("measure", sort=True):
-        parsed = {key: json.loads(key) for key in rows["settings"].unique()}
-        keys = sorted({k for d in parsed.values() for k in d})
-        varied = tuple(
-            k
-            for k in keys
-            if len({json.dumps(d.get(k), sort_keys=True) for d in parsed.values()}) > 1
-        )
-        for key, group in rows.groupby("settings", sort=True):
-            settings = parsed[str(key)]
-            label = column_label(str(measure), settings, varied)
-            if label in RESERVED_LABELS:
-                label = f"{label} (measure)"
-            columns.append(Column(label, str(measure), settings, measure not in NOT_SHARPNESS))
-            head = _headline(group).drop_duplicates("checkpoint").copy()
-            head["label"] = label
-            parts.append(head)
-    scores = pd.concat(parts, ignore_index=True)
-    scores["value"] = scores["value"].where(np.isfinite(scores["value"].astype(float)))
-    columns.sort(key=_column_order)
-    return scores, columns
-
-
-def _column_order(column: Column) -> tuple[Any, ...]:
-    rank = list(DISPLAY_NAMES).index(column.measure) if column.measure in DISPLAY_NAMES else 99
-    if column.measure == "keskar":
-        rank = -1
-    return (rank, column.subspace, -(column.eps or 0.0), column.label)
-
-
-def wide_scores(
-    scores: pd.DataFrame, columns: list[Column], checkpoints: pd.Series | list[str]
-) -> pd.DataFrame:
-    """``scores`` as one row per checkpoint (in the order given) and one column per label
-    (in display order); a measure that is missing or non-finite for a checkpoint is NaN."""
-    labels = [c.label for c in columns]
-    if scores.empty:
-        return pd.DataFrame(np.nan, index=pd.Index(list(checkpoints)), columns=labels)
-    wide = scores.pivot_table(
-        index="checkpoint", columns="label", values="value", aggfunc="first", dropna=False
-    )
-    return wide.reindex(index=list(checkpoints), columns=labels)
 
 
 @dataclass(frozen=True)
