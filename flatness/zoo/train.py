@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatness.evaluation import evaluate
+from flatness.versions import package_versions
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
 from flatness.zoo.data import Dataset, load_dataset
 from flatness.zoo.factories import is_factory_spec
@@ -84,24 +84,6 @@ class TrainResult:
             f"train_accuracy={m['train_accuracy']:.4f}, test_accuracy={m['test_accuracy']:.4f}, "
             f"reached_target={m['reached_target']}, checkpoint={self.checkpoint})"
         )
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python, torch, numpy and flatness, for checkpoint metadata."""
-    import importlib.metadata
-
-    try:
-        flatness_version = importlib.metadata.version("flatness")
-    except importlib.metadata.PackageNotFoundError:
-        import flatness
-
-        flatness_version = str(getattr(flatness, "__version__", "unknown"))
-    return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "numpy": str(np.__version__),
-        "flatness": flatness_version,
-    }
 
 
 @contextmanager
