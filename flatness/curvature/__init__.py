@@ -7,8 +7,8 @@ they know nothing about checkpoints, files or the results store.
 """
 
 from flatness.curvature.density import DensityResult, spectral_density
-from flatness.curvature.eigenvalues import EigenResult, hessian_eigenvalues, power_iteration
-from flatness.curvature.exact_trace import check_piecewise_linear, exact_hessian_trace
+from flatness.curvature.eigenvalues import EigenResult, hessian_eigenvalues
+from flatness.curvature.exact_trace import exact_hessian_trace
 from flatness.curvature.hessian import HessianOperator
 from flatness.curvature.hutchinson import hutchinson_trace
 from flatness.curvature.meyer2021hutchpp import hutchpp_trace
@@ -16,10 +16,14 @@ from flatness.curvature.objective import Objective
 from flatness.curvature.operator import (
     DenseOperator,
     SymmetricOperator,
+    Target,
     as_operator,
     operator_for,
     to_scipy,
 )
+from flatness.curvature.options import HessianOptions
+from flatness.curvature.piecewise_linear import check_piecewise_linear
+from flatness.curvature.power_iteration import power_iteration
 from flatness.curvature.trace import TraceResult, hessian_trace
 
 __all__ = [
@@ -27,8 +31,10 @@ __all__ = [
     "DensityResult",
     "EigenResult",
     "HessianOperator",
+    "HessianOptions",
     "Objective",
     "SymmetricOperator",
+    "Target",
     "TraceResult",
     "as_operator",
     "check_piecewise_linear",

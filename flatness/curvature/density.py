@@ -34,21 +34,31 @@ References:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import scipy.linalg
 import torch
 
 from flatness.curvature.lanczos import lanczos_tridiagonal
-from flatness.curvature.operator import operator_for
-from flatness.results import Result, format_float
+from flatness.curvature.operator import (
+    SymmetricOperator,
+    Target,
+    hessian_gradient_equivalents,
+    operator_for,
+)
+from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
+from flatness.results import Meter, Record, Result, finite_or_none, format_float, to_plain
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from flatness.curvature.options import HessianKeywords
 
 __all__ = ["DensityResult", "spectral_density"]
 
-DISTRIBUTIONS = ("rademacher", "gaussian")
+DISTRIBUTIONS: tuple[str, ...] = get_args(ProbeDistribution)
 
 
 def gaussian_smoothing(
@@ -103,6 +113,14 @@ class DensityResult(Result):
         weights: Quadrature weights, same shape, each row summing to 1.
         grid: Points where ``density`` is evaluated.
         density: The smoothed density on ``grid`` (integrates to about 1).
+        gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
+            the Hessian of a model, NaN for a plain operator.
+        settings: The keyword arguments that reproduce the result with
+            :func:`spectral_density` (left out of ``repr`` and :meth:`details`).
+
+    The result contract (:mod:`flatness.results`) reads ``value`` as the trace estimate
+    :math:`n \\cdot` :meth:`moments` ``(1)`` and ``stderr`` as its standard error over
+    the runs; ``converged`` is ``True`` (SLQ has no accuracy target).
     """
 
     sigma: float
@@ -118,9 +136,73 @@ class DensityResult(Result):
     weights: np.ndarray = field(repr=False)
     grid: np.ndarray = field(repr=False)
     density: np.ndarray = field(repr=False)
+    gradient_equivalents: float = math.nan
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def value(self) -> float:
+        """The headline of the result contract: the trace estimate ``dim * moments(1)``."""
+        return self.dim * self.moments(1)
+
+    @property
+    def stderr(self) -> float:
+        """The standard error of :attr:`value` over the runs (NaN for one run)."""
+        return self.dim * self.moments_stderr(1)
+
+    @property
+    def converged(self) -> bool:
+        """SLQ has no accuracy target: always ``True``."""
+        return True
+
+    @property
+    def evaluations(self) -> int:
+        """Loss evaluations besides the products: none."""
+        return 0
+
+    @property
+    def gradients(self) -> int:
+        """Gradient evaluations besides the products: none."""
+        return 0
+
+    def records(self) -> list[Record]:
+        """The store rows: the trace and squared Frobenius norm with their standard
+        errors, and the extreme Ritz values.
+
+        Returns:
+            Rows ``"trace"`` (``n m_1``), ``"frobenius2"`` (``n m_2``), ``"ritz_max"``
+            and ``"ritz_min"`` (the extreme nodes, no error bar); no convergence flag.
+        """
+        n = self.dim
+        return [
+            Record(
+                "trace", n * self.moments(1), finite_or_none(n * self.moments_stderr(1)), "stderr"
+            ),
+            Record(
+                "frobenius2",
+                n * self.moments(2),
+                finite_or_none(n * self.moments_stderr(2)),
+                "stderr",
+            ),
+            Record("ritz_max", float(self.nodes.max())),
+            Record("ritz_min", float(self.nodes.min())),
+        ]
+
+    def details(self) -> dict[str, Any]:
+        """What the results store keeps beside the rows: the quadrature itself.
+
+        Returns:
+            ``sigma``, ``steps``, ``runs``, ``dim``, ``lanczos_steps``, ``nodes`` and
+            ``weights`` as plain Python values, from which a report redraws the density.
+        """
+        keep = ("sigma", "steps", "runs", "dim", "lanczos_steps", "nodes", "weights")
+        return {k: to_plain(getattr(self, k)) for k in keep}
 
     def run_moments(self, p: int) -> np.ndarray:
-        r"""Per-run estimates :math:`\sum_i \tau_i \theta_i^p` of :math:`\mathrm{tr}(A^p)/n`."""
+        r"""Per-run estimates of the normalized moment :math:`\mathrm{tr}(A^p)/n`.
+
+        Returns:
+            :math:`\sum_i \tau_i \theta_i^p` for each run, shape ``(runs,)``.
+        """
         return np.sum(self.weights * self.nodes**p, axis=1)
 
     def moments(self, p: int) -> float:
@@ -129,17 +211,29 @@ class DensityResult(Result):
         ``p = 1`` estimates the mean eigenvalue (trace / n), ``p = 2`` the mean squared
         eigenvalue (squared Frobenius norm / n). Each run's value is exact for the
         quadratic form :math:`u^\top A^p u` when ``p <= 2 * lanczos_steps - 1``.
+
+        Returns:
+            The mean of :meth:`run_moments` over the runs.
         """
         return float(np.mean(self.run_moments(p)))
 
     def moments_stderr(self, p: int) -> float:
-        """The standard error of :meth:`moments` over runs (``nan`` for one run)."""
+        """The standard error of :meth:`moments` over runs.
+
+        Returns:
+            The sample standard deviation over runs divided by ``sqrt(runs)``
+            (``nan`` for one run).
+        """
         if self.runs < 2:
             return float("nan")
         return float(np.std(self.run_moments(p), ddof=1) / math.sqrt(self.runs))
 
     def evaluate(self, grid: np.ndarray, sigma: float | None = None) -> np.ndarray:
-        """The smoothed density on another ``grid`` (and ``sigma``), with no new products."""
+        """The smoothed density on another ``grid`` (and ``sigma``), with no new products.
+
+        Returns:
+            :func:`gaussian_smoothing` of the quadrature on ``grid``.
+        """
         return gaussian_smoothing(grid, self.nodes, self.weights, sigma or self.sigma)
 
     @property
@@ -165,8 +259,57 @@ def _probe(n: int, distribution: str, generator: torch.Generator) -> torch.Tenso
     return torch.randn(n, generator=generator, dtype=torch.float64)
 
 
+def _quadrature(
+    op: SymmetricOperator, width: int, runs: int, distribution: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The Gauss quadrature rules of ``runs`` Lanczos runs of ``width`` steps.
+
+    Returns:
+        Nodes and weights, shape ``(runs, width)`` (runs that broke down early padded
+        with their last node at weight 0), and the steps each run took.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    nodes = np.zeros((runs, width))
+    weights = np.zeros((runs, width))
+    taken: list[int] = []
+    for r in range(runs):
+        v = _probe(op.dim, distribution, gen).to(device=op.device, dtype=op.dtype)
+        tri = lanczos_tridiagonal(op, v, width, reorthogonalize=True)
+        m = tri.alphas.size
+        theta, S = scipy.linalg.eigh_tridiagonal(tri.alphas, tri.betas)
+        tau = S[0, :] ** 2
+        nodes[r, :m] = theta
+        nodes[r, m:] = theta[-1]
+        weights[r, :m] = tau / tau.sum()
+        taken.append(m)
+        del tri  # free the basis before the next run builds its own
+    return nodes, weights, taken
+
+
+def _smoothed(
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    sigma: float | None,
+    grid: np.ndarray | None,
+    grid_size: int,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The kernel width (default 1% of the nodes' range), the grid and the density on it.
+
+    Returns:
+        ``(sigma, grid, density)``; the grid is a copy of the one given.
+    """
+    lo, hi = float(nodes.min()), float(nodes.max())
+    if sigma is None:
+        spread = hi - lo if hi > lo else max(abs(lo), abs(hi))
+        sigma = 0.01 * spread if spread > 0 else 0.01
+    if grid is None:
+        grid = np.linspace(lo - 5.0 * sigma, hi + 5.0 * sigma, int(grid_size))
+    grid = np.array(grid, dtype=np.float64)
+    return sigma, grid, gaussian_smoothing(grid, nodes, weights, sigma)
+
+
 def spectral_density(
-    target: Any,
+    target: Target,
     *,
     steps: int = 80,
     runs: int = 10,
@@ -174,8 +317,9 @@ def spectral_density(
     sigma: float | None = None,
     grid: np.ndarray | None = None,
     grid_size: int = 1000,
-    distribution: str = "rademacher",
-    **hessian_options: Any,
+    distribution: ProbeDistribution = "rademacher",
+    hessian: HessianOptions | None = None,
+    **legacy: Unpack[HessianKeywords],
 ) -> DensityResult:
     r"""Estimate the Hessian's spectral density by stochastic Lanczos quadrature.
 
@@ -200,10 +344,17 @@ def spectral_density(
             ``[min node - 5 sigma, max node + 5 sigma]``.
         grid_size: The size of the default grid.
         distribution: ``"rademacher"`` or ``"gaussian"`` probes.
-        **hessian_options: Passed to the Hessian operator for an Objective.
+        hessian: How to multiply the Hessian when ``target`` is an Objective.
+        **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
         A :class:`DensityResult`.
+
+    Raises:
+        ValueError: If ``steps``, ``runs``, ``distribution``, ``sigma`` or
+            ``grid_size`` is out of range.
+        TypeError: If ``target`` is neither an Objective nor an operator, or Hessian
+            options come with an operator.
 
     Examples:
         >>> from flatness.curvature.operator import DenseOperator
@@ -216,6 +367,7 @@ def spectral_density(
         >>> abs(esd.moments(1) - 0.5) < 3 * esd.moments_stderr(1) + 1e-12
         True
     """
+    hessian = resolve_hessian_options(hessian, legacy)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if runs < 1:
@@ -226,36 +378,19 @@ def spectral_density(
         raise ValueError(f"sigma must be positive, got {sigma}")
     if grid is None and grid_size < 2:
         raise ValueError(f"grid_size must be at least 2, got {grid_size}")
-    with operator_for(target, **hessian_options) as op:
-        n = op.dim
-        width = min(int(steps), n)
-        gen = torch.Generator().manual_seed(seed)
-        counted_from = op.matvecs
-        t0 = time.perf_counter()
-        nodes = np.zeros((runs, width))
-        weights = np.zeros((runs, width))
-        taken: list[int] = []
-        for r in range(runs):
-            v = _probe(n, distribution, gen).to(device=op.device, dtype=op.dtype)
-            tri = lanczos_tridiagonal(op, v, width, reorthogonalize=True)
-            m = tri.alphas.size
-            theta, S = scipy.linalg.eigh_tridiagonal(tri.alphas, tri.betas)
-            tau = S[0, :] ** 2
-            nodes[r, :m] = theta
-            nodes[r, m:] = theta[-1]
-            weights[r, :m] = tau / tau.sum()
-            taken.append(m)
-            del tri
-        matvecs = op.matvecs - counted_from
-    lo, hi = float(nodes.min()), float(nodes.max())
-    if sigma is None:
-        spread = hi - lo if hi > lo else max(abs(lo), abs(hi))
-        sigma = 0.01 * spread if spread > 0 else 0.01
-    if grid is None:
-        grid = np.linspace(lo - 5.0 * sigma, hi + 5.0 * sigma, int(grid_size))
-    grid = np.array(grid, dtype=np.float64)  # a copy: it is frozen below
-    density = gaussian_smoothing(grid, nodes, weights, sigma)
-    seconds = time.perf_counter() - t0
+    settings: dict[str, Any] = {
+        "steps": steps,
+        "runs": runs,
+        "seed": seed,
+        "sigma": sigma,
+        "grid": grid,
+        "grid_size": grid_size,
+        "distribution": distribution,
+        "hessian": hessian,
+    }
+    with operator_for(target, hessian) as op, Meter(op) as meter:
+        nodes, weights, taken = _quadrature(op, min(int(steps), op.dim), runs, distribution, seed)
+        sigma, grid, density = _smoothed(nodes, weights, sigma, grid, grid_size)
     for array in (nodes, weights, grid, density):
         array.setflags(write=False)
     return DensityResult(
@@ -263,13 +398,15 @@ def spectral_density(
         steps=int(steps),
         runs=int(runs),
         distribution=distribution,
-        dim=n,
-        matvecs=matvecs,
-        seconds=seconds,
+        dim=op.dim,
+        matvecs=meter.matvecs,
+        seconds=meter.seconds,
         seed=seed,
         lanczos_steps=tuple(taken),
         nodes=nodes,
         weights=weights,
         grid=grid,
         density=density,
+        gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        settings=settings,
     )

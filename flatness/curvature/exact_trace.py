@@ -25,159 +25,27 @@ with columns :math:`s_c = \\sqrt{p_c}(e_c - p)`, hence
 
 computed from per-example vector-Jacobian products in about C backward passes, with
 no sampling error. :func:`exact_hessian_trace` verifies that the network qualifies
-(by recording the functions a forward pass calls) and refuses otherwise.
+(:func:`~flatness.curvature.piecewise_linear.check_piecewise_linear`, still importable
+from here) and refuses otherwise.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from flatness.curvature.objective import Objective
-from flatness.curvature.trace import TraceResult
-
-#: Functions under which every parameter stays (piecewise) linear.
-PIECEWISE_LINEAR_FUNCTIONS = frozenset(
-    {
-        "linear",
-        "conv1d",
-        "conv2d",
-        "conv3d",
-        "batch_norm",
-        "relu",
-        "relu_",
-        "leaky_relu",
-        "leaky_relu_",
-        "hardtanh",
-        "relu6",
-        "dropout",
-        "dropout1d",
-        "dropout2d",
-        "dropout3d",
-        "alpha_dropout",
-        "feature_alpha_dropout",
-        "max_pool1d",
-        "max_pool2d",
-        "max_pool3d",
-        "max_pool1d_with_indices",
-        "max_pool2d_with_indices",
-        "max_pool3d_with_indices",
-        "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d",
-        "adaptive_avg_pool3d",
-        "adaptive_max_pool1d",
-        "adaptive_max_pool2d",
-        "adaptive_max_pool3d",
-        "flatten",
-        "unflatten",
-        "view",
-        "reshape",
-        "unsqueeze",
-        "squeeze",
-        "permute",
-        "transpose",
-        "contiguous",
-        "dim",
-        "size",
-        "__getitem__",
-        "add",
-        "__add__",
-        "__radd__",
-        "__iadd__",
-        "add_",
-        "cat",
-        "pad",
-        "clone",
-        "t",
-        "float",
-        "to",
-        "type",
-        "detach",
-        "identity",
-        "fn",
-        "__get__",
-        "numel",
-        "expand",
-        "repeat",
-        "chunk",
-        "split",
-        "narrow",
-        "select",
-        "index_select",
-    }
+from flatness.curvature.piecewise_linear import (
+    PIECEWISE_LINEAR_FUNCTIONS,
+    check_piecewise_linear,
 )
+from flatness.curvature.trace import ExactMethod, TraceResult
+from flatness.results import Meter
 
-
-class _FunctionRecorder(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: Counter[str] = Counter()
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.names[getattr(func, "__name__", repr(func))] += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _is_cross_entropy(loss_fn: Any) -> bool:
-    if loss_fn is F.cross_entropy:
-        return True
-    if isinstance(loss_fn, nn.CrossEntropyLoss):
-        return (
-            loss_fn.reduction == "mean"
-            and loss_fn.weight is None
-            and loss_fn.label_smoothing == 0.0
-        )
-    return False
-
-
-def check_piecewise_linear(objective: Objective) -> None:
-    """Raise :class:`ValueError` unless the exact-trace identity holds for ``objective``.
-
-    It needs softmax cross-entropy (mean reduction, no class weights or label
-    smoothing), evaluation mode, class-index targets, a forward pass that calls only
-    piecewise-linear functions, and every parameterized module called once.
-    """
-    reasons = []
-    if objective.batch_loss is not None or not _is_cross_entropy(objective.loss_fn):
-        reasons.append("the loss is not plain softmax cross-entropy (F.cross_entropy)")
-    if objective.train_mode:
-        reasons.append("the model is evaluated in training mode (batch statistics)")
-    x, y = objective.batches[0]
-    if y.dtype.is_floating_point or y.ndim != 1:
-        reasons.append("targets are not class indices")
-    calls: Counter[str] = Counter()
-    handles = [
-        m.register_forward_hook(lambda mod, _i, _o, name=name: calls.update([name]))
-        for name, m in objective.model.named_modules()
-        if any(True for _ in m.parameters(recurse=False))
-    ]
-    try:
-        with torch.no_grad(), _FunctionRecorder() as recorder:
-            objective.model_fn()(x[:2])
-    finally:
-        for h in handles:
-            h.remove()
-    unsupported = sorted(set(recorder.names) - PIECEWISE_LINEAR_FUNCTIONS)
-    if unsupported:
-        reasons.append(f"the forward pass calls non-piecewise-linear functions {unsupported}")
-    reused = sorted(n for n, c in calls.items() if c > 1)
-    if reused:
-        reasons.append(f"parameterized modules are applied more than once: {reused}")
-    if reasons:
-        raise ValueError(
-            "the exact trace needs a piecewise-linear network with cross-entropy, but "
-            + "; ".join(reasons)
-            + ". Use method='hutchpp' (a stochastic estimate with a standard error) instead."
-        )
+__all__ = ["PIECEWISE_LINEAR_FUNCTIONS", "check_piecewise_linear", "exact_hessian_trace"]
 
 
 def _chunk_size(objective: Objective, num_classes: int, memory_bytes: int) -> int:
@@ -306,9 +174,9 @@ def _batch_trace_by_layers(
     plan: dict[str, tuple[nn.Module, list[str]]],
     x: Tensor,
     memory_bytes: int,
-) -> Tensor:
+) -> tuple[Tensor, int]:
     r"""The sum :math:`\sum_i \sum_c \lVert J_i^\top s_{ic} \rVert^2` of one batch, from
-    the back-propagated signals at each layer's output."""
+    the back-propagated signals at each layer's output, and the number of classes."""
     inputs: dict[str, Tensor] = {}
     outputs: dict[str, Tensor] = {}
 
@@ -351,12 +219,12 @@ def _batch_trace_by_layers(
             module, params = plan[name]
             g = g if batched else g.unsqueeze(0)
             total += _layer_sq_norms(module, params, inputs[name], g, caches[name])
-    return total
+    return total, int(S.shape[0])
 
 
 def _batch_trace_by_examples(
     objective: Objective, x: Tensor, chunk: int | None, memory_bytes: int
-) -> Tensor:
+) -> tuple[Tensor, int]:
     """The same sum from per-example vector-Jacobian products (any layer types)."""
     obj = objective
     params = obj.unflatten(obj.theta0)
@@ -376,7 +244,7 @@ def _batch_trace_by_examples(
     total = torch.zeros((), device=x.device, dtype=torch.float64)
     for i in range(0, x.shape[0], size):
         total += torch.func.vmap(example_sum)(x[i : i + size], S[i : i + size]).sum().double()
-    return total
+    return total, int(probs.shape[-1])
 
 
 def exact_hessian_trace(
@@ -385,7 +253,7 @@ def exact_hessian_trace(
     chunk_size: int | None = None,
     memory_bytes: int = 256 * 2**20,
     check: bool = True,
-    method: str = "auto",
+    method: ExactMethod = "auto",
 ) -> TraceResult:
     """The exact :math:`\\operatorname{tr}\\nabla^2 f` of a piecewise-linear network.
 
@@ -409,8 +277,9 @@ def exact_hessian_trace(
 
     Returns:
         A :class:`~flatness.curvature.trace.TraceResult` with ``method="exact"``,
-        ``stderr=0`` and ``matvecs=0`` (it uses about C backward passes per batch,
-        not Hessian-vector products).
+        ``stderr=0`` and ``matvecs=0``: it uses one forward and C backward passes per
+        batch for C classes (vectorized), no Hessian-vector products, so its cost is
+        ``gradients=C`` (nominally C full gradients).
 
     Raises:
         ValueError: If the network or loss does not qualify (see
@@ -424,7 +293,7 @@ def exact_hessian_trace(
         >>> bool(torch.isclose(torch.tensor(exact_hessian_trace(obj).estimate), dense, rtol=1e-4))
         True
     """
-    start = time.perf_counter()
+    meter = Meter()
     if method not in ("auto", "layers", "examples"):
         raise ValueError(f"method must be 'auto', 'layers' or 'examples', got {method!r}")
     if check:
@@ -436,19 +305,32 @@ def exact_hessian_trace(
             "(groups=1, zero padding) or BatchNorm; use method='examples'"
         )
     total = torch.zeros((), device=objective.device, dtype=torch.float64)
+    classes = 0
     for weight, (x, _) in zip(objective.weights, objective.batches, strict=True):
         if plan is not None:
-            batch_total = _batch_trace_by_layers(objective, plan, x, memory_bytes)
+            batch_total, classes = _batch_trace_by_layers(objective, plan, x, memory_bytes)
         else:
             with torch.no_grad():
-                batch_total = _batch_trace_by_examples(objective, x, chunk_size, memory_bytes)
+                batch_total, classes = _batch_trace_by_examples(
+                    objective, x, chunk_size, memory_bytes
+                )
         total += weight * batch_total / x.shape[0]
+    meter.count(gradients=classes)
+    meter.stop()
     return TraceResult(
         estimate=float(total),
         stderr=0.0,
         method="exact",
         matvecs=0,
-        seconds=time.perf_counter() - start,
+        seconds=meter.seconds,
         probes=0,
         converged=True,
+        gradients=meter.gradients,
+        gradient_equivalents=meter.gradient_equivalents,
+        settings={
+            "chunk_size": chunk_size,
+            "memory_bytes": memory_bytes,
+            "check": check,
+            "method": method,
+        },
     )

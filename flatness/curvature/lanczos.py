@@ -7,7 +7,8 @@ contract, in torch, on the operator's device and dtype.
 full reorthogonalization, giving :math:`A V_m = V_m T_m + \beta_m v_{m+1} e_m^\top`
 with :math:`T_m` tridiagonal; stochastic Lanczos quadrature
 (:mod:`flatness.curvature.density`) is built on it. The Gram–Schmidt helpers
-(:func:`project_out`, :func:`new_direction`) are shared with the thick-restart
+(:func:`project_out`, :func:`new_direction`) and the warm start
+(:func:`start_vector`) are shared with the thick-restart
 eigensolver in :mod:`flatness.curvature.thick_restart`, whose names this module still
 re-exports for code written before the split (``from flatness.curvature.lanczos import
 lanczos_eigenpairs`` keeps working).
@@ -43,6 +44,7 @@ __all__ = [
     "new_direction",
     "project_out",
     "random_vector",
+    "start_vector",
 ]
 
 
@@ -221,6 +223,43 @@ def lanczos_tridiagonal(
         residual_norm=beta,
         breakdown=breakdown,
     )
+
+
+def start_vector(v0: Tensor, op: SymmetricOperator) -> Tensor:
+    r"""The Lanczos start vector of a warm start: ``v0`` itself, or a block's column sum.
+
+    A block :math:`X = [x_1 \dots x_m]` of (approximate) eigenvectors, such as the Ritz
+    vectors of a previous call, starts from :math:`v = \sum_j x_j`. When the
+    :math:`x_j` are eigenvectors of distinct eigenvalues, the Krylov space
+    :math:`\mathcal K_m(A, v)` is exactly their span (:math:`A^i v = \sum_j
+    \lambda_j^i x_j`, a Vandermonde system), so ``m`` Lanczos steps recover them all;
+    for nearby vectors it is close to that span, and the run converges in few steps.
+
+    Args:
+        v0: A vector of shape ``(dim,)`` or a block of shape ``(dim, m)``.
+        op: The operator (for its dimension, device and dtype).
+
+    Returns:
+        A vector of shape ``(dim,)`` on the operator's device and dtype.
+
+    Raises:
+        ValueError: If ``v0`` has another shape, or is zero or not finite.
+
+    Examples:
+        >>> from flatness.curvature.operator import DenseOperator
+        >>> A = DenseOperator(torch.eye(3, dtype=torch.float64))
+        >>> start_vector(torch.eye(3, dtype=torch.float64)[:, :2], A).tolist()
+        [1.0, 1.0, 0.0]
+    """
+    v = torch.as_tensor(v0).detach().to(device=op.device, dtype=op.dtype)
+    if v.ndim == 2 and v.shape[0] == op.dim and v.shape[1] >= 1:
+        v = v.sum(dim=1)
+    if v.shape != (op.dim,):
+        raise ValueError(f"v0 must have shape ({op.dim},) or ({op.dim}, m), got {tuple(v0.shape)}")
+    norm = float(torch.linalg.vector_norm(v))
+    if not norm > 0 or not math.isfinite(norm):
+        raise ValueError("the start vector v0 must be nonzero and finite")
+    return v
 
 
 #: Names that moved to :mod:`flatness.curvature.thick_restart`, still importable here.

@@ -17,14 +17,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping
-from typing import Literal, TypedDict
+from typing import Literal, TypedDict, get_args
 
 __all__ = [
     "STRATEGIES",
+    "WHICH",
     "HessianKeywords",
     "HessianOptions",
     "ProbeDistribution",
     "Strategy",
+    "Which",
+    "check_which",
     "resolve_hessian_options",
 ]
 
@@ -35,6 +38,25 @@ STRATEGIES: tuple[str, ...] = ("retained", "double_backward", "forward_over_reve
 
 #: The distributions of random probe vectors (trace estimators, spectral density).
 ProbeDistribution = Literal["rademacher", "gaussian"]
+
+#: Which end of the spectrum an eigensolver seeks: largest algebraic (the sharpest
+#: directions), smallest algebraic (negative curvature) or largest magnitude.
+Which = Literal["LA", "SA", "LM"]
+WHICH: tuple[str, ...] = get_args(Which)
+
+
+def check_which(which: str) -> Which:
+    """Validate a ``which`` argument (``"LA"``, ``"SA"`` or ``"LM"``).
+
+    Returns:
+        ``which``, typed as :data:`Which`.
+
+    Raises:
+        ValueError: For any other value.
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    return which  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)

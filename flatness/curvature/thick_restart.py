@@ -22,14 +22,21 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flatness.curvature.lanczos import ROUNDOFF_FACTOR, new_direction, project_out, random_vector
+from flatness.curvature.lanczos import (
+    ROUNDOFF_FACTOR,
+    new_direction,
+    project_out,
+    random_vector,
+    start_vector,
+)
 from flatness.curvature.operator import SymmetricOperator
+from flatness.curvature.options import WHICH, Which, check_which
 from flatness.results import Meter
 
 __all__ = [
@@ -41,12 +48,8 @@ __all__ = [
     "lanczos_eigenpairs",
     "order_by_which",
     "residual_bounds",
-    "start_vector",
     "thick_restart_lanczos",
 ]
-
-Which = Literal["LA", "SA", "LM"]
-WHICH: tuple[str, ...] = ("LA", "SA", "LM")
 
 
 class RitzPairs(NamedTuple):
@@ -79,20 +82,6 @@ class RitzPairs(NamedTuple):
     scale: float
     multiplicity_checked: bool = False
     verified: bool = False
-
-
-def check_which(which: str) -> Which:
-    """Validate a ``which`` argument (``"LA"``, ``"SA"`` or ``"LM"``).
-
-    Returns:
-        ``which``, typed as :data:`Which`.
-
-    Raises:
-        ValueError: For any other value.
-    """
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    return which  # type: ignore[return-value]
 
 
 def order_by_which(values: np.ndarray, which: str) -> np.ndarray:
@@ -328,43 +317,6 @@ def thick_restart_lanczos(
     return RitzPairs(values, X, res, converged, steps, restarts, exhausted, scale)
 
 
-def start_vector(v0: Tensor, op: SymmetricOperator) -> Tensor:
-    r"""The Lanczos start vector of a warm start: ``v0`` itself, or a block's column sum.
-
-    A block :math:`X = [x_1 \dots x_m]` of (approximate) eigenvectors, such as the Ritz
-    vectors of a previous call, starts from :math:`v = \sum_j x_j`. When the
-    :math:`x_j` are eigenvectors of distinct eigenvalues, the Krylov space
-    :math:`\mathcal K_m(A, v)` is exactly their span (:math:`A^i v = \sum_j
-    \lambda_j^i x_j`, a Vandermonde system), so ``m`` Lanczos steps recover them all;
-    for nearby vectors it is close to that span, and the run converges in few steps.
-
-    Args:
-        v0: A vector of shape ``(dim,)`` or a block of shape ``(dim, m)``.
-        op: The operator (for its dimension, device and dtype).
-
-    Returns:
-        A vector of shape ``(dim,)`` on the operator's device and dtype.
-
-    Raises:
-        ValueError: If ``v0`` has another shape, or is zero or not finite.
-
-    Examples:
-        >>> from flatness.curvature.operator import DenseOperator
-        >>> A = DenseOperator(torch.eye(3, dtype=torch.float64))
-        >>> start_vector(torch.eye(3, dtype=torch.float64)[:, :2], A).tolist()
-        [1.0, 1.0, 0.0]
-    """
-    v = torch.as_tensor(v0).detach().to(device=op.device, dtype=op.dtype)
-    if v.ndim == 2 and v.shape[0] == op.dim and v.shape[1] >= 1:
-        v = v.sum(dim=1)
-    if v.shape != (op.dim,):
-        raise ValueError(f"v0 must have shape ({op.dim},) or ({op.dim}, m), got {tuple(v0.shape)}")
-    norm = float(torch.linalg.vector_norm(v))
-    if not norm > 0 or not math.isfinite(norm):
-        raise ValueError("the start vector v0 must be nonzero and finite")
-    return v
-
-
 def _more_wanted(a: float, b: float, slack: float, which: str) -> bool:
     """Whether eigenvalue ``a`` belongs before ``b`` by more than ``slack``."""
     if which == "LA":
@@ -391,7 +343,7 @@ def lanczos_eigenpairs(
 
     1. :func:`thick_restart_lanczos` from ``v0`` (default: a standard normal vector
        from ``generator``; a block of vectors starts from their sum, see
-       :func:`start_vector`).
+       :func:`~flatness.curvature.lanczos.start_vector`).
     2. A single Krylov sequence sees only one direction in each eigenspace, so it
        cannot find a second copy of a repeated eigenvalue, and resolves a tight
        cluster only after many steps; meanwhile the ``k``-th Ritz pair may converge to a
