@@ -50,6 +50,7 @@ from flatness.pipeline import (
     load_results,
     load_runs,
     read_manifest,
+    register_measure,
     score,
 )
 from flatness.results import Result
@@ -141,6 +142,7 @@ __all__ = [
     "load_results",
     "load_runs",
     "read_manifest",
+    "register_measure",
     "score",
     # built-in data, networks and training
     "Dataset",

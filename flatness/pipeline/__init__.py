@@ -2,7 +2,19 @@
 
 Only this wing (and the command line) knows about files: it reads checkpoints
 safely, builds the objective a manifest describes, runs the curvature and sharpness
-estimators on it, and keeps every result in a resumable SQLite store.
+estimators on it, and keeps every result in a resumable SQLite store. The modules
+follow the flow of the data:
+
+- :mod:`~flatness.pipeline.checkpoints` -- reading checkpoint files safely;
+- :mod:`~flatness.pipeline.manifest` -- reading and validating a manifest;
+- :mod:`~flatness.pipeline.measures` -- the measures a manifest may name (built-in and
+  registered with :func:`register_measure`);
+- :mod:`~flatness.pipeline.objective_setup` -- the objective a manifest describes;
+- :mod:`~flatness.pipeline.scoring`, :mod:`~flatness.pipeline.scorer` -- :func:`score`
+  and the per-checkpoint work (claims, tasks, pairs);
+- :mod:`~flatness.pipeline.store`, :mod:`~flatness.pipeline.readers` -- writing the
+  results store and reading it into pandas;
+- :mod:`~flatness.pipeline.summary` -- the table ``flatness score`` prints.
 """
 
 from flatness.pipeline.checkpoints import (
@@ -19,16 +31,19 @@ from flatness.pipeline.manifest import (
     RunSpec,
     read_manifest,
 )
-from flatness.pipeline.measures import MEASURES, Measure, Record
-from flatness.pipeline.scoring import (
-    ScoreSummary,
-    score,
+from flatness.pipeline.measures import (
+    MEASURES,
+    Measure,
+    MeasureValue,
+    Record,
+    register_measure,
+)
+from flatness.pipeline.objective_setup import (
+    scoring_device,
     scoring_objective,
-    summary_table,
     training_subset,
 )
-from flatness.pipeline.store import (
-    ResultsStore,
+from flatness.pipeline.readers import (
     export_results,
     load_curves,
     load_failed_tasks,
@@ -36,6 +51,9 @@ from flatness.pipeline.store import (
     load_results,
     load_runs,
 )
+from flatness.pipeline.scoring import ScoreSummary, score
+from flatness.pipeline.store import ResultsStore
+from flatness.pipeline.summary import summary_table
 
 __all__ = [
     # checkpoints
@@ -49,10 +67,12 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Measure",
+    "MeasureValue",
     "PairSpec",
     "Record",
     "RunSpec",
     "read_manifest",
+    "register_measure",
     # scoring and the store
     "ResultsStore",
     "ScoreSummary",
@@ -63,6 +83,7 @@ __all__ = [
     "load_info",
     "load_runs",
     "score",
+    "scoring_device",
     "scoring_objective",
     "summary_table",
     "training_subset",

@@ -17,6 +17,7 @@ writes them after training)::
     device = "cpu"
     dtype = "float32"            # or "float64"
     batch_size = 1024            # examples per forward pass
+    plugins = ["my_measures"]    # modules that register measures (imported: runs code)
 
     [measures]                   # optional (default: lambda_max with k = 1)
     lambda_max = { k = 5 }
@@ -34,8 +35,13 @@ writes them after training)::
     bn = "interpolate"           # or "recompute" (BatchNorm statistics at each alpha)
     curve = "linear"             # or "curvilinear"
 
-Run paths are relative to the manifest's folder. Every validation error names the
-file, the line and the key.
+Run paths are relative to the manifest's folder. Factories and ``plugins`` are
+Python modules, imported with the manifest's folder searched first (a file
+``my_measures.py`` beside the manifest is ``"my_measures"``); importing runs their
+code, as naming a factory does, so read only manifests you trust. The plugins are
+imported when the manifest is read, before its ``[measures]`` are checked, so a
+measure they register (:func:`flatness.register_measure`) may be named there. Every
+validation error names the file, the line and the key.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from flatness.factories import import_plugin
 from flatness.pipeline.measures import MEASURES, get_measure
 from flatness.zoo.manifests import DEFAULT_MEASURES
 
@@ -73,6 +80,7 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "dtype": "float32",
     "batch_size": 1024,
+    "plugins": [],
 }
 
 
@@ -229,6 +237,11 @@ def _validate_scoring(loc: _Locator, scoring: Mapping[str, Any]) -> dict[str, An
             raise loc.error(f"must be a non-negative integer, got {out[key]!r}", "scoring", key)
     if out["batch_size"] == 0:
         raise loc.error("must be positive", "scoring", "batch_size")
+    plugins = out["plugins"]
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise loc.error(
+            'must be a list of module names, e.g. ["my_measures"]', "scoring", "plugins"
+        )
     if not isinstance(out["device"], str):
         raise loc.error(
             f'must be a string such as "cuda", got {out["device"]!r}', "scoring", "device"
@@ -325,6 +338,12 @@ def _validate_pairs(loc: _Locator, root: Path, pairs: Any) -> tuple[PairSpec, ..
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a manifest file.
 
+    Args:
+        path: The manifest (TOML).
+
+    Returns:
+        The validated manifest; its ``[scoring] plugins`` have been imported.
+
     Raises:
         ManifestError: If the file is missing, is not TOML, or a table or key is wrong;
             the message names the file, the line and the key.
@@ -363,11 +382,16 @@ def manifest_from_dict(
         if not isinstance(value.get("kwargs", {}), dict):
             raise loc.error("must be a table, e.g. { width = 64 }", table, "kwargs")
     scoring = _validate_scoring(loc, _check_table(loc, doc, "scoring", required=False))
+    root = (path.parent if path is not None else Path.cwd()).resolve()
+    for plugin in scoring["plugins"]:
+        try:
+            import_plugin(plugin, folder=root)
+        except Exception as exc:  # the module's own errors too: name the manifest's line
+            raise loc.error(str(exc), "scoring", "plugins") from exc
     measures_table = doc.get("measures", DEFAULT_MEASURES)
     if not isinstance(measures_table, dict):
         raise loc.error("must be a table", "measures")
     measures = _validate_measures(loc, measures_table)
-    root = (path.parent if path is not None else Path.cwd()).resolve()
     runs = _validate_runs(loc, root, doc.get("runs"))
     pairs = _validate_pairs(loc, root, doc.get("pairs"))
     return Manifest(

@@ -1,7 +1,9 @@
 """The results store: an SQLite database that is crash-safe, resumable and shared.
 
-Three tables:
+Five tables:
 
+- ``info`` -- the schema version and the manifest last scored into the store (its
+  model, data and ``[scoring]`` settings), which guards against mixing objectives;
 - ``runs`` -- one row per checkpoint (keyed by the SHA-256 of its file): path,
   regime, batch size, learning rate, seed, epoch, the metadata, the evaluated train
   and test loss and accuracy, and whether it could be scored (with the error if not);
@@ -19,6 +21,9 @@ task in flight. A process *claims* a task before computing it; a second process
 scoring into the same store skips claimed tasks and waits for them, so nothing is
 computed twice and nothing is stored twice. A claim whose process has died (same
 host, pid gone) or that is older than ``stale_after`` seconds is taken over.
+
+:class:`ResultsStore` is the writer (and the claims); reading a store into pandas
+frames is :mod:`flatness.pipeline.readers`' job (its functions are re-exported here).
 """
 
 from __future__ import annotations
@@ -31,15 +36,36 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from flatness.results import Record
-from flatness.results import to_plain
+from flatness.pipeline.readers import (
+    export_results,
+    load_curves,
+    load_failed_tasks,
+    load_info,
+    load_results,
+    load_runs,
+)
+from flatness.results import Record, to_plain
+
+__all__ = [
+    "RUN_COLUMNS",
+    "SCHEMA_VERSION",
+    "Claim",
+    "ResultsStore",
+    # reading, from flatness.pipeline.readers
+    "export_results",
+    "load_curves",
+    "load_failed_tasks",
+    "load_info",
+    "load_results",
+    "load_runs",
+]
 
 SCHEMA_VERSION = 1
 
@@ -399,130 +425,3 @@ class ResultsStore:
             "GROUP BY checkpoint, measure, settings)"
         ).fetchone()
         return float(total or 0.0)
-
-
-_TIDY_ORDER = (
-    "checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch",
-    "train_loss", "train_accuracy", "test_loss", "test_accuracy", "generalization_gap",
-    "measure", "settings", "component", "value", "error", "error_kind", "converged",
-    "matvecs", "seconds", "device", "dtype", "created",
-)  # fmt: skip
-
-
-def _existing_store(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a Path; :class:`FileNotFoundError` with the fix if there is no store."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
-    return p
-
-
-def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.DataFrame:
-    """Read a results store into a tidy DataFrame: one row per checkpoint × measure component.
-
-    Each row carries the checkpoint's metadata (regime, batch size, learning rate, seed,
-    epoch), its evaluated train/test loss and accuracy, the generalization gap (train
-    minus test accuracy), and the measure's name, settings (JSON text), component,
-    value and error bar.
-
-    Args:
-        path: The store.
-        details: Also return the ``details`` (JSON text: the estimator's full result),
-            ``versions`` and ``meta`` columns.
-
-    Raises:
-        FileNotFoundError: If there is no store at ``path``.
-    """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        m = pd.read_sql_query("SELECT * FROM measurements", db)
-        r = pd.read_sql_query("SELECT * FROM runs", db)
-    df = m.merge(r.drop(columns=["status", "error", "updated"]), on="checkpoint", how="left")
-    df["generalization_gap"] = df["train_accuracy"] - df["test_accuracy"]
-    df["converged"] = df["converged"].map(lambda v: None if pd.isna(v) else bool(v))
-    cols = list(_TIDY_ORDER) + (["details", "versions", "meta"] if details else [])
-    return df[cols].sort_values(["path", "measure", "settings", "component"]).reset_index(drop=True)
-
-
-def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The store's ``info`` table: ``schema_version`` and, once scored, ``manifest``
-    (the manifest's path, model, data and scoring settings of the last ``score``)."""
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        rows = db.execute("SELECT key, value FROM info").fetchall()
-    out: dict[str, Any] = {}
-    for key, value in rows:
-        try:
-            out[key] = json.loads(value)
-        except (TypeError, json.JSONDecodeError):
-            out[key] = value
-    return out
-
-
-def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The store's ``runs`` table (one row per checkpoint, failed ones included)."""
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
-
-
-def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Measures that failed on checkpoints that were otherwise scored.
-
-    Columns: ``path`` (the checkpoint's), ``checkpoint``, ``measure``, ``settings`` and
-    ``error``. A rerun of ``flatness score`` retries them.
-    """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return pd.read_sql_query(
-            "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
-            "LEFT JOIN runs r ON r.checkpoint = t.checkpoint "
-            "WHERE t.status = 'failed' ORDER BY r.path, t.measure, t.settings",
-            db,
-        )
-
-
-def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The parametric plots in a store, tidy: one row per pair × alpha × split × metric.
-
-    Columns: ``sb_path``, ``lb_path`` (the checkpoints' paths), ``sb``, ``lb`` (their
-    SHA-256), ``label``, ``settings``, ``alpha``, ``split`` (train/test), ``metric``
-    (loss/accuracy) and ``value``. Rows with split ``"bn"`` and metric
-    ``"variance_clamped"`` mark the α at which an extrapolated BatchNorm running variance
-    was negative and clamped to zero (``bn = "interpolate"``).
-    """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return pd.read_sql_query(
-            "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "
-            "c.alpha, c.split, c.metric, c.value FROM curves c "
-            "LEFT JOIN runs a ON a.checkpoint = c.sb LEFT JOIN runs b ON b.checkpoint = c.lb "
-            "ORDER BY c.label, c.settings, c.split, c.metric, c.alpha",
-            db,
-        )
-
-
-def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Write :func:`load_results` to ``.csv`` or ``.parquet`` (chosen by the suffix).
-
-    Raises:
-        ValueError: For another suffix.
-        ImportError: For Parquet without ``pyarrow`` installed.
-    """
-    target = Path(out)
-    df = load_results(store)
-    if target.suffix == ".csv":
-        df.to_csv(target, index=False)
-    elif target.suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(
-                "writing Parquet needs pyarrow: pip install 'flatness[parquet]' (or write .csv)"
-            ) from exc
-        df.to_parquet(target, index=False)
-    else:
-        raise ValueError(
-            f"{target}: export to .csv or .parquet, not {target.suffix or 'no suffix'!r}"
-        )
-    return target

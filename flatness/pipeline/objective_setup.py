@@ -1,0 +1,236 @@
+"""From a manifest to the objective its measures are computed on.
+
+A manifest names a model factory, a data set (built-in, a factory, or in-memory data
+when the manifest is built in code) and ``[scoring]`` settings: the device, the
+precision, the batch size and a fixed, seeded subset of the training examples. This
+module turns those into the pieces :func:`flatness.score` uses for every checkpoint
+(:func:`manifest_data`, :func:`model_builder`, :func:`scoring_device`,
+:func:`training_subset`) and into the objective itself (:func:`scoring_objective`), so
+a number computed on it can be set beside the stored ones.
+
+Factories and plugins named by a manifest read from a file are imported with the
+manifest's folder searched first (:mod:`flatness.factories`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatness.curvature.objective import Objective
+from flatness.factories import import_factory, import_plugin, search_folder
+from flatness.pipeline.checkpoints import load_checkpoint, load_into
+from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
+from flatness.zoo.data import Dataset, coerce_dataset, load_dataset
+
+__all__ = [
+    "ManifestLike",
+    "as_manifest",
+    "import_plugins",
+    "manifest_data",
+    "model_builder",
+    "scoring_device",
+    "scoring_dtype",
+    "scoring_objective",
+    "training_subset",
+]
+
+ManifestLike = Manifest | Mapping[str, Any] | str | os.PathLike[str]
+"""What :func:`flatness.score` accepts as a manifest: a file, a parsed dictionary or a
+:class:`~flatness.pipeline.manifest.Manifest`."""
+
+
+def as_manifest(target: ManifestLike) -> Manifest:
+    """The validated manifest ``target`` names.
+
+    Args:
+        target: A manifest file, a parsed manifest dictionary or a
+            :class:`~flatness.pipeline.manifest.Manifest`.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        TypeError: For anything else.
+        ManifestError: If the manifest is invalid.
+    """
+    if isinstance(target, Manifest):
+        return target
+    if isinstance(target, Mapping):
+        return manifest_from_dict(target)
+    if isinstance(target, str | os.PathLike):
+        return read_manifest(target)
+    raise TypeError(
+        f"score() takes a manifest path, a Manifest or a manifest dictionary, "
+        f"not {type(target).__name__}"
+    )
+
+
+def _folder(manifest: Manifest) -> Path | None:
+    return manifest.path.parent if manifest.path is not None else None
+
+
+def import_plugins(manifest: Manifest) -> None:
+    """Import the modules the manifest's ``[scoring] plugins`` names (their code runs).
+
+    Raises:
+        ImportError: If one cannot be imported.
+    """
+    for name in manifest.scoring.get("plugins") or ():
+        import_plugin(str(name), folder=_folder(manifest))
+
+
+def manifest_data(manifest: Manifest) -> Dataset:
+    """The data set the manifest names.
+
+    Returns:
+        A built-in data set, a data factory's, or the in-memory data of a manifest
+        built in code.
+
+    Raises:
+        KeyError, ImportError, ValueError: If the data set cannot be built (the message
+            says why).
+    """
+    data = manifest.data
+    if isinstance(data, str):
+        with search_folder(_folder(manifest)):
+            return load_dataset(data, **manifest.data_kwargs)
+    return coerce_dataset(data, name="<in-memory data>", settings=manifest.data_kwargs)
+
+
+def model_builder(manifest: Manifest) -> Callable[[], nn.Module]:
+    """A function that builds a fresh model with the manifest's factory and kwargs.
+
+    Returns:
+        The builder; it raises :class:`TypeError` when the factory returns something
+        other than a :class:`torch.nn.Module`.
+
+    Raises:
+        ImportError, AttributeError, ValueError, TypeError: If the factory cannot be
+            imported.
+    """
+    factory = manifest.model_factory
+    fn = (
+        import_factory(factory, kind="model factory", folder=_folder(manifest))
+        if isinstance(factory, str)
+        else factory
+    )
+
+    def build() -> nn.Module:
+        model = fn(**manifest.model_kwargs)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"the model factory returned a {type(model).__name__}, not a torch.nn.Module"
+            )
+        return model
+
+    return build
+
+
+def scoring_device(name: str, env: Mapping[str, str] | None = None) -> torch.device:
+    """The device to score on; a bare ``"cuda"`` under ``torchrun`` means this rank's GPU.
+
+    Several processes can score one manifest into one store (each task is claimed
+    before it is computed), so ``torchrun --nproc-per-node 4 -m flatness score m.toml
+    --device cuda`` spreads a sweep over four GPUs: each process takes
+    ``cuda:$LOCAL_RANK``.
+
+    Args:
+        name: The device's name (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        env: The environment to read ``LOCAL_RANK`` from (default ``os.environ``).
+
+    Returns:
+        The device.
+
+    Examples:
+        >>> r = {"LOCAL_RANK": "3"}
+        >>> scoring_device("cuda", r), scoring_device("cuda:1", r), scoring_device("cpu", r)
+        (device(type='cuda', index=3), device(type='cuda', index=1), device(type='cpu'))
+    """
+    env = os.environ if env is None else env
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in env:
+        return torch.device("cuda", int(env["LOCAL_RANK"]))
+    return device
+
+
+def scoring_dtype(manifest: Manifest) -> torch.dtype:
+    """The precision of ``[scoring] dtype``.
+
+    Returns:
+        ``torch.float64`` or ``torch.float32``.
+    """
+    return torch.float64 if manifest.scoring["dtype"] == "float64" else torch.float32
+
+
+def training_subset(data: Dataset, examples: int | str | None, seed: int) -> tuple[Any, Any]:
+    """The fixed, seeded subset of ``examples`` training examples (all when ``None``/``"all"``).
+
+    Args:
+        data: The data set.
+        examples: How many training examples to keep.
+        seed: Seeds the choice.
+
+    Returns:
+        ``(inputs, targets)`` of the kept examples, in their original order.
+
+    Examples:
+        >>> X, y = torch.arange(10.0).reshape(10, 1), torch.zeros(10, dtype=torch.long)
+        >>> d = coerce_dataset(((X, y), (X, y)), name="toy", settings={})
+        >>> training_subset(d, 3, seed=0)[0].flatten().tolist()
+        [1.0, 4.0, 7.0]
+    """
+    x, y = data.train
+    n = int(x.shape[0])
+    if examples is None or examples == "all" or int(examples) >= n:
+        return x, y
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=gen)[: int(examples)].sort().values
+    return x[idx], y[idx]
+
+
+def scoring_objective(
+    manifest: ManifestLike,
+    checkpoint: str | os.PathLike[str],
+    *,
+    trust_pickle: bool = False,
+) -> Objective:
+    """The objective a manifest's measures are computed on, for one checkpoint.
+
+    The same model, the same seeded subset of ``[scoring] examples`` training examples,
+    batch size, device and dtype as :func:`flatness.score` uses, so a number computed on
+    it can be set beside the stored ones (an analysis of a store's checkpoints, for
+    example).
+
+    Args:
+        manifest: A manifest file, a :class:`~flatness.pipeline.manifest.Manifest` or
+            a parsed manifest dictionary.
+        checkpoint: The checkpoint file.
+        trust_pickle: Allow a checkpoint that needs full unpickling (trusted files only).
+
+    Returns:
+        The objective.
+
+    Raises:
+        flatness.pipeline.CheckpointError: If the checkpoint cannot be read or does not
+            fit the model.
+    """
+    man = as_manifest(manifest)
+    scoring = man.scoring
+    device = scoring_device(scoring["device"])
+    dtype = scoring_dtype(man)
+    data = manifest_data(man)
+    model = load_into(model_builder(man)(), load_checkpoint(checkpoint, trust_pickle=trust_pickle))
+    subset = training_subset(data, scoring["examples"], scoring["seed"])
+    return Objective(
+        model.to(device=device, dtype=dtype),
+        subset,
+        batch_size=int(scoring["batch_size"]),
+        device=device,
+        dtype=dtype,
+    )

@@ -1,0 +1,189 @@
+"""Read a results store into pandas: the tidy results, runs, failures, curves, info.
+
+The store (:mod:`flatness.pipeline.store`) writes; these functions only read, each
+with its own short-lived connection, so they work while a sweep is still writing
+(SQLite's WAL mode lets readers see the last committed state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "export_results",
+    "load_curves",
+    "load_failed_tasks",
+    "load_info",
+    "load_results",
+    "load_runs",
+]
+
+_TIDY_ORDER = (
+    "checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch",
+    "train_loss", "train_accuracy", "test_loss", "test_accuracy", "generalization_gap",
+    "measure", "settings", "component", "value", "error", "error_kind", "converged",
+    "matvecs", "seconds", "device", "dtype", "created",
+)  # fmt: skip
+
+
+def _existing_store(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path; :class:`FileNotFoundError` with the fix if there is no store."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no results store here; run `flatness score` first")
+    return p
+
+
+def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.DataFrame:
+    """Read a results store into a tidy DataFrame: one row per checkpoint × measure component.
+
+    Each row carries the checkpoint's metadata (regime, batch size, learning rate, seed,
+    epoch), its evaluated train/test loss and accuracy, the generalization gap (train
+    minus test accuracy), and the measure's name, settings (JSON text), component,
+    value and error bar.
+
+    Args:
+        path: The store.
+        details: Also return the ``details`` (JSON text: the estimator's full result),
+            ``versions`` and ``meta`` columns.
+
+    Returns:
+        The frame, sorted by path, measure, settings and component.
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+    """
+    p = _existing_store(path)
+    with closing(sqlite3.connect(str(p))) as db:
+        m = pd.read_sql_query("SELECT * FROM measurements", db)
+        r = pd.read_sql_query("SELECT * FROM runs", db)
+    df = m.merge(r.drop(columns=["status", "error", "updated"]), on="checkpoint", how="left")
+    df["generalization_gap"] = df["train_accuracy"] - df["test_accuracy"]
+    df["converged"] = df["converged"].map(lambda v: None if pd.isna(v) else bool(v))
+    cols = list(_TIDY_ORDER) + (["details", "versions", "meta"] if details else [])
+    return df[cols].sort_values(["path", "measure", "settings", "component"]).reset_index(drop=True)
+
+
+def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The store's ``info`` table.
+
+    Returns:
+        ``{key: value}``: ``schema_version`` and, once scored, ``manifest`` (the
+        manifest's path, model, data and scoring settings of the last ``score``).
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+    """
+    p = _existing_store(path)
+    with closing(sqlite3.connect(str(p))) as db:
+        rows = db.execute("SELECT key, value FROM info").fetchall()
+    out: dict[str, Any] = {}
+    for key, value in rows:
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, json.JSONDecodeError):
+            out[key] = value
+    return out
+
+
+def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The store's ``runs`` table.
+
+    Returns:
+        One row per checkpoint, failed ones included, sorted by path.
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+    """
+    p = _existing_store(path)
+    with closing(sqlite3.connect(str(p))) as db:
+        return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
+
+
+def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Measures that failed on checkpoints that were otherwise scored.
+
+    Columns: ``path`` (the checkpoint's), ``checkpoint``, ``measure``, ``settings`` and
+    ``error``. A rerun of ``flatness score`` retries them.
+
+    Returns:
+        One row per failed task.
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+    """
+    p = _existing_store(path)
+    with closing(sqlite3.connect(str(p))) as db:
+        return pd.read_sql_query(
+            "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
+            "LEFT JOIN runs r ON r.checkpoint = t.checkpoint "
+            "WHERE t.status = 'failed' ORDER BY r.path, t.measure, t.settings",
+            db,
+        )
+
+
+def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The parametric plots in a store, tidy: one row per pair × alpha × split × metric.
+
+    Columns: ``sb_path``, ``lb_path`` (the checkpoints' paths), ``sb``, ``lb`` (their
+    SHA-256), ``label``, ``settings``, ``alpha``, ``split`` (train/test), ``metric``
+    (loss/accuracy) and ``value``. Rows with split ``"bn"`` and metric
+    ``"variance_clamped"`` mark the α at which an extrapolated BatchNorm running variance
+    was negative and clamped to zero (``bn = "interpolate"``).
+
+    Returns:
+        The frame (empty when the store holds no parametric plot).
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+    """
+    p = _existing_store(path)
+    with closing(sqlite3.connect(str(p))) as db:
+        return pd.read_sql_query(
+            "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "
+            "c.alpha, c.split, c.metric, c.value FROM curves c "
+            "LEFT JOIN runs a ON a.checkpoint = c.sb LEFT JOIN runs b ON b.checkpoint = c.lb "
+            "ORDER BY c.label, c.settings, c.split, c.metric, c.alpha",
+            db,
+        )
+
+
+def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write :func:`load_results` to ``.csv`` or ``.parquet`` (chosen by the suffix).
+
+    Args:
+        store: The results store.
+        out: The file to write.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        FileNotFoundError: If there is no store at ``store``.
+        ValueError: For another suffix.
+        ImportError: For Parquet without ``pyarrow`` installed.
+    """
+    target = Path(out)
+    df = load_results(store)
+    if target.suffix == ".csv":
+        df.to_csv(target, index=False)
+    elif target.suffix in (".parquet", ".pq"):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "writing Parquet needs pyarrow: pip install 'flatness[parquet]' (or write .csv)"
+            ) from exc
+        df.to_parquet(target, index=False)
+    else:
+        raise ValueError(
+            f"{target}: export to .csv or .parquet, not {target.suffix or 'no suffix'!r}"
+        )
+    return target

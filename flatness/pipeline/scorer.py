@@ -1,0 +1,391 @@
+"""The work of scoring: one checkpoint's tasks, claimed and stored one by one.
+
+:func:`flatness.score` (:mod:`flatness.pipeline.scoring`) hands each checkpoint and
+each ``[[pairs]]`` entry of a manifest to a :class:`Scorer`, which
+
+1. reads the checkpoint safely and identifies it by its SHA-256
+   (:mod:`flatness.pipeline.checkpoints`);
+2. builds the model (:mod:`flatness.pipeline.objective_setup`) and loads the weights;
+3. evaluates the train and test loss and accuracy (eval mode) and stores them with
+   the metadata (the checkpoint's own ``meta`` first, then the manifest's entry);
+4. builds the :class:`~flatness.curvature.objective.Objective` on the fixed, seeded
+   subset of the training set and runs every measure task not yet in the store:
+   each task is *claimed* first (so several processes share a store without computing
+   anything twice) and committed the moment it finishes;
+5. computes Keskar's parametric plot for a pair into the ``curves`` table;
+6. waits for the tasks other processes hold, taking over those whose owner died.
+
+Bad input never stops the sweep: a checkpoint that cannot be read or loaded, holds
+NaN weights or meets an empty data set is recorded as failed with one line naming the
+file and the cause, and the others are scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from flatness.curvature.objective import Objective
+from flatness.evaluation import evaluate
+from flatness.pipeline.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    load_into,
+)
+from flatness.pipeline.manifest import Manifest, PairSpec
+from flatness.pipeline.measures import get_measure, settings_key
+from flatness.pipeline.objective_setup import (
+    manifest_data,
+    model_builder,
+    scoring_dtype,
+    training_subset,
+)
+from flatness.pipeline.store import ResultsStore
+from flatness.results import Meter
+from flatness.sharpness.interpolation import parametric_plot
+from flatness.versions import package_versions
+from flatness.zoo.data import Dataset
+
+__all__ = ["CLAMPED", "META_DROPPED", "Progress", "Scorer", "Task", "plan_tasks"]
+
+META_DROPPED = ("history",)
+"""Checkpoint metadata not copied into the store (long training curves)."""
+
+
+CLAMPED = "variance_clamped"
+"""The ``curves`` metric (split ``"bn"``) marking the α at which an extrapolated
+BatchNorm running variance was negative and clamped to zero (``bn = "interpolate"``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    measure: str
+    settings: dict[str, Any]
+    key: str
+
+
+class Progress:
+    """tqdm bars when asked for and installed; otherwise silent."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def bar(self, total: int, desc: str, leave: bool) -> Any:
+        if not self.enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=leave, file=sys.stderr, dynamic_ncols=True)
+
+
+def plan_tasks(manifest: Manifest) -> list[Task]:
+    """Every (measure, settings) task; a measure's seed defaults to ``[scoring] seed``."""
+    out = []
+    for name, given in manifest.measures.items():
+        measure = get_measure(name)
+        settings = dict(given)
+        if "seed" in measure.defaults() and "seed" not in settings:
+            settings["seed"] = int(manifest.scoring["seed"])
+        for task in measure.tasks(settings):
+            out.append(Task(name, task, settings_key(task)))
+    return out
+
+
+def _run_meta(run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
+    meta = {**run_meta, **checkpoint.meta}
+    for key in META_DROPPED:
+        meta.pop(key, None)
+    return meta
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Scorer:
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: ResultsStore,
+        *,
+        trust_pickle: bool,
+        progress: Progress,
+        log: Callable[[str], None],
+    ) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.trust_pickle = trust_pickle
+        self.progress = progress
+        self.log = log
+        scoring = manifest.scoring
+        self.device = torch.device(scoring["device"])
+        self.dtype = scoring_dtype(manifest)
+        self.tasks = plan_tasks(manifest)
+        self.versions = package_versions()
+        self.counts = {"computed": 0, "reused": 0, "by_others": 0}
+        self.failures: list[str] = []
+        self.busy: dict[int, list[Task]] = {}
+        self.busy_pairs: list[PairSpec] = []
+        self._data: Dataset | Exception | None = None
+        self._build: Callable[[], nn.Module] | Exception | None = None
+
+    # resources shared by all checkpoints, built once; their failure fails each run
+    def data(self) -> Dataset:
+        if self._data is None:
+            try:
+                self._data = manifest_data(self.manifest)
+            except Exception as exc:
+                self._data = exc
+        if isinstance(self._data, Exception):
+            raise self._data
+        return self._data
+
+    def builder(self) -> Callable[[], nn.Module]:
+        if self._build is None:
+            try:
+                self._build = model_builder(self.manifest)
+            except Exception as exc:
+                self._build = exc
+        if isinstance(self._build, Exception):
+            raise self._build
+        return self._build
+
+    def _fail_run(self, key: str, path: Path, message: str) -> None:
+        self.store.put_run(key, path, status="failed", error=message)
+        self.failures.append(message)
+        self.log(f"FAILED {message}")
+
+    def score_run(self, index: int, only: Sequence[Task] | None = None) -> None:
+        run = self.manifest.runs[index]
+        path = run.path
+        try:
+            checkpoint = load_checkpoint(path, trust_pickle=self.trust_pickle)
+        except CheckpointError as exc:
+            key = f"missing:{path.resolve()}" if not path.is_file() else _sha_or_path(path)
+            self._fail_run(key, path, str(exc))
+            return
+        key = checkpoint.sha256
+        tasks = list(only) if only is not None else self.tasks
+        row = self.store.run(key)
+        if (
+            only is None
+            and row is not None
+            and row["status"] == "ok"
+            and all(self.store.task_status(key, t.measure, t.key) == "done" for t in tasks)
+        ):
+            self.counts["reused"] += len(tasks)
+            return
+        try:
+            objective = self._prepare(run.meta, checkpoint)
+        except Exception as exc:
+            self._fail_run(key, path, f"{path}: {_reason(exc)}")
+            return
+        bar = self.progress.bar(len(tasks), desc=path.name, leave=False)
+        try:
+            for task in tasks:
+                self._run_task(index, key, objective, task)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _prepare(self, run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> Objective:
+        data = self.data()
+        model = load_into(self.builder()(), checkpoint)
+        model = model.to(device=self.device, dtype=self.dtype)
+        bs = int(self.manifest.scoring["batch_size"])
+        x_train, y_train = (t.to(self.device) for t in data.train)
+        x_test, y_test = (t.to(self.device) for t in data.test)
+        if x_train.is_floating_point():
+            x_train, x_test = x_train.to(self.dtype), x_test.to(self.dtype)
+        try:
+            train_loss, train_acc = evaluate(model, x_train, y_train, batch_size=bs)
+            test_loss, test_acc = (
+                evaluate(model, x_test, y_test, batch_size=bs)
+                if x_test.shape[0]
+                else (float("nan"), float("nan"))
+            )
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise RuntimeError(
+                f"the model cannot run on the data ({_reason(exc)}); check that the [model] "
+                f"factory and kwargs fit the [data] set (inputs of shape "
+                f"{tuple(x_train.shape[1:])}, {data.num_classes} classes)"
+            ) from exc
+        subset = training_subset(
+            data, self.manifest.scoring["examples"], self.manifest.scoring["seed"]
+        )
+        objective = Objective(model, subset, batch_size=bs, device=self.device, dtype=self.dtype)
+        meta = _run_meta(run_meta, checkpoint)
+        self.store.put_run(
+            checkpoint.sha256,
+            checkpoint.path,
+            regime=None if meta.get("regime") is None else str(meta["regime"]),
+            batch_size=_float_or_none(meta.get("batch_size")),
+            lr=_float_or_none(meta.get("lr")),
+            seed=_int_or_none(meta.get("seed")),
+            epoch=_int_or_none(meta.get("epoch")),
+            meta=meta,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            test_loss=test_loss,
+            test_accuracy=test_acc,
+            examples=objective.num_examples,
+            status="ok",
+            error=None,
+        )
+        return objective
+
+    def _run_task(self, index: int, key: str, objective: Objective, task: Task) -> None:
+        claim = self.store.claim(key, task.measure, task.key)
+        if claim.state == "done":
+            self.counts["reused"] += 1
+            return
+        if claim.state == "busy":
+            self.busy.setdefault(index, []).append(task)
+            return
+        measure = get_measure(task.measure)
+        meter = Meter()
+        try:
+            with meter:
+                records, details = measure.run(objective, task.settings)
+        except (KeyboardInterrupt, SystemExit):
+            self.store.release(key, task.measure, task.key)
+            raise
+        except Exception as exc:
+            message = f"{self.manifest.runs[index].path}: {task.measure} {task.key}: {_reason(exc)}"
+            self.store.fail(key, task.measure, task.key, message)
+            self.failures.append(message)
+            self.log(f"FAILED {message}")
+            return
+        matvecs = details.get("matvecs")
+        self.store.finish(
+            key,
+            task.measure,
+            task.key,
+            records,
+            matvecs=None if matvecs is None else int(matvecs),
+            seconds=meter.seconds,
+            device=str(objective.device),
+            dtype=str(objective.dtype).removeprefix("torch."),
+            versions=self.versions,
+            details=details,
+        )
+        self.counts["computed"] += 1
+
+    def score_pair(self, pair: PairSpec) -> None:
+        """Keskar's parametric plot between two checkpoints, into the ``curves`` table."""
+        try:
+            sb = load_checkpoint(pair.sb, trust_pickle=self.trust_pickle)
+            lb = load_checkpoint(pair.lb, trust_pickle=self.trust_pickle)
+        except CheckpointError as exc:
+            self.failures.append(f"pair {pair.label}: {exc}")
+            self.log(f"FAILED pair {pair.label}: {exc}")
+            return
+        task, key = f"{sb.sha256}+{lb.sha256}", settings_key(pair.settings)
+        claim = self.store.claim(task, "parametric_plot", key)
+        if claim.state == "done":
+            self.counts["reused"] += 1
+            return
+        if claim.state == "busy":
+            self.busy_pairs.append(pair)
+            return
+        try:
+            data = self.data()
+            models = [load_into(self.builder()(), ckpt) for ckpt in (sb, lb)]
+            lo, hi = pair.settings["alphas"]
+            result = parametric_plot(
+                models[0],
+                models[1],
+                train=data.train,
+                test=data.test if data.n_test else None,
+                alphas=np.linspace(float(lo), float(hi), int(pair.settings["points"])),
+                path=pair.settings["curve"],
+                bn=pair.settings["bn"],
+                batch_size=int(self.manifest.scoring["batch_size"]),
+                device=self.device,
+                dtype=self.dtype,
+            )
+        except (KeyboardInterrupt, SystemExit):
+            self.store.release(task, "parametric_plot", key)
+            raise
+        except Exception as exc:
+            message = f"pair {pair.label}: {_reason(exc)}"
+            self.store.fail(task, "parametric_plot", key, message)
+            self.failures.append(message)
+            self.log(f"FAILED {message}")
+            return
+        frame = result.to_frame()
+        if result.clamped_alphas:
+            # Kept beside the curve so a report can say where the loss is an artifact.
+            clamped = pd.DataFrame(
+                {
+                    "alpha": list(result.clamped_alphas),
+                    "split": "bn",
+                    "metric": CLAMPED,
+                    "value": 1.0,
+                }
+            )
+            frame = pd.concat([frame, clamped], ignore_index=True)
+        self.store.finish_curve(sb.sha256, lb.sha256, key, pair.label, frame)
+        self.counts["computed"] += 1
+
+    def wait_for_others(self, poll: float) -> None:
+        """Wait for tasks other processes hold; take over those whose owner died."""
+        while self.busy_pairs:
+            time.sleep(poll)
+            held, self.busy_pairs = self.busy_pairs, []
+            for pair in held:
+                self.score_pair(pair)
+        while self.busy:
+            time.sleep(poll)
+            waiting, self.busy = self.busy, {}
+            for index, tasks in waiting.items():
+                key = _sha_or_path(self.manifest.runs[index].path)
+                still = []
+                for task in tasks:
+                    status = self.store.task_status(key, task.measure, task.key)
+                    if status == "done":
+                        self.counts["by_others"] += 1
+                    elif status == "failed":
+                        path = self.manifest.runs[index].path
+                        self.failures.append(f"{path}: {task.measure} failed in another process")
+                    else:
+                        still.append(task)
+                if still:
+                    self.score_run(index, only=still)
+
+
+def _sha_or_path(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return f"missing:{path.resolve()}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return text.splitlines()[0] if "\n" in text and len(text) > 400 else text
