@@ -69,7 +69,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -85,7 +85,7 @@ from flatness.sharpness.checks import (
     check_norm,
     check_positive,
 )
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import NoConvergenceTest, SharpnessResult
 from flatness.sharpness.perturbations import (
     chunk_value,
     chunk_value_and_gradient,
@@ -99,7 +99,7 @@ __all__ = ["AdaptiveSharpnessResult", "adaptive_sharpness"]
 
 
 @dataclass(frozen=True, eq=False)
-class AdaptiveSharpnessResult(SharpnessResult):
+class AdaptiveSharpnessResult(NoConvergenceTest, SharpnessResult):
     """Worst-case (adaptive or plain) sharpness with the evidence for it.
 
     Besides the fields below it has the result contract's names: ``converged``
@@ -130,6 +130,17 @@ class AdaptiveSharpnessResult(SharpnessResult):
             (whole-data runs only).
     """
 
+    setting_fields: ClassVar[tuple[str, ...]] = (
+        "rho",
+        "p",
+        "adaptive",
+        "eta",
+        "steps",
+        "step_size",
+        "m",
+        "seed",
+    )
+
     value: float
     stderr: float
     loss: float
@@ -150,11 +161,6 @@ class AdaptiveSharpnessResult(SharpnessResult):
     perturbation: Tensor | None = field(default=None, repr=False)
 
     @property
-    def converged(self) -> bool:
-        """``True``: the ascent runs a fixed number of steps, with no convergence test."""
-        return True
-
-    @property
     def gradient_equivalents(self) -> float:
         """The cost in full gradients over the whole data set.
 
@@ -166,20 +172,6 @@ class AdaptiveSharpnessResult(SharpnessResult):
         per_chunk_gradients = self.gradients // self.chunks
         per_chunk_forwards = self.evaluations // self.chunks - per_chunk_gradients
         return gradient_equivalents(evaluations=per_chunk_forwards, gradients=per_chunk_gradients)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The keyword arguments that reproduce this result with :func:`adaptive_sharpness`."""
-        return {
-            "rho": self.rho,
-            "p": self.p,
-            "adaptive": self.adaptive,
-            "eta": self.eta,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "m": self.m,
-            "seed": self.seed,
-        }
 
     def __repr__(self) -> str:
         kind = "adaptive" if self.adaptive else "plain"
@@ -300,6 +292,8 @@ def adaptive_sharpness(
     Raises:
         ValueError: For a non-positive ``rho``, an unknown ``p``, a negative ``eta`` or
             ``steps``, or an ``m`` outside ``1..num_examples``.
+        FloatingPointError: If the loss is NaN at a perturbed point (``rho`` too large
+            for the model, or an overflow in its dtype).
 
     Examples:
         >>> from torch import nn

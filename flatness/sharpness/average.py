@@ -39,22 +39,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Objective
-from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.results import Meter, format_float
 from flatness.sharpness.checks import check_integer, check_nonnegative, check_positive
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import ForwardPassesOnly, NoConvergenceTest, SharpnessResult
 from flatness.sharpness.perturbations import elementwise_scale, standard_normal
 
 __all__ = ["AverageSharpnessResult", "average_sharpness"]
 
 
 @dataclass(frozen=True, eq=False)
-class AverageSharpnessResult(SharpnessResult):
+class AverageSharpnessResult(ForwardPassesOnly, NoConvergenceTest, SharpnessResult):
     """Average-case sharpness with its Monte Carlo error bar.
 
     Besides the fields below it has the result contract's names: ``converged``
@@ -76,6 +76,8 @@ class AverageSharpnessResult(SharpnessResult):
         sample_values: The loss increase of each draw.
     """
 
+    setting_fields: ClassVar[tuple[str, ...]] = ("sigma", "samples", "adaptive", "eta", "seed")
+
     value: float
     stderr: float
     loss: float
@@ -88,32 +90,6 @@ class AverageSharpnessResult(SharpnessResult):
     seconds: float
     seed: int
     sample_values: tuple[float, ...] = field(default=(), repr=False)
-
-    @property
-    def converged(self) -> bool:
-        """``True``: a fixed number of Monte Carlo draws, with no convergence test."""
-        return True
-
-    @property
-    def gradients(self) -> int:
-        """Gradient evaluations spent: none."""
-        return 0
-
-    @property
-    def gradient_equivalents(self) -> float:
-        """The cost in full gradients: ``evaluations`` full-data forward passes."""
-        return gradient_equivalents(evaluations=self.evaluations)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The keyword arguments that reproduce this result with :func:`average_sharpness`."""
-        return {
-            "sigma": self.sigma,
-            "samples": self.samples,
-            "adaptive": self.adaptive,
-            "eta": self.eta,
-            "seed": self.seed,
-        }
 
     def __repr__(self) -> str:
         kind = "adaptive" if self.adaptive else "plain"
@@ -154,6 +130,8 @@ def average_sharpness(
 
     Raises:
         ValueError: For a non-positive ``sigma`` or ``samples``, or a negative ``eta``.
+        FloatingPointError: If the loss is NaN at a perturbed point (``sigma`` too large
+            for the model, or an overflow in its dtype).
 
     Examples:
         >>> from torch import nn

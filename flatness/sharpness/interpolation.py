@@ -63,7 +63,7 @@ import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
@@ -74,7 +74,15 @@ from torch.nn.modules.batchnorm import _NormBase
 from flatness.curvature.objective import Batch, LossFn, batch_size_of, move_batch, split_batches
 from flatness.evaluation import mean_loss_and_accuracy, xy_pair
 from flatness.results import Meter, format_float
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import (
+    ForwardPassesOnly,
+    NoConvergenceTest,
+    NoErrorBar,
+    SharpnessResult,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "BatchNormMode",
@@ -105,7 +113,7 @@ a data loader)."""
 
 
 @dataclass(frozen=True, eq=False)
-class InterpolationResult(SharpnessResult):
+class InterpolationResult(ForwardPassesOnly, NoConvergenceTest, NoErrorBar, SharpnessResult):
     """Loss and accuracy along a path between two checkpoints.
 
     Besides the fields below it has the result contract's names: ``value`` (the loss
@@ -169,21 +177,6 @@ class InterpolationResult(SharpnessResult):
         return float(np.nanmax(self.train_loss[inside] - line))
 
     @property
-    def stderr(self) -> float:
-        """NaN: the curves are exact evaluations, with no error bar."""
-        return math.nan
-
-    @property
-    def converged(self) -> bool:
-        """``True``: no iteration."""
-        return True
-
-    @property
-    def gradients(self) -> int:
-        """Gradient evaluations spent: none."""
-        return 0
-
-    @property
     def gradient_equivalents(self) -> float:
         """NaN: ``evaluations`` counts passes over the training and the test set alike."""
         return math.nan
@@ -202,11 +195,12 @@ class InterpolationResult(SharpnessResult):
             "device": self.device,
         }
 
-    def to_frame(self) -> Any:
+    def to_frame(self) -> pd.DataFrame:
         """A tidy :class:`pandas.DataFrame` with columns ``alpha, split, metric, value``.
 
-        One row per :math:`\\alpha`, split (``"train"``/``"test"``) and metric
-        (``"loss"``/``"accuracy"``); missing series are left out.
+        Returns:
+            One row per :math:`\\alpha`, split (``"train"``/``"test"``) and metric
+            (``"loss"``/``"accuracy"``); missing series are left out.
         """
         import pandas as pd
 
@@ -252,6 +246,12 @@ def path_coefficients(alpha: float, path: InterpolationPath) -> tuple[float, flo
     ``"linear"``: :math:`(1 - \alpha, \alpha)`; ``"curvilinear"``:
     :math:`(\cos\frac{\pi\alpha}{2}, \sin\frac{\pi\alpha}{2})`, exact (0 or ±1) at
     integer :math:`\alpha` so that the endpoints are reproduced bit for bit.
+
+    Returns:
+        ``(c_0, c_1)``.
+
+    Raises:
+        ValueError: For an unknown ``path``.
 
     Examples:
         >>> path_coefficients(0.25, "linear")
@@ -408,6 +408,7 @@ def interpolate_checkpoints(
     Raises:
         ValueError: For an unknown ``path`` or ``bn``, checkpoints whose keys or shapes
             differ, or data that is not ``(inputs, targets)``.
+        TypeError: If ``start`` or ``end`` is neither a model nor a state dict.
 
     Examples:
         >>> torch.manual_seed(0) and None
@@ -543,6 +544,12 @@ def parametric_plot(
     (their Appendix D) with ``path="curvilinear"``. Models are evaluated in ``eval()``
     mode. This is :func:`interpolate_checkpoints` with the start and end named after the
     paper; see it for the arguments.
+
+    Returns:
+        An :class:`InterpolationResult`.
+
+    Raises:
+        ValueError: As :func:`interpolate_checkpoints`.
 
     Examples:
         >>> torch.manual_seed(0) and None

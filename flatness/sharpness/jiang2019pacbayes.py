@@ -55,16 +55,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeAlias, get_args
+from typing import ClassVar, Literal, TypeAlias, get_args
 
 import torch
 from torch import Tensor
 
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Objective
-from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.results import Meter, format_float
 from flatness.sharpness.checks import check_integer, check_nonnegative, check_positive
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import ForwardPassesOnly, NoErrorBar, SharpnessResult
 from flatness.sharpness.perturbations import standard_normal
 
 __all__ = ["Criterion", "PacBayesFlatnessResult", "pacbayes_flatness", "pacbayes_mag_flatness"]
@@ -76,7 +76,7 @@ CRITERIA: tuple[Criterion, ...] = get_args(Criterion)
 
 
 @dataclass(frozen=True, eq=False)
-class PacBayesFlatnessResult(SharpnessResult):
+class PacBayesFlatnessResult(ForwardPassesOnly, NoErrorBar, SharpnessResult):
     """PAC-Bayes flatness :math:`1/\\sigma'^2` with the search's evidence.
 
     Besides the fields below it has the result contract's names: ``stderr`` (NaN: the
@@ -115,6 +115,18 @@ class PacBayesFlatnessResult(SharpnessResult):
         max_iterations: The most bisection steps allowed.
     """
 
+    setting_fields: ClassVar[tuple[str, ...]] = (
+        "magnitude_aware",
+        "criterion",
+        "threshold",
+        "samples",
+        "sigma_bounds",
+        "rtol",
+        "max_iterations",
+        "epsilon",
+        "seed",
+    )
+
     stores_converged: ClassVar[bool] = True
 
     value: float
@@ -138,36 +150,6 @@ class PacBayesFlatnessResult(SharpnessResult):
     sigma_bounds: tuple[float, float] = (1e-6, 10.0)
     rtol: float = 1e-2
     max_iterations: int = 50
-
-    @property
-    def stderr(self) -> float:
-        """NaN: the bisection's :math:`1/\\sigma'^2` has no standard error."""
-        return math.nan
-
-    @property
-    def gradients(self) -> int:
-        """Gradient evaluations spent: none."""
-        return 0
-
-    @property
-    def gradient_equivalents(self) -> float:
-        """The cost in full gradients: ``evaluations`` full-data forward passes."""
-        return gradient_equivalents(evaluations=self.evaluations)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The keyword arguments that reproduce this result with :func:`pacbayes_flatness`."""
-        return {
-            "magnitude_aware": self.magnitude_aware,
-            "criterion": self.criterion,
-            "threshold": self.threshold,
-            "samples": self.samples,
-            "sigma_bounds": self.sigma_bounds,
-            "rtol": self.rtol,
-            "max_iterations": self.max_iterations,
-            "epsilon": self.epsilon,
-            "seed": self.seed,
-        }
 
     def __repr__(self) -> str:
         return (
@@ -366,7 +348,14 @@ def pacbayes_mag_flatness(
     r"""Magnitude-aware PAC-Bayes flatness :math:`1/\alpha'^2` (``pacbayes.mag.flatness``).
 
     The same as :func:`pacbayes_flatness` with ``magnitude_aware=True``: the noise on
-    weight :math:`w_i` has variance :math:`\alpha^2 w_i^2 + \epsilon^2`.
+    weight :math:`w_i` has variance :math:`\alpha^2 w_i^2 + \epsilon^2`; see it for
+    the arguments.
+
+    Returns:
+        A :class:`PacBayesFlatnessResult` with ``measure="pacbayes.mag.flatness"``.
+
+    Raises:
+        ValueError: As :func:`pacbayes_flatness`.
     """
     return pacbayes_flatness(
         obj,

@@ -67,7 +67,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import numpy as np
 import scipy.optimize
@@ -77,7 +77,7 @@ from torch import Tensor
 
 from flatness.curvature.objective import Objective
 from flatness.results import Meter, format_float, gradient_equivalents
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import NoErrorBar, SharpnessResult
 
 __all__ = ["KESKAR_EPS", "KeskarResult", "Solver", "Start", "keskar_sharpness", "random_subspace"]
 
@@ -100,7 +100,7 @@ Evaluate = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True, eq=False)
-class KeskarResult(SharpnessResult):
+class KeskarResult(NoErrorBar, SharpnessResult):
     """The ε-sharpness of one point with the evidence behind it.
 
     Besides the fields below it has the result contract's names: ``converged`` (an
@@ -138,6 +138,15 @@ class KeskarResult(SharpnessResult):
         subspace: How :math:`A` was drawn, ``None`` for the full space.
     """
 
+    setting_fields: ClassVar[tuple[str, ...]] = (
+        "eps",
+        "subspace_dim",
+        "solver",
+        "maxiter",
+        "start",
+        "seed",
+    )
+
     value: float
     loss: float
     max_loss: float
@@ -165,26 +174,9 @@ class KeskarResult(SharpnessResult):
         return self.success
 
     @property
-    def stderr(self) -> float:
-        """NaN: :math:`\\phi` comes from one deterministic ascent, with no error bar."""
-        return math.nan
-
-    @property
     def gradient_equivalents(self) -> float:
         """The cost in full gradients: the solver's gradients plus one forward for :math:`f(x)`."""
         return gradient_equivalents(evaluations=1, gradients=self.gradients)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The keyword arguments that reproduce this result with :func:`keskar_sharpness`."""
-        return {
-            "eps": self.eps,
-            "subspace_dim": self.subspace_dim,
-            "solver": self.solver,
-            "maxiter": self.maxiter,
-            "start": self.start,
-            "seed": self.seed,
-        }
 
     def __repr__(self) -> str:
         space = "full" if self.subspace_dim is None else f"p={self.subspace_dim}"
@@ -221,6 +213,16 @@ def random_subspace(
     in float64 from a generator seeded with ``seed`` (the same matrix on every device),
     then cast and moved. The result is the transpose of a contiguous :math:`p \\times n`
     tensor, so :math:`A^\\top g` reads contiguous rows.
+
+    Args:
+        dim: :math:`n`, the number of parameters.
+        subspace_dim: :math:`p`, the number of random directions.
+        seed: Seed of the draws.
+        device: Where the matrix goes (default: the CPU).
+        dtype: Its dtype.
+
+    Returns:
+        The :math:`n \\times p` matrix :math:`A`.
 
     Examples:
         >>> A = random_subspace(1000, 3, seed=0)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,15 +50,23 @@ from torch import Tensor
 
 from flatness.curvature.objective import Objective
 from flatness.evaluation import mean_loss_and_accuracy
-from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.results import Meter, format_float
 from flatness.sharpness.checks import check_integer
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import (
+    ForwardPassesOnly,
+    NoConvergenceTest,
+    NoErrorBar,
+    SharpnessResult,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LandscapeResult", "filter_normalized_directions", "loss_landscape_2d"]
 
 
 @dataclass(frozen=True, eq=False)
-class LandscapeResult(SharpnessResult):
+class LandscapeResult(ForwardPassesOnly, NoConvergenceTest, NoErrorBar, SharpnessResult):
     """The loss (and accuracy) on a 2-D grid of a plane through a checkpoint.
 
     Besides the fields below it has the result contract's names: ``value`` (the largest
@@ -100,26 +108,6 @@ class LandscapeResult(SharpnessResult):
         return float(np.nanmax(self.loss) - self.loss[rows[0], cols[0]])
 
     @property
-    def stderr(self) -> float:
-        """NaN: the grid holds exact evaluations, with no error bar."""
-        return math.nan
-
-    @property
-    def converged(self) -> bool:
-        """``True``: no iteration."""
-        return True
-
-    @property
-    def gradients(self) -> int:
-        """Gradient evaluations spent: none."""
-        return 0
-
-    @property
-    def gradient_equivalents(self) -> float:
-        """The cost in full gradients: one full-data forward pass per grid point."""
-        return gradient_equivalents(evaluations=self.evaluations)
-
-    @property
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that reproduce this result with :func:`loss_landscape_2d`.
 
@@ -134,8 +122,13 @@ class LandscapeResult(SharpnessResult):
             out["seed"] = self.seed
         return out
 
-    def to_frame(self) -> Any:
-        """A tidy :class:`pandas.DataFrame` with columns ``x, y, metric, value``."""
+    def to_frame(self) -> pd.DataFrame:
+        """The grid as a tidy table.
+
+        Returns:
+            A :class:`pandas.DataFrame` with columns ``x, y, metric, value``, one row per
+            grid point and metric (``"loss"``, and ``"accuracy"`` when recorded).
+        """
         import pandas as pd
 
         rows = []
@@ -177,6 +170,9 @@ def filter_normalized_directions(obj: Objective, *, count: int = 2, seed: int = 
 
     Returns:
         A ``(count, obj.dim)`` tensor on ``obj.device`` with ``obj.dtype``.
+
+    Raises:
+        ValueError: If ``count`` is not a positive integer.
 
     Examples:
         >>> from torch import nn
@@ -262,6 +258,11 @@ def loss_landscape_2d(
     Returns:
         A :class:`LandscapeResult`; the grid point :math:`(0, 0)`, when present, equals
         ``obj.value()`` exactly.
+
+    Raises:
+        ValueError: For a ``span`` that is not two finite numbers in order, ``steps``
+            that are not positive integers, or ``directions`` that are not two vectors
+            of ``obj.dim`` entries.
 
     Examples:
         >>> from torch import nn

@@ -53,17 +53,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from flatness.curvature.objective import Objective
+from flatness.curvature.objective import Batch, Objective
 from flatness.results import Meter, Record, finite_or_none, format_float, gradient_equivalents
 from flatness.sharpness.checks import check_integer
-from flatness.sharpness.contract import SharpnessResult
+from flatness.sharpness.contract import NoConvergenceTest, SharpnessResult
 
 __all__ = ["NoiseScaleMethod", "NoiseScaleResult", "gradient_noise_scale"]
 
@@ -75,7 +75,7 @@ NOISE_SCALE_METHODS: tuple[NoiseScaleMethod, ...] = get_args(NoiseScaleMethod)
 
 
 @dataclass(frozen=True, eq=False)
-class NoiseScaleResult(SharpnessResult):
+class NoiseScaleResult(NoConvergenceTest, SharpnessResult):
     """The gradient noise scale with its two ingredients and their error bars.
 
     Besides the fields below it has the result contract's names: ``value`` (an alias
@@ -108,6 +108,14 @@ class NoiseScaleResult(SharpnessResult):
         vectorize: Whether per-example gradients were vectorized with ``vmap``.
     """
 
+    setting_fields: ClassVar[tuple[str, ...]] = (
+        "method",
+        "chunk_size",
+        "groups",
+        "vectorize",
+        "seed",
+    )
+
     b_simple: float
     b_simple_stderr: float
     trace_cov: float
@@ -136,11 +144,6 @@ class NoiseScaleResult(SharpnessResult):
         return self.b_simple_stderr
 
     @property
-    def converged(self) -> bool:
-        """``True``: the estimate is a closed-form statistic, with no iteration."""
-        return True
-
-    @property
     def evaluations(self) -> int:
         """Loss evaluations without a gradient: none."""
         return 0
@@ -158,17 +161,6 @@ class NoiseScaleResult(SharpnessResult):
         in practice.
         """
         return gradient_equivalents(gradients=1)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The keyword arguments that reproduce this result with :func:`gradient_noise_scale`."""
-        return {
-            "method": self.method,
-            "chunk_size": self.chunk_size,
-            "groups": self.groups,
-            "vectorize": self.vectorize,
-            "seed": self.seed,
-        }
 
     def records(self) -> list[Record]:
         """The rows this result contributes to the results store.
@@ -326,7 +318,7 @@ def _example_gradients(
         model.train(was_training)
 
 
-def _batch_gradient(obj: Objective, batch: Any) -> Tensor:
+def _batch_gradient(obj: Objective, batch: Batch) -> Tensor:
     leaves = obj.leaves()
     loss = obj.batch_mean_loss(leaves, batch)
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)

@@ -53,6 +53,9 @@ Chunk = list[tuple[float, Batch]]
 def elementwise_scale(theta: Tensor, *, adaptive: bool, eta: float) -> Tensor:
     r"""The diagonal of :math:`T_w`: :math:`|w| + \eta` when adaptive, else ones.
 
+    Returns:
+        A tensor like ``theta``.
+
     Examples:
         >>> elementwise_scale(torch.tensor([-2.0, 0.0, 1.0]), adaptive=True, eta=0.5)
         tensor([2.5000, 0.5000, 1.5000])
@@ -67,7 +70,11 @@ def elementwise_scale(theta: Tensor, *, adaptive: bool, eta: float) -> Tensor:
 def standard_normal(
     generator: torch.Generator, dim: int, *, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    """One ``N(0, I)`` vector drawn on the CPU in float64, then cast and moved."""
+    """One ``N(0, I)`` vector drawn on the CPU in float64, then cast and moved.
+
+    Returns:
+        A ``(dim,)`` tensor with ``dtype`` on ``device``.
+    """
     z = torch.randn(dim, generator=generator, dtype=torch.float64)
     return z.to(device=device, dtype=dtype)
 
@@ -87,6 +94,9 @@ def random_in_ball(
     :math:`\rho\, U^{1/d}`; for the :math:`\ell_\infty` ball each coordinate is uniform
     on :math:`[-\rho, \rho]`.
 
+    Returns:
+        A ``(dim,)`` tensor with ``dtype`` on ``device``.
+
     Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> x = random_in_ball(g, 5, 0.1, "2", dtype=torch.float64, device=torch.device("cpu"))
@@ -103,7 +113,11 @@ def random_in_ball(
 
 
 def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
-    """Examples ``start:stop`` of a batch: every tensor with a batch dimension is sliced."""
+    """Examples ``start:stop`` of a batch: every tensor with a batch dimension is sliced.
+
+    Returns:
+        A batch of the same structure (tensor, mapping, tuple or list).
+    """
     if isinstance(batch, Tensor):
         return batch[start:stop] if batch.ndim > 0 else batch
     if isinstance(batch, Mapping):
@@ -114,7 +128,11 @@ def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
 
 
 def whole_data(obj: Objective) -> Chunk:
-    """All the objective's examples as one chunk (its batches with their weights)."""
+    """All the objective's examples as one chunk.
+
+    Returns:
+        The objective's ``(weight, batch)`` pairs.
+    """
     return list(zip(obj.weights, obj.batches, strict=True))
 
 
@@ -125,6 +143,9 @@ def example_chunks(obj: Objective, m: int) -> list[Chunk]:
     examples, the last chunk holds the remainder. Each chunk's weights are its
     segments' sizes over the chunk's size, so its weighted sum of batch means is the
     chunk's mean loss.
+
+    Returns:
+        The chunks, each a list of ``(weight, batch)`` pairs.
     """
     chunks: list[Chunk] = []
     segments: list[tuple[int, Batch]] = []
@@ -146,7 +167,11 @@ def example_chunks(obj: Objective, m: int) -> list[Chunk]:
 
 
 def chunk_value(obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batch]]) -> Tensor:
-    """The mean loss of the chunk's examples at ``theta`` (a 0-d tensor, no graph)."""
+    """The mean loss of the chunk's examples at ``theta``.
+
+    Returns:
+        A 0-d tensor, without a graph.
+    """
     with torch.no_grad():
         total = torch.zeros((), device=obj.device, dtype=obj.dtype)
         for w, b in chunk:
@@ -157,7 +182,11 @@ def chunk_value(obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batc
 def chunk_value_and_gradient(
     obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batch]]
 ) -> tuple[Tensor, Tensor]:
-    """The chunk's mean loss at ``theta`` and its gradient (one backward per batch)."""
+    """The chunk's mean loss at ``theta`` and its gradient (one backward per batch).
+
+    Returns:
+        ``(loss, gradient)``: a 0-d tensor without a graph and a ``(obj.dim,)`` tensor.
+    """
     total = torch.zeros((), device=obj.device, dtype=obj.dtype)
     grad = torch.zeros(obj.dim, device=obj.device, dtype=obj.dtype)
     for w, b in chunk:
