@@ -22,6 +22,7 @@ from flatness.curvature import (
     DensityResult,
     EigenResult,
     HessianOperator,
+    HessianOptions,
     Objective,
     SymmetricOperator,
     TraceResult,
@@ -90,6 +91,7 @@ __all__ = [
     # the objective and its operators
     "DenseOperator",
     "HessianOperator",
+    "HessianOptions",
     "Objective",
     "SymmetricOperator",
     "as_operator",
