@@ -22,7 +22,10 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["KESKAR_NETWORKS", "keskar_reference"]
+DASH = "—"
+"""What a table shows where there is no value."""
+
+__all__ = ["KESKAR_NETWORKS", "keskar_reference", "keskar_value", "paper_text"]
 
 KESKAR_NETWORKS = ("F1", "F2", "C1", "C2", "C3", "C4")
 """The paper's networks (F1: MNIST, F2: TIMIT, C1/C2: CIFAR-10, C3/C4: CIFAR-100)."""
@@ -64,3 +67,55 @@ def keskar_reference(network: str | None = None) -> pd.DataFrame:
             f"reference={network!r}: Keskar et al. report the networks {list(KESKAR_NETWORKS)}"
         )
     return table[table["network"] == name].reset_index(drop=True)
+
+
+def keskar_value(
+    network: str | None,
+    table: int,
+    regime: str | None,
+    *,
+    quantity: str | None = None,
+    eps: float | None = None,
+) -> tuple[float, float] | None:
+    """One published value of Keskar et al.: its mean and standard deviation.
+
+    Args:
+        network: The paper's network (:data:`KESKAR_NETWORKS`), or ``None``.
+        table: The paper's table: 2 (accuracies), 3 (ε-sharpness in full space) or 4
+            (in a 100-dimensional subspace).
+        regime: ``"SB"`` or ``"LB"`` (``None``: no value).
+        quantity: ``"train_accuracy"``, ``"test_accuracy"`` or ``"sharpness"`` (``None``:
+            any).
+        eps: The ε of a sharpness value (``None``: any).
+
+    Returns:
+        ``(mean, std)`` as printed in the paper, or ``None`` when ``network`` or
+        ``regime`` is ``None`` or the paper has no such value.
+
+    Raises:
+        ValueError: For a network the paper does not have.
+
+    Examples:
+        >>> keskar_value("F1", 3, "LB", eps=1e-3), keskar_value("F1", 3, "LB", eps=0.1)
+        ((205.14, 69.52), None)
+    """
+    if network is None or regime is None:
+        return None
+    ref = keskar_reference(network)
+    rows = ref[(ref["table"] == table) & (ref["regime"] == regime)]
+    if quantity is not None:
+        rows = rows[rows["quantity"] == quantity]
+    if eps is not None:
+        rows = rows[(rows["eps"] - eps).abs() <= 1e-12 * max(1.0, abs(eps))]
+    if rows.empty:
+        return None
+    return float(rows["mean"].iloc[0]), float(rows["std"].iloc[0])
+
+
+def paper_text(value: tuple[float, float] | None) -> str:
+    """A published value as the paper prints it, ``mean ± std``, or a dash.
+
+    Returns:
+        ``"205.14 ± 69.52"``, or ``"—"`` for ``None``.
+    """
+    return DASH if value is None else f"{value[0]:.2f} ± {value[1]:.2f}"

@@ -22,10 +22,8 @@ import pandas as pd
 
 from flatness.report.analysis import TARGETS, Study
 from flatness.report.frames import Column, format_setting
-from flatness.report.reference import keskar_reference
-from flatness.report.stats import format_mean_std, format_p_value, mean_std
-
-DASH = "—"
+from flatness.report.reference import DASH, keskar_value, paper_text
+from flatness.report.stats import MeanStd, format_mean_std, format_p_value, mean_std
 
 
 @dataclass(frozen=True)
@@ -51,23 +49,28 @@ def _over(study: Study) -> str:
     return "(one run per regime)" if study.single_seed else "(mean ± std over seeds)"
 
 
-def _pct(value: float) -> float:
+def percent(value: float) -> float:
+    """A fraction in percent (accuracies are stored as fractions, shown in %)."""
     return value * 100.0
 
 
-def _paper(reference: pd.DataFrame | None, regime: str, **where: object) -> str:
-    if reference is None:
-        return ""
-    rows = reference[reference["regime"] == regime]
-    for key, value in where.items():
-        if isinstance(value, float):
-            rows = rows[(rows[key] - value).abs() <= 1e-12 * max(1.0, abs(value))]
-        else:
-            rows = rows[rows[key] == value]
-    if rows.empty:
-        return DASH
-    row = rows.iloc[0]
-    return f"{float(row['mean']):.2f} ± {float(row['std']):.2f}"  # as printed in the paper
+def stat_cell(stat: MeanStd, scale: float = 1.0) -> str:
+    """A table cell for mean ± std over seeds (``scale``: 100 for percent).
+
+    Returns:
+        ``"12.3 ± 0.4"`` (see :func:`~flatness.report.stats.format_mean_std`).
+    """
+    return format_mean_std(stat.mean * scale, stat.std * scale, stat.n)
+
+
+def paper_table(subspace: int | None) -> int:
+    """Keskar et al.'s table of ε-sharpness in this space: 3 (full space) or 4 (subspace).
+
+    Examples:
+        >>> paper_table(0), paper_table(100)
+        (3, 4)
+    """
+    return 4 if subspace else 3
 
 
 def _paper_regime(study: Study, regime: str) -> str | None:
@@ -89,7 +92,6 @@ def _value_rows(records: list[dict[str, object]]) -> pd.DataFrame:
 
 def accuracy_table(study: Study, reference: str | None = None) -> Table:
     """Keskar et al.'s Table 2 for these runs: accuracies (%) per regime, mean ± std."""
-    ref = _reference(reference, 2)
     rows, values = [], []
     for regime in study.regimes:
         train = study.accuracy[(regime, "train_accuracy")]
@@ -99,18 +101,18 @@ def accuracy_table(study: Study, reference: str | None = None) -> Table:
             "regime": regime,
             "batch size": _size(study, regime),
             "runs": str(study.seeds_per_regime[regime]),
-            "train accuracy (%)": format_mean_std(_pct(train.mean), _pct(train.std), train.n),
-            "test accuracy (%)": format_mean_std(_pct(test.mean), _pct(test.std), test.n),
-            "gap (points)": format_mean_std(_pct(gap.mean), _pct(gap.std), gap.n),
+            "train accuracy (%)": stat_cell(train, 100.0),
+            "test accuracy (%)": stat_cell(test, 100.0),
+            "gap (points)": stat_cell(gap, 100.0),
         }
         paper = _paper_regime(study, regime)
-        if ref is not None:
-            row[f"paper train (%), {reference}"] = (
-                _paper(ref, paper, quantity="train_accuracy") if paper else ""
-            )
-            row[f"paper test (%), {reference}"] = (
-                _paper(ref, paper, quantity="test_accuracy") if paper else ""
-            )
+        if reference is not None:
+            for quantity, head in (("train_accuracy", "train"), ("test_accuracy", "test")):
+                row[f"paper {head} (%), {reference}"] = (
+                    paper_text(keskar_value(reference, 2, paper, quantity=quantity))
+                    if paper
+                    else ""
+                )
         rows.append(row)
         for name, stat in (("train_accuracy", train), ("test_accuracy", test), ("gap", gap)):
             values.append({"regime": regime, "quantity": name, **_numbers(stat)})
@@ -132,13 +134,6 @@ def _numbers(stat: object) -> dict[str, float]:
     }
 
 
-def _reference(network: str | None, table: int) -> pd.DataFrame | None:
-    if network is None:
-        return None
-    ref = keskar_reference(network)
-    return ref[ref["table"] == table]
-
-
 def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
     """Tables 3 and 4: ε-sharpness per regime, one column per ε (full space, subspaces)."""
     keskar = [c for c in study.columns if c.measure == "keskar"]
@@ -146,8 +141,7 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
     tables = []
     for space in spaces:
         cols = sorted((c for c in keskar if c.subspace == space), key=lambda c: -(c.eps or 0))
-        number = 3 if space == 0 else 4
-        ref = _reference(reference, number)
+        number = paper_table(space)
         headers = [_eps_header(c) for c in cols]
         if len(set(headers)) < len(headers):  # other settings vary too: full labels
             headers = [c.label for c in cols]
@@ -157,11 +151,12 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
             paper = _paper_regime(study, regime)
             for col, head in zip(cols, headers, strict=True):
                 stat = study.by_regime[(col.label, regime)]
-                row[head] = format_mean_std(stat.mean, stat.std, stat.n)
+                row[head] = stat_cell(stat)
                 values.append({"regime": regime, "column": col.label, **_numbers(stat)})
-                if ref is not None:
+                if reference is not None:
+                    eps = math.nan if col.eps is None else float(col.eps)
                     row[f"paper {head}, {reference}"] = (
-                        _paper(ref, paper, eps=float(col.eps or math.nan)) if paper else ""
+                        paper_text(keskar_value(reference, number, paper, eps=eps)) if paper else ""
                     )
             rows.append(row)
         where = "full space (A = I)" if space == 0 else f"a random {space}-dimensional subspace"
@@ -169,7 +164,7 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
             "Metric 2.1 of Keskar et al. (×100): the largest relative rise of the training "
             f"loss in a box of half-width ε(|x|+1), in {where}."
         ]
-        if ref is not None and space not in (0, 100):
+        if reference is not None and space not in (0, 100):
             notes.append("The paper's Table 4 uses a 100-dimensional subspace.")
         solvers = {
             (c.settings.get("solver"), c.settings.get("maxiter"), c.settings.get("start"))
@@ -205,7 +200,7 @@ def measures_table(study: Study) -> Table | None:
         row = {"regime": regime, "batch size": _size(study, regime)}
         for col in cols:
             stat = study.by_regime[(col.label, regime)]
-            row[col.label] = format_mean_std(stat.mean, stat.std, stat.n)
+            row[col.label] = stat_cell(stat)
             values.append({"regime": regime, "column": col.label, **_numbers(stat)})
         rows.append(row)
     return Table(
@@ -244,7 +239,7 @@ def eigenvalues_table(tidy: pd.DataFrame, study: Study) -> Table | None:
         line = {"regime": regime, "batch size": _size(study, regime)}
         for k in ks:
             stat = mean_std(mine.loc[mine["component"] == str(k), "value"].to_numpy(float))
-            line[f"λ_{k}"] = format_mean_std(stat.mean, stat.std, stat.n)
+            line[f"λ_{k}"] = stat_cell(stat)
             values.append({"regime": regime, "component": k, **_numbers(stat)})
         table.append(line)
     return Table(
@@ -273,12 +268,8 @@ def comparison_table(study: Study) -> Table | None:
         rows.append(
             {
                 "quantity": label,
-                _regime_header("SB", study.sb): format_mean_std(
-                    comp.sb.mean * scale, comp.sb.std * scale, comp.sb.n
-                ),
-                _regime_header("LB", study.lb): format_mean_std(
-                    comp.lb.mean * scale, comp.lb.std * scale, comp.lb.n
-                ),
+                _regime_header("SB", study.sb): stat_cell(comp.sb, scale),
+                _regime_header("LB", study.lb): stat_cell(comp.lb, scale),
                 "LB − SB": _fmt(diff, 3),
                 "LB / SB": _fmt(comp.ratio, 3, keep_zeros=True),
                 "LB higher (seeds)": f"{k}/{n}" if n else DASH,
