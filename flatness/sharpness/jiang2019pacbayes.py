@@ -53,6 +53,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias, get_args
@@ -333,39 +334,12 @@ def pacbayes_flatness(
     )
 
 
-def pacbayes_mag_flatness(
-    obj: Objective,
-    *,
-    criterion: Criterion = "loss",
-    threshold: float = 0.1,
-    samples: int = 16,
-    sigma_bounds: tuple[float, float] = (1e-6, 10.0),
-    rtol: float = 1e-2,
-    max_iterations: int = 50,
-    epsilon: float = 1e-3,
-    seed: int = 0,
-) -> PacBayesFlatnessResult:
-    r"""Magnitude-aware PAC-Bayes flatness :math:`1/\alpha'^2` (``pacbayes.mag.flatness``).
+pacbayes_mag_flatness = functools.partial(pacbayes_flatness, magnitude_aware=True)
+pacbayes_mag_flatness.__doc__ = r"""Magnitude-aware PAC-Bayes flatness :math:`1/\alpha'^2`.
 
-    The same as :func:`pacbayes_flatness` with ``magnitude_aware=True``: the noise on
-    weight :math:`w_i` has variance :math:`\alpha^2 w_i^2 + \epsilon^2`; see it for
-    the arguments.
-
-    Returns:
-        A :class:`PacBayesFlatnessResult` with ``measure="pacbayes.mag.flatness"``.
-
-    Raises:
-        ValueError: As :func:`pacbayes_flatness`.
-    """
-    return pacbayes_flatness(
-        obj,
-        magnitude_aware=True,
-        criterion=criterion,
-        threshold=threshold,
-        samples=samples,
-        sigma_bounds=sigma_bounds,
-        rtol=rtol,
-        max_iterations=max_iterations,
-        epsilon=epsilon,
-        seed=seed,
-    )
+The measure ``pacbayes.mag.flatness``: :func:`pacbayes_flatness` with
+``magnitude_aware=True`` (one signature, not two), so the noise on weight :math:`w_i`
+has variance :math:`\alpha^2 w_i^2 + \epsilon^2`. The other keyword arguments, the
+result (a :class:`PacBayesFlatnessResult` with ``measure="pacbayes.mag.flatness"``)
+and the errors are :func:`pacbayes_flatness`'s.
+"""

@@ -233,33 +233,6 @@ def random_subspace(
     return _draw_subspace(dim, subspace_dim, gen, torch.device(device or "cpu"), dtype)
 
 
-def _check(
-    obj: Objective,
-    eps: float,
-    subspace_dim: int | None,
-    solver: Solver,
-    maxiter: int,
-    start: Start,
-) -> None:
-    if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
-        raise ValueError(
-            f"eps must be a positive finite number (the paper uses {KESKAR_EPS}), got {eps!r}"
-        )
-    if subspace_dim is not None and not (
-        isinstance(subspace_dim, numbers.Integral) and 1 <= subspace_dim <= obj.dim
-    ):
-        raise ValueError(
-            f"subspace_dim must be None (full space) or an integer from 1 to the number of "
-            f"parameters {obj.dim} (the paper uses 100), got {subspace_dim!r}"
-        )
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if start not in STARTS:
-        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
-    if not (isinstance(maxiter, numbers.Integral) and maxiter >= 1):
-        raise ValueError(f"maxiter must be a positive integer (the paper uses 10), got {maxiter!r}")
-
-
 def _projected_gradient(y: Tensor, g: Tensor, bound: Tensor) -> float:
     step = torch.minimum(torch.maximum(y + g, -bound), bound) - y
     return float(step.abs().max()) if step.numel() else 0.0
@@ -408,7 +381,23 @@ def keskar_sharpness(
         >>> keskar_sharpness(obj, subspace_dim=4, solver="pga").value > 0
         True
     """
-    _check(obj, eps, subspace_dim, solver, maxiter, start)
+    if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f"eps must be a positive finite number (the paper uses {KESKAR_EPS}), got {eps!r}"
+        )
+    if subspace_dim is not None and not (
+        isinstance(subspace_dim, numbers.Integral) and 1 <= subspace_dim <= obj.dim
+    ):
+        raise ValueError(
+            f"subspace_dim must be None (full space) or an integer from 1 to the number of "
+            f"parameters {obj.dim} (the paper uses 100), got {subspace_dim!r}"
+        )
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    if not (isinstance(maxiter, numbers.Integral) and maxiter >= 1):
+        raise ValueError(f"maxiter must be a positive integer (the paper uses 10), got {maxiter!r}")
     subspace_dim = None if subspace_dim is None else int(subspace_dim)
     maxiter = int(maxiter)
     with Meter() as meter:
