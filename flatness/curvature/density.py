@@ -113,6 +113,8 @@ class DensityResult(Result):
         weights: Quadrature weights, same shape, each row summing to 1.
         grid: Points where ``density`` is evaluated.
         density: The smoothed density on ``grid`` (integrates to about 1).
+        evaluations: Loss evaluations besides the products (none).
+        gradients: Gradient evaluations besides the products (none).
         gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
             the Hessian of a model, NaN for a plain operator.
         settings: The keyword arguments that reproduce the result with
@@ -136,6 +138,8 @@ class DensityResult(Result):
     weights: np.ndarray = field(repr=False)
     grid: np.ndarray = field(repr=False)
     density: np.ndarray = field(repr=False)
+    evaluations: int = 0
+    gradients: int = 0
     gradient_equivalents: float = math.nan
     settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -153,16 +157,6 @@ class DensityResult(Result):
     def converged(self) -> bool:
         """SLQ has no accuracy target: always ``True``."""
         return True
-
-    @property
-    def evaluations(self) -> int:
-        """Loss evaluations besides the products: none."""
-        return 0
-
-    @property
-    def gradients(self) -> int:
-        """Gradient evaluations besides the products: none."""
-        return 0
 
     def records(self) -> list[Record]:
         """The store rows: the trace and squared Frobenius norm with their standard

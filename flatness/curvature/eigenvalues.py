@@ -93,6 +93,8 @@ class EigenResult(Result):
             whole space was spanned. False when not run (``k = 1``, power iteration,
             disabled, or the budget ran out).
         eigenvectors: Unit eigenvectors as columns, shape ``(dim, k)``, when asked for.
+        evaluations: Loss evaluations besides the products (none).
+        gradients: Gradient evaluations besides the products (none).
         gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
             the Hessian of a model, NaN for a plain operator
             (:func:`~flatness.curvature.operator.hessian_gradient_equivalents`).
@@ -121,6 +123,8 @@ class EigenResult(Result):
     restarts: int = 0
     multiplicity_checked: bool = False
     eigenvectors: Tensor | None = field(default=None, repr=False)
+    evaluations: int = 0
+    gradients: int = 0
     gradient_equivalents: float = math.nan
     settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -133,16 +137,6 @@ class EigenResult(Result):
     def stderr(self) -> tuple[float, ...]:
         """The error bars of the result contract: :attr:`residuals`."""
         return self.residuals
-
-    @property
-    def evaluations(self) -> int:
-        """Loss evaluations besides the products: none."""
-        return 0
-
-    @property
-    def gradients(self) -> int:
-        """Gradient evaluations besides the products: none."""
-        return 0
 
     def records(self) -> list[Record]:
         """The store rows: one per eigenvalue, components ``"1"`` … ``"k"``.

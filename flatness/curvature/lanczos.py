@@ -262,31 +262,16 @@ def start_vector(v0: Tensor, op: SymmetricOperator) -> Tensor:
     return v
 
 
-#: Names that moved to :mod:`flatness.curvature.thick_restart`, still importable here.
-_MOVED = frozenset(
-    {
-        "WHICH",
-        "RitzPairs",
-        "Which",
-        "check_which",
-        "default_basis_size",
-        "lanczos_eigenpairs",
-        "order_by_which",
-        "residual_bounds",
-        "thick_restart_lanczos",
-    }
-)
-
-
 def __getattr__(name: str) -> Any:
     """Resolve the thick-restart names imported from here before the split (PEP 562).
 
     Returns:
-        The object of that name in :mod:`flatness.curvature.thick_restart`.
+        The public object of that name in :mod:`flatness.curvature.thick_restart`.
 
     Raises:
         AttributeError: For any other name.
     """
-    if name in _MOVED:
-        return getattr(importlib.import_module("flatness.curvature.thick_restart"), name)
+    moved = importlib.import_module("flatness.curvature.thick_restart")
+    if name in moved.__all__:
+        return getattr(moved, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -66,6 +66,7 @@ class TraceResult(Result):
         sketch_rank: Hutch++ only: the rank of the low-rank part taken exactly.
         target_stderr: The requested standard error, if any.
         relative_target: Whether ``target_stderr`` was relative to ``|estimate|``.
+        evaluations: Loss evaluations besides the products (none).
         gradients: Gradient-like passes spent besides the products: the exact trace
             back-propagates one cotangent per class over the data (``C`` for ``C``
             classes); 0 for the stochastic methods.
@@ -93,6 +94,7 @@ class TraceResult(Result):
     sketch_rank: int = 0
     target_stderr: float | None = None
     relative_target: bool = True
+    evaluations: int = 0
     gradients: int = 0
     gradient_equivalents: float = math.nan
     settings: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
@@ -101,11 +103,6 @@ class TraceResult(Result):
     def value(self) -> float:
         """The headline of the result contract: :attr:`estimate`."""
         return self.estimate
-
-    @property
-    def evaluations(self) -> int:
-        """Loss evaluations besides the products: none."""
-        return 0
 
     def records(self) -> list[Record]:
         """The store row: component ``""`` with the standard error.

@@ -396,5 +396,5 @@ def test_dispatcher_exact_is_imported_lazily(monkeypatch: pytest.MonkeyPatch) ->
         )
     ]
     assert tr.settings["exact_method"] == "examples" and tr.settings["method"] == "exact"
-    with pytest.raises(TypeError, match="needs a flatness.Objective"):
+    with pytest.raises(TypeError, match=r"needs a flatness\.Objective"):
         hessian_trace(DenseOperator(torch.eye(2)), method="exact")
