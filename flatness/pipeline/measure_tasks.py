@@ -36,25 +36,33 @@ debugging switches)."""
 
 @dataclasses.dataclass(frozen=True)
 class MeasureValue(Result):
-    """The result of a registered measure whose function returned a plain number.
+    """A registered measure's value, with an optional error bar: the contract made short.
+
+    A measure's function may return one (``MeasureValue(mean, stderr=se)``) or a plain
+    number, which the pipeline wraps in one. When scored, its ``seconds`` and
+    ``settings`` are filled in from the call if left at their defaults.
 
     Attributes:
         value: The number.
-        seconds: Wall seconds of the call.
+        stderr: Its standard error (NaN: none).
+        converged: Whether it met its own accuracy target (True: no such notion).
+        seconds: Wall seconds of the call (NaN: not measured).
         settings: The keyword arguments it was called with.
-        stderr: NaN (a plain number carries no error bar).
-        converged: True (a plain number has no accuracy target).
-        matvecs: 0 (not counted).
-        evaluations: 0 (not counted).
-        gradients: 0 (not counted).
-        gradient_equivalents: NaN (not counted).
+        matvecs: Hessian-vector products spent (0: none counted).
+        evaluations: Loss evaluations spent (0: none counted).
+        gradients: Gradient evaluations spent (0: none counted).
+        gradient_equivalents: The cost in full gradients (NaN: not counted).
+
+    Examples:
+        >>> MeasureValue(0.5, stderr=0.1).records()
+        [Record(component='', value=0.5, error=0.1, error_kind='stderr', converged=True)]
     """
 
     value: float
-    seconds: float
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     stderr: float = math.nan
     converged: bool = True
+    seconds: float = math.nan
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     matvecs: int = 0
     evaluations: int = 0
     gradients: int = 0
@@ -206,7 +214,13 @@ class Measure:
         with Meter() as meter:
             result = self.estimator()(objective, **kwargs)
         if isinstance(result, numbers.Real) and not isinstance(result, bool):
-            return MeasureValue(float(result), meter.seconds, to_plain(kwargs))
+            result = MeasureValue(float(result))
+        if isinstance(result, MeasureValue):
+            return dataclasses.replace(
+                result,
+                seconds=meter.seconds if math.isnan(result.seconds) else result.seconds,
+                settings=result.settings or to_plain(kwargs),
+            )
         if isinstance(result, Result) or (
             callable(getattr(result, "records", None))
             and callable(getattr(result, "details", None))
