@@ -197,7 +197,8 @@ class DensityResult(Result):
         Returns:
             :math:`\sum_i \tau_i \theta_i^p` for each run, shape ``(runs,)``.
         """
-        return np.sum(self.weights * self.nodes**p, axis=1)
+        moments: np.ndarray = np.sum(self.weights * self.nodes**p, axis=1)
+        return moments
 
     def moments(self, p: int) -> float:
         r"""The estimate of the normalized moment :math:`\operatorname{tr}(A^p)/n` (mean over runs).

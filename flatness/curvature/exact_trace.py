@@ -231,7 +231,8 @@ def _batch_trace_by_examples(
 
     def example_sum(x_i: Tensor, s_i: Tensor) -> Tensor:
         def logits(p: dict[str, Tensor]) -> Tensor:
-            return obj.model_fn(p)(x_i.unsqueeze(0)).squeeze(0)
+            out: Tensor = obj.model_fn(p)(x_i.unsqueeze(0)).squeeze(0)
+            return out
 
         pullback = torch.func.vjp(logits, params)[1]
         grads: dict[str, Tensor] = torch.func.vmap(pullback)(s_i)[0]

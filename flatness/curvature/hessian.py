@@ -258,14 +258,17 @@ class HessianOperator:
             batch = obj.batches[index]
 
             def grad_fn(theta: Tensor) -> Tensor:
-                return torch.func.grad(lambda t: obj.batch_mean_loss(t, batch))(theta)
+                g: Tensor = torch.func.grad(lambda t: obj.batch_mean_loss(t, batch))(theta)
+                return g
 
             def hvp(v: Tensor) -> Tensor:
-                return torch.func.jvp(grad_fn, (obj.theta0,), (v,))[1]
+                tangent: Tensor = torch.func.jvp(grad_fn, (obj.theta0,), (v,))[1]
+                return tangent
 
             fn = self._for_fns[index] = hvp
         if batched:
-            return torch.func.vmap(fn)(V)
+            block: Tensor = torch.func.vmap(fn)(V)
+            return block
         return torch.stack([fn(v) for v in V])
 
     def _batch_block(self, index: int, V: Tensor, batched: bool, method: str) -> Tensor:

@@ -151,10 +151,12 @@ def orthonormal_range(Y: Tensor, *, truncate: bool = True) -> Tensor:
         >>> orthonormal_range(Y).shape
         torch.Size([3, 1])
     """
-    Q0, R = torch.linalg.qr(Y, mode="reduced")
+    qr: tuple[Tensor, Tensor] = torch.linalg.qr(Y, mode="reduced")
+    Q0, R = qr
     if not truncate:
         return Q0
-    U, sigma, _ = torch.linalg.svd(R)
+    svd: tuple[Tensor, Tensor, Tensor] = torch.linalg.svd(R)
+    U, sigma, _ = svd
     if sigma.numel() == 0:
         return Q0[:, :0]
     tolerance = max(Y.shape) * torch.finfo(Y.dtype).eps * sigma[0]
