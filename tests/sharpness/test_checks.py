@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -25,15 +26,17 @@ def test_real_number_checks() -> None:
     assert check_positive("rho", 2) == 2.0
     assert check_nonnegative("eta", 0) == 0.0
     for bad in (0.0, -1.0, math.inf, math.nan, True, "1"):
-        with pytest.raises(ValueError, match="rho must be (a )?positive"):
+        with pytest.raises(ValueError, match=r"rho must be (a )?positive"):
             check_positive("rho", bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"eta must be a finite number >= 0 \(hint\)"):
         check_nonnegative("eta", -1.0, " (hint)")
 
 
 def test_norms() -> None:
-    assert [check_norm(p) for p in (2, 2.0, "l2", " L2 ")] == ["2"] * 4
-    assert [check_norm(p) for p in (math.inf, "inf", "linf")] == ["inf"] * 3
+    twos: list[Any] = [2, 2.0, "l2", " L2 "]
+    infinities: list[Any] = [math.inf, "inf", "linf"]
+    assert [check_norm(p) for p in twos] == ["2"] * 4
+    assert [check_norm(p) for p in infinities] == ["inf"] * 3
     for bad in (1, "l1", True):
         with pytest.raises(ValueError, match="p must be 2"):
             check_norm(bad)  # type: ignore[arg-type]
