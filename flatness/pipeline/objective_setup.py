@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from flatness.curvature.objective import Objective
+from flatness.dataset import Dataset, coerce_dataset
 from flatness.factories import import_factory, import_plugin, search_folder
 from flatness.pipeline.checkpoints import load_checkpoint, load_into
 from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
-from flatness.zoo.data import Dataset, coerce_dataset, load_dataset
+from flatness.zoo.data import load_dataset
 
 __all__ = [
     "ManifestLike",

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from flatness.curvature.objective import Objective
+from flatness.dataset import Dataset
 from flatness.evaluation import evaluate
 from flatness.pipeline.checkpoints import (
     Checkpoint,
@@ -55,7 +56,6 @@ from flatness.pipeline.store import ResultsStore
 from flatness.results import Meter
 from flatness.sharpness.interpolation import parametric_plot
 from flatness.versions import package_versions
-from flatness.zoo.data import Dataset
 
 __all__ = ["CLAMPED", "META_DROPPED", "Progress", "Scorer", "Task", "plan_tasks"]
 
