@@ -43,8 +43,12 @@ __all__ = ["STRATEGIES", "HessianOperator", "Strategy", "default_memory_budget"]
 
 
 def default_memory_budget(device: torch.device) -> int:
-    """Bytes that retained graphs may hold: half the free GPU memory, or a quarter of
-    the available host memory on CPU."""
+    """Bytes that retained graphs may hold by default.
+
+    Returns:
+        Half the free GPU memory on CUDA; on the host, a quarter of the available
+        memory (an eighth of the physical memory where that cannot be read).
+    """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
@@ -102,6 +106,9 @@ class HessianOperator:
 
     The operator counts its products in :attr:`matvecs`. Close it (or use it as a
     context manager) to free the retained graphs.
+
+    Raises:
+        ValueError: For an unknown ``strategy``.
 
     Examples:
         >>> from torch import nn
@@ -314,7 +321,15 @@ class HessianOperator:
             raise RuntimeError("this HessianOperator was closed; build a new one")
 
     def matvec(self, v: Tensor) -> Tensor:
-        """Return :math:`H v` for a flat vector ``v`` of shape ``(dim,)``."""
+        """Multiply one vector.
+
+        Returns:
+            :math:`H v` for a flat vector ``v`` of shape ``(dim,)`` (detached).
+
+        Raises:
+            ValueError: If ``v`` has another shape.
+            RuntimeError: If the operator was closed.
+        """
         self._check_open()
         v = v.to(device=self.device, dtype=self.dtype)
         if v.shape != (self.dim,):
@@ -324,7 +339,15 @@ class HessianOperator:
         return out.detach()
 
     def matmat(self, V: Tensor) -> Tensor:
-        """Return :math:`H V` for a block ``V`` of shape ``(dim, k)``."""
+        """Multiply a block of vectors (counted as ``k`` products).
+
+        Returns:
+            :math:`H V` for a block ``V`` of shape ``(dim, k)`` (detached).
+
+        Raises:
+            ValueError: If ``V`` has another shape.
+            RuntimeError: If the operator was closed.
+        """
         self._check_open()
         V = V.to(device=self.device, dtype=self.dtype)
         if V.ndim != 2 or V.shape[0] != self.dim:
@@ -365,12 +388,22 @@ class HessianOperator:
 
     # ---------------------------------------------------------------- views
     def to_scipy(self) -> Any:
-        """A :class:`scipy.sparse.linalg.LinearOperator` (float64 NumPy in and out)."""
+        """A SciPy view of the operator.
+
+        Returns:
+            A :class:`scipy.sparse.linalg.LinearOperator` (float64 NumPy in and out),
+            see :func:`~flatness.curvature.operator.to_scipy`.
+        """
         return to_scipy(self)
 
     def to_dense(self, *, block: int = 64) -> Tensor:
-        """The full Hessian by ``dim`` products, ``block`` columns at a time (small
-        models and tests only)."""
+        """The full Hessian by ``dim`` products, ``block`` columns at a time.
+
+        For small models and tests only.
+
+        Returns:
+            The ``(dim, dim)`` matrix on the operator's device and dtype.
+        """
         eye = torch.eye(self.dim, device=self.device, dtype=self.dtype)
         return torch.cat(
             [self.matmat(eye[:, i : i + block]) for i in range(0, self.dim, block)], dim=1
@@ -398,6 +431,10 @@ class HessianOperator:
 
 
 def hessian_matrix(objective: Objective) -> np.ndarray:
-    """The dense Hessian of ``objective`` as a NumPy array (reference use, small nets)."""
+    """The dense Hessian of ``objective`` (reference use, small networks).
+
+    Returns:
+        The ``(dim, dim)`` matrix as a NumPy array.
+    """
     with HessianOperator(objective, check_determinism=False) as H:
         return H.to_dense().detach().cpu().numpy()

@@ -65,7 +65,14 @@ def _first_tensor(batch: Batch) -> Tensor | None:
 
 
 def batch_size_of(batch: Batch) -> int:
-    """The number of examples in a batch: the leading size of its first tensor."""
+    """The number of examples in a batch.
+
+    Returns:
+        The leading size of its first tensor.
+
+    Raises:
+        ValueError: If the batch holds no tensor with a batch dimension.
+    """
     t = _first_tensor(batch)
     if t is None or t.ndim == 0:
         raise ValueError(
@@ -76,7 +83,11 @@ def batch_size_of(batch: Batch) -> int:
 
 
 def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype | None) -> Batch:
-    """Move a batch (tensor, tuple, list or dict) to ``device``, float tensors to ``dtype``."""
+    """Move a batch (tensor, tuple, list or dict) to ``device``, float tensors to ``dtype``.
+
+    Returns:
+        A batch of the same structure; other objects are returned unchanged.
+    """
     if isinstance(batch, Tensor):
         if dtype is not None and batch.is_floating_point():
             return batch.to(device=device, dtype=dtype)
@@ -122,7 +133,15 @@ def _shuffles(data: Any) -> bool:
 
 
 def split_batches(data: Any, batch_size: int) -> list[Batch]:
-    """The batches of ``data``: a tensor pair split by ``batch_size``, a list, or a loader."""
+    """The batches of ``data``: a tensor pair split by ``batch_size``, a list, or a loader.
+
+    Returns:
+        The batches as a list (a loader is iterated once).
+
+    Raises:
+        ValueError: If inputs and targets disagree on the number of examples.
+        TypeError: If ``data`` is none of the three.
+    """
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
         if x.shape[0] != y.shape[0]:
@@ -161,6 +180,9 @@ def second_derivative(
     gradient that no longer depends on the parameters) contribute zero, as they do to
     the Hessian. With ``batched=True`` each ``v_parts[i]`` has a leading dimension of
     k vectors and the products are vectorized with ``is_grads_batched``.
+
+    Returns:
+        One tensor per parameter (with the leading dimension k when batched).
     """
     live = [g for g in grads if g is not None and g.requires_grad]
     parts = [v for g, v in zip(grads, v_parts, strict=True) if g is not None and g.requires_grad]
@@ -208,6 +230,13 @@ class Objective:
         device: Where to evaluate (default: the model's device).
         dtype: Floating dtype for parameters, buffers and float inputs (default: the
             model's). ``torch.float64`` gives reference-quality results.
+
+    Raises:
+        ValueError: For a non-positive ``batch_size``, neither ``loss_fn`` nor
+            ``batch_loss``, a parameter selector that matches nothing, training
+            mode with a shuffling loader, an empty data set, or parameters holding
+            NaN or Inf.
+        TypeError: For data of another kind (see :func:`split_batches`).
 
     Examples:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
@@ -321,6 +350,12 @@ class Objective:
 
         The split is one differentiable :func:`torch.split`, whose backward is a single
         concatenation, so gradients flow back to ``theta`` cheaply.
+
+        Returns:
+            ``{parameter name: view}`` (with ``theta``'s leading dimensions).
+
+        Raises:
+            ValueError: If ``theta``'s last dimension is not ``dim``.
         """
         if theta.shape[-1] != self.dim:
             raise ValueError(f"expected a vector of length {self.dim}, got {tuple(theta.shape)}")
@@ -329,7 +364,11 @@ class Objective:
         return {b.name: t.reshape(*lead, *b.shape) for b, t in zip(self.blocks, parts, strict=True)}
 
     def flatten(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
-        """Concatenate per-parameter tensors (by name or in order) into a flat vector."""
+        """Concatenate per-parameter tensors (by name or in order) into a flat vector.
+
+        Returns:
+            A vector of length ``dim``.
+        """
         if isinstance(tensors, Mapping):
             tensors = [tensors[b.name] for b in self.blocks]
         return torch.cat([t.reshape(-1) for t in tensors])
@@ -342,6 +381,9 @@ class Objective:
 
         In training mode the buffers are cloned so that BatchNorm's running-statistics
         update cannot reach the model.
+
+        Returns:
+            ``{name: tensor}`` for every parameter and buffer of the model.
         """
         theta = self.theta0 if theta is None else theta
         variables = dict(theta) if isinstance(theta, Mapping) else self.unflatten(theta)
@@ -351,12 +393,22 @@ class Objective:
         return {**self._fixed, **buffers, **variables}
 
     def leaves(self, theta: Tensor | None = None) -> dict[str, Tensor]:
-        """Fresh leaf tensors (``requires_grad=True``) for the variables, one per parameter."""
+        """Fresh leaf tensors for the variables, one per parameter.
+
+        Returns:
+            ``{parameter name: leaf}`` with ``requires_grad=True``, cloned from ``theta``
+            (default: θ₀).
+        """
         theta = (self.theta0 if theta is None else theta).detach()
         return {n: t.clone().requires_grad_(True) for n, t in self.unflatten(theta).items()}
 
     def model_fn(self, theta: Tensor | Mapping[str, Tensor] | None = None) -> Callable[..., Any]:
-        """A callable that runs the model with parameters ``theta`` (default: θ₀)."""
+        """The model as a function of its parameters.
+
+        Returns:
+            A callable that runs the model with parameters ``theta`` (default: θ₀), in
+            the objective's training or evaluation mode.
+        """
         tensors = self.state(theta)
         model = self.model
 
@@ -371,7 +423,11 @@ class Objective:
         return call
 
     def batch_mean_loss(self, theta: Tensor | Mapping[str, Tensor], batch: Batch) -> Tensor:
-        """Mean loss of one batch at ``theta`` (differentiable in ``theta``)."""
+        """Mean loss of one batch at ``theta``.
+
+        Returns:
+            A 0-d tensor, differentiable in ``theta``.
+        """
         fn = self.model_fn(theta)
         if self.batch_loss is not None:
             return self.batch_loss(fn, batch)
@@ -381,7 +437,11 @@ class Objective:
 
     # ------------------------------------------------------------- evaluations
     def value(self, theta: Tensor | None = None) -> Tensor:
-        """The mean loss :math:`f(\\theta)` over all examples (a 0-d tensor)."""
+        """The mean loss over all examples.
+
+        Returns:
+            :math:`f(\\theta)` as a 0-d tensor (default θ₀).
+        """
         theta = self.theta0 if theta is None else theta
         with torch.no_grad():
             total = torch.zeros((), device=self.device, dtype=self.dtype)
@@ -390,7 +450,11 @@ class Objective:
         return total
 
     def value_and_gradient(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """:math:`f(\\theta)` and :math:`\\nabla f(\\theta)` as a flat vector."""
+        """The mean loss and its gradient.
+
+        Returns:
+            :math:`f(\\theta)` (0-d) and :math:`\\nabla f(\\theta)` as a flat vector.
+        """
         total = torch.zeros((), device=self.device, dtype=self.dtype)
         grad = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
         for w, b in zip(self.weights, self.batches, strict=True):
@@ -402,7 +466,11 @@ class Objective:
         return total, grad
 
     def gradient(self, theta: Tensor | None = None) -> Tensor:
-        """:math:`\\nabla f(\\theta)` as a flat vector."""
+        """The gradient of the mean loss.
+
+        Returns:
+            :math:`\\nabla f(\\theta)` as a flat vector.
+        """
         return self.value_and_gradient(theta)[1]
 
     def hvp(self, v: Tensor, theta: Tensor | None = None) -> Tensor:
@@ -410,6 +478,9 @@ class Objective:
 
         For many products use :class:`~flatness.curvature.hessian.HessianOperator`,
         which picks the fastest strategy and reuses work between products.
+
+        Returns:
+            The product as a flat vector.
         """
         out = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
         v_parts = list(self.unflatten(v.to(device=self.device, dtype=self.dtype)).values())

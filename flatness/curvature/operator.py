@@ -52,11 +52,19 @@ class SymmetricOperator(Protocol):
         ...
 
     def matvec(self, v: Tensor) -> Tensor:
-        """Return ``A @ v`` for a vector of shape ``(dim,)``."""
+        """Multiply one vector.
+
+        Returns:
+            ``A @ v`` for a vector of shape ``(dim,)``.
+        """
         ...
 
     def matmat(self, V: Tensor) -> Tensor:
-        """Return ``A @ V`` for a block of shape ``(dim, k)``."""
+        """Multiply a block of vectors.
+
+        Returns:
+            ``A @ V`` for a block of shape ``(dim, k)``.
+        """
         ...
 
 
@@ -73,6 +81,9 @@ class DenseOperator:
             ``(A + A^T) / 2`` to remove round-off asymmetry.
         device: Where to keep it (default: the tensor's device).
         dtype: Its dtype (default: the tensor's, or float64 for arrays).
+
+    Raises:
+        ValueError: If ``matrix`` is not square.
 
     Examples:
         >>> A = DenseOperator(torch.diag(torch.tensor([3.0, 1.0])))
@@ -107,7 +118,11 @@ class DenseOperator:
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> DenseOperator:
-        """Build ``Q diag(eigenvalues) Q^T`` with a seeded random orthogonal ``Q``."""
+        """Build ``Q diag(eigenvalues) Q^T`` with a seeded random orthogonal ``Q``.
+
+        Returns:
+            The operator, with exactly the given spectrum.
+        """
         lam = torch.as_tensor(eigenvalues, dtype=dtype)
         n = lam.numel()
         gen = torch.Generator().manual_seed(seed)
@@ -132,10 +147,20 @@ class DenseOperator:
         return self._matvecs
 
     def matvec(self, v: Tensor) -> Tensor:
+        """Multiply one vector.
+
+        Returns:
+            ``A @ v``.
+        """
         self._matvecs += 1
         return self.matrix @ v.to(self.matrix.dtype)
 
     def matmat(self, V: Tensor) -> Tensor:
+        """Multiply a block of vectors (counted as ``k`` products).
+
+        Returns:
+            ``A @ V``.
+        """
         self._matvecs += int(V.shape[1])
         return self.matrix @ V.to(self.matrix.dtype)
 
@@ -151,6 +176,9 @@ def to_scipy(op: SymmetricOperator) -> LinearOperator:
 
     Vectors cross to the operator's device and dtype and back to NumPy on the host,
     so scipy solvers (``eigsh``, ``cg``, ``minres``) can drive any operator.
+
+    Returns:
+        A ``(dim, dim)`` linear operator with ``matvec``, ``rmatvec`` and ``matmat``.
     """
     from scipy.sparse.linalg import LinearOperator
 
