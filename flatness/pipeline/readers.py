@@ -41,6 +41,13 @@ def _existing_store(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _read_sql(path: str | os.PathLike[str], *queries: str) -> list[pd.DataFrame]:
+    """Run ``queries`` on the store at ``path``, one frame each, in one connection."""
+    p = _existing_store(path)
+    with closing(sqlite3.connect(str(p))) as db:
+        return [pd.read_sql_query(query, db) for query in queries]
+
+
 def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.DataFrame:
     """Read a results store into a tidy DataFrame: one row per checkpoint × measure component.
 
@@ -60,10 +67,7 @@ def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.D
     Raises:
         FileNotFoundError: If there is no store at ``path``.
     """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        m = pd.read_sql_query("SELECT * FROM measurements", db)
-        r = pd.read_sql_query("SELECT * FROM runs", db)
+    m, r = _read_sql(path, "SELECT * FROM measurements", "SELECT * FROM runs")
     df = m.merge(r.drop(columns=["status", "error", "updated"]), on="checkpoint", how="left")
     df["generalization_gap"] = df["train_accuracy"] - df["test_accuracy"]
     df["converged"] = df["converged"].map(lambda v: None if pd.isna(v) else bool(v))
@@ -81,11 +85,9 @@ def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         FileNotFoundError: If there is no store at ``path``.
     """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        rows = db.execute("SELECT key, value FROM info").fetchall()
+    rows = _read_sql(path, "SELECT key, value FROM info")[0]
     out: dict[str, Any] = {}
-    for key, value in rows:
+    for key, value in rows.itertuples(index=False):
         try:
             out[key] = json.loads(value)
         except (TypeError, json.JSONDecodeError):
@@ -102,9 +104,7 @@ def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
     Raises:
         FileNotFoundError: If there is no store at ``path``.
     """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return pd.read_sql_query("SELECT * FROM runs ORDER BY path", db)
+    return _read_sql(path, "SELECT * FROM runs ORDER BY path")[0]
 
 
 def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -119,14 +119,12 @@ def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
     Raises:
         FileNotFoundError: If there is no store at ``path``.
     """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return pd.read_sql_query(
-            "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
-            "LEFT JOIN runs r ON r.checkpoint = t.checkpoint "
-            "WHERE t.status = 'failed' ORDER BY r.path, t.measure, t.settings",
-            db,
-        )
+    query = (
+        "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
+        "LEFT JOIN runs r ON r.checkpoint = t.checkpoint "
+        "WHERE t.status = 'failed' ORDER BY r.path, t.measure, t.settings"
+    )
+    return _read_sql(path, query)[0]
 
 
 def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -144,15 +142,13 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
     Raises:
         FileNotFoundError: If there is no store at ``path``.
     """
-    p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return pd.read_sql_query(
-            "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "
-            "c.alpha, c.split, c.metric, c.value FROM curves c "
-            "LEFT JOIN runs a ON a.checkpoint = c.sb LEFT JOIN runs b ON b.checkpoint = c.lb "
-            "ORDER BY c.label, c.settings, c.split, c.metric, c.alpha",
-            db,
-        )
+    query = (
+        "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "
+        "c.alpha, c.split, c.metric, c.value FROM curves c "
+        "LEFT JOIN runs a ON a.checkpoint = c.sb LEFT JOIN runs b ON b.checkpoint = c.lb "
+        "ORDER BY c.label, c.settings, c.split, c.metric, c.alpha"
+    )
+    return _read_sql(path, query)[0]
 
 
 def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

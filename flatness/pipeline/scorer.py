@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,8 @@ from flatness.sharpness.interpolation import parametric_plot
 from flatness.versions import package_versions
 
 __all__ = ["CLAMPED", "META_DROPPED", "Progress", "Scorer", "Task", "plan_tasks"]
+
+T = TypeVar("T")
 
 META_DROPPED = ("history",)
 """Checkpoint metadata not copied into the store (long training curves)."""
@@ -123,6 +125,24 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+class _Once(Generic[T]):
+    """A resource built on first use; a failure to build it is kept and raised again."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | Exception | None = None
+
+    def __call__(self) -> T:
+        if self._value is None:
+            try:
+                self._value = self._make()
+            except Exception as exc:
+                self._value = exc
+        if isinstance(self._value, Exception):
+            raise self._value
+        return self._value
+
+
 class Scorer:
     def __init__(
         self,
@@ -147,29 +167,9 @@ class Scorer:
         self.failures: list[str] = []
         self.busy: dict[int, list[Task]] = {}
         self.busy_pairs: list[PairSpec] = []
-        self._data: Dataset | Exception | None = None
-        self._build: Callable[[], nn.Module] | Exception | None = None
-
-    # resources shared by all checkpoints, built once; their failure fails each run
-    def data(self) -> Dataset:
-        if self._data is None:
-            try:
-                self._data = manifest_data(self.manifest)
-            except Exception as exc:
-                self._data = exc
-        if isinstance(self._data, Exception):
-            raise self._data
-        return self._data
-
-    def builder(self) -> Callable[[], nn.Module]:
-        if self._build is None:
-            try:
-                self._build = model_builder(self.manifest)
-            except Exception as exc:
-                self._build = exc
-        if isinstance(self._build, Exception):
-            raise self._build
-        return self._build
+        # resources shared by all checkpoints, built once; their failure fails each run
+        self.data: _Once[Dataset] = _Once(lambda: manifest_data(manifest))
+        self.builder: _Once[Callable[[], nn.Module]] = _Once(lambda: model_builder(manifest))
 
     def _fail_run(self, key: str, path: Path, message: str) -> None:
         self.store.put_run(key, path, status="failed", error=message)
