@@ -329,7 +329,7 @@ def _add_report_parser(subparsers: Subparsers) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from flatness.report.build import build_from_store, default_out
+    from flatness.report.from_store import build_from_store, default_out
 
     out = args.out if args.out is not None else default_out(args.store)
     command = ["flatness", "report", str(args.store), "--out", str(out)]

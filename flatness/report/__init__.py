@@ -3,23 +3,33 @@
 ``flatness.report.build(df, out)`` turns a tidy results frame into a folder holding a
 self-contained HTML page, a Markdown version with PNG figures and the numbers as CSV;
 ``flatness.report.build_from_store(store)`` (the ``flatness report`` command) reads a
-results store first. The modules follow the flow of the data:
+results store first, and ``flatness.report.overview.write_overview`` reads the stores
+of several cases; the rest of the package reads DataFrames. The modules follow the flow
+of the data:
 
 - :mod:`~flatness.report.frames` -- the tidy frame to runs and per-measure scores;
 - :mod:`~flatness.report.stats`, :mod:`~flatness.report.correlation` -- mean ± std,
   the Mann–Whitney test, rank correlations with bootstrap intervals;
 - :mod:`~flatness.report.analysis` -- everything a report states, computed once;
-- :mod:`~flatness.report.tables`, :mod:`~flatness.report.figures`,
-  :mod:`~flatness.report.summary` -- Keskar's tables, seaborn figures, generated text;
+- :mod:`~flatness.report.tables`, :mod:`~flatness.report.comparisons` -- Keskar's
+  tables per regime; SB vs LB, trends and correlations;
+- :mod:`~flatness.report.figures`, :mod:`~flatness.report.summary`,
+  :mod:`~flatness.report.curves` -- seaborn figures, generated text, parametric plots;
 - :mod:`~flatness.report.provenance` -- data, network, settings, versions, dates;
+- :mod:`~flatness.report.sections` -- one builder per section of the page;
+- :mod:`~flatness.report.build`, :mod:`~flatness.report.from_store` -- the report of a
+  frame, and of a results store;
 - :mod:`~flatness.report.render` -- Markdown and HTML;
-- :mod:`~flatness.report.reference` -- the paper's published Tables 2-4.
+- :mod:`~flatness.report.reference` -- the paper's published Tables 2-4;
+- :mod:`~flatness.report.overview`, :mod:`~flatness.report.overview_tables`,
+  :mod:`~flatness.report.answers` -- one page over several cases' reports.
 """
 
 from flatness.report.analysis import Comparison, Study, analyze
-from flatness.report.build import Report, build, build_from_store, default_out
+from flatness.report.build import Report, build
 from flatness.report.correlation import Correlation, rank_correlation, within_kendall
 from flatness.report.frames import ReportInputError
+from flatness.report.from_store import build_from_store, default_out
 from flatness.report.reference import KESKAR_NETWORKS, keskar_reference
 from flatness.report.stats import (
     MeanStd,
