@@ -27,9 +27,8 @@ be faster. The choices and timings are kept in :attr:`HessianOperator.choices`.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +37,10 @@ from torch import Tensor
 from flatness.curvature.objective import Objective, second_derivative
 from flatness.curvature.operator import to_scipy
 from flatness.curvature.options import STRATEGIES, HessianOptions, Strategy
+from flatness.results import Meter
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["STRATEGIES", "HessianOperator", "Strategy", "default_memory_budget"]
 
@@ -292,10 +295,10 @@ class HessianOperator:
         timings = {}
         for method in ("double_backward", "forward_over_reverse"):
             try:
-                start = time.perf_counter()
-                self._batch_block(index, V[:1], False, method)
-                self._sync()
-                timings[method] = time.perf_counter() - start
+                with Meter() as clock:
+                    self._batch_block(index, V[:1], False, method)
+                    self._sync()
+                timings[method] = clock.seconds
             except RuntimeError as err:  # an op without forward-mode AD support
                 timings[method] = float("inf")
                 self.choices[f"{method}_error"] = str(err).splitlines()[0]
@@ -368,15 +371,15 @@ class HessianOperator:
         k = rows.shape[0]
         half = k // 2
         self._sync()
-        start = time.perf_counter()
-        first = self._block(rows[:half], batched=False)
-        self._sync()
-        sequential = (time.perf_counter() - start) / half
-        try:
-            start = time.perf_counter()
-            second = self._block(rows[half:], batched=True)
+        with Meter() as clock:
+            first = self._block(rows[:half], batched=False)
             self._sync()
-            vectorized = (time.perf_counter() - start) / (k - half)
+        sequential = clock.seconds / half
+        try:
+            with Meter() as clock:
+                second = self._block(rows[half:], batched=True)
+                self._sync()
+            vectorized = clock.seconds / (k - half)
         except RuntimeError as err:  # an op that vmap cannot batch
             self.choices["batched_error"] = str(err).splitlines()[0]
             second = self._block(rows[half:], batched=False)
@@ -387,7 +390,7 @@ class HessianOperator:
         return torch.cat([first, second])
 
     # ---------------------------------------------------------------- views
-    def to_scipy(self) -> Any:
+    def to_scipy(self) -> LinearOperator:
         """A SciPy view of the operator.
 
         Returns:
