@@ -72,6 +72,12 @@ class Checkpoint:
 def file_sha256(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
     """The hex SHA-256 of a file, read in chunks.
 
+    Returns:
+        The digest as 64 hexadecimal characters.
+
+    Raises:
+        OSError: If the file cannot be read.
+
     Examples:
         >>> import tempfile
         >>> with tempfile.NamedTemporaryFile(delete=False) as f:
@@ -227,6 +233,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False)
 def check_finite(state: Mapping[str, Tensor], *, where: str) -> None:
     """Raise :class:`CheckpointError` naming the tensors that hold NaN or Inf values.
 
+    Raises:
+        CheckpointError: If a floating-point tensor holds NaN or Inf.
+
     Examples:
         >>> check_finite({"w": torch.tensor([1.0, float("nan")])}, where="run.pt")
         Traceback (most recent call last):
@@ -263,6 +272,9 @@ def load_into(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
 
     A prefix that wraps every key (Lightning's ``model.``, DataParallel's ``module.``)
     is stripped when that makes the keys match.
+
+    Returns:
+        ``model``, holding the weights, in eval mode.
 
     Raises:
         CheckpointError: If keys are missing or unexpected, or shapes differ; the message
@@ -305,6 +317,9 @@ def load_into(model: nn.Module, checkpoint: Checkpoint) -> nn.Module:
 
 def meta_number(meta: Mapping[str, Any], key: str) -> float | None:
     """A numeric metadata entry as a float, or ``None`` when absent or not a finite number.
+
+    Returns:
+        The number, or ``None``.
 
     Examples:
         >>> meta_number({"lr": "0.1"}, "lr"), meta_number({}, "lr")

@@ -148,7 +148,14 @@ class Manifest:
         )
 
     def with_measures(self, names: list[str]) -> Manifest:
-        """Keep only the named measures (their manifest settings, else the defaults)."""
+        """Keep only the named measures (their manifest settings, else the defaults).
+
+        Returns:
+            A copy of the manifest with those measures.
+
+        Raises:
+            KeyError: For an unknown measure.
+        """
         for name in names:
             get_measure(name)
         return dataclasses.replace(
@@ -156,7 +163,11 @@ class Manifest:
         )
 
     def with_scoring(self, **overrides: Any) -> Manifest:
-        """Override ``[scoring]`` entries (``None`` values are ignored)."""
+        """Override ``[scoring]`` entries (``None`` values are ignored).
+
+        Returns:
+            A copy of the manifest with the new settings.
+        """
         given = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, scoring={**self.scoring, **given})
 
@@ -363,7 +374,20 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 def manifest_from_dict(
     doc: Mapping[str, Any], *, path: Path | None = None, text: str = ""
 ) -> Manifest:
-    """Validate a parsed manifest (as ``tomllib.loads`` returns it); see :func:`read_manifest`."""
+    """Validate a parsed manifest (as ``tomllib.loads`` returns it); see :func:`read_manifest`.
+
+    Args:
+        doc: The parsed manifest.
+        path: The file it came from (run paths and plugins are relative to its folder;
+            default: the working directory).
+        text: The file's text, to name lines in error messages.
+
+    Returns:
+        The validated manifest; its ``[scoring] plugins`` have been imported.
+
+    Raises:
+        ManifestError: If a table or key is wrong or a plugin cannot be imported.
+    """
     loc = _Locator(path or Path("<manifest>"), text)
     for key in doc:
         if key not in TABLES:

@@ -84,6 +84,11 @@ class Progress:
         self.enabled = enabled
 
     def bar(self, total: int, desc: str, leave: bool) -> Any:
+        """A progress bar over ``total`` steps.
+
+        Returns:
+            A ``tqdm`` bar, or ``None`` when progress bars are off.
+        """
         if not self.enabled:
             return None
         from tqdm.auto import tqdm
@@ -92,7 +97,17 @@ class Progress:
 
 
 def plan_tasks(manifest: Manifest) -> list[Task]:
-    """Every (measure, settings) task; a measure's seed defaults to ``[scoring] seed``."""
+    """Every (measure, settings) task of a manifest.
+
+    A measure's ``seed`` defaults to ``[scoring] seed``.
+
+    Returns:
+        The tasks, measure by measure, each with its complete settings and store key.
+
+    Raises:
+        KeyError: For an unknown measure or setting.
+        TypeError: For a list given to a setting that cannot sweep.
+    """
     out = []
     for name, given in manifest.measures.items():
         measure = get_measure(name)
@@ -177,6 +192,10 @@ class Scorer:
         self.log(f"FAILED {message}")
 
     def score_run(self, index: int, only: Sequence[Task] | None = None) -> None:
+        """Score the manifest's ``index``-th checkpoint (only the tasks ``only``, if given).
+
+        Failures are recorded in the store and in :attr:`failures`, never raised.
+        """
         run = self.manifest.runs[index]
         path = run.path
         try:
@@ -295,7 +314,12 @@ class Scorer:
         self.counts["computed"] += 1
 
     def score_pair(self, pair: PairSpec) -> None:
-        """Keskar's parametric plot between two checkpoints, into the ``curves`` table."""
+        """Keskar's parametric plot between two checkpoints, into the ``curves`` table.
+
+        Failures are recorded in the store and in :attr:`failures`; only an
+        interruption (``KeyboardInterrupt``, ``SystemExit``) is raised, after the
+        task's claim is released.
+        """
         try:
             sb = load_checkpoint(pair.sb, trust_pickle=self.trust_pickle)
             lb = load_checkpoint(pair.lb, trust_pickle=self.trust_pickle)

@@ -219,6 +219,7 @@ class ResultsStore:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
+        """Close the connection (the context manager does this on exit)."""
         self._db.close()
 
     def set_info(self, key: str, value: Any) -> None:
@@ -229,12 +230,20 @@ class ResultsStore:
             )
 
     def get_info(self, key: str) -> Any:
-        """The value recorded under ``key`` (``None`` when there is none)."""
+        """The value recorded under ``key``.
+
+        Returns:
+            The JSON value, or ``None`` when there is none.
+        """
         row = self._db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def has_measurements(self) -> bool:
-        """Whether any measurement is stored."""
+        """Whether any measurement is stored.
+
+        Returns:
+            True when the ``measurements`` table has a row.
+        """
         return self._db.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
 
     def __enter__(self) -> ResultsStore:
@@ -245,7 +254,11 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ runs
     def put_run(self, checkpoint: str, path: str | os.PathLike[str], **fields: Any) -> None:
-        """Insert or update a checkpoint's row (``fields`` are :data:`RUN_COLUMNS`)."""
+        """Insert or update a checkpoint's row (``fields`` are :data:`RUN_COLUMNS`).
+
+        Raises:
+            KeyError: For a field that is not a run column.
+        """
         unknown = set(fields) - set(RUN_COLUMNS)
         if unknown:
             raise KeyError(f"unknown run columns {sorted(unknown)}")
@@ -264,7 +277,11 @@ class ResultsStore:
             )
 
     def run(self, checkpoint: str) -> dict[str, Any] | None:
-        """A checkpoint's row as a dictionary, or ``None``."""
+        """A checkpoint's row.
+
+        Returns:
+            The row as ``{column: value}``, or ``None`` when the checkpoint has none.
+        """
         cur = self._db.execute(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE checkpoint=?", (checkpoint,)
         )
@@ -273,6 +290,11 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ tasks
     def task_status(self, checkpoint: str, measure: str, settings: str) -> str | None:
+        """A task's state.
+
+        Returns:
+            ``"running"``, ``"done"`` or ``"failed"``; ``None`` for a task never claimed.
+        """
         row = self._db.execute(
             "SELECT status FROM tasks WHERE checkpoint=? AND measure=? AND settings=?",
             (checkpoint, measure, settings),
@@ -285,7 +307,11 @@ class ResultsStore:
         return started is None or time.time() - started > self.stale_after
 
     def claim(self, checkpoint: str, measure: str, settings: str) -> Claim:
-        """Claim a task for this process unless it is done or another live process has it."""
+        """Claim a task for this process unless it is done or another live process has it.
+
+        Returns:
+            The :class:`Claim`: ``"claimed"`` (compute it), ``"done"`` or ``"busy"``.
+        """
         with self._transaction() as db:
             row = db.execute(
                 "SELECT status, owner, host, pid, started FROM tasks "
@@ -405,12 +431,27 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ reading
     def measurements(self) -> pd.DataFrame:
+        """The ``measurements`` table.
+
+        Returns:
+            One row per (checkpoint, measure, settings, component).
+        """
         return pd.read_sql_query("SELECT * FROM measurements", self._db)
 
     def runs(self) -> pd.DataFrame:
+        """The ``runs`` table.
+
+        Returns:
+            One row per checkpoint.
+        """
         return pd.read_sql_query("SELECT * FROM runs", self._db)
 
     def tasks(self) -> pd.DataFrame:
+        """The ``tasks`` table.
+
+        Returns:
+            One row per (checkpoint, measure, settings) claimed so far.
+        """
         return pd.read_sql_query("SELECT * FROM tasks", self._db)
 
     def compute_seconds(self) -> float:

@@ -85,6 +85,9 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     ``settings`` (``"{}"``), ``component`` (``""``) and missing run columns as NaN, and a
     ``generalization_gap`` from the accuracies when absent.
 
+    Returns:
+        A checked copy of ``df`` with those columns, repeated rows dropped.
+
     Raises:
         ReportInputError: If the frame is empty or lacks ``measure``/``value`` or both
             ``regime`` and ``batch_size``.
@@ -170,6 +173,9 @@ def _check_duplicates(out: pd.DataFrame) -> pd.DataFrame:
 def regime_order(runs: pd.DataFrame) -> list[str]:
     """Regimes sorted by their median batch size (unknown sizes last; SB before LB).
 
+    Returns:
+        The regimes' names in that order.
+
     Examples:
         >>> runs = pd.DataFrame({"regime": ["LB", "SB", "B64"], "batch_size": [400, 16, 64]})
         >>> regime_order(runs)
@@ -190,8 +196,9 @@ def regime_order(runs: pd.DataFrame) -> list[str]:
 def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint: its run metadata and evaluated accuracies.
 
-    The frame is ordered by regime (see :func:`regime_order`) and seed; the regime
-    column is an ordered categorical.
+    Returns:
+        The frame, ordered by regime (see :func:`regime_order`) and seed; the regime
+        column is an ordered categorical.
     """
     columns = ["checkpoint", *RUN_COLUMNS, *ACCURACY_COLUMNS, "generalization_gap"]
     runs = df[columns].drop_duplicates("checkpoint").reset_index(drop=True)
@@ -248,8 +255,10 @@ class DensityCurve:
 def density_curves(df: pd.DataFrame) -> list[DensityCurve]:
     """Every stored spectral density (one per checkpoint; the first settings if several).
 
-    Needs the ``details`` column (``load_results(store, details=True)``); without it, or
-    without ``density`` rows, the list is empty.
+    Returns:
+        One :class:`DensityCurve` per checkpoint. Needs the ``details`` column
+        (``load_results(store, details=True)``); without it, or without ``density``
+        rows, the list is empty.
     """
     if "details" not in df.columns:
         return []

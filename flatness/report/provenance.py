@@ -64,7 +64,18 @@ def provenance_table(
     failed: pd.DataFrame | None,
     command: str | None,
 ) -> Table:
-    """Where the numbers come from: data, networks, measures, examples, device, versions."""
+    """Where the numbers come from: data, networks, measures, examples, device, versions.
+
+    Args:
+        df: The normalized results frame.
+        study: The analysed study (its runs and columns).
+        info: The store's ``info`` table (the manifest scored), if any.
+        failed: The checkpoints and measures that could not be scored, if any.
+        command: The command that regenerates the report, if known.
+
+    Returns:
+        The ``provenance`` table (item, value).
+    """
     manifest = (info or {}).get("manifest") or {}
     metas = _unique_json(df, "meta")
     data = [manifest["data"]] if manifest.get("data") else [m["data"] for m in metas if "data" in m]
@@ -123,7 +134,11 @@ def _describe_versions(versions: Any) -> str:
 
 
 def report_title(df: pd.DataFrame, info: Mapping[str, Any] | None) -> str:
-    """``Sharpness report: <network> on <data set>`` (as much of it as is recorded)."""
+    """The report's title.
+
+    Returns:
+        ``Sharpness report: <network> on <data set>`` (as much of it as is recorded).
+    """
     manifest = (info or {}).get("manifest") or {}
     metas = _unique_json(df, "meta")
     data = manifest.get("data", {}).get("name") or next(
