@@ -3,7 +3,17 @@
 Arrows point one way: algorithms (eigenvalues, trace, density) take an
 :class:`~flatness.curvature.objective.Objective` or any
 :class:`~flatness.curvature.operator.SymmetricOperator` and return result dataclasses;
-they know nothing about checkpoints, files or the results store.
+they know nothing about checkpoints, files or the results store. How an Objective's
+Hessian is multiplied is one :class:`~flatness.curvature.options.HessianOptions`
+passed as ``hessian=``; every result honours the contract of :mod:`flatness.results`.
+
+Modules: ``objective`` (the loss as a function of flat parameters), ``operator`` (the
+operator contract, :data:`~flatness.curvature.operator.Target`), ``hessian``
+(Hessian-vector products), ``options`` (typed options); ``lanczos`` (the Lanczos
+kernel), ``thick_restart`` (Wu & Simon's eigensolver), ``eigenvalues`` and
+``power_iteration`` (extremal eigenvalues); ``trace``, ``hutchinson``,
+``meyer2021hutchpp``, ``exact_trace`` and ``piecewise_linear`` (the trace);
+``density`` (stochastic Lanczos quadrature).
 """
 
 from flatness.curvature.density import DensityResult, spectral_density

@@ -78,10 +78,14 @@ class HessianOptions:
         check_determinism: Evaluate the first batch twice and refuse a random
             objective (dropout on, a stochastic loss).
 
+    Raises:
+        ValueError: For an unknown ``strategy``.
+
     Examples:
-        >>> HessianOptions(strategy="double_backward")
-        HessianOptions(strategy='double_backward', memory_budget=None, batched=None, check_determinism=True)
-    """  # noqa: E501
+        >>> options = HessianOptions(strategy="double_backward", batched=False)
+        >>> options.strategy, options.memory_budget, options.check_determinism
+        ('double_backward', None, True)
+    """
 
     strategy: Strategy = "auto"
     memory_budget: int | None = None
