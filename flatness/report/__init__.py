@@ -8,8 +8,9 @@ of several cases; the rest of the package reads DataFrames. The modules follow t
 of the data:
 
 - :mod:`~flatness.report.frames` -- the tidy frame to runs and per-measure scores;
-- :mod:`~flatness.report.stats`, :mod:`~flatness.report.correlation` -- mean ± std,
-  the Mann–Whitney test, rank correlations with bootstrap intervals;
+- :mod:`~flatness.report.stats`, :mod:`~flatness.report.correlation`,
+  :mod:`~flatness.report.bootstrap` -- mean ± std, the Mann–Whitney test, rank
+  correlations with bootstrap intervals;
 - :mod:`~flatness.report.analysis` -- everything a report states, computed once;
 - :mod:`~flatness.report.tables`, :mod:`~flatness.report.comparisons` -- Keskar's
   tables per regime; SB vs LB, trends and correlations;

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from flatness.report.correlation import (
-    Correlation,
-    _resample_statistics,
-    rank_correlation,
-    within_kendall,
-)
+from flatness.report.bootstrap import resample_statistics
+from flatness.report.correlation import Correlation, rank_correlation, within_kendall
 
 METHODS = ("kendall", "spearman")
 
@@ -56,7 +52,7 @@ def test_vectorized_resample_statistic_equals_scipy_on_each_resample(method: str
     indices[0] = np.arange(x.size)  # the original sample
     indices[1] = 4  # every draw the same point: degenerate
     indices[2, :3] = [0, 0, 1]  # repeated draws, as the bootstrap makes
-    got = _resample_statistics(x, y, indices, method)
+    got = resample_statistics(x, y, indices, method)
     assert math.isnan(got[1])
     for row in (0, *range(2, indices.shape[0])):
         xs, ys = x[indices[row]], y[indices[row]]
@@ -72,7 +68,7 @@ def test_resample_statistic_handles_a_degenerate_y_only() -> None:
     y = np.array([5.0, 5.0, 6.0, 6.0])
     indices = np.array([[0, 1, 0, 1], [0, 2, 1, 3]])
     for method in METHODS:
-        got = _resample_statistics(x, y, indices, method)
+        got = resample_statistics(x, y, indices, method)
         assert math.isnan(got[0])
         assert got[1] == pytest.approx(scipy_statistic(method, x[indices[1]], y[indices[1]])[0])
 

@@ -20,7 +20,8 @@ import pytest
 from scipy import stats
 
 from flatness.report import ReportInputError, analyze, build
-from flatness.report.correlation import _resample_statistics, rank_correlation
+from flatness.report.bootstrap import resample_statistics
+from flatness.report.correlation import rank_correlation
 from flatness.report.frames import normalize, scores_frame
 
 N_BOOT = 100
@@ -393,7 +394,7 @@ def test_vectorized_bootstrap_statistics_equal_scipy_on_each_resample() -> None:
     y = rng.integers(0, 3, 9).astype(float) + x
     idx = rng.integers(0, 9, (40, 9))
     for method, ref in (("kendall", stats.kendalltau), ("spearman", stats.spearmanr)):
-        ours = _resample_statistics(x, y, idx, method)
+        ours = resample_statistics(x, y, idx, method)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns on constant resamples
             theirs = np.array([ref(x[i], y[i])[0] for i in idx])
