@@ -263,21 +263,13 @@ def hessian_trace(
     }
     result: TraceResult
     if method in ("hutchpp", "hutchinson"):
-        from flatness.curvature.hutchinson import hutchinson_trace
+        from flatness.curvature.hutchinson import ProbeSettings, hutchinson_trace
         from flatness.curvature.meyer2021hutchpp import hutchpp_trace
 
         estimator = hutchpp_trace if method == "hutchpp" else hutchinson_trace
-        result = estimator(
-            target,
-            budget=budget,
-            target_stderr=target_stderr,
-            absolute=absolute,
-            min_probes=min_probes,
-            block_size=block_size,
-            distribution=distribution,
-            seed=seed,
-            hessian=hessian,
-        )
+        # the stochastic estimators take exactly the fields of ProbeSettings
+        probes = {f.name: settings[f.name] for f in dataclasses.fields(ProbeSettings)}
+        result = estimator(target, hessian=hessian, **probes)
     elif method == "exact":
         from flatness.curvature.exact_trace import exact_hessian_trace
         from flatness.curvature.objective import Objective
