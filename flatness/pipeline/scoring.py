@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from flatness.pipeline.objective_setup import (
 from flatness.pipeline.scorer import CLAMPED, Progress, Scorer
 from flatness.pipeline.store import ResultsStore
 from flatness.pipeline.summary import summary_table
-from flatness.results import Result
+from flatness.results import Meter, Result
 
 __all__ = [
     "CLAMPED",
@@ -123,7 +122,7 @@ def score(
             the store holds scores computed on another objective (other model, data,
             examples, example seed or dtype than this manifest's).
     """
-    started = time.perf_counter()
+    meter = Meter()
     man = as_manifest(manifest)
     import_plugins(man)
     if measures:
@@ -166,7 +165,7 @@ def score(
         failed=len(scorer.failures),
         pending=pending,
         failures=tuple(scorer.failures),
-        seconds=time.perf_counter() - started,
+        seconds=meter.seconds,
     )
 
 
