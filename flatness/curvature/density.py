@@ -128,7 +128,7 @@ class DensityResult(Result):
     sigma: float
     steps: int
     runs: int
-    distribution: str
+    distribution: ProbeDistribution
     dim: int
     matvecs: int
     seconds: float

@@ -29,7 +29,7 @@ import dataclasses
 import importlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -113,8 +113,8 @@ class EigenResult(Result):
     converged: tuple[bool, ...]
     matvecs: int
     seconds: float
-    method: str
-    which: str
+    method: Literal["lanczos", "power"]
+    which: Which
     tol: float
     k: int
     seed: int

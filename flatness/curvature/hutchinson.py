@@ -38,7 +38,7 @@ from flatness.curvature.operator import (
     operator_for,
 )
 from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
-from flatness.curvature.trace import TraceResult
+from flatness.curvature.trace import TraceMethod, TraceResult
 from flatness.results import Meter
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ class TraceSamples(NamedTuple):
 
 
 def run_trace_estimator(
-    method: str,
+    method: TraceMethod,
     kernel: Callable[[SymmetricOperator, ProbeSettings], TraceSamples],
     target: Target,
     probes: ProbeSettings,

@@ -82,13 +82,13 @@ class TraceResult(Result):
 
     estimate: float
     stderr: float
-    method: str
+    method: TraceMethod
     matvecs: int
     seconds: float
     probes: int = 0
     converged: bool = True
     samples: tuple[float, ...] = dataclasses.field(default=(), repr=False)
-    distribution: str | None = None
+    distribution: ProbeDistribution | None = None
     seed: int | None = None
     budget: int | None = None
     sketch_rank: int = 0
