@@ -61,24 +61,37 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
 
-from flatness.curvature.objective import Batch, LossFn, batch_size_of, move_batch, split_batches
-from flatness.evaluation import mean_loss_and_accuracy, xy_pair
+from flatness.curvature.objective import LossFn, batch_size_of
+from flatness.evaluation import mean_loss_and_accuracy
 from flatness.results import Meter, format_float
 from flatness.sharpness.contract import (
     ForwardPassesOnly,
     NoConvergenceTest,
     NoErrorBar,
     SharpnessResult,
+)
+from flatness.sharpness.paths import (
+    BN_MODES,
+    PATHS,
+    BatchNormMode,
+    Checkpoint,
+    Data,
+    InterpolationPath,
+    check_compatible,
+    norm_layers,
+    path_coefficients,
+    prepared_batches,
+    recompute_statistics,
+    state_of,
 )
 
 if TYPE_CHECKING:
@@ -93,23 +106,8 @@ __all__ = [
     "interpolate_checkpoints",
     "mean_loss_and_accuracy",
     "parametric_plot",
+    "path_coefficients",
 ]
-
-InterpolationPath: TypeAlias = Literal["linear", "curvilinear"]
-"""The paths :func:`interpolate_checkpoints` can follow."""
-
-BatchNormMode: TypeAlias = Literal["interpolate", "recompute"]
-"""How :func:`interpolate_checkpoints` sets BatchNorm running statistics at each point."""
-
-PATHS: tuple[InterpolationPath, ...] = get_args(InterpolationPath)
-BN_MODES: tuple[BatchNormMode, ...] = get_args(BatchNormMode)
-
-Checkpoint: TypeAlias = nn.Module | Mapping[str, Tensor]
-"""A point of the path: a model, or a state dict of tensors."""
-
-Data: TypeAlias = tuple[Tensor, Tensor] | Iterable[Batch]
-"""An ``(inputs, targets)`` pair of tensors, or ``(inputs, targets)`` batches (a list or
-a data loader)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,112 +237,6 @@ class InterpolationResult(ForwardPassesOnly, NoConvergenceTest, NoErrorBar, Shar
         return f"InterpolationResult({', '.join(parts)})"
 
 
-# ------------------------------------------------------------------ the path
-def path_coefficients(alpha: float, path: InterpolationPath) -> tuple[float, float]:
-    r"""The weights :math:`(c_0, c_1)` of the start and end points at :math:`\alpha`.
-
-    ``"linear"``: :math:`(1 - \alpha, \alpha)`; ``"curvilinear"``:
-    :math:`(\cos\frac{\pi\alpha}{2}, \sin\frac{\pi\alpha}{2})`, exact (0 or ±1) at
-    integer :math:`\alpha` so that the endpoints are reproduced bit for bit.
-
-    Returns:
-        ``(c_0, c_1)``.
-
-    Raises:
-        ValueError: For an unknown ``path``.
-
-    Examples:
-        >>> path_coefficients(0.25, "linear")
-        (0.75, 0.25)
-        >>> path_coefficients(1.0, "curvilinear")
-        (0.0, 1.0)
-    """
-    if path == "linear":
-        return 1.0 - alpha, alpha
-    if path == "curvilinear":
-        if float(alpha).is_integer():
-            return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(alpha) % 4]
-        angle = math.pi * alpha / 2.0
-        return math.cos(angle), math.sin(angle)
-    raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
-
-
-def _state_of(checkpoint: Checkpoint, name: str) -> dict[str, Tensor]:
-    if isinstance(checkpoint, nn.Module):
-        return {k: v.detach() for k, v in checkpoint.state_dict().items()}
-    if isinstance(checkpoint, Mapping):
-        bad = [k for k, v in checkpoint.items() if not isinstance(v, Tensor)]
-        if bad:
-            raise ValueError(
-                f"{name} must be a model or a state dict of tensors; entries {bad[:5]} "
-                "are not tensors (unwrap {'state_dict': ...} checkpoints first)"
-            )
-        return {str(k): v.detach() for k, v in checkpoint.items()}
-    raise TypeError(f"{name} must be an nn.Module or a state dict, got {type(checkpoint).__name__}")
-
-
-def _check_compatible(states: Sequence[tuple[str, Mapping[str, Tensor]]]) -> None:
-    (ref_name, ref), *others = states
-    for name, other in others:
-        missing = sorted(set(ref) - set(other))
-        extra = sorted(set(other) - set(ref))
-        if missing or extra:
-            raise ValueError(
-                f"{name} and {ref_name} have different architectures: keys only in "
-                f"{ref_name}: {missing[:8]}{' ...' if len(missing) > 8 else ''}; keys only in "
-                f"{name}: {extra[:8]}{' ...' if len(extra) > 8 else ''}"
-            )
-        shapes = [
-            f"{k}: {tuple(ref[k].shape)} vs {tuple(other[k].shape)}"
-            for k in ref
-            if tuple(ref[k].shape) != tuple(other[k].shape)
-        ]
-        if shapes:
-            raise ValueError(
-                f"{name} and {ref_name} have different parameter shapes ({ref_name} vs "
-                f"{name}): {'; '.join(shapes[:8])}"
-            )
-
-
-def _norm_layers(model: nn.Module) -> list[tuple[str, _NormBase]]:
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, _NormBase) and m.track_running_stats
-    ]
-
-
-def _recompute_statistics(model: nn.Module, batches: Sequence[Batch]) -> None:
-    """Reset the running statistics and average them over ``batches`` (no gradients)."""
-    layers = [m for _, m in _norm_layers(model)]
-    momenta = [m.momentum for m in layers]
-    model.eval()
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: the plain mean over batches
-        m.train()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(xy_pair(batch, "train")[0])
-    finally:
-        for m, momentum in zip(layers, momenta, strict=True):
-            m.momentum = momentum
-        model.eval()
-
-
-def _prepared_batches(
-    data: Data, batch_size: int, device: torch.device, dtype: torch.dtype, what: str
-) -> list[Batch]:
-    batches = [move_batch(b, device, dtype) for b in split_batches(data, batch_size)]
-    batches = [b for b in batches if batch_size_of(b) > 0]
-    if not batches:
-        raise ValueError(f"{what} holds no examples")
-    for b in batches:
-        xy_pair(b, what)
-    return batches
-
-
 def interpolate_checkpoints(
     start: Checkpoint,
     end: Checkpoint,
@@ -438,9 +330,9 @@ def interpolate_checkpoints(
     if alpha_arr.size == 0 or not np.isfinite(alpha_arr).all():
         raise ValueError("alphas must be a non-empty sequence of finite numbers")
 
-    state0, state1 = _state_of(start, "start"), _state_of(end, "end")
+    state0, state1 = state_of(start, "start"), state_of(end, "end")
     template = {k: v.detach() for k, v in model.state_dict().items()}
-    _check_compatible([("start", state0), ("end", state1), ("model", template)])
+    check_compatible([("start", state0), ("end", state1), ("model", template)])
 
     first = next(iter(model.parameters()), None)
     if device is None:
@@ -453,12 +345,12 @@ def interpolate_checkpoints(
 
     with Meter() as meter:
         work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-        train_batches = _prepared_batches(train, batch_size, device, dtype, "train")
+        train_batches = prepared_batches(train, batch_size, device, dtype, "train")
         test_batches = (
-            None if test is None else _prepared_batches(test, batch_size, device, dtype, "test")
+            None if test is None else prepared_batches(test, batch_size, device, dtype, "test")
         )
-        norm_layers = _norm_layers(work)
-        variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in norm_layers}
+        layers = norm_layers(work)
+        variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in layers}
 
         def cast(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype)
@@ -481,8 +373,8 @@ def interpolate_checkpoints(
                     for k in negative:
                         point[k] = point[k].clamp_min(0.0)
             work.load_state_dict({**fixed, **point}, strict=True)
-            if bn == "recompute" and norm_layers:
-                _recompute_statistics(work, train_batches)
+            if bn == "recompute" and layers:
+                recompute_statistics(work, train_batches)
                 meter.count(evaluations=1)
             work.eval()
             loss, acc = mean_loss_and_accuracy(work, train_batches, loss_fn, what="train")
