@@ -30,7 +30,7 @@ from flatness.pipeline.objective_setup import (
     scoring_objective,
     training_subset,
 )
-from flatness.pipeline.scorer import CLAMPED, Progress, Scorer
+from flatness.pipeline.scorer import CLAMPED, META_DROPPED, Progress, Scorer
 from flatness.pipeline.store import ResultsStore
 from flatness.pipeline.summary import summary_table
 from flatness.results import Meter, Result
@@ -38,6 +38,7 @@ from flatness.results import Meter, Result
 __all__ = [
     "CLAMPED",
     "DEFAULT_STORE",
+    "META_DROPPED",
     "OBJECTIVE_SETTINGS",
     "ScoreSummary",
     "score",
