@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flatness.study import StudyResult, StudySpec
+    from flatness.study import StudyPlan, StudyResult, StudySpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -383,7 +383,6 @@ def _add_demo_parser(subparsers: Subparsers) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import shlex
 
     from flatness import demo
 
@@ -394,17 +393,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             command += [f"--{flag}", str(getattr(args, flag))]
     print(f"flatness demo: {plan.title}", flush=True)
-    return _run_plan(
-        lambda: demo.run_study(
-            plan,
-            runs=args.runs,
-            out=args.out,
-            progress=not args.no_progress,
-            echo=lambda line: print(line, flush=True),
-            command=shlex.join(command),
-        ),
-        shlex.join(command),
-    )
+    return _run_plan(demo.run_study, plan, args, command)
 
 
 # -- flatness study ---------------------------------------------------------------------
@@ -444,7 +433,6 @@ def _resolve_study(name_or_toml: str) -> StudySpec:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    import shlex
 
     from flatness.studies import STUDIES
     from flatness.study import run_study
@@ -469,26 +457,30 @@ def _cmd_study(args: argparse.Namespace) -> int:
         command += ["--plan", args.plan]
     command += ["--runs", str(args.runs), "--out", str(args.out)]
     print(f"flatness study {spec.name}, plan {key}: {plan.title}", flush=True)
-    return _run_plan(
-        lambda: run_study(
+    return _run_plan(run_study, plan, args, command)
+
+
+def _run_plan(
+    runner: Callable[..., StudyResult],
+    plan: StudyPlan,
+    args: argparse.Namespace,
+    command: list[str],
+) -> int:
+    """Run a plan with ``runner``, print its cases' reports and failures; the exit status."""
+    import shlex
+
+    try:
+        result = runner(
             plan,
             runs=args.runs,
             out=args.out,
             progress=not args.no_progress,
             echo=lambda line: print(line, flush=True),
             command=shlex.join(command),
-        ),
-        shlex.join(command),
-    )
-
-
-def _run_plan(run: Callable[[], StudyResult], command: str) -> int:
-    """Run a study, print its cases' reports and failures; the exit status."""
-    try:
-        result = run()
+        )
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: finished runs and stored scores are kept; `{command}` "
+            f"\ninterrupted: finished runs and stored scores are kept; `{shlex.join(command)}` "
             "goes on from there",
             file=sys.stderr,
         )

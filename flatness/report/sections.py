@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -215,10 +215,17 @@ def sb_vs_lb_section(ctx: SectionContext) -> Section:
     return section
 
 
-def _trend_figures(ctx: SectionContext, section: Section, by: str, name: str, caption: str) -> bool:
+def _figure_pages(
+    ctx: SectionContext,
+    section: Section,
+    draw: Callable[[int], Figure | None],
+    name: str,
+    caption: str,
+) -> bool:
+    """Add one figure per page that ``draw`` returns; whether any was drawn."""
     drawn = False
     for page in range(ctx.pages):
-        fig = figs.trend_figure(ctx.study, by, page)
+        fig = draw(page)
         if fig is None:
             continue
         drawn = True
@@ -235,20 +242,20 @@ def batch_size_section(ctx: SectionContext) -> Section:
     """
     study = ctx.study
     section = Section("Sharpness vs batch size and η/B", "batch-size")
-    if not _trend_figures(
+    if not _figure_pages(
         ctx,
         section,
-        "batch_size",
+        partial(figs.trend_figure, study, "batch_size"),
         "batch-size",
         "Each measure against the batch size: one point per checkpoint (coloured by "
         "regime), the line joins the means per batch size",
     ):
         ctx.left_out(section, "fewer than two distinct batch sizes in the results.")
     rates = study.learning_rates
-    noise_drawn = len(rates) >= 2 and _trend_figures(
+    noise_drawn = len(rates) >= 2 and _figure_pages(
         ctx,
         section,
-        "lr_over_batch",
+        partial(figs.trend_figure, study, "lr_over_batch"),
         "noise",
         "Each measure against η/B, the learning rate over the batch size (the scale of "
         "SGD noise, Smith et al. 2018): runs with equal η/B should match if only the "
@@ -280,20 +287,14 @@ def correlation_section(ctx: SectionContext) -> Section:
             ctx.left_out(section, f"no {name} values or no measures to correlate with it.")
             continue
         ctx.table(section, table)
-        for page in range(ctx.pages):
-            fig = figs.correlation_figure(ctx.study, target, page)
-            if fig is None:
-                continue
-            suffix, caption = ctx.part(page)
-            section.blocks.append(
-                ctx.figure(
-                    fig,
-                    f"vs-{target.replace('_', '-')}{suffix}",
-                    f"Each measure (x) against the {name} (y, %), one point per checkpoint; "
-                    f"titles give Kendall's τ and Spearman's ρ with bootstrap intervals"
-                    f"{caption}.",
-                )
-            )
+        _figure_pages(
+            ctx,
+            section,
+            partial(figs.correlation_figure, ctx.study, target),
+            f"vs-{target.replace('_', '-')}",
+            f"Each measure (x) against the {name} (y, %), one point per checkpoint; "
+            "titles give Kendall's τ and Spearman's ρ with bootstrap intervals",
+        )
     return section
 
 
