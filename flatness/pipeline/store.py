@@ -22,8 +22,9 @@ scoring into the same store skips claimed tasks and waits for them, so nothing i
 computed twice and nothing is stored twice. A claim whose process has died (same
 host, pid gone) or that is older than ``stale_after`` seconds is taken over.
 
-:class:`ResultsStore` is the writer (and the claims); reading a store into pandas
-frames is :mod:`flatness.pipeline.readers`' job (its functions are re-exported here).
+:class:`ResultsStore` is the writer (and the claims); the tables' SQL is in
+:mod:`flatness.pipeline.schema`, and reading a store into pandas frames is
+:mod:`flatness.pipeline.readers`' job (their public names are re-exported here).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from flatness.pipeline.readers import (
     load_results,
     load_runs,
 )
+from flatness.pipeline.schema import RUN_COLUMNS, SCHEMA, SCHEMA_VERSION
 from flatness.results import Record, to_plain
 
 __all__ = [
@@ -66,78 +68,6 @@ __all__ = [
     "load_results",
     "load_runs",
 ]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    checkpoint TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    regime TEXT,
-    batch_size REAL,
-    lr REAL,
-    seed INTEGER,
-    epoch INTEGER,
-    meta TEXT,
-    train_loss REAL,
-    train_accuracy REAL,
-    test_loss REAL,
-    test_accuracy REAL,
-    examples INTEGER,
-    status TEXT NOT NULL,
-    error TEXT,
-    updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS measurements (
-    checkpoint TEXT NOT NULL,
-    measure TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    component TEXT NOT NULL,
-    value REAL,
-    error REAL,
-    error_kind TEXT,
-    converged INTEGER,
-    matvecs INTEGER,
-    seconds REAL,
-    device TEXT,
-    dtype TEXT,
-    versions TEXT,
-    details TEXT,
-    created TEXT NOT NULL,
-    PRIMARY KEY (checkpoint, measure, settings, component)
-);
-CREATE TABLE IF NOT EXISTS curves (
-    sb TEXT NOT NULL,
-    lb TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    label TEXT,
-    alpha REAL NOT NULL,
-    split TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    value REAL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (sb, lb, settings, alpha, split, metric)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    checkpoint TEXT NOT NULL,
-    measure TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    status TEXT NOT NULL,
-    owner TEXT,
-    host TEXT,
-    pid INTEGER,
-    started REAL,
-    error TEXT,
-    PRIMARY KEY (checkpoint, measure, settings)
-);
-"""
-
-RUN_COLUMNS = (
-    "checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch", "meta",
-    "train_loss", "train_accuracy", "test_loss", "test_accuracy", "examples",
-    "status", "error", "updated",
-)  # fmt: skip
 
 
 def _now() -> str:
@@ -194,7 +124,7 @@ class ResultsStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction():
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(
