@@ -8,12 +8,14 @@ follow the flow of the data:
 - :mod:`~flatness.pipeline.checkpoints` -- reading checkpoint files safely;
 - :mod:`~flatness.pipeline.manifest` -- reading and validating a manifest;
 - :mod:`~flatness.pipeline.measures` -- the measures a manifest may name (built-in and
-  registered with :func:`register_measure`);
+  registered with :func:`register_measure`); :mod:`~flatness.pipeline.measure_tasks` --
+  one measure's settings, the tasks they expand into and one task's rows;
 - :mod:`~flatness.pipeline.objective_setup` -- the objective a manifest describes;
 - :mod:`~flatness.pipeline.scoring`, :mod:`~flatness.pipeline.scorer` -- :func:`score`
   and the per-checkpoint work (claims, tasks, pairs);
-- :mod:`~flatness.pipeline.store`, :mod:`~flatness.pipeline.readers` -- writing the
-  results store and reading it into pandas;
+- :mod:`~flatness.pipeline.store`, :mod:`~flatness.pipeline.schema`,
+  :mod:`~flatness.pipeline.readers` -- writing the results store (its tables) and
+  reading it into pandas;
 - :mod:`~flatness.pipeline.summary` -- the table ``flatness score`` prints.
 """
 
