@@ -161,6 +161,9 @@ __all__ = [
     "zoo",
     # comparison reports (imported on first use: flatness.report.build(df, out))
     "report",
+    # studies (imported on first use: flatness.study.run_study, flatness.studies.get_study)
+    "studies",
+    "study",
     # results
     "Result",
     "__version__",
@@ -168,9 +171,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # ``flatness.report`` pulls in matplotlib and seaborn, and ``flatness.demo`` the
-    # whole pipeline; import them only when asked for.
-    if name in ("report", "demo"):
+    # ``flatness.report`` pulls in matplotlib and seaborn, and the studies and
+    # ``flatness.demo`` the whole pipeline; import them only when asked for.
+    if name in ("report", "demo", "study", "studies"):
         import importlib
 
         return importlib.import_module(f"flatness.{name}")
