@@ -39,6 +39,12 @@ Subparsers = Any
 def parse_key_values(items: Sequence[str] | None, *, option: str) -> dict[str, Any]:
     """Parse ``key=value`` arguments; values are read as TOML, else kept as strings.
 
+    Returns:
+        Key → value.
+
+    Raises:
+        ValueError: For an item without ``=`` or without a key.
+
     Examples:
         >>> parse_key_values(["width=64", "bn=true", "shape=[1, 8, 8]", "name=f1"], option="--x")
         {'width': 64, 'bn': True, 'shape': [1, 8, 8], 'name': 'f1'}
@@ -508,7 +514,11 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``flatness`` argument parser with every registered subcommand."""
+    """The ``flatness`` argument parser with every registered subcommand.
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="flatness", description="Sharpness and minima analysis for PyTorch."
     )

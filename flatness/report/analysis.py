@@ -147,7 +147,14 @@ class Study:
 
     def axis(self, by: str) -> pd.Series:
         """Per checkpoint (in the order of ``runs``): ``batch_size``, or ``lr_over_batch``
-        (η/B, the SGD noise scale of Smith et al. 2018 up to a constant)."""
+        (η/B, the SGD noise scale of Smith et al. 2018 up to a constant).
+
+        Returns:
+            One value per checkpoint, indexed by checkpoint.
+
+        Raises:
+            ValueError: For another ``by``.
+        """
         runs = self.runs.set_index("checkpoint")
         size = pd.to_numeric(runs["batch_size"], errors="coerce").astype(float)
         if by == "batch_size":
@@ -169,6 +176,9 @@ def choose_sb_lb(
 
     Raises:
         ReportInputError: If a named regime is not in the runs, or only one is named.
+
+    Returns:
+        ``(sb, lb, note)``; ``(None, None, note)`` when the runs cannot be split in two.
     """
     if (sb is None) != (lb is None):
         raise ReportInputError("name both the SB and the LB regime (sb=..., lb=...) or neither")
@@ -250,6 +260,9 @@ def analyze(
 
     Raises:
         ReportInputError: For a frame a report cannot be made of.
+
+    Returns:
+        The :class:`Study` every table, figure and sentence of a report reads.
     """
     tidy = normalize(df)
     runs, snapshots = last_snapshots(runs_frame(tidy))

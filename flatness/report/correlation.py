@@ -300,6 +300,10 @@ def within_kendall(
         A :class:`Correlation` with ``method="kendall-within"``; ``n`` counts the
         checkpoints in groups of two or more.
 
+    Raises:
+        ValueError: For a negative ``n_boot`` or ``n_perm``, a ``confidence`` outside
+            (0, 1), or ``x``, ``y`` and ``groups`` of different lengths.
+
     Examples:
         >>> x = [1, 2, 3, 10, 20, 30]
         >>> y = [0.9, 0.8, 0.7, 0.95, 0.85, 0.75]   # falls with x inside each group

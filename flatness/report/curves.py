@@ -51,7 +51,11 @@ class Pair:
 
 
 def display_path(path: Any, root: Path | None) -> str:
-    """``path`` relative to ``root`` when both allow it, else as is."""
+    """``path`` relative to ``root`` when both allow it, else as is.
+
+    Returns:
+        The path as shown in a report.
+    """
     if root is None or not isinstance(path, str) or not os.path.isabs(path):
         return str(path)
     try:
@@ -61,7 +65,11 @@ def display_path(path: Any, root: Path | None) -> str:
 
 
 def pairs(curves: pd.DataFrame | None, root: Path | None = None) -> list[Pair]:
-    """The pairs in a :func:`flatness.load_curves` frame, one per (label, settings, SB, LB)."""
+    """The pairs in a :func:`flatness.load_curves` frame, one per (label, settings, SB, LB).
+
+    Returns:
+        The pairs, in the frame's order (empty without curves).
+    """
     if curves is None or curves.empty:
         return []
     keys = [k for k in ("label", "settings", "sb", "lb") if k in curves.columns]
@@ -132,7 +140,11 @@ def _at(series: pd.Series, alpha: float) -> float:
 
 
 def summarize(pair: Pair) -> CurveSummary:
-    """Read the barrier and the rises beyond each end off a pair's training-loss curve."""
+    """Read the barrier and the rises beyond each end off a pair's training-loss curve.
+
+    Returns:
+        The endpoint losses, the barrier and the rises beyond each end.
+    """
     loss = _series(pair.frame, "train", "loss")
     accuracy = _series(pair.frame, "test", "accuracy")
     loss_sb, loss_lb = _at(loss, 0.0), _at(loss, 1.0)
@@ -163,7 +175,11 @@ def _num(value: float) -> str:
 
 
 def curve_table(summaries: list[CurveSummary]) -> Table:
-    """One row per pair: endpoint losses, the barrier, the rises beyond SB and beyond LB."""
+    """One row per pair: endpoint losses, the barrier, the rises beyond SB and beyond LB.
+
+    Returns:
+        The table.
+    """
     rows = []
     for s in summaries:
         rows.append(
@@ -204,7 +220,12 @@ def _clamped_text(summary: CurveSummary) -> str:
 
 
 def curve_sentence(summary: CurveSummary) -> str | None:
-    """One sentence on a pair: which end rises faster, and whether a ridge separates them."""
+    """One sentence on a pair: which end rises faster, and whether a ridge separates them.
+
+    Returns:
+        The sentence; without a rise beyond both ends (too few points beyond them),
+        only the note on clamped BatchNorm variances, or ``None``.
+    """
     if not (math.isfinite(summary.rise_sb) and math.isfinite(summary.rise_lb)):
         return _clamped_text(summary).strip() or None
     steeper = "LB" if summary.rise_lb > summary.rise_sb else "SB"

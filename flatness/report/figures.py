@@ -43,7 +43,11 @@ COLUMNS = 4
 
 
 def palette(regimes: Sequence[str]) -> dict[str, Any]:
-    """Colours of the regimes, in batch-size order: blue (small) through purple to red (large)."""
+    """Colours of the regimes, in batch-size order: blue (small) through purple to red (large).
+
+    Returns:
+        Regime → colour.
+    """
     if len(regimes) == 1:
         return {regimes[0]: sns.color_palette("deep")[0]}
     colours = sns.blend_palette(["#2166ac", "#7b3294", "#d6301d"], len(regimes))
@@ -69,7 +73,11 @@ def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] =
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG (creating the folder) and return the path."""
+    """Write ``fig`` as a PNG (creating the folder) and return the path.
+
+    Returns:
+        The PNG's path.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
     return path
@@ -99,7 +107,11 @@ PANELS_PER_FIGURE = 16
 
 
 def pages(study: Study) -> int:
-    """How many figures the per-measure grids take (at least one)."""
+    """How many figures the per-measure grids take (at least one).
+
+    Returns:
+        The number of figures a per-measure grid takes.
+    """
     return max(1, math.ceil(len(study.columns) / PANELS_PER_FIGURE))
 
 
@@ -192,6 +204,12 @@ def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | Non
     ``page`` picks which :data:`PANELS_PER_FIGURE` measures.
 
     ``None`` when the runs have no ``target`` values or there are no measures.
+
+    Returns:
+        The figure, or ``None`` when there is nothing to draw.
+
+    Raises:
+        ValueError: For a ``target`` not in :data:`~flatness.report.analysis.TARGETS`.
     """
     if target not in TARGETS:
         raise ValueError(f"target={target!r}: choose one of {list(TARGETS)}")
@@ -234,6 +252,9 @@ def parametric_figure(curve: pd.DataFrame, *, title: str) -> Figure:
         curve: Rows of :func:`flatness.load_curves` for one pair and settings: columns
             ``alpha``, ``split`` (train/test), ``metric`` (loss/accuracy), ``value``.
         title: The figure's title.
+
+    Returns:
+        The figure: loss (left axis) and accuracy (right axis) against α.
     """
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
@@ -278,6 +299,9 @@ def density_figure(study: Study, curves: Sequence[DensityCurve]) -> Figure | Non
 
     All densities are evaluated on one grid spanning every quadrature node, with one
     Gaussian width (1% of the span), so the curves compare.
+
+    Returns:
+        The figure, or ``None`` when no density was scored.
     """
     if not curves:
         return None

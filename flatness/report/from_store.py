@@ -24,6 +24,9 @@ __all__ = ["build_from_store", "default_out"]
 def default_out(store: str | os.PathLike[str]) -> Path:
     """Where a store's report goes by default: ``reports/<name of the store's folder>``.
 
+    Returns:
+        The folder (relative to the current directory).
+
     Examples:
         >>> default_out("runs/keskar/results.sqlite").as_posix()
         'reports/keskar'

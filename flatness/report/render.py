@@ -70,6 +70,9 @@ def md_text(text: object) -> str:
     """Plain text made safe for Markdown: ``&``, ``<`` and ``>`` become entities, so a
     label such as ``<b>`` shows as typed instead of being read as HTML.
 
+    Returns:
+        The text with ``&``, ``<`` and ``>`` escaped.
+
     Examples:
         >>> md_text("a <b> & c")
         'a &lt;b&gt; &amp; c'
@@ -84,6 +87,9 @@ def _md_cell(text: object) -> str:
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of ``frame``'s cells (text as is).
 
+    Returns:
+        The table, one line per row (``|`` in cells escaped).
+
     Examples:
         >>> print(markdown_table(pd.DataFrame({"a": ["1"], "b|c": ["x"]})))
         | a | b\\|c |
@@ -97,7 +103,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def to_markdown(title: str, sections: list[Section]) -> str:
-    """The report as Markdown; figures are linked by their relative paths."""
+    """The report as Markdown; figures are linked by their relative paths.
+
+    Returns:
+        The page's Markdown text.
+    """
     lines = [f"# {md_text(title)}", ""]
     lines += ["Contents: " + " · ".join(f"[{s.title}](#{s.anchor})" for s in sections), ""]
     for section in sections:
@@ -138,7 +148,11 @@ ul.summary li { margin-bottom: .3em; }
 
 
 def html_table(table: Table) -> str:
-    """A :class:`Table` as an HTML ``<table>`` with its caption and notes (escaped)."""
+    """A :class:`Table` as an HTML ``<table>`` with its caption and notes (escaped).
+
+    Returns:
+        The ``<table>`` element and its notes, as HTML text.
+    """
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
@@ -156,7 +170,11 @@ def _data_uri(path: Path) -> str:
 
 
 def to_html(title: str, sections: list[Section], root: Path) -> str:
-    """The report as one self-contained HTML page: figures from ``root`` inlined."""
+    """The report as one self-contained HTML page: figures from ``root`` inlined.
+
+    Returns:
+        The page's HTML text.
+    """
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

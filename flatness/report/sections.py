@@ -118,7 +118,11 @@ class SectionContext:
         section.blocks.append(Paragraph(f"Left out: {text}"))
 
     def part(self, page: int) -> tuple[str, str]:
-        """File-name suffix and caption suffix of a figure page (empty for one page)."""
+        """File-name suffix and caption suffix of a figure page (empty for one page).
+
+        Returns:
+            ``(suffix, caption)``, e.g. ``("-2", " (part 2 of 3)")``.
+        """
         if self.pages == 1:
             return "", ""
         return (f"-{page + 1}" if page else ""), f" (part {page + 1} of {self.pages})"

@@ -54,6 +54,9 @@ K = TypeVar("K", bound=Hashable)
 def format_p_value(p: float) -> str:
     """Format a p-value for tables: 2 decimals above 0.01, 3 above 0.001, else scientific.
 
+    Returns:
+        The cell text (``"n/a"`` for NaN).
+
     Examples:
         >>> format_p_value(0.2345), format_p_value(0.0034), format_p_value(2.1e-5)
         ('0.23', '0.003', '2.1e-05')
@@ -95,6 +98,9 @@ def format_mean_std(mean: float, std: float, n: int, *, digits: int = 3) -> str:
 
     Returns:
         The formatted string.
+
+    Raises:
+        ValueError: If ``digits`` is below 1.
 
     Examples:
         >>> format_mean_std(0.91234, 0.0041, 5)
@@ -140,7 +146,14 @@ def format_mean_std(mean: float, std: float, n: int, *, digits: int = 3) -> str:
 
 
 def as_vector(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    """``values`` as a 1-D float64 array; :class:`ValueError` naming ``name`` otherwise."""
+    """``values`` as a 1-D float64 array; :class:`ValueError` naming ``name`` otherwise.
+
+    Returns:
+        The values as a 1-D float64 array.
+
+    Raises:
+        ValueError: If ``values`` is not one-dimensional.
+    """
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}; flatten it")
@@ -148,7 +161,11 @@ def as_vector(values: ArrayLike, name: str) -> NDArray[np.float64]:
 
 
 def check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
-    """:class:`ValueError` naming ``name`` and the choices unless ``value`` is one of them."""
+    """:class:`ValueError` naming ``name`` and the choices unless ``value`` is one of them.
+
+    Raises:
+        ValueError: If ``value`` is not one of ``choices`` (naming them).
+    """
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 

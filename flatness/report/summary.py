@@ -29,7 +29,11 @@ def level_text(confidence: float) -> str:
 
 
 def significant(tau: Correlation, confidence: float) -> bool:
-    """Whether ``tau``'s interval excludes zero and its p-value is below 1 − confidence."""
+    """Whether ``tau``'s interval excludes zero and its p-value is below 1 − confidence.
+
+    Returns:
+        True when both hold.
+    """
     if not (_finite(tau.low) and _finite(tau.high) and _finite(tau.p_value)):
         return False
     return (tau.low > 0 or tau.high < 0) and tau.p_value < 1.0 - confidence
@@ -182,7 +186,11 @@ def _trend_sentence(study: Study, trends: dict[str, Correlation], name: str) -> 
 
 
 def summary_sentences(study: Study) -> list[str]:
-    """The report's summary, one sentence per measured fact."""
+    """The report's summary, one sentence per measured fact.
+
+    Returns:
+        The sentences: accuracies, each measure SB vs LB, correlations and trends.
+    """
     sizes = study.batch_sizes
     counts = study.seeds_per_regime
     out = [

@@ -53,7 +53,11 @@ def _over(study: Study) -> str:
 
 
 def percent(value: float) -> float:
-    """A fraction in percent (accuracies are stored as fractions, shown in %)."""
+    """A fraction in percent (accuracies are stored as fractions, shown in %).
+
+    Returns:
+        ``value`` × 100.
+    """
     return value * 100.0
 
 
@@ -68,6 +72,9 @@ def stat_cell(stat: MeanStd, scale: float = 1.0) -> str:
 
 def paper_table(subspace: int | None) -> int:
     """Keskar et al.'s table of ε-sharpness in this space: 3 (full space) or 4 (subspace).
+
+    Returns:
+        The table's number.
 
     Examples:
         >>> paper_table(0), paper_table(100)
@@ -99,7 +106,12 @@ def values_frame(records: list[dict[str, object]]) -> pd.DataFrame:
 
 
 def accuracy_table(study: Study, reference: str | None = None) -> Table:
-    """Keskar et al.'s Table 2 for these runs: accuracies (%) per regime, mean ± std."""
+    """Keskar et al.'s Table 2 for these runs: accuracies (%) per regime, mean ± std.
+
+    Returns:
+        The table: train and test accuracy and the gap per regime, the paper's
+        values beside SB and LB with ``reference``.
+    """
     rows, values = [], []
     for regime in study.regimes:
         train = study.accuracy[(regime, "train_accuracy")]
@@ -143,7 +155,11 @@ def _numbers(stat: object) -> dict[str, float]:
 
 
 def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
-    """Tables 3 and 4: ε-sharpness per regime, one column per ε (full space, subspaces)."""
+    """Tables 3 and 4: ε-sharpness per regime, one column per ε (full space, subspaces).
+
+    Returns:
+        One table per space (empty when no ε-sharpness was scored).
+    """
     keskar = [c for c in study.columns if c.measure == "keskar"]
     spaces = sorted({c.subspace for c in keskar})
     tables = []
@@ -199,7 +215,11 @@ def _eps_header(column: Column) -> str:
 
 
 def measures_table(study: Study) -> Table | None:
-    """Every scalar measure other than ε-sharpness, mean ± std per regime."""
+    """Every scalar measure other than ε-sharpness, mean ± std per regime.
+
+    Returns:
+        The table, or ``None`` when there is no other measure.
+    """
     cols = [c for c in study.columns if c.measure != "keskar"]
     if not cols:
         return None
@@ -260,7 +280,11 @@ def eigenvalues_table(tidy: pd.DataFrame, study: Study) -> Table | None:
 
 
 def scores_table(study: Study) -> pd.DataFrame:
-    """One row per checkpoint with its run columns and every measure's value (for CSV)."""
+    """One row per checkpoint with its run columns and every measure's value (for CSV).
+
+    Returns:
+        The frame.
+    """
     wide = study.wide
     keep = ["checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch"]
     keep += ["train_accuracy", "test_accuracy", "generalization_gap"]
