@@ -3,8 +3,9 @@
 ``flatness.report.build(df, out)`` turns a tidy results frame into a folder holding a
 self-contained HTML page, a Markdown version with PNG figures and the numbers as CSV;
 ``flatness.report.build_from_store(store)`` (the ``flatness report`` command) reads a
-results store first, and ``flatness.report.overview.write_overview`` reads the stores
-of several cases; the rest of the package reads DataFrames. The modules follow the flow
+results store first (:mod:`~flatness.report.from_store`, the one module that opens a
+store; the overview of several cases reads their frames through it); the rest of the
+package reads DataFrames. The modules follow the flow
 of the data:
 
 - :mod:`~flatness.report.frames` -- the tidy frame to runs and per-measure scores;

@@ -3,7 +3,9 @@
 :func:`build_from_store` (what ``flatness report`` runs) loads from a results store the
 measurements with their details (spectral densities, versions), the parametric plots,
 the checkpoints and measures that failed and the manifest's settings, and passes them
-as DataFrames to :func:`flatness.report.build`, which reads DataFrames only.
+as DataFrames to :func:`flatness.report.build`, which reads DataFrames only;
+:func:`load_frame` is the results frame the overview of several stores reads. Nothing
+else in the report opens a store.
 """
 
 from __future__ import annotations
@@ -18,7 +20,34 @@ import pandas as pd
 
 from flatness.report.build import Report, build
 
-__all__ = ["build_from_store", "default_out"]
+__all__ = ["build_from_store", "default_out", "load_frame"]
+
+
+def load_frame(
+    store: str | os.PathLike[str],
+    *,
+    checkpoints: Collection[str] | None = None,
+    details: bool = False,
+) -> pd.DataFrame:
+    """A store's tidy results frame, optionally only some of its checkpoints.
+
+    Args:
+        store: The results store.
+        checkpoints: Keep only these checkpoints (SHA-256 digests); ``None`` for all.
+        details: Keep each measurement's details (spectral densities, versions).
+
+    Returns:
+        :func:`flatness.load_results`'s frame, filtered.
+
+    Raises:
+        FileNotFoundError: If there is no store at ``store``.
+    """
+    from flatness.pipeline.store import load_results
+
+    df = load_results(store, details=details)
+    if checkpoints is not None:
+        df = df[df["checkpoint"].isin(set(checkpoints))]
+    return df
 
 
 def default_out(store: str | os.PathLike[str]) -> Path:
@@ -65,21 +94,14 @@ def build_from_store(
         FileNotFoundError: If there is no store at ``store``.
         flatness.report.ReportInputError: If the store holds no measurement yet.
     """
-    from flatness.pipeline.store import (
-        load_curves,
-        load_failed_tasks,
-        load_info,
-        load_results,
-        load_runs,
-    )
+    from flatness.pipeline.store import load_curves, load_failed_tasks, load_info, load_runs
 
     path = Path(store)
-    df = load_results(path, details=True)
+    df = load_frame(path, checkpoints=checkpoints, details=True)
     runs = load_runs(path)
     curves = load_curves(path)
     if checkpoints is not None:
         keep = set(checkpoints)
-        df = df[df["checkpoint"].isin(keep)]
         runs = runs[runs["checkpoint"].isin(keep)]
         curves = curves[curves["sb"].isin(keep) & curves["lb"].isin(keep)]
     if df.empty:

@@ -1,9 +1,12 @@
 """One page over several reports: the questions of Keskar et al., answered case by case.
 
 A *case* is one network on one data set with its own results store and report
-(:func:`~flatness.report.build.build_from_store`). :func:`write_overview` reads every
-case's store, runs :func:`~flatness.report.analysis.analyze` on it and writes
-``report.html`` and ``report.md`` that put the cases side by side:
+(:func:`~flatness.report.from_store.build_from_store`). :func:`write_overview` reads
+every case's results frame (:func:`~flatness.report.from_store.load_frame`), runs
+:func:`~flatness.report.analysis.analyze` on it and writes ``report.html`` and
+``report.md`` that put the cases side by side (the tables in
+:mod:`~flatness.report.overview_tables`, the answers in
+:mod:`~flatness.report.answers`):
 
 - whether LB is sharper than SB in every seed, by every measure (Keskar et al.'s
   finding is that it is, for ε-sharpness at both ε, in full space and in a subspace);
@@ -28,6 +31,7 @@ import pandas as pd
 
 from flatness.report.analysis import Study, analyze
 from flatness.report.answers import answers as case_answers
+from flatness.report.from_store import load_frame
 from flatness.report.overview_tables import (
     accuracy_overview,
     kendall_overview,
@@ -81,12 +85,8 @@ class Overview:
 
 
 def _frame(case: OverviewCase) -> pd.DataFrame:
-    from flatness.pipeline.store import load_results
-
-    df = load_results(case.store)
-    if case.checkpoints is not None:
-        df = df[df["checkpoint"].isin(case.checkpoints)]
-    return df
+    """The case's results frame (its store, read at the report's edge)."""
+    return load_frame(case.store, checkpoints=case.checkpoints)
 
 
 def _load(case: OverviewCase, n_boot: int, confidence: float, seed: int) -> Study:
