@@ -7,7 +7,8 @@ they know nothing about checkpoints, files or the results store. How an Objectiv
 Hessian is multiplied is one :class:`~flatness.curvature.options.HessianOptions`
 passed as ``hessian=``; every result honours the contract of :mod:`flatness.results`.
 
-Modules: ``objective`` (the loss as a function of flat parameters), ``operator`` (the
+Modules: ``objective`` (the loss as a function of flat parameters) and ``batches``
+(the data it is taken over), ``operator`` (the
 operator contract, :data:`~flatness.curvature.operator.Target`), ``hessian``
 (Hessian-vector products), ``options`` (typed options); ``lanczos`` (the Lanczos
 kernel), ``thick_restart`` (Wu & Simon's eigensolver), ``eigenvalues`` and

@@ -19,7 +19,7 @@ never mutate it, and its parameters, buffers and training mode are left as found
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-Batch = Any
-"""One batch as the data yields it: ``(x, y)`` for the default loss, anything for a hook."""
+from flatness.curvature.batches import (
+    Batch,
+    batch_size_of,
+    move_batch,
+    shuffles,
+    split_batches,
+)
+
+__all__ = [
+    "Batch",
+    "BatchLossFn",
+    "LossFn",
+    "Objective",
+    "ParamSelector",
+    "ParameterBlock",
+    "batch_size_of",
+    "move_batch",
+    "second_derivative",
+    "split_batches",
+]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(output, target) -> mean loss`` (e.g. :func:`torch.nn.functional.cross_entropy`)."""
@@ -49,54 +67,6 @@ class ParameterBlock:
     shape: tuple[int, ...]
     offset: int
     numel: int
-
-
-def _first_tensor(batch: Batch) -> Tensor | None:
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, list | tuple):
-        for item in batch:
-            t = _first_tensor(item)
-            if t is not None:
-                return t
-    return None
-
-
-def batch_size_of(batch: Batch) -> int:
-    """The number of examples in a batch.
-
-    Returns:
-        The leading size of its first tensor.
-
-    Raises:
-        ValueError: If the batch holds no tensor with a batch dimension.
-    """
-    t = _first_tensor(batch)
-    if t is None or t.ndim == 0:
-        raise ValueError(
-            "cannot tell the number of examples in a batch: it holds no tensor with a "
-            "batch dimension; pass batches as (x, y) tensors or tuples/dicts of tensors"
-        )
-    return int(t.shape[0])
-
-
-def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype | None) -> Batch:
-    """Move a batch (tensor, tuple, list or dict) to ``device``, float tensors to ``dtype``.
-
-    Returns:
-        A batch of the same structure; other objects are returned unchanged.
-    """
-    if isinstance(batch, Tensor):
-        if dtype is not None and batch.is_floating_point():
-            return batch.to(device=device, dtype=dtype)
-        return batch.to(device=device)
-    if isinstance(batch, Mapping):
-        return {k: move_batch(v, device, dtype) for k, v in batch.items()}
-    if isinstance(batch, tuple | list):
-        return type(batch)(move_batch(v, device, dtype) for v in batch)
-    return batch
 
 
 def _select_names(model: nn.Module, params: ParamSelector) -> list[str]:
@@ -123,41 +93,6 @@ def _select_names(model: nn.Module, params: ParamSelector) -> list[str]:
     if not names:
         raise ValueError("the objective has no parameters to differentiate: none selected")
     return names
-
-
-def _shuffles(data: Any) -> bool:
-    sampler = getattr(data, "sampler", None)
-    return isinstance(data, torch.utils.data.DataLoader) and not isinstance(
-        sampler, torch.utils.data.SequentialSampler
-    )
-
-
-def split_batches(data: Any, batch_size: int) -> list[Batch]:
-    """The batches of ``data``: a tensor pair split by ``batch_size``, a list, or a loader.
-
-    Returns:
-        The batches as a list (a loader is iterated once).
-
-    Raises:
-        ValueError: If inputs and targets disagree on the number of examples.
-        TypeError: If ``data`` is none of the three.
-    """
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"inputs and targets disagree on the number of examples: "
-                f"{x.shape[0]} vs {y.shape[0]}"
-            )
-        return [
-            (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
-        ]
-    if isinstance(data, torch.utils.data.DataLoader | Iterable) and not isinstance(data, Tensor):
-        return list(data)
-    raise TypeError(
-        "data must be an (inputs, targets) tensor pair, a list of batches or a DataLoader, "
-        f"got {type(data).__name__}"
-    )
 
 
 def _zeros_for_none(grads: Sequence[Tensor | None], like: Mapping[str, Tensor]) -> list[Tensor]:
@@ -295,7 +230,7 @@ class Objective:
         self.dim = offset
         self.theta0: Tensor = torch.cat([self._cast(all_params[n]).reshape(-1) for n in names])
 
-        if self.train_mode and _shuffles(data):
+        if self.train_mode and shuffles(data):
             raise ValueError(
                 "train_mode=True with a shuffling DataLoader: in training mode BatchNorm "
                 "normalizes with each batch's statistics, so the loss depends on which "
