@@ -84,6 +84,7 @@ from flatness.sharpness.checks import (
     check_nonnegative,
     check_norm,
     check_positive,
+    require_deterministic,
 )
 from flatness.sharpness.contract import NoConvergenceTest, SharpnessResult
 from flatness.sharpness.perturbations import (
@@ -311,6 +312,7 @@ def adaptive_sharpness(
     rho = check_positive("rho", rho)
     norm = check_norm(p)
     _check_settings(obj, eta, steps, m, step_size)
+    require_deterministic(obj, "adaptive_sharpness")
     alpha = float(step_size) if step_size is not None else 2.0 * rho / math.sqrt(max(steps, 1))
     bases, maxima = [], []
     delta = None

@@ -46,7 +46,12 @@ import torch
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Objective
 from flatness.results import Meter, format_float
-from flatness.sharpness.checks import check_integer, check_nonnegative, check_positive
+from flatness.sharpness.checks import (
+    check_integer,
+    check_nonnegative,
+    check_positive,
+    require_deterministic,
+)
 from flatness.sharpness.contract import ForwardPassesOnly, NoConvergenceTest, SharpnessResult
 from flatness.sharpness.perturbations import elementwise_scale, standard_normal
 
@@ -146,6 +151,7 @@ def average_sharpness(
     sigma = check_positive("sigma", sigma)
     check_integer("samples", samples, minimum=1)
     check_nonnegative("eta", eta, " (0 for exact invariance)")
+    require_deterministic(obj, "average_sharpness")
     with Meter() as meter:
         generator = torch.Generator().manual_seed(seed)
         theta0 = obj.theta0

@@ -1,14 +1,34 @@
-"""Validation of the settings that the sharpness measures share.
+"""Validation of the settings and the objective that the sharpness measures share.
 
 Every measure checks its keyword arguments before it spends an evaluation, with one
 message style: the name of the setting, what it must be, and the value it got.
+
+Every measure built on loss differences also refuses an objective whose loss is not a
+fixed function of the parameters (dropout or another random layer active with
+``train_mode=True``, a stochastic loss) with :func:`require_deterministic`, called at
+the estimator's entry: Keskar's ε-sharpness, adaptive and average sharpness, PAC-Bayes
+flatness and the 2-D landscape. Their differences of two losses would otherwise
+measure the randomness (a positive "sharpness" at a minimum, a negative average). The
+message is the curvature functions' (:meth:`~flatness.Objective.check_determinism`),
+prefixed with the measure's name. A training-mode objective without random layers
+(BatchNorm with batch statistics) is deterministic and accepted.
+
+The gradient noise scale (:func:`~flatness.sharpness.gradient_noise_scale`) does not
+call it: it measures the spread of gradients, and with ``method="batches"`` the
+randomness of a training-mode objective (dropout masks) is part of the training
+gradient noise it estimates; ``method="examples"`` needs an eval-mode objective and
+says so itself. The interpolation measures build no objective and evaluate in
+``eval()`` mode.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from flatness.curvature.objective import Objective
 
 __all__ = [
     "Norm",
@@ -17,6 +37,7 @@ __all__ = [
     "check_nonnegative",
     "check_norm",
     "check_positive",
+    "require_deterministic",
 ]
 
 Norm: TypeAlias = Literal["2", "inf"]
@@ -117,3 +138,28 @@ def check_norm(p: NormSpec) -> Norm:
         if float(p) == math.inf:
             return "inf"
     raise ValueError(f'p must be 2 or "inf" (the l2 or l-infinity ball), got {p!r}')
+
+
+def require_deterministic(obj: Objective, measure: str) -> None:
+    r"""Refuse an objective whose loss changes between two evaluations at one point.
+
+    Evaluates the objective's first batch twice at :math:`\theta_0` (two forward
+    passes, not counted in the measure's cost) with
+    :meth:`~flatness.Objective.check_determinism`.
+
+    Args:
+        obj: The objective the measure is about to evaluate.
+        measure: The measure's name, put in front of the message.
+
+    Raises:
+        RuntimeError: If the two evaluations differ: the curvature functions' message
+            ("the objective is not deterministic ... dropout ... use train_mode=False"),
+            prefixed with ``measure``.
+        FloatingPointError: If the loss at :math:`\theta_0` is NaN or infinite.
+    """
+    try:
+        obj.check_determinism()
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{measure}: {err}") from None
+    except RuntimeError as err:
+        raise RuntimeError(f"{measure}: {err}") from None

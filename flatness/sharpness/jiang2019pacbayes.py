@@ -64,7 +64,12 @@ from torch import Tensor
 from flatness.curvature.hutchinson import sample_stats
 from flatness.curvature.objective import Objective
 from flatness.results import Meter, format_float
-from flatness.sharpness.checks import check_integer, check_nonnegative, check_positive
+from flatness.sharpness.checks import (
+    check_integer,
+    check_nonnegative,
+    check_positive,
+    require_deterministic,
+)
 from flatness.sharpness.contract import ForwardPassesOnly, NoErrorBar, SharpnessResult
 from flatness.sharpness.perturbations import standard_normal
 
@@ -266,6 +271,7 @@ def pacbayes_flatness(
     lo, hi = _check_settings(samples, sigma_bounds, rtol, max_iterations, epsilon, criterion)
     if criterion == "accuracy":
         _check_accuracy_batches(obj)
+    require_deterministic(obj, "pacbayes_mag_flatness" if magnitude_aware else "pacbayes_flatness")
     with Meter() as meter:
         theta0 = obj.theta0
 

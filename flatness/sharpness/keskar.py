@@ -77,6 +77,7 @@ from torch import Tensor
 
 from flatness.curvature.objective import Objective
 from flatness.results import Meter, format_float, gradient_equivalents
+from flatness.sharpness.checks import require_deterministic
 from flatness.sharpness.contract import NoErrorBar, SharpnessResult
 
 __all__ = ["KESKAR_EPS", "KeskarResult", "Solver", "Start", "keskar_sharpness", "random_subspace"]
@@ -400,6 +401,7 @@ def keskar_sharpness(
         raise ValueError(f"maxiter must be a positive integer (the paper uses 10), got {maxiter!r}")
     subspace_dim = None if subspace_dim is None else int(subspace_dim)
     maxiter = int(maxiter)
+    require_deterministic(obj, "keskar_sharpness")
     with Meter() as meter:
         out, loss, A = _ascend(obj, eps, subspace_dim, solver, maxiter, start, seed)
     max_loss = max(out["f"], loss)

@@ -51,7 +51,7 @@ from torch import Tensor
 from flatness.curvature.objective import Objective
 from flatness.evaluation import mean_loss_and_accuracy
 from flatness.results import Meter, format_float
-from flatness.sharpness.checks import check_integer
+from flatness.sharpness.checks import check_integer, require_deterministic
 from flatness.sharpness.contract import (
     ForwardPassesOnly,
     NoConvergenceTest,
@@ -275,6 +275,7 @@ def loss_landscape_2d(
     """
     nx, ny = (steps, steps) if isinstance(steps, int) else steps
     xs, ys = _grid(span, nx), _grid(span, ny)
+    require_deterministic(obj, "loss_landscape_2d")
     with Meter() as meter:
         d1, d2, normalization, used_seed = _directions(obj, directions, seed)
         xy_batches = all(isinstance(b, tuple | list) and len(b) == 2 for b in obj.batches)

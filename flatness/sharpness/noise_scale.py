@@ -46,6 +46,10 @@ Standard errors come from a delete-a-group jackknife: the units are split at ran
 and :math:`\mathrm{se}^2 = \frac{m-1}{m}\sum_k (\hat\theta_{(k)} - \bar\theta)^2` over
 the :math:`m` groups. Only per-group sums are kept (``groups`` vectors of the parameter
 dimension), never all per-example gradients.
+
+It accepts a non-deterministic objective (:mod:`flatness.sharpness.checks`): with
+``method="batches"`` the dropout masks of a training-mode objective are part of the
+training gradient noise it measures.
 """
 
 from __future__ import annotations
