@@ -227,7 +227,10 @@ def _add_score_parser(subparsers: Subparsers) -> None:
             "Score every checkpoint named by MANIFEST (TOML) with its measures into an "
             "SQLite results store. Reruns skip what is stored; a checkpoint that cannot be "
             "scored is reported and recorded, and the others are scored. Exit status 0 only "
-            "when everything was scored. Measures: "
+            "when everything was scored. A manifest is code, like a Python script: the "
+            "factories and plugins it names are imported and run (factories from the Python "
+            "standard library are refused), so score only manifests you trust; the code "
+            "it runs is shown before the sweep starts. Measures: "
             + "; ".join(f"{n}: {m.summary}" for n, m in MEASURES.items())
         ),
     )
@@ -263,6 +266,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
         progress=not args.no_progress,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        echo=lambda line: print(line, file=sys.stderr, flush=True),
     )
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         table = summary_table(summary.store, root=args.manifest.parent)

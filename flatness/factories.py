@@ -6,10 +6,14 @@ modules to import before its measures are read (modules that call
 :func:`flatness.register_measure`). This module turns such strings into the callable
 or the module, with errors that name the string and say what went wrong.
 
-Naming a factory or a plugin runs its module's code, as ``import`` does: use only
-manifests you trust. A *folder* (the manifest's) is searched before the rest of
-``sys.path``, so a module file lying next to the manifest is found wherever the
-command is run from.
+Naming a factory or a plugin runs its module's code, as ``import`` does, and a
+factory is then called with the manifest's keyword arguments: a manifest is code, like
+a Python script, so use only manifests you trust. Names from the Python standard
+library or its builtins are refused before anything is imported or called
+(:func:`refuse_standard_library`): no model, data set or measure comes from there, while
+``os:system`` or ``subprocess:call`` would run a shell command. A *folder* (the
+manifest's) is searched before the rest of ``sys.path``, so a module file lying next to
+the manifest is found wherever the command is run from.
 """
 
 from __future__ import annotations
@@ -23,7 +27,41 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["import_factory", "import_plugin", "is_factory_spec", "search_folder"]
+__all__ = [
+    "import_factory",
+    "import_plugin",
+    "is_factory_spec",
+    "refuse_standard_library",
+    "search_folder",
+]
+
+
+def refuse_standard_library(name: str, *, kind: str = "factory") -> None:
+    """Refuse a factory or plugin that lives in the Python standard library or builtins.
+
+    Args:
+        name: The module name or ``"package.module:function"``; only its top-level
+            package is looked at (``"os.path:join"`` is ``os``).
+        kind: What the name is for, used in the message.
+
+    Raises:
+        ImportError: If the top-level package is in :data:`sys.stdlib_module_names`
+            (``builtins`` included); the message names ``name`` and says why.
+
+    Examples:
+        >>> refuse_standard_library("mypkg.models:build")
+        >>> refuse_standard_library("os:system", kind="model factory")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ImportError: model factory 'os:system' is in the Python standard library, ...
+    """
+    top = name.partition(":")[0].partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        raise ImportError(
+            f"{kind} {name!r} is in the Python standard library, which holds no model, data "
+            "set or measure; refused before importing or calling it (a manifest's factories "
+            "and plugins run as code: name your own, such as 'mypkg.models:build')"
+        )
 
 
 def is_factory_spec(spec: str) -> bool:
@@ -78,18 +116,20 @@ def import_plugin(
         The imported module (its code has run, registering what it registers).
 
     Raises:
-        ImportError: If the module cannot be imported (the message names it and the
-            folder searched).
+        ImportError: If the module is in the standard library
+            (:func:`refuse_standard_library`) or cannot be imported (the message names it
+            and the folder searched).
 
     Examples:
-        >>> import_plugin("json").__name__
-        'json'
+        >>> import_plugin("flatness.zoo").__name__
+        'flatness.zoo'
     """
     if not name or ":" in name or "/" in name or name.endswith(".py"):
         raise ImportError(
             f"{kind} {name!r}: give a module name such as 'my_measures' or 'mypkg.measures' "
             "(a file my_measures.py next to the manifest is 'my_measures')"
         )
+    refuse_standard_library(name, kind=kind)
     with search_folder(folder):
         try:
             return importlib.import_module(name)
@@ -117,17 +157,19 @@ def import_factory(
 
     Raises:
         ValueError: If ``spec`` is not of the form ``"package.module:function"``.
-        ImportError: If the module cannot be imported.
+        ImportError: If the module is in the standard library
+            (:func:`refuse_standard_library`) or cannot be imported.
         AttributeError: If the module has no such attribute.
         TypeError: If the attribute is not callable.
 
     Examples:
-        >>> import_factory("math:sqrt")(16.0)
-        4.0
+        >>> import_factory("flatness.factories:is_factory_spec")("mypkg.models:build")
+        True
     """
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise ValueError(f"{kind} {spec!r} must be of the form 'package.module:function'")
+    refuse_standard_library(spec, kind=kind)
     try:
         with search_folder(folder):
             obj: Any = importlib.import_module(module_name)

@@ -35,10 +35,13 @@ writes them after training)::
     bn = "interpolate"           # or "recompute" (BatchNorm statistics at each alpha)
     curve = "linear"             # or "curvilinear"
 
-Run paths are relative to the manifest's folder. Factories and ``plugins`` are
-Python modules, imported with the manifest's folder searched first (a file
-``my_measures.py`` beside the manifest is ``"my_measures"``); importing runs their
-code, as naming a factory does, so read only manifests you trust. The plugins are
+Run paths are relative to the manifest's folder. A manifest is code, like a Python
+script: its factories and ``plugins`` name Python modules that are imported (the
+manifest's folder searched first: a file ``my_measures.py`` beside the manifest is
+``"my_measures"``) and run, and the factories are called with the given ``kwargs``, so
+read only manifests you trust. Names from the Python standard library or builtins
+(``os:system``) are refused before anything is imported or called
+(:func:`flatness.factories.refuse_standard_library`). The plugins are
 imported when the manifest is read, before its ``[measures]`` are checked, so a
 measure they register (:func:`flatness.register_measure`) may be named there. Every
 validation error names the file, the line and the key.
@@ -56,7 +59,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flatness.factories import import_plugin
+from flatness.factories import import_plugin, refuse_standard_library
 from flatness.pipeline.measures import MEASURES, get_measure
 from flatness.zoo.manifests import DEFAULT_MEASURES
 
@@ -405,6 +408,13 @@ def manifest_from_dict(
     for table, value in (("model", model), ("data", data)):
         if not isinstance(value.get("kwargs", {}), dict):
             raise loc.error("must be a table, e.g. { width = 64 }", table, "kwargs")
+    for table, key in (("model", "factory"), ("data", "factory"), ("data", "name")):
+        spec = doc[table].get(key)
+        if isinstance(spec, str) and ":" in spec:
+            try:
+                refuse_standard_library(spec, kind=f"{table} {key}")
+            except ImportError as exc:
+                raise loc.error(str(exc), table, key) from None
     scoring = _validate_scoring(loc, _check_table(loc, doc, "scoring", required=False))
     root = (path.parent if path is not None else Path.cwd()).resolve()
     for plugin in scoring["plugins"]:

@@ -33,6 +33,7 @@ __all__ = [
     "ManifestLike",
     "as_manifest",
     "import_plugins",
+    "manifest_code",
     "manifest_data",
     "model_builder",
     "scoring_device",
@@ -84,6 +85,37 @@ def import_plugins(manifest: Manifest) -> None:
     """
     for name in manifest.scoring.get("plugins") or ():
         import_plugin(str(name), folder=_folder(manifest))
+
+
+def manifest_code(manifest: Manifest) -> str | None:
+    """One line naming the code a manifest runs: its factories and plugins.
+
+    Only what the manifest names by a string (``"package.module:function"``, plugin
+    modules) is listed: a built-in data set's name, or a callable put into a
+    :class:`~flatness.pipeline.manifest.Manifest` in code, runs nothing the caller did
+    not write.
+
+    Returns:
+        ``"<manifest> runs code: model factory ..., data factory ..., plugins ..."``, or
+        ``None`` when it names no code.
+
+    Examples:
+        >>> man = Manifest("mypkg.models:build", "mnist1d", runs=(), scoring={"plugins": ["m"]})
+        >>> manifest_code(man)
+        'the manifest runs code: model factory mypkg.models:build, plugins m'
+    """
+    parts = []
+    if isinstance(manifest.model_factory, str):
+        parts.append(f"model factory {manifest.model_factory}")
+    if isinstance(manifest.data, str) and ":" in manifest.data:
+        parts.append(f"data factory {manifest.data}")
+    plugins = [str(p) for p in manifest.scoring.get("plugins") or ()]
+    if plugins:
+        parts.append(f"plugins {', '.join(plugins)}")
+    if not parts:
+        return None
+    where = manifest.path if manifest.path is not None else "the manifest"
+    return f"{where} runs code: {', '.join(parts)}"
 
 
 def manifest_data(manifest: Manifest) -> Dataset:

@@ -26,6 +26,7 @@ from flatness.pipeline.objective_setup import (
     ManifestLike,
     as_manifest,
     import_plugins,
+    manifest_code,
     scoring_device,
     scoring_objective,
     training_subset,
@@ -95,6 +96,7 @@ def score(
     trust_pickle: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = None,
     wait: bool = True,
     poll: float = 0.5,
 ) -> ScoreSummary:
@@ -111,6 +113,9 @@ def score(
         trust_pickle: Allow checkpoints that need full unpickling (trusted files only).
         progress: Show progress bars (per checkpoint and per measure) on stderr.
         log: Called with one line per failure (default: nothing).
+        echo: Called with lines about the sweep (default: nothing): first the code the
+            manifest runs (:func:`~flatness.pipeline.objective_setup.manifest_code`),
+            then what this process waits for while others hold tasks.
         wait: Wait for tasks another process is computing, so the summary is complete.
         poll: Seconds between checks while waiting.
 
@@ -124,7 +129,12 @@ def score(
             examples, example seed or dtype than this manifest's).
     """
     meter = Meter()
+    log = log or (lambda line: None)
+    echo = echo or (lambda line: None)
     man = as_manifest(manifest)
+    code = manifest_code(man)
+    if code is not None:
+        echo(code)
     import_plugins(man)
     if measures:
         man = man.with_measures(list(measures))
@@ -141,7 +151,7 @@ def score(
         _check_same_objective(db, info, Path(store))
         db.set_info("manifest", info)
         scorer = Scorer(
-            man, db, trust_pickle=trust_pickle, progress=bars, log=log or (lambda s: None)
+            man, db, trust_pickle=trust_pickle, progress=bars, log=log
         )
         outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
         try:
