@@ -150,9 +150,7 @@ def score(
         info = _manifest_info(man)
         _check_same_objective(db, info, Path(store))
         db.set_info("manifest", info)
-        scorer = Scorer(
-            man, db, trust_pickle=trust_pickle, progress=bars, log=log
-        )
+        scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log)
         outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
         try:
             for index in range(len(man.runs)):

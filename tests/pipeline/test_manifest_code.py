@@ -14,7 +14,6 @@ from flatness.pipeline.manifest import ManifestError
 from tests.pipeline.conftest import REPO, manifest_text, save_run
 
 
-
 def _os_system(tmp_path: Path) -> str:
     target = tmp_path / "PWNED"
     return f'factory = "os:system"\nkwargs = {{ command = "touch {target}" }}'
@@ -65,7 +64,9 @@ def test_the_cli_refuses_os_system_with_one_line_and_runs_nothing(tmp_path: Path
 
 def test_standard_library_plugins_are_refused(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path)
-    text = manifest.read_text().replace('dtype = "float64"', 'dtype = "float64"\nplugins = ["this"]')
+    text = manifest.read_text().replace(
+        'dtype = "float64"', 'dtype = "float64"\nplugins = ["this"]'
+    )
     manifest.write_text(text)
     with pytest.raises(ManifestError, match=r"\[scoring\] plugins: .*'this'.*standard library"):
         fl.read_manifest(manifest)
