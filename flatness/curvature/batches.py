@@ -10,13 +10,13 @@ inputs of Hugging Face models) work too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "batch_size_of", "move_batch", "shuffles", "split_batches"]
+__all__ = ["Batch", "batch_size_of", "map_tensors", "move_batch", "shuffles", "split_batches"]
 
 Batch = Any
 """One batch as the data yields it: ``(x, y)`` for the default loss, anything for a hook."""
@@ -59,14 +59,37 @@ def move_batch(batch: Batch, device: torch.device, dtype: torch.dtype | None) ->
     Returns:
         A batch of the same structure; other objects are returned unchanged.
     """
+
+    def move(t: Tensor) -> Tensor:
+        if dtype is not None and t.is_floating_point():
+            return t.to(device=device, dtype=dtype)
+        return t.to(device=device)
+
+    return map_tensors(move, batch)
+
+
+def map_tensors(fn: Callable[[Tensor], Tensor], batch: Batch) -> Batch:
+    """Apply ``fn`` to every tensor of a batch, keeping its structure.
+
+    Args:
+        fn: The function applied to each tensor.
+        batch: A tensor, or a (nested) tuple, list or mapping of tensors and other
+            objects.
+
+    Returns:
+        A batch of the same structure with ``fn(t)`` in place of every tensor ``t``;
+        other objects are kept as they are.
+
+    Examples:
+        >>> map_tensors(lambda t: 2 * t, {"x": torch.ones(2), "n": 3})
+        {'x': tensor([2., 2.]), 'n': 3}
+    """
     if isinstance(batch, Tensor):
-        if dtype is not None and batch.is_floating_point():
-            return batch.to(device=device, dtype=dtype)
-        return batch.to(device=device)
+        return fn(batch)
     if isinstance(batch, Mapping):
-        return {k: move_batch(v, device, dtype) for k, v in batch.items()}
+        return {k: map_tensors(fn, v) for k, v in batch.items()}
     if isinstance(batch, tuple | list):
-        return type(batch)(move_batch(v, device, dtype) for v in batch)
+        return type(batch)(map_tensors(fn, v) for v in batch)
     return batch
 
 
