@@ -147,9 +147,7 @@ def score(
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = Progress(progress)
     with ResultsStore(store) as db:
-        info = _manifest_info(man)
-        _check_same_objective(db, info, Path(store))
-        db.set_info("manifest", info)
+        _claim_objective(db, _manifest_info(man), Path(store))
         scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log)
         outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
         try:
@@ -183,16 +181,12 @@ OBJECTIVE_SETTINGS = ("examples", "seed", "dtype")
 (when a subset is asked for) and the precision."""
 
 
-def _check_same_objective(db: ResultsStore, info: Mapping[str, Any], store: Path) -> None:
-    """Refuse to add scores on another objective to a store that already holds some.
+def _objective_changes(before: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
+    """What differs between two manifests' objectives (model, data, examples, seed, dtype).
 
-    Stored tasks are reused by checkpoint, measure and settings; scores computed on
-    other examples, another model or another precision would be reused as if they
-    answered the new manifest.
+    Returns:
+        One ``"[table] key = old → new"`` line per difference.
     """
-    before = db.get_info("manifest")
-    if not before or not db.has_measurements():
-        return
     changed = []
     for key in ("model", "data"):
         if before.get(key) != info.get(key):
@@ -204,11 +198,29 @@ def _check_same_objective(db: ResultsStore, info: Mapping[str, Any], store: Path
             continue  # the seed picks the subset; with every example it changes nothing
         if old.get(key) != new.get(key):
             changed.append(f"[scoring] {key} = {old.get(key)!r} → {new.get(key)!r}")
+    return changed
+
+
+def _claim_objective(db: ResultsStore, info: Mapping[str, Any], store: Path) -> None:
+    """Claim the store for this manifest's objective, or refuse to mix another into it.
+
+    Stored tasks are reused by checkpoint, measure and settings; scores computed on
+    other examples, another model or another precision would be reused as if they
+    answered the new manifest. The objective is claimed atomically when the store is
+    first written (:meth:`ResultsStore.claim_objective`), so two sweeps starting
+    together on a new store cannot both proceed.
+
+    Raises:
+        ValueError: If the store holds, or another live process is scoring, another
+            objective.
+    """
+    changed = db.claim_objective(info, _objective_changes)
     if changed:
         raise ValueError(
-            f"{store} holds scores computed on another objective ({'; '.join(changed)}); "
-            "they would be reused as if they answered this manifest. Score into a new store "
-            "(--store NEW.sqlite) or delete this one to recompute everything"
+            f"{store} holds scores computed on another objective, or another process is "
+            f"scoring one into it ({'; '.join(changed)}); they would be reused as if they "
+            "answered this manifest. Score into a new store (--store NEW.sqlite) or delete "
+            "this one to recompute everything"
         )
 
 

@@ -36,7 +36,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,6 +167,52 @@ class ResultsStore:
         """
         row = self._db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def claim_objective(
+        self,
+        info: Mapping[str, Any],
+        changed: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
+    ) -> list[str]:
+        """Record ``info`` as the objective scored into the store, unless another holds it.
+
+        Checked and written in one transaction, so two processes starting together on a
+        new store cannot both claim different objectives. The recorded objective holds
+        while the store has measurements or the process that recorded it may still be
+        scoring (alive on this host, or another host's claim younger than
+        ``stale_after``); an empty store whose scorer has gone takes a new one.
+
+        Args:
+            info: The manifest's description (``model``, ``data``, ``scoring``, ...).
+            changed: ``changed(recorded, info)`` lists what differs between two
+                descriptions in a way that changes the numbers (empty when nothing does).
+
+        Returns:
+            What differs from the objective that holds the store (nothing was written),
+            or ``[]`` when ``info`` is now recorded.
+        """
+        me = {"host": self.host, "pid": self.pid, "time": time.time()}
+        with self._transaction() as db:
+            before = self.get_info("manifest")
+            holder = self.get_info("objective_holder") or {}
+            differences = changed(before, info) if before else []
+            if differences and (self.has_measurements() or self._holds(holder)):
+                return differences
+            if differences or not self._holds(holder):
+                db.execute(
+                    "INSERT OR REPLACE INTO info VALUES ('objective_holder', ?)", (json.dumps(me),)
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO info VALUES ('manifest', ?)",
+                (json.dumps(to_plain(dict(info))),),
+            )
+        return []
+
+    def _holds(self, holder: Mapping[str, Any]) -> bool:
+        """Whether the process that recorded the objective may still be scoring."""
+        host, pid = holder.get("host"), holder.get("pid")
+        if host is None or (host == self.host and pid == self.pid):
+            return False
+        return not self._stale(host, pid, holder.get("time"))
 
     def has_measurements(self) -> bool:
         """Whether any measurement is stored.

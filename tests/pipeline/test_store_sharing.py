@@ -1,0 +1,89 @@
+"""Processes sharing a store: one objective from the first task, stalled claims taken over."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from flatness.pipeline.store import ResultsStore, load_info
+from tests.pipeline.test_scoring import _cli, _slow_sweep
+
+
+def test_two_new_sweeps_with_different_objectives_cannot_both_proceed(tmp_path: Path) -> None:
+    manifest = _slow_sweep(tmp_path, 3)
+    store = tmp_path / "new.sqlite"
+    procs = [
+        _cli("score", str(manifest), "--store", str(store), "--examples", n) for n in ("30", "20")
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs
+    refused = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 1)
+    assert "another objective" in refused and re.search(r"examples = \d+ → \d+", refused)
+    assert "Traceback" not in refused
+    examples = {load_info(store)["manifest"]["scoring"]["examples"]}
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 3
+        stored = {row[0] for row in db.execute("SELECT examples FROM runs")}
+    assert stored == examples
+
+
+def test_the_objective_is_claimed_before_any_measurement(tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    dead = 2**22 + 12345  # above Linux's default pid_max: never alive
+    with ResultsStore(store) as gone:
+        gone.pid = dead
+        assert gone.claim_objective({"scoring": {"examples": 30}}, _differ) == []
+    # An empty store whose scorer has gone takes another objective ...
+    with ResultsStore(store) as running:
+        running.pid = 1  # init: alive, and not this process
+        assert running.claim_objective({"scoring": {"examples": 20}}, _differ) == []
+    # ... but while that scorer lives, another objective is refused, though nothing
+    # is measured yet; the same objective is welcome.
+    with ResultsStore(store) as late:
+        assert late.claim_objective({"scoring": {"examples": 10}}, _differ) == ["examples"]
+        assert late.claim_objective({"scoring": {"examples": 20}}, _differ) == []
+
+
+def _differ(before: dict, after: dict) -> list[str]:
+    return ["examples"] if before["scoring"] != after["scoring"] else []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_a_stopped_workers_claim_is_taken_over_with_a_message(tmp_path: Path) -> None:
+    manifest = _slow_sweep(tmp_path, 2)
+    store = tmp_path / "results.sqlite"
+    first = _cli("score", str(manifest), "--stale-after", "3")
+    deadline = time.time() + 120
+    running = 0
+    while time.time() < deadline and first.poll() is None and not running:
+        time.sleep(0.05)
+        running = _count(store, "status='running'")
+    assert first.poll() is None and running, "the first worker never claimed a task"
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = _cli("score", str(manifest), "--stale-after", "3")
+        out, err = second.communicate(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert re.search(r"waiting for lambda_max .* on r0\.pt: claimed by .*pid \d+", err), err
+    assert re.search(r"no heartbeat for [\d.]+ s; taken over after 3 s", err), err
+    assert "2 tasks computed" in out
+    assert _count(store, "status='done'") == 2
+
+
+def _count(store: Path, where: str) -> int:
+    if not store.exists():
+        return 0
+    with sqlite3.connect(store) as db:
+        try:
+            return int(db.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
