@@ -168,7 +168,7 @@ def fingerprint(store: str | os.PathLike[str], options: Mapping[str, Any]) -> st
 
 
 def _train(case: Case, folder: Path, progress: bool, echo: Echo) -> list[SweepRun]:
-    """Train (or find) every run of the case; warn about runs below the target."""
+    """Train every run of the case (finished runs with the same settings are reused)."""
     from flatness.zoo.sweep import SweepSpec, train_sweep
 
     echo(f"  train: {case.runs_count} networks in {folder}")
