@@ -143,8 +143,8 @@ def fingerprint(store: str | os.PathLike[str], options: Mapping[str, Any]) -> st
 
     Returns:
         The SHA-256 hex digest of the stored scores, runs, parametric plots, tasks and
-        info, of ``options`` and of the report package's source code (a changed report
-        builder rebuilds the report).
+        scored manifest, of ``options`` and of the report package's source code (a
+        changed report builder rebuilds the report).
     """
     import flatness.report
     from flatness.pipeline.store import ResultsStore, load_curves, load_info
@@ -161,7 +161,10 @@ def fingerprint(store: str | os.PathLike[str], options: Mapping[str, Any]) -> st
     for frame in frames:
         ordered = frame.sort_values(list(frame.columns)).reset_index(drop=True)
         digest.update(ordered.to_csv(index=False).encode())
-    digest.update(json.dumps(load_info(store), sort_keys=True, default=str).encode())
+    # Of the store's info, the report reads the manifest scored; the rest is bookkeeping
+    # (such as which process holds the objective) that changes on every run.
+    manifest = load_info(store).get("manifest")
+    digest.update(json.dumps(manifest, sort_keys=True, default=str).encode())
     for source in sorted(Path(flatness.report.__file__).parent.rglob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()
