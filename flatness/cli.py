@@ -69,13 +69,22 @@ def _batch_size(text: str) -> int | str:
 def _add_run_options(p: argparse.ArgumentParser, progress: str = "no progress bars") -> None:
     """``--no-progress`` and ``--threads``, shared by the commands that compute."""
     p.add_argument("--no-progress", action="store_true", help=progress)
-    p.add_argument("--threads", type=int, help="torch CPU threads (torch.set_num_threads)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op CPU threads for training and scoring (default: one for small "
+        "networks and batches, else torch's default; see flatness.threads)",
+    )
 
 
 def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads``: torch's count, fixed for every training and scoring run."""
     if args.threads is not None:
         import torch
 
+        from flatness.threads import fix_threads
+
+        fix_threads(args.threads)
         torch.set_num_threads(args.threads)
 
 
@@ -245,6 +254,13 @@ def _add_score_parser(subparsers: Subparsers) -> None:
         action="store_true",
         help="allow checkpoints that need full unpickling (can run code: trusted files only)",
     )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="take over another process's task after this long without its heartbeat (600)",
+    )
     _add_run_options(p)
     p.set_defaults(handler=_cmd_score)
 
@@ -267,6 +283,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log=lambda line: print(line, file=sys.stderr, flush=True),
         echo=lambda line: print(line, file=sys.stderr, flush=True),
+        stale_after=args.stale_after,
     )
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         table = summary_table(summary.store, root=args.manifest.parent)

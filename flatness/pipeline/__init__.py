@@ -15,7 +15,9 @@ follow the flow of the data:
   and the per-checkpoint work (claims, tasks, pairs);
 - :mod:`~flatness.pipeline.store`, :mod:`~flatness.pipeline.schema`,
   :mod:`~flatness.pipeline.readers` -- writing the results store (its tables) and
-  reading it into pandas;
+  reading it into pandas; :mod:`~flatness.pipeline.claims`,
+  :mod:`~flatness.pipeline.heartbeat` -- processes sharing a store (task claims,
+  heartbeats, the objective);
 - :mod:`~flatness.pipeline.summary` -- the table ``flatness score`` prints.
 """
 

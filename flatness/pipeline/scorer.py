@@ -13,7 +13,8 @@ each ``[[pairs]]`` entry of a manifest to a :class:`Scorer`, which
    each task is *claimed* first (so several processes share a store without computing
    anything twice) and committed the moment it finishes;
 5. computes Keskar's parametric plot for a pair into the ``curves`` table;
-6. waits for the tasks other processes hold, taking over those whose owner died.
+6. waits for the tasks other processes hold, saying what it waits for, and takes over
+   those whose owner died or stopped refreshing its claim (``stale_after``).
 
 Bad input never stops the sweep: a checkpoint that cannot be read or loaded, holds
 NaN weights or meets an empty data set is recorded as failed with one line naming the
@@ -52,7 +53,7 @@ from flatness.pipeline.objective_setup import (
     scoring_dtype,
     training_subset,
 )
-from flatness.pipeline.store import ResultsStore
+from flatness.pipeline.store import Claim, ResultsStore
 from flatness.results import Meter
 from flatness.sharpness.interpolation import parametric_plot
 from flatness.versions import package_versions
@@ -167,12 +168,15 @@ class Scorer:
         trust_pickle: bool,
         progress: Progress,
         log: Callable[[str], None],
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.manifest = manifest
         self.store = store
         self.trust_pickle = trust_pickle
         self.progress = progress
         self.log = log
+        self.echo = echo or (lambda line: None)
+        self._said: dict[tuple[str, str, str], tuple[str | None, float]] = {}
         scoring = manifest.scoring
         self.device = torch.device(scoring["device"])
         self.dtype = scoring_dtype(manifest)
@@ -287,7 +291,7 @@ class Scorer:
         measure = get_measure(task.measure)
         meter = Meter()
         try:
-            with meter:
+            with self.store.heartbeat(), meter:
                 records, details = measure.run(objective, task.settings)
         except (KeyboardInterrupt, SystemExit):
             self.store.release(key, task.measure, task.key)
@@ -299,7 +303,7 @@ class Scorer:
             self.log(f"FAILED {message}")
             return
         matvecs = details.get("matvecs")
-        self.store.finish(
+        stored = self.store.finish(
             key,
             task.measure,
             task.key,
@@ -311,7 +315,7 @@ class Scorer:
             versions=self.versions,
             details=details,
         )
-        self.counts["computed"] += 1
+        self.counts["computed" if stored else "by_others"] += 1
 
     def score_pair(self, pair: PairSpec) -> None:
         """Keskar's parametric plot between two checkpoints, into the ``curves`` table.
@@ -336,21 +340,8 @@ class Scorer:
             self.busy_pairs.append(pair)
             return
         try:
-            data = self.data()
-            models = [load_into(self.builder()(), ckpt) for ckpt in (sb, lb)]
-            lo, hi = pair.settings["alphas"]
-            result = parametric_plot(
-                models[0],
-                models[1],
-                train=data.train,
-                test=data.test if data.n_test else None,
-                alphas=np.linspace(float(lo), float(hi), int(pair.settings["points"])),
-                path=pair.settings["curve"],
-                bn=pair.settings["bn"],
-                batch_size=int(self.manifest.scoring["batch_size"]),
-                device=self.device,
-                dtype=self.dtype,
-            )
+            with self.store.heartbeat():
+                result = self._parametric_plot(sb, lb, pair)
         except (KeyboardInterrupt, SystemExit):
             self.store.release(task, "parametric_plot", key)
             raise
@@ -372,11 +363,33 @@ class Scorer:
                 }
             )
             frame = pd.concat([frame, clamped], ignore_index=True)
-        self.store.finish_curve(sb.sha256, lb.sha256, key, pair.label, frame)
-        self.counts["computed"] += 1
+        stored = self.store.finish_curve(sb.sha256, lb.sha256, key, pair.label, frame)
+        self.counts["computed" if stored else "by_others"] += 1
+
+    def _parametric_plot(self, sb: Checkpoint, lb: Checkpoint, pair: PairSpec) -> Any:
+        data = self.data()
+        models = [load_into(self.builder()(), ckpt) for ckpt in (sb, lb)]
+        lo, hi = pair.settings["alphas"]
+        return parametric_plot(
+            models[0],
+            models[1],
+            train=data.train,
+            test=data.test if data.n_test else None,
+            alphas=np.linspace(float(lo), float(hi), int(pair.settings["points"])),
+            path=pair.settings["curve"],
+            bn=pair.settings["bn"],
+            batch_size=int(self.manifest.scoring["batch_size"]),
+            device=self.device,
+            dtype=self.dtype,
+        )
 
     def wait_for_others(self, poll: float) -> None:
-        """Wait for tasks other processes hold; take over those whose owner died."""
+        """Wait for tasks other processes hold, saying what for; take over stalled ones.
+
+        A task is taken over once its owner died or has not refreshed its claim for the
+        store's ``stale_after`` seconds; until then, :attr:`echo` is told which task
+        waits on which host and process, and how long until it would be taken over.
+        """
         while self.busy_pairs:
             time.sleep(poll)
             held, self.busy_pairs = self.busy_pairs, []
@@ -386,19 +399,37 @@ class Scorer:
             time.sleep(poll)
             waiting, self.busy = self.busy, {}
             for index, tasks in waiting.items():
-                key = _sha_or_path(self.manifest.runs[index].path)
-                still = []
+                path = self.manifest.runs[index].path
+                key = _sha_or_path(path)
+                free = []
                 for task in tasks:
-                    status = self.store.task_status(key, task.measure, task.key)
-                    if status == "done":
+                    claim = self.store.holder(key, task.measure, task.key)
+                    if claim.state == "done":
                         self.counts["by_others"] += 1
-                    elif status == "failed":
-                        path = self.manifest.runs[index].path
+                    elif claim.state == "failed":
                         self.failures.append(f"{path}: {task.measure} failed in another process")
+                    elif claim.state == "busy":
+                        self._say_waiting(path, key, task, claim)
+                        self.busy.setdefault(index, []).append(task)
                     else:
-                        still.append(task)
-                if still:
-                    self.score_run(index, only=still)
+                        free.append(task)
+                if free:
+                    self.score_run(index, only=free)
+
+    def _say_waiting(self, path: Path, key: str, task: Task, claim: Claim) -> None:
+        """Tell :attr:`echo` what this process waits for (once per owner, then each minute)."""
+        said = self._said.get((key, task.measure, task.key))
+        now = time.monotonic()
+        if said is not None and said[0] == claim.owner and now - said[1] < 60.0:
+            return
+        self._said[(key, task.measure, task.key)] = (claim.owner, now)
+        stale_after = self.store.stale_after
+        age = claim.age or 0.0
+        self.echo(
+            f"waiting for {task.measure} {task.key} on {path}: claimed by {claim.host} pid "
+            f"{claim.pid}, no heartbeat for {age:.1f} s; taken over after {stale_after:g} s "
+            f"without one (about {max(stale_after - age, 0.0):.0f} s from now; --stale-after)"
+        )
 
 
 def _sha_or_path(path: Path) -> str:

@@ -19,8 +19,11 @@ The database runs in WAL mode and every task is committed in its own transaction
 moment it finishes, so an interrupted sweep (Ctrl-C, ``kill -9``) loses only the
 task in flight. A process *claims* a task before computing it; a second process
 scoring into the same store skips claimed tasks and waits for them, so nothing is
-computed twice and nothing is stored twice. A claim whose process has died (same
-host, pid gone) or that is older than ``stale_after`` seconds is taken over.
+computed twice and nothing is stored twice. While it computes, the owner refreshes
+its claim (a :class:`~flatness.pipeline.heartbeat.Heartbeat`); a claim whose process
+has died (same host, pid gone) or that has not been refreshed for ``stale_after``
+seconds (a hung or stopped process) is taken over, and the result of an owner that
+comes back after that is not stored a second time.
 
 :class:`ResultsStore` is the writer (and the claims); the tables' SQL is in
 :mod:`flatness.pipeline.schema`, and reading a store into pandas frames is
@@ -29,14 +32,12 @@ host, pid gone) or that is older than ``stale_after`` seconds is taken over.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
 import sqlite3
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import Any
 
 import pandas as pd
 
+from flatness.pipeline.claims import DEFAULT_STALE_AFTER, Claim, TaskClaims
 from flatness.pipeline.readers import (
     export_results,
     load_curves,
@@ -56,6 +58,7 @@ from flatness.pipeline.schema import RUN_COLUMNS, SCHEMA, SCHEMA_VERSION
 from flatness.results import Record, to_plain
 
 __all__ = [
+    "DEFAULT_STALE_AFTER",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
     "Claim",
@@ -74,30 +77,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """The outcome of trying to claim a task: ``"claimed"``, ``"done"`` or ``"busy"``."""
-
-    state: str
-    owner: str | None = None
-
-
-class ResultsStore:
+class ResultsStore(TaskClaims):
     """An open results database (see the module docstring).
 
     Args:
         path: The SQLite file (created if missing).
-        stale_after: Seconds after which another host's claim is considered abandoned.
+        stale_after: Seconds without a heartbeat after which another process's claim is
+            taken over.
         timeout: Seconds to wait for a lock held by another process.
 
     Examples:
@@ -111,7 +97,11 @@ class ResultsStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, stale_after: float = 24 * 3600, timeout: float = 60.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        stale_after: float = DEFAULT_STALE_AFTER,
+        timeout: float = 60.0,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,52 +158,6 @@ class ResultsStore:
         row = self._db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def claim_objective(
-        self,
-        info: Mapping[str, Any],
-        changed: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
-    ) -> list[str]:
-        """Record ``info`` as the objective scored into the store, unless another holds it.
-
-        Checked and written in one transaction, so two processes starting together on a
-        new store cannot both claim different objectives. The recorded objective holds
-        while the store has measurements or the process that recorded it may still be
-        scoring (alive on this host, or another host's claim younger than
-        ``stale_after``); an empty store whose scorer has gone takes a new one.
-
-        Args:
-            info: The manifest's description (``model``, ``data``, ``scoring``, ...).
-            changed: ``changed(recorded, info)`` lists what differs between two
-                descriptions in a way that changes the numbers (empty when nothing does).
-
-        Returns:
-            What differs from the objective that holds the store (nothing was written),
-            or ``[]`` when ``info`` is now recorded.
-        """
-        me = {"host": self.host, "pid": self.pid, "time": time.time()}
-        with self._transaction() as db:
-            before = self.get_info("manifest")
-            holder = self.get_info("objective_holder") or {}
-            differences = changed(before, info) if before else []
-            if differences and (self.has_measurements() or self._holds(holder)):
-                return differences
-            if differences or not self._holds(holder):
-                db.execute(
-                    "INSERT OR REPLACE INTO info VALUES ('objective_holder', ?)", (json.dumps(me),)
-                )
-            db.execute(
-                "INSERT OR REPLACE INTO info VALUES ('manifest', ?)",
-                (json.dumps(to_plain(dict(info))),),
-            )
-        return []
-
-    def _holds(self, holder: Mapping[str, Any]) -> bool:
-        """Whether the process that recorded the objective may still be scoring."""
-        host, pid = holder.get("host"), holder.get("pid")
-        if host is None or (host == self.host and pid == self.pid):
-            return False
-        return not self._stale(host, pid, holder.get("time"))
-
     def has_measurements(self) -> bool:
         """Whether any measurement is stored.
 
@@ -265,54 +209,6 @@ class ResultsStore:
         return None if row is None else dict(zip(RUN_COLUMNS, row, strict=True))
 
     # ------------------------------------------------------------------ tasks
-    def task_status(self, checkpoint: str, measure: str, settings: str) -> str | None:
-        """A task's state.
-
-        Returns:
-            ``"running"``, ``"done"`` or ``"failed"``; ``None`` for a task never claimed.
-        """
-        row = self._db.execute(
-            "SELECT status FROM tasks WHERE checkpoint=? AND measure=? AND settings=?",
-            (checkpoint, measure, settings),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def _stale(self, host: str | None, pid: int | None, started: float | None) -> bool:
-        if host == self.host and pid is not None and not _pid_alive(pid):
-            return True
-        return started is None or time.time() - started > self.stale_after
-
-    def claim(self, checkpoint: str, measure: str, settings: str) -> Claim:
-        """Claim a task for this process unless it is done or another live process has it.
-
-        Returns:
-            The :class:`Claim`: ``"claimed"`` (compute it), ``"done"`` or ``"busy"``.
-        """
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT status, owner, host, pid, started FROM tasks "
-                "WHERE checkpoint=? AND measure=? AND settings=?",
-                (checkpoint, measure, settings),
-            ).fetchone()
-            if row is not None:
-                status, owner, host, pid, started = row
-                if status == "done":
-                    return Claim("done", owner)
-                if (
-                    status == "running"
-                    and owner != self.owner
-                    and not self._stale(host, pid, started)
-                ):
-                    return Claim("busy", owner)
-            db.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, 'running', ?, ?, ?, ?, NULL) "
-                "ON CONFLICT(checkpoint, measure, settings) DO UPDATE SET status='running', "
-                "owner=excluded.owner, host=excluded.host, pid=excluded.pid, "
-                "started=excluded.started, error=NULL",
-                (checkpoint, measure, settings, self.owner, self.host, self.pid, time.time()),
-            )
-        return Claim("claimed", self.owner)
-
     def finish(
         self,
         checkpoint: str,
@@ -326,12 +222,19 @@ class ResultsStore:
         dtype: str,
         versions: Mapping[str, str],
         details: Mapping[str, Any],
-    ) -> None:
-        """Store a finished task's rows and mark it done, in one transaction."""
+    ) -> bool:
+        """Store a finished task's rows and mark it done, in one transaction.
+
+        Returns:
+            True when stored; False when another process took the claim over (this
+            process stalled past ``stale_after``) and the task is its to store.
+        """
         created = _now()
         versions_json = json.dumps(dict(versions), sort_keys=True)
         details_json = json.dumps(to_plain(dict(details)), sort_keys=True, default=str)
         with self._transaction() as db:
+            if self._taken_over(checkpoint, measure, settings):
+                return False
             db.execute(
                 "DELETE FROM measurements WHERE checkpoint=? AND measure=? AND settings=?",
                 (checkpoint, measure, settings),
@@ -364,13 +267,20 @@ class ResultsStore:
                 "WHERE checkpoint=? AND measure=? AND settings=?",
                 (self.owner, checkpoint, measure, settings),
             )
+        return True
 
     def finish_curve(
         self, sb: str, lb: str, settings: str, label: str, frame: pd.DataFrame
-    ) -> None:
-        """Store a parametric plot (``alpha, split, metric, value`` rows) and mark it done."""
+    ) -> bool:
+        """Store a parametric plot (``alpha, split, metric, value`` rows) and mark it done.
+
+        Returns:
+            True when stored; False when another process took the claim over.
+        """
         created = _now()
         with self._transaction() as db:
+            if self._taken_over(f"{sb}+{lb}", "parametric_plot", settings):
+                return False
             db.execute("DELETE FROM curves WHERE sb=? AND lb=? AND settings=?", (sb, lb, settings))
             db.executemany(
                 "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -386,24 +296,7 @@ class ResultsStore:
                 "WHERE checkpoint=? AND measure='parametric_plot' AND settings=?",
                 (self.owner, f"{sb}+{lb}", settings),
             )
-
-    def fail(self, checkpoint: str, measure: str, settings: str, error: str) -> None:
-        """Mark a task failed (a later run retries it)."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE tasks SET status='failed', error=? "
-                "WHERE checkpoint=? AND measure=? AND settings=?",
-                (error, checkpoint, measure, settings),
-            )
-
-    def release(self, checkpoint: str, measure: str, settings: str) -> None:
-        """Give up this process's claim on an unfinished task (on interruption)."""
-        with self._transaction() as db:
-            db.execute(
-                "DELETE FROM tasks WHERE checkpoint=? AND measure=? AND settings=? "
-                "AND owner=? AND status='running'",
-                (checkpoint, measure, settings, self.owner),
-            )
+        return True
 
     # ------------------------------------------------------------------ reading
     def measurements(self) -> pd.DataFrame:

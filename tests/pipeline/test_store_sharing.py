@@ -58,7 +58,7 @@ def _differ(before: dict, after: dict) -> list[str]:
 def test_a_stopped_workers_claim_is_taken_over_with_a_message(tmp_path: Path) -> None:
     manifest = _slow_sweep(tmp_path, 2)
     store = tmp_path / "results.sqlite"
-    first = _cli("score", str(manifest), "--stale-after", "3")
+    first = _cli("score", str(manifest), "--stale-after", "10")
     deadline = time.time() + 120
     running = 0
     while time.time() < deadline and first.poll() is None and not running:
@@ -67,14 +67,14 @@ def test_a_stopped_workers_claim_is_taken_over_with_a_message(tmp_path: Path) ->
     assert first.poll() is None and running, "the first worker never claimed a task"
     first.send_signal(signal.SIGSTOP)
     try:
-        second = _cli("score", str(manifest), "--stale-after", "3")
+        second = _cli("score", str(manifest), "--stale-after", "10")
         out, err = second.communicate(timeout=300)
     finally:
         first.send_signal(signal.SIGCONT)
         first.communicate(timeout=300)
     assert second.returncode == 0, err
-    assert re.search(r"waiting for lambda_max .* on r0\.pt: claimed by .*pid \d+", err), err
-    assert re.search(r"no heartbeat for [\d.]+ s; taken over after 3 s", err), err
+    assert re.search(r"waiting for lambda_max .* on \S*r0\.pt: claimed by .*pid \d+", err), err
+    assert re.search(r"no heartbeat for [\d.]+ s; taken over after 10 s", err), err
     assert "2 tasks computed" in out
     assert _count(store, "status='done'") == 2
 
@@ -87,3 +87,32 @@ def _count(store: Path, where: str) -> int:
             return int(db.execute(f"SELECT COUNT(*) FROM tasks WHERE {where}").fetchone()[0])
         except sqlite3.OperationalError:
             return 0
+
+
+def test_a_heartbeat_refreshes_the_claim_and_a_late_owner_does_not_store(tmp_path: Path) -> None:
+    from tests.pipeline.test_store import FINISH
+
+    path = tmp_path / "r.sqlite"
+    owner, other = ResultsStore(path, stale_after=0.4), ResultsStore(path, stale_after=0.4)
+    other.pid = 1  # another live process on this host
+    assert owner.claim("abc", "trace", "{}").state == "claimed"
+    first = _started(path)
+    with owner.heartbeat():
+        deadline = time.time() + 60
+        while _started(path) == first and time.time() < deadline:
+            time.sleep(0.05)
+    assert _started(path) > first
+    # Not refreshed any more: after stale_after, the other process takes it over, and
+    # the owner, coming back, does not store its result over the other's.
+    while other.claim("abc", "trace", "{}").state != "claimed":
+        time.sleep(0.1)
+    assert owner.holder("abc", "trace", "{}").state == "busy"
+    assert not owner.finish("abc", "trace", "{}", [], **FINISH)
+    assert other.finish("abc", "trace", "{}", [], **FINISH)
+    owner.close()
+    other.close()
+
+
+def _started(store: Path) -> float:
+    with sqlite3.connect(store) as db:
+        return float(db.execute("SELECT started FROM tasks").fetchone()[0])
