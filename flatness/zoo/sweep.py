@@ -252,6 +252,7 @@ def train_sweep(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    threads: int | None = None,
 ) -> SweepResult:
     """Train every regime × seed of a sweep, skipping runs already done, and write a manifest.
 
@@ -261,6 +262,8 @@ def train_sweep(
         overwrite: Retrain runs whose checkpoint exists with different settings
             (otherwise that is an error).
         progress: Show a progress bar on stderr.
+        threads: Intra-op threads while training (default: the rule of
+            :func:`flatness.threads.threads_for`).
 
     Returns:
         The runs (trained or skipped) and the manifest path.
@@ -295,7 +298,7 @@ def train_sweep(
                     )
 
                 result = train_network(
-                    config, path.parent, data=data, manifest=False, on_epoch=show
+                    config, path.parent, data=data, manifest=False, on_epoch=show, threads=threads
                 )
                 runs.append(SweepRun(config, path, result.meta, "trained"))
             bar.update(1)

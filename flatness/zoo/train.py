@@ -19,7 +19,11 @@ dropout (a forked, seeded global generator) are all seeded; on accelerators
 deterministic already).
 
 A checkpoint is ``torch.save({"state_dict": ..., "meta": {...}})`` with plain-typed
-metadata that loads with ``torch.load(weights_only=True)``.
+metadata that loads with ``torch.load(weights_only=True)``, written atomically (a
+temporary file moved into place, removed on failure); a full disk is reported as one
+:class:`~flatness.zoo.files.DiskFullError` naming the file. Training runs on the
+intra-op thread count of :func:`flatness.threads.threads_for` (one thread for small
+networks and batches) unless ``threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatness.evaluation import evaluate
+from flatness.threads import intra_op_threads, threads_for
 from flatness.versions import package_versions
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
 from flatness.zoo.data import Dataset, load_dataset
@@ -177,9 +182,17 @@ def plain_meta(value: Any) -> Any:
 
 
 def _save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically.
+
+    torch writes through a Python file object, so a full disk raises ``OSError``
+    (which :func:`~flatness.zoo.files.atomic_path` reports as a
+    :class:`~flatness.zoo.files.DiskFullError` naming the file) instead of torch's
+    ``unexpected pos`` error; the archive's inner folder is then ``archive``, not the
+    random temporary name, so equal runs write equal bytes.
+    """
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "meta": plain_meta(meta)}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"state_dict": state, "meta": plain_meta(meta)}, handle)
     return path
 
 
@@ -190,6 +203,7 @@ def train_network(
     data: Dataset | None = None,
     manifest: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train a network as ``config`` says and write its checkpoints.
 
@@ -200,6 +214,9 @@ def train_network(
         data: The data set, if already loaded (otherwise built from the config).
         manifest: Write ``manifest.toml`` next to the final checkpoint.
         on_epoch: Called after every epoch with that epoch's history record.
+        threads: Intra-op threads while training (default: the rule of
+            :func:`flatness.threads.threads_for`, one thread for small networks and
+            batches); torch's setting is restored afterwards.
 
     Returns:
         The trained model, its metadata and the paths written.
@@ -263,8 +280,9 @@ def train_network(
             }
         )
 
-    with seeded(config.seed), _deterministic(device):
+    with seeded(config.seed), _deterministic(device), ExitStack() as stack:
         model = _build_model(config, data).to(device)
+        stack.enter_context(intra_op_threads(threads_for(model, base_batch, threads=threads)))
         optimizer = _make_optimizer(config, model)
         shuffle = torch.Generator().manual_seed(config.seed)
         while (config.epochs is None or epoch < config.epochs) and (
