@@ -254,6 +254,13 @@ def _add_score_parser(subparsers: Subparsers) -> None:
         action="store_true",
         help="allow checkpoints that need full unpickling (can run code: trusted files only)",
     )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="take over another process's task after this long without its heartbeat (600)",
+    )
     _add_run_options(p)
     p.set_defaults(handler=_cmd_score)
 
@@ -276,6 +283,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log=lambda line: print(line, file=sys.stderr, flush=True),
         echo=lambda line: print(line, file=sys.stderr, flush=True),
+        stale_after=args.stale_after,
     )
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         table = summary_table(summary.store, root=args.manifest.parent)

@@ -32,7 +32,7 @@ from flatness.pipeline.objective_setup import (
     training_subset,
 )
 from flatness.pipeline.scorer import CLAMPED, META_DROPPED, Progress, Scorer
-from flatness.pipeline.store import ResultsStore
+from flatness.pipeline.store import DEFAULT_STALE_AFTER, ResultsStore
 from flatness.pipeline.summary import summary_table
 from flatness.results import Meter, Result
 from flatness.threads import intra_op_threads, threads_for_model
@@ -101,6 +101,7 @@ def score(
     wait: bool = True,
     poll: float = 0.5,
     threads: int | None = None,
+    stale_after: float = DEFAULT_STALE_AFTER,
 ) -> ScoreSummary:
     """Score every checkpoint of a manifest into a results store (``flatness score``).
 
@@ -123,6 +124,9 @@ def score(
         threads: Intra-op threads while scoring (default: the rule of
             :func:`flatness.threads.threads_for`, one thread for small networks and
             batches); torch's setting is restored afterwards.
+        stale_after: Seconds without a heartbeat after which another process's claim on a
+            task is taken over (its owner hangs or was stopped); a working owner
+            refreshes its claims every few seconds, however long its task runs.
 
     Returns:
         What was computed, reused and failed; ``summary.ok`` is true when all was scored.
@@ -151,9 +155,9 @@ def score(
     if store is None:
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = Progress(progress)
-    with ResultsStore(store) as db:
+    with ResultsStore(store, stale_after=stale_after) as db:
         _claim_objective(db, _manifest_info(man), Path(store))
-        scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log)
+        scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log, echo=echo)
         outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
         count = threads_for_model(
             lambda: scorer.builder()(), int(man.scoring["batch_size"]), threads=threads
