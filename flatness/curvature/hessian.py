@@ -65,7 +65,15 @@ def default_memory_budget(device: torch.device) -> int:
 
 
 class _SavedBytes:
-    """Counts the bytes of distinct storages saved for backward inside its context."""
+    """Counts the bytes of distinct storages saved for backward inside its context.
+
+    The pack hook returns a *detached* alias of each saved tensor, never the tensor
+    itself: a saved output that holds itself (tensor → ``grad_fn`` → saved tensor →
+    the same tensor) is a reference cycle through C++ that Python's collector cannot
+    see, so every graph built under the hook would stay in memory for good (issue 17
+    item 1). Autograd restores the saved tensor's history on unpacking, so the
+    products, double backward included, are unchanged; only integers are kept here.
+    """
 
     def __init__(self) -> None:
         self.storages: dict[int, int] = {}
@@ -77,7 +85,7 @@ class _SavedBytes:
             self.storages[storage.data_ptr()] = storage.nbytes()
         except (RuntimeError, NotImplementedError):
             self.storages[id(t)] = t.numel() * t.element_size()
-        return t
+        return t.detach()
 
     def __enter__(self) -> _SavedBytes:
         self._ctx.__enter__()
