@@ -8,8 +8,10 @@ declares its arguments and ``_cmd_<name>(args) -> int`` which runs it, registere
 (``--sweep sweep.toml``) with :func:`flatness.zoo.train_network` and
 :func:`flatness.zoo.train_sweep`. ``flatness score`` scores a manifest's checkpoints
 into a results store with :func:`flatness.score`; ``flatness export`` writes the store
-as CSV or Parquet with :func:`flatness.export_results`; ``flatness report`` writes a
-comparison report with :func:`flatness.report.build_from_store`; ``flatness study``
+as CSV or Parquet with :func:`flatness.export_results`; ``flatness store check`` runs
+SQLite's integrity check on a store (:func:`flatness.pipeline.database.check_store`);
+``flatness report`` writes a comparison report with
+:func:`flatness.report.build_from_store`; ``flatness study``
 runs a built-in study (:mod:`flatness.studies`) or one declared in TOML
 (:func:`flatness.study.load_study`) with :func:`flatness.study.run_study`; ``flatness
 demo`` runs the demo plan of Keskar et al.'s study with default folders
@@ -319,6 +321,41 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- flatness store ---------------------------------------------------------------------
+
+
+def _add_store_parser(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "store",
+        help="look after a results store (check: SQLite's integrity check)",
+        description=(
+            "flatness store check STORE runs PRAGMA integrity_check on a results store "
+            "(read-only; also where the store's folder cannot be written) and lists what "
+            "is damaged. Exit status 0 when the store is sound."
+        ),
+    )
+    p.add_argument("action", choices=("check",), help="what to do")
+    p.add_argument("store", type=Path, help="the results store (SQLite)")
+    p.set_defaults(handler=_cmd_store)
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from flatness.pipeline.database import check_store
+
+    problems = check_store(args.store)
+    for line in problems:
+        print(f"{args.store}: {line}")
+    if problems:
+        print(
+            f"{args.store} is damaged: restore it from a backup, or score into a new store "
+            "(flatness score MANIFEST --store NEW.sqlite); reruns recompute what is lost",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{args.store}: ok (PRAGMA integrity_check)")
+    return 0
+
+
 # -- flatness report --------------------------------------------------------------------
 
 
@@ -527,6 +564,7 @@ SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     _add_train_parser,
     _add_score_parser,
     _add_export_parser,
+    _add_store_parser,
     _add_report_parser,
     _add_demo_parser,
     _add_study_parser,

@@ -21,15 +21,16 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flatness.pipeline.heartbeat import Heartbeat, heartbeat_interval
 from flatness.results import to_plain
 
 __all__ = ["DEFAULT_STALE_AFTER", "Claim", "TaskClaims"]
+
+T = TypeVar("T")
 
 DEFAULT_STALE_AFTER = 600.0
 """Seconds without a heartbeat after which a claim is taken over (``--stale-after``)."""
@@ -85,7 +86,9 @@ class TaskClaims:
 
     if TYPE_CHECKING:  # provided by ResultsStore
 
-        def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _write(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T: ...
+
+        def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
         def get_info(self, key: str) -> Any: ...
 
@@ -114,7 +117,8 @@ class TaskClaims:
             or ``[]`` when ``info`` is now recorded.
         """
         me = {"host": self.host, "pid": self.pid, "time": time.time()}
-        with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> list[str]:
             before = self.get_info("manifest")
             holder = self.get_info("objective_holder") or {}
             differences = changed(before, info) if before else []
@@ -128,7 +132,9 @@ class TaskClaims:
                 "INSERT OR REPLACE INTO info VALUES ('manifest', ?)",
                 (json.dumps(to_plain(dict(info))),),
             )
-        return []
+            return []
+
+        return self._write(work, "recording its objective")
 
     def _holds(self, holder: Mapping[str, Any]) -> bool:
         """Whether the process that recorded the objective may still be scoring."""
@@ -195,7 +201,8 @@ class TaskClaims:
         Returns:
             The :class:`Claim`: ``"claimed"`` (compute it), ``"done"`` or ``"busy"``.
         """
-        with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> Claim:
             row = db.execute(
                 "SELECT status, owner, host, pid, started FROM tasks "
                 "WHERE checkpoint=? AND measure=? AND settings=?",
@@ -219,30 +226,36 @@ class TaskClaims:
                 "started=excluded.started, error=NULL",
                 (checkpoint, measure, settings, self.owner, self.host, self.pid, time.time()),
             )
-        return Claim("claimed", self.owner)
+            return Claim("claimed", self.owner)
+
+        return self._write(work, f"claiming {measure} {settings}")
 
     def _taken_over(self, checkpoint: str, measure: str, settings: str) -> bool:
         """Whether another process now owns a task this process claimed."""
-        row = self._db.execute(
+        rows = self._rows(
             "SELECT owner FROM tasks WHERE checkpoint=? AND measure=? AND settings=?",
             (checkpoint, measure, settings),
-        ).fetchone()
-        return row is not None and row[0] != self.owner
+        )
+        return bool(rows) and rows[0][0] != self.owner
 
     def fail(self, checkpoint: str, measure: str, settings: str, error: str) -> None:
         """Mark a task failed (a later run retries it)."""
-        with self._transaction() as db:
-            db.execute(
+        self._write(
+            lambda db: db.execute(
                 "UPDATE tasks SET status='failed', error=? "
                 "WHERE checkpoint=? AND measure=? AND settings=?",
                 (error, checkpoint, measure, settings),
-            )
+            ),
+            "recording a failure",
+        )
 
     def release(self, checkpoint: str, measure: str, settings: str) -> None:
         """Give up this process's claim on an unfinished task (on interruption)."""
-        with self._transaction() as db:
-            db.execute(
+        self._write(
+            lambda db: db.execute(
                 "DELETE FROM tasks WHERE checkpoint=? AND measure=? AND settings=? "
                 "AND owner=? AND status='running'",
                 (checkpoint, measure, settings, self.owner),
-            )
+            ),
+            "releasing a claim",
+        )

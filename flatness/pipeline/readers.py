@@ -1,8 +1,10 @@
 """Read a results store into pandas: the tidy results, runs, failures, curves, info.
 
 The store (:mod:`flatness.pipeline.store`) writes; these functions only read, each
-with its own short-lived connection, so they work while a sweep is still writing
-(SQLite's WAL mode lets readers see the last committed state).
+with its own short-lived read-only connection, so they work while a sweep is still
+writing (SQLite's WAL mode lets readers see the last committed state) and on a
+finished store in a read-only folder. A damaged store raises a
+:class:`~flatness.pipeline.database.StoreError` naming it and the remedy.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from flatness.pipeline.database import connect_read_only, store_error
 
 __all__ = [
     "export_results",
@@ -42,10 +46,18 @@ def _existing_store(path: str | os.PathLike[str]) -> Path:
 
 
 def _read_sql(path: str | os.PathLike[str], *queries: str) -> list[pd.DataFrame]:
-    """Run ``queries`` on the store at ``path``, one frame each, in one connection."""
+    """Run ``queries`` on the store at ``path``, one frame each, in one read-only connection.
+
+    The store is opened read-only (:func:`~flatness.pipeline.database.connect_read_only`:
+    a finished store in a read-only folder is read too), and an SQLite failure becomes
+    a :class:`~flatness.pipeline.database.StoreError` naming the store.
+    """
     p = _existing_store(path)
-    with closing(sqlite3.connect(str(p))) as db:
-        return [pd.read_sql_query(query, db) for query in queries]
+    with closing(connect_read_only(p)) as db:
+        try:
+            return [pd.read_sql_query(query, db) for query in queries]
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            raise store_error(p, exc, "reading it") from exc
 
 
 def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.DataFrame:
@@ -66,6 +78,8 @@ def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.D
 
     Raises:
         FileNotFoundError: If there is no store at ``path``.
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
     """
     m, r = _read_sql(path, "SELECT * FROM measurements", "SELECT * FROM runs")
     df = m.merge(r.drop(columns=["status", "error", "updated"]), on="checkpoint", how="left")
@@ -84,6 +98,8 @@ def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: If there is no store at ``path``.
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
     """
     rows = _read_sql(path, "SELECT key, value FROM info")[0]
     out: dict[str, Any] = {}
@@ -103,6 +119,8 @@ def load_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: If there is no store at ``path``.
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
     """
     return _read_sql(path, "SELECT * FROM runs ORDER BY path")[0]
 
@@ -118,6 +136,8 @@ def load_failed_tasks(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: If there is no store at ``path``.
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
     """
     query = (
         "SELECT r.path, t.checkpoint, t.measure, t.settings, t.error FROM tasks t "
@@ -141,6 +161,8 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: If there is no store at ``path``.
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
     """
     query = (
         "SELECT a.path AS sb_path, b.path AS lb_path, c.sb, c.lb, c.label, c.settings, "

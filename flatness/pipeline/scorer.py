@@ -45,6 +45,7 @@ from flatness.pipeline.checkpoints import (
     load_checkpoint,
     load_into,
 )
+from flatness.pipeline.database import StoreError
 from flatness.pipeline.manifest import Manifest, PairSpec
 from flatness.pipeline.measures import get_measure, settings_key
 from flatness.pipeline.objective_setup import (
@@ -221,6 +222,8 @@ class Scorer:
             return
         try:
             objective = self._prepare(run.meta, checkpoint)
+        except StoreError:
+            raise  # the store's failure, not the checkpoint's
         except Exception as exc:
             self._fail_run(key, path, f"{path}: {_reason(exc)}")
             return

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from flatness.pipeline.database import store_error
 from flatness.pipeline.manifest import Manifest
 from flatness.pipeline.objective_setup import (
     ManifestLike,
@@ -133,6 +135,9 @@ def score(
 
     Raises:
         ManifestError: If the manifest itself is invalid.
+        StoreError: If the store cannot be read or written (locked past the store's
+            patience, disk full, damaged, read-only); the message names the store and
+            the remedy. It is a ``ValueError``; finished tasks stay stored.
         ValueError: If the store is not a results store, the device is unavailable, or
             the store holds scores computed on another objective (other model, data,
             examples, example seed or dtype than this manifest's).
@@ -155,26 +160,29 @@ def score(
     if store is None:
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = Progress(progress)
-    with ResultsStore(store, stale_after=stale_after) as db:
-        _claim_objective(db, _manifest_info(man), Path(store))
-        scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log, echo=echo)
-        outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
-        count = threads_for_model(
-            lambda: scorer.builder()(), int(man.scoring["batch_size"]), threads=threads
-        )
-        try:
-            with intra_op_threads(count):
-                for index in range(len(man.runs)):
-                    scorer.score_run(index)
-                    if outer is not None:
-                        outer.update(1)
-                for pair in man.pairs:
-                    scorer.score_pair(pair)
-                if wait:
-                    scorer.wait_for_others(poll)
-        finally:
-            if outer is not None:
-                outer.close()
+    try:
+        with ResultsStore(store, stale_after=stale_after, echo=echo) as db:
+            _claim_objective(db, _manifest_info(man), Path(store))
+            scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log, echo=echo)
+            outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
+            count = threads_for_model(
+                lambda: scorer.builder()(), int(man.scoring["batch_size"]), threads=threads
+            )
+            try:
+                with intra_op_threads(count):
+                    for index in range(len(man.runs)):
+                        scorer.score_run(index)
+                        if outer is not None:
+                            outer.update(1)
+                    for pair in man.pairs:
+                        scorer.score_pair(pair)
+                    if wait:
+                        scorer.wait_for_others(poll)
+            finally:
+                if outer is not None:
+                    outer.close()
+    except sqlite3.Error as exc:  # a failure the store's own handling did not name
+        raise store_error(store, exc, "scoring") from exc
     pending = sum(len(t) for t in scorer.busy.values()) + len(scorer.busy_pairs)
     return ScoreSummary(
         store=str(store),

@@ -37,15 +37,15 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from flatness.pipeline.claims import DEFAULT_STALE_AFTER, Claim, TaskClaims
+from flatness.pipeline.database import StoreError, retrying, store_error
 from flatness.pipeline.readers import (
     export_results,
     load_curves,
@@ -63,6 +63,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Claim",
     "ResultsStore",
+    "StoreError",
     # reading, from flatness.pipeline.readers
     "export_results",
     "load_curves",
@@ -71,6 +72,12 @@ __all__ = [
     "load_results",
     "load_runs",
 ]
+
+
+T = TypeVar("T")
+
+DEFAULT_PATIENCE = 300.0
+"""Seconds a write keeps trying when the store is locked or the disk is full."""
 
 
 def _now() -> str:
@@ -84,7 +91,15 @@ class ResultsStore(TaskClaims):
         path: The SQLite file (created if missing).
         stale_after: Seconds without a heartbeat after which another process's claim is
             taken over.
-        timeout: Seconds to wait for a lock held by another process.
+        timeout: Seconds SQLite waits for a lock held by another connection.
+        patience: Seconds a write keeps trying after a lock outlasts ``timeout`` or the
+            disk is full, so the task just computed is stored once the condition passes
+            (:func:`~flatness.pipeline.database.retrying`).
+        echo: Told when a write starts waiting (default: nothing).
+
+    Raises:
+        StoreError: If the store cannot be opened or written (the message names the
+            store, the cause and the remedy; a ``ValueError``).
 
     Examples:
         >>> import tempfile, os
@@ -102,41 +117,97 @@ class ResultsStore(TaskClaims):
         *,
         stale_after: float = DEFAULT_STALE_AFTER,
         timeout: float = 60.0,
+        patience: float = DEFAULT_PATIENCE,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stale_after = float(stale_after)
+        self.patience = float(patience)
+        self.echo = echo
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.pid = os.getpid()
         try:
             self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc, "opening it") from exc
+        try:
+            retrying(
+                self.path,
+                lambda: self._db.execute("PRAGMA journal_mode=WAL").fetchall(),
+                patience=self.patience,
+                doing="opening it",
+                echo=echo,
+            )
             self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._transaction():
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        except sqlite3.DatabaseError as exc:
-            raise ValueError(
-                f"{self.path}: not a usable flatness results store ({exc}); "
-                "point --store at a new file or at a store written by flatness"
-            ) from exc
+            self._write(self._create, "opening it")
+        except StoreError as exc:
+            self._db.close()
+            if "file is not a database" in str(exc):
+                raise StoreError(
+                    f"{self.path}: not a usable flatness results store (file is not a "
+                    "database); point --store at a new file or at a store written by flatness",
+                    exc.kind,
+                ) from exc
+            raise
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            "INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
 
     # ------------------------------------------------------------------ plumbing
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, work: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        """Run ``work`` in one write transaction; wait out a lock or a full disk.
+
+        Returns:
+            What ``work`` returned.
+
+        Raises:
+            StoreError: If the store cannot be written (after ``patience`` seconds for a
+                lock or a full disk).
+        """
+        return retrying(
+            self.path,
+            lambda: self._attempt(work),
+            patience=self.patience,
+            doing=doing,
+            echo=self.echo,
+        )
+
+    def _attempt(self, work: Callable[[sqlite3.Connection], T]) -> T:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            out = work(self._db)
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:  # pragma: no cover - the failure is the one to report
+                    pass
             raise
-        self._db.execute("COMMIT")
+        return out
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a read query (a locked or failing store: :class:`StoreError`)."""
+        return retrying(
+            self.path,
+            lambda: self._db.execute(sql, params).fetchall(),
+            patience=self.patience,
+            doing="reading it",
+            echo=self.echo,
+        )
+
+    def _frame(self, sql: str) -> pd.DataFrame:
+        try:
+            return pd.read_sql_query(sql, self._db)
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            raise store_error(self.path, exc, "reading it") from exc
 
     def close(self) -> None:
         """Close the connection (the context manager does this on exit)."""
@@ -144,10 +215,11 @@ class ResultsStore(TaskClaims):
 
     def set_info(self, key: str, value: Any) -> None:
         """Record ``value`` (JSON-able) under ``key`` in the ``info`` table (replacing it)."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(to_plain(value)))
-            )
+        text = json.dumps(to_plain(value))
+        self._write(
+            lambda db: db.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (key, text)),
+            "recording its info",
+        )
 
     def get_info(self, key: str) -> Any:
         """The value recorded under ``key``.
@@ -155,8 +227,8 @@ class ResultsStore(TaskClaims):
         Returns:
             The JSON value, or ``None`` when there is none.
         """
-        row = self._db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = self._rows("SELECT value FROM info WHERE key = ?", (key,))
+        return None if not rows else json.loads(rows[0][0])
 
     def has_measurements(self) -> bool:
         """Whether any measurement is stored.
@@ -164,7 +236,7 @@ class ResultsStore(TaskClaims):
         Returns:
             True when the ``measurements`` table has a row.
         """
-        return self._db.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
+        return bool(self._rows("SELECT 1 FROM measurements LIMIT 1"))
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -189,12 +261,11 @@ class ResultsStore(TaskClaims):
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         updates = ", ".join(f"{c}=excluded.{c}" for c in row if c != "checkpoint")
-        with self._transaction() as db:
-            db.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({marks}) "
-                f"ON CONFLICT(checkpoint) DO UPDATE SET {updates}",
-                tuple(row.values()),
-            )
+        sql = (
+            f"INSERT INTO runs ({cols}) VALUES ({marks}) "
+            f"ON CONFLICT(checkpoint) DO UPDATE SET {updates}"
+        )
+        self._write(lambda db: db.execute(sql, tuple(row.values())), "storing a checkpoint")
 
     def run(self, checkpoint: str) -> dict[str, Any] | None:
         """A checkpoint's row.
@@ -202,11 +273,10 @@ class ResultsStore(TaskClaims):
         Returns:
             The row as ``{column: value}``, or ``None`` when the checkpoint has none.
         """
-        cur = self._db.execute(
+        rows = self._rows(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE checkpoint=?", (checkpoint,)
         )
-        row = cur.fetchone()
-        return None if row is None else dict(zip(RUN_COLUMNS, row, strict=True))
+        return None if not rows else dict(zip(RUN_COLUMNS, rows[0], strict=True))
 
     # ------------------------------------------------------------------ tasks
     def finish(
@@ -232,7 +302,8 @@ class ResultsStore(TaskClaims):
         created = _now()
         versions_json = json.dumps(dict(versions), sort_keys=True)
         details_json = json.dumps(to_plain(dict(details)), sort_keys=True, default=str)
-        with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> bool:
             if self._taken_over(checkpoint, measure, settings):
                 return False
             db.execute(
@@ -267,7 +338,9 @@ class ResultsStore(TaskClaims):
                 "WHERE checkpoint=? AND measure=? AND settings=?",
                 (self.owner, checkpoint, measure, settings),
             )
-        return True
+            return True
+
+        return self._write(work, f"storing {measure} {settings}")
 
     def finish_curve(
         self, sb: str, lb: str, settings: str, label: str, frame: pd.DataFrame
@@ -278,7 +351,8 @@ class ResultsStore(TaskClaims):
             True when stored; False when another process took the claim over.
         """
         created = _now()
-        with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> bool:
             if self._taken_over(f"{sb}+{lb}", "parametric_plot", settings):
                 return False
             db.execute("DELETE FROM curves WHERE sb=? AND lb=? AND settings=?", (sb, lb, settings))
@@ -296,7 +370,9 @@ class ResultsStore(TaskClaims):
                 "WHERE checkpoint=? AND measure='parametric_plot' AND settings=?",
                 (self.owner, f"{sb}+{lb}", settings),
             )
-        return True
+            return True
+
+        return self._write(work, "storing a parametric plot")
 
     # ------------------------------------------------------------------ reading
     def measurements(self) -> pd.DataFrame:
@@ -305,7 +381,7 @@ class ResultsStore(TaskClaims):
         Returns:
             One row per (checkpoint, measure, settings, component).
         """
-        return pd.read_sql_query("SELECT * FROM measurements", self._db)
+        return self._frame("SELECT * FROM measurements")
 
     def runs(self) -> pd.DataFrame:
         """The ``runs`` table.
@@ -313,7 +389,7 @@ class ResultsStore(TaskClaims):
         Returns:
             One row per checkpoint.
         """
-        return pd.read_sql_query("SELECT * FROM runs", self._db)
+        return self._frame("SELECT * FROM runs")
 
     def tasks(self) -> pd.DataFrame:
         """The ``tasks`` table.
@@ -321,7 +397,7 @@ class ResultsStore(TaskClaims):
         Returns:
             One row per (checkpoint, measure, settings) claimed so far.
         """
-        return pd.read_sql_query("SELECT * FROM tasks", self._db)
+        return self._frame("SELECT * FROM tasks")
 
     def compute_seconds(self) -> float:
         """Seconds of measure computation stored, each task counted once.
@@ -330,8 +406,8 @@ class ResultsStore(TaskClaims):
             The sum over (checkpoint, measure, settings) of the task's seconds (a
             task's components share one time, so it is taken once, not per row).
         """
-        (total,) = self._db.execute(
+        ((total,),) = self._rows(
             "SELECT sum(s) FROM (SELECT max(seconds) AS s FROM measurements "
             "GROUP BY checkpoint, measure, settings)"
-        ).fetchone()
+        )
         return float(total or 0.0)
