@@ -23,7 +23,6 @@ file and the cause, and the others are scored.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +46,7 @@ from flatness.pipeline.checkpoints import (
 )
 from flatness.pipeline.database import StoreError
 from flatness.pipeline.manifest import Manifest, PairSpec
-from flatness.pipeline.measures import get_measure, settings_key
+from flatness.pipeline.measures import Task, get_measure, plan_tasks, settings_key
 from flatness.pipeline.objective_setup import (
     manifest_data,
     model_builder,
@@ -72,13 +71,6 @@ CLAMPED = "variance_clamped"
 BatchNorm running variance was negative and clamped to zero (``bn = "interpolate"``)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
-    measure: str
-    settings: dict[str, Any]
-    key: str
-
-
 class Progress:
     """tqdm bars when asked for and installed; otherwise silent."""
 
@@ -96,29 +88,6 @@ class Progress:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, leave=leave, file=sys.stderr, dynamic_ncols=True)
-
-
-def plan_tasks(manifest: Manifest) -> list[Task]:
-    """Every (measure, settings) task of a manifest.
-
-    A measure's ``seed`` defaults to ``[scoring] seed``.
-
-    Returns:
-        The tasks, measure by measure, each with its complete settings and store key.
-
-    Raises:
-        KeyError: For an unknown measure or setting.
-        TypeError: For a list given to a setting that cannot sweep.
-    """
-    out = []
-    for name, given in manifest.measures.items():
-        measure = get_measure(name)
-        settings = dict(given)
-        if "seed" in measure.defaults() and "seed" not in settings:
-            settings["seed"] = int(manifest.scoring["seed"])
-        for task in measure.tasks(settings):
-            out.append(Task(name, task, settings_key(task)))
-    return out
 
 
 def _run_meta(run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
@@ -187,12 +156,34 @@ class Scorer:
         self.failures: list[str] = []
         self.busy: dict[int, list[Task]] = {}
         self.busy_pairs: list[PairSpec] = []
+        self.seen: dict[str, int] = {}  # a checkpoint's SHA-256 -> its first run's index
         # resources shared by all checkpoints, built once; their failure fails each run
         self.data: _Once[Dataset] = _Once(lambda: manifest_data(manifest))
         self.builder: _Once[Callable[[], nn.Module]] = _Once(lambda: model_builder(manifest))
 
     def _fail_run(self, key: str, path: Path, message: str) -> None:
         self.store.put_run(key, path, status="failed", error=message)
+        self.failures.append(message)
+        self.log(f"FAILED {message}")
+
+    def _refuse_duplicate(self, path: Path, first: Path) -> None:
+        """Refuse a run whose file is byte-identical to an earlier run's (a failure).
+
+        The store keys a checkpoint by its content, so the second run could only be
+        dropped or overwrite the first one's metadata, and keeping both would count one
+        network twice in every statistic. The first run is scored; the manifest should
+        list the file once.
+        """
+        same = (
+            "is listed twice"
+            if path.resolve() == first.resolve()
+            else (f"is byte-identical to {first.resolve()}")
+        )
+        message = (
+            f"{path.resolve()}: {same} (the same network as an earlier run; a store keys "
+            "checkpoints by content, and counting it twice would bias every comparison): "
+            "scored once; list it once in the manifest"
+        )
         self.failures.append(message)
         self.log(f"FAILED {message}")
 
@@ -210,6 +201,10 @@ class Scorer:
             self._fail_run(key, path, str(exc))
             return
         key = checkpoint.sha256
+        first = self.seen.setdefault(key, index)
+        if first != index:
+            self._refuse_duplicate(path, self.manifest.runs[first].path)
+            return
         tasks = list(only) if only is not None else self.tasks
         row = self.store.run(key)
         if (

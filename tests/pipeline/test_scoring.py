@@ -383,3 +383,26 @@ def test_a_stored_parametric_plot_keeps_where_batchnorm_variances_were_clamped(
     assert marks["alpha"].tolist() == [-1.0] and set(marks["metric"]) == {"variance_clamped"}
     report = fl.report.build_from_store(tmp_path / "results.sqlite", tmp_path / "r", n_boot=10)
     assert any("At α = -1, BatchNorm running variances" in s for s in report.summary)
+
+
+def test_byte_identical_checkpoints_under_two_runs_are_refused_naming_both(
+    tmp_path: Path,
+) -> None:
+    save_run(tmp_path / "a" / "final.pt", 0)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "final.pt").write_bytes((tmp_path / "a" / "final.pt").read_bytes())
+    save_run(tmp_path / "c.pt", 1)
+    manifest = tmp_path / "m.toml"
+    manifest.write_text(manifest_text(["a/final.pt", "b/final.pt", "c.pt"], measures="trace = {}"))
+    lines: list[str] = []
+    summary = fl.score(manifest, log=lines.append)
+    assert not summary.ok and summary.failed == 1 and summary.computed == 2
+    (failure,) = summary.failures
+    first, second = (str((tmp_path / d / "final.pt").resolve()) for d in "ab")
+    assert second in failure and first in failure and "byte-identical" in failure
+    assert lines == [f"FAILED {failure}"]
+    # The first run keeps its row and metadata (seed 0, SB): nothing was overwritten.
+    runs = fl.load_runs(tmp_path / "results.sqlite")
+    assert sorted(runs["path"]) == [first, str((tmp_path / "c.pt").resolve())]
+    assert set(runs["status"]) == {"ok"}
+    assert runs.set_index("path").loc[first, "regime"] == "SB"
