@@ -17,7 +17,8 @@ follow the flow of the data:
   :mod:`~flatness.pipeline.readers` -- writing the results store (its tables) and
   reading it into pandas; :mod:`~flatness.pipeline.claims`,
   :mod:`~flatness.pipeline.heartbeat` -- processes sharing a store (task claims,
-  heartbeats, the objective);
+  heartbeats, the objective); :mod:`~flatness.pipeline.database` -- opening the
+  SQLite file, waiting out locks and full disks, one clear error per failure;
 - :mod:`~flatness.pipeline.summary` -- the table ``flatness score`` prints.
 """
 

@@ -3,7 +3,7 @@
 Several processes may score into one store (:mod:`flatness.pipeline.store`). Before
 computing a task a process *claims* it (:meth:`TaskClaims.claim`): a task that is
 done is reused, one that another live process holds is left to it. While it computes,
-the owner refreshes its claim (:meth:`TaskClaims.heartbeat`); a claim whose process
+the owner refreshes its claims (:meth:`TaskClaims.heartbeat`); a claim whose process
 has died (same host, pid gone) or that has not been refreshed for ``stale_after``
 seconds (a hung or stopped process) is taken over, and the result of an owner that
 comes back after that is not stored over the other's. The objective a store answers
@@ -161,13 +161,19 @@ class TaskClaims:
         return started is None or time.time() - started > self.stale_after
 
     def heartbeat(self) -> Heartbeat:
-        """A context manager that refreshes this process's claims while a task computes.
+        """A context manager that refreshes this process's claims while it scores.
 
         Returns:
             The :class:`~flatness.pipeline.heartbeat.Heartbeat` (beats every
             :func:`~flatness.pipeline.heartbeat.heartbeat_interval` of ``stale_after``).
         """
-        return Heartbeat(self.path, self.owner, heartbeat_interval(self.stale_after))
+        return Heartbeat(
+            self.path,
+            self.owner,
+            heartbeat_interval(self.stale_after),
+            host=self.host,
+            pid=self.pid,
+        )
 
     def holder(self, checkpoint: str, measure: str, settings: str) -> Claim:
         """Who holds a task, without claiming it.

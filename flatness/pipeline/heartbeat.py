@@ -1,11 +1,13 @@
 """Heartbeats: a worker refreshes its claims while it computes, so a stalled one is seen.
 
 A process that claims a task in the results store (:mod:`flatness.pipeline.store`)
-writes the time into the claim; while it computes, a :class:`Heartbeat` thread writes
-the time again every few seconds. Another process takes a claim over once it has not
-been refreshed for ``stale_after`` seconds: the owner died, hangs, was stopped
-(``SIGSTOP``, a suspended laptop) or lost the store's file system. A live, working
-owner is never taken over, however long its task runs.
+writes the time into the claim; while it scores, a :class:`Heartbeat` thread writes
+the time again every few seconds into its running claims and into its claim on the
+store's objective. Another process takes a claim over once it has not been refreshed
+for ``stale_after`` seconds: the owner died, was stopped (``SIGSTOP``, a suspended
+laptop) or lost the store's file system. A live owner is never taken over, however
+long its task runs (a main thread stuck inside a computation is not detected: its
+heartbeat goes on).
 """
 
 from __future__ import annotations
@@ -38,20 +40,32 @@ def heartbeat_interval(stale_after: float) -> float:
 class Heartbeat:
     """Refresh an owner's running claims every ``interval`` seconds, in a thread.
 
-    Used as a context manager around the computation of a claimed task. The thread
-    has its own connection; a beat that cannot be written (the store is locked for a
+    Used as a context manager around a sweep (:func:`flatness.score`). The thread has
+    its own connection; a beat that cannot be written (the store is locked for a
     moment) is skipped and the next one tries again.
 
     Args:
         path: The results store.
         owner: The claims' owner (:attr:`ResultsStore.owner`).
         interval: Seconds between beats.
+        host: This machine's name, as the objective's claim records it.
+        pid: This process's id, as the objective's claim records it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], owner: str, interval: float) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        owner: str,
+        interval: float,
+        *,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> None:
         self.path = str(path)
         self.owner = owner
         self.interval = float(interval)
+        self.host = host
+        self.pid = pid
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -73,11 +87,23 @@ class Heartbeat:
             self._thread = None
 
     def beat(self, db: sqlite3.Connection) -> None:
-        """Write the time into every running claim of the owner (one short transaction)."""
-        db.execute(
-            "UPDATE tasks SET started=? WHERE owner=? AND status='running'",
-            (time.time(), self.owner),
-        )
+        """Write the time into the owner's running claims and its objective claim."""
+        now = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "UPDATE tasks SET started=? WHERE owner=? AND status='running'", (now, self.owner)
+            )
+            db.execute(
+                "UPDATE info SET value=json_set(value, '$.time', ?) WHERE key='objective_holder' "
+                "AND json_extract(value, '$.host')=? AND json_extract(value, '$.pid')=?",
+                (now, self.host, self.pid),
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _run(self) -> None:
         try:

@@ -289,7 +289,7 @@ class Scorer:
         measure = get_measure(task.measure)
         meter = Meter()
         try:
-            with self.store.heartbeat(), meter:
+            with meter:
                 records, details = measure.run(objective, task.settings)
         except (KeyboardInterrupt, SystemExit):
             self.store.release(key, task.measure, task.key)
@@ -338,8 +338,7 @@ class Scorer:
             self.busy_pairs.append(pair)
             return
         try:
-            with self.store.heartbeat():
-                result = self._parametric_plot(sb, lb, pair)
+            result = self._parametric_plot(sb, lb, pair)
         except (KeyboardInterrupt, SystemExit):
             self.store.release(task, "parametric_plot", key)
             raise

@@ -161,7 +161,7 @@ def score(
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = Progress(progress)
     try:
-        with ResultsStore(store, stale_after=stale_after, echo=echo) as db:
+        with ResultsStore(store, stale_after=stale_after, echo=echo) as db, db.heartbeat():
             _claim_objective(db, _manifest_info(man), Path(store))
             scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log, echo=echo)
             outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)

@@ -19,11 +19,16 @@ The database runs in WAL mode and every task is committed in its own transaction
 moment it finishes, so an interrupted sweep (Ctrl-C, ``kill -9``) loses only the
 task in flight. A process *claims* a task before computing it; a second process
 scoring into the same store skips claimed tasks and waits for them, so nothing is
-computed twice and nothing is stored twice. While it computes, the owner refreshes
-its claim (a :class:`~flatness.pipeline.heartbeat.Heartbeat`); a claim whose process
-has died (same host, pid gone) or that has not been refreshed for ``stale_after``
-seconds (a hung or stopped process) is taken over, and the result of an owner that
-comes back after that is not stored a second time.
+computed twice and nothing is stored twice. While it scores, the owner refreshes its
+claims (a :class:`~flatness.pipeline.heartbeat.Heartbeat`); a claim whose process has
+died (same host, pid gone) or that has not been refreshed for ``stale_after`` seconds
+(a stopped process) is taken over, and the result of an owner that comes back after
+that is not stored a second time (:mod:`flatness.pipeline.claims`).
+
+A write that meets a lock held by another program, or a full disk, is tried again for
+``patience`` seconds, so the task in flight is stored once the condition passes; every
+SQLite failure becomes one :class:`~flatness.pipeline.database.StoreError` naming the
+store and the remedy (:mod:`flatness.pipeline.database`).
 
 :class:`ResultsStore` is the writer (and the claims); the tables' SQL is in
 :mod:`flatness.pipeline.schema`, and reading a store into pandas frames is

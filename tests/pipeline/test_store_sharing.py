@@ -96,12 +96,14 @@ def test_a_heartbeat_refreshes_the_claim_and_a_late_owner_does_not_store(tmp_pat
     owner, other = ResultsStore(path, stale_after=0.4), ResultsStore(path, stale_after=0.4)
     other.pid = 1  # another live process on this host
     assert owner.claim("abc", "trace", "{}").state == "claimed"
-    first = _started(path)
+    assert owner.claim_objective({"scoring": {"examples": 30}}, _differ) == []
+    first, held = _started(path), load_info(path)["objective_holder"]["time"]
     with owner.heartbeat():
         deadline = time.time() + 60
         while _started(path) == first and time.time() < deadline:
             time.sleep(0.05)
     assert _started(path) > first
+    assert load_info(path)["objective_holder"]["time"] > held  # the objective's claim too
     # Not refreshed any more: after stale_after, the other process takes it over, and
     # the owner, coming back, does not store its result over the other's.
     while other.claim("abc", "trace", "{}").state != "claimed":
