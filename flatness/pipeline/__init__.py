@@ -29,6 +29,7 @@ from flatness.pipeline.checkpoints import (
     load_checkpoint,
     load_into,
 )
+from flatness.pipeline.database import StoreError, check_store
 from flatness.pipeline.manifest import (
     Manifest,
     ManifestError,
@@ -81,6 +82,8 @@ __all__ = [
     # scoring and the store
     "ResultsStore",
     "ScoreSummary",
+    "StoreError",
+    "check_store",
     "export_results",
     "load_curves",
     "load_results",

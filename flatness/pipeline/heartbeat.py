@@ -107,7 +107,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         try:
-            db = sqlite3.connect(self.path, timeout=self.interval, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=min(self.interval, 5.0), isolation_level=None)
         except sqlite3.Error:  # pragma: no cover - the store opened a moment ago
             return
         try:
