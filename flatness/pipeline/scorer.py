@@ -146,7 +146,7 @@ class Scorer:
         self.progress = progress
         self.log = log
         self.echo = echo or (lambda line: None)
-        self._said: dict[tuple[str, str, str], tuple[str | None, float]] = {}
+        self._said: dict[str, tuple[str | None, float]] = {}
         scoring = manifest.scoring
         self.device = torch.device(scoring["device"])
         self.dtype = scoring_dtype(manifest)
@@ -335,6 +335,7 @@ class Scorer:
             self.counts["reused"] += 1
             return
         if claim.state == "busy":
+            self._say_waiting(f"the parametric plot {pair.label!r} {key}", claim)
             self.busy_pairs.append(pair)
             return
         try:
@@ -406,24 +407,24 @@ class Scorer:
                     elif claim.state == "failed":
                         self.failures.append(f"{path}: {task.measure} failed in another process")
                     elif claim.state == "busy":
-                        self._say_waiting(path, key, task, claim)
+                        self._say_waiting(f"{task.measure} {task.key} on {path}", claim)
                         self.busy.setdefault(index, []).append(task)
                     else:
                         free.append(task)
                 if free:
                     self.score_run(index, only=free)
 
-    def _say_waiting(self, path: Path, key: str, task: Task, claim: Claim) -> None:
+    def _say_waiting(self, what: str, claim: Claim) -> None:
         """Tell :attr:`echo` what this process waits for (once per owner, then each minute)."""
-        said = self._said.get((key, task.measure, task.key))
+        said = self._said.get(what)
         now = time.monotonic()
         if said is not None and said[0] == claim.owner and now - said[1] < 60.0:
             return
-        self._said[(key, task.measure, task.key)] = (claim.owner, now)
+        self._said[what] = (claim.owner, now)
         stale_after = self.store.stale_after
         age = claim.age or 0.0
         self.echo(
-            f"waiting for {task.measure} {task.key} on {path}: claimed by {claim.host} pid "
+            f"waiting for {what}: claimed by {claim.host} pid "
             f"{claim.pid}, no heartbeat for {age:.1f} s; taken over after {stale_after:g} s "
             f"without one (about {max(stale_after - age, 0.0):.0f} s from now; --stale-after)"
         )

@@ -406,3 +406,11 @@ def test_byte_identical_checkpoints_under_two_runs_are_refused_naming_both(
     assert sorted(runs["path"]) == [first, str((tmp_path / "c.pt").resolve())]
     assert set(runs["status"]) == {"ok"}
     assert runs.set_index("path").loc[first, "regime"] == "SB"
+
+
+def test_a_checkpoint_listed_twice_is_scored_once_and_reported(tmp_path: Path) -> None:
+    save_run(tmp_path / "a.pt", 0)
+    (tmp_path / "m.toml").write_text(manifest_text(["a.pt", "a.pt"], measures="trace = {}"))
+    summary = fl.score(tmp_path / "m.toml")
+    assert summary.computed == 1 and summary.failed == 1
+    assert f"{(tmp_path / 'a.pt').resolve()}: is listed twice" in summary.failures[0]
