@@ -15,7 +15,9 @@ as PNG by :func:`save`. Regimes are coloured from blue (smallest batch) to red
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
@@ -36,6 +39,7 @@ from matplotlib.ticker import (
 from flatness.curvature.density import gaussian_smoothing
 from flatness.report.analysis import TARGETS, Study
 from flatness.report.frames import DensityCurve
+from flatness.zoo.files import atomic_path
 
 DPI = 110
 PANEL = (3.3, 2.7)
@@ -72,14 +76,68 @@ def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] =
         ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 4))
 
 
+STEM_LIMIT = 90
+"""The longest figure file name (without ``.png``) :func:`file_stem` gives."""
+
+
+def file_stem(name: str, limit: int = STEM_LIMIT) -> str:
+    """A safe, bounded file name for a figure named ``name`` (a label from the data, say).
+
+    Lowercase letters, digits and ``-`` only; a name longer than ``limit`` is cut and
+    given an 8-character hash of the whole name, so two long names alike at the start
+    stay apart.
+
+    Returns:
+        The file name's stem, at most ``limit`` characters.
+
+    Examples:
+        >>> file_stem("parametric-1-SB vs LB")
+        'parametric-1-sb-vs-lb'
+        >>> stem = file_stem("parametric-1-" + "/runs/long" * 40)
+        >>> len(stem), stem[-9:] == "-" + stem[-8:]
+        (90, True)
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "figure"
+    if len(slug) <= limit:
+        return slug
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{slug[: limit - 9].rstrip('-')}-{digest}"
+
+
+def plain_labels(fig: Figure) -> Figure:
+    """Show every text of ``fig`` as typed: no mathtext, no TeX (tick labels excepted).
+
+    Titles, legends and axis labels carry labels from the data (regimes, measures,
+    paths); matplotlib would parse ``$...$`` in them as mathtext (and fail on ``$x^$``)
+    or hand them to TeX. Tick labels are matplotlib's own and keep their formatting.
+
+    Returns:
+        ``fig``.
+    """
+    ticks: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            ticks.add(id(axis.get_offset_text()))
+            for tick in (*axis.get_major_ticks(), *axis.get_minor_ticks()):
+                ticks.update((id(tick.label1), id(tick.label2)))
+    for text in fig.findobj(Text):
+        if id(text) not in ticks:
+            text.set_parse_math(False)
+            text.set_usetex(False)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG (creating the folder) and return the path.
+    """Write ``fig`` as a PNG (creating the folder; atomically) and return the path.
+
+    Its labels are shown as typed (:func:`plain_labels`).
 
     Returns:
         The PNG's path.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    plain_labels(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, metadata={"Software": None}, format="png")
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,18 +67,73 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
 
 
-def md_text(text: object) -> str:
-    """Plain text made safe for Markdown: ``&``, ``<`` and ``>`` become entities, so a
-    label such as ``<b>`` shows as typed instead of being read as HTML.
+_ALWAYS = frozenset("\\`*~#$")
+"""Characters escaped wherever they are: code spans, emphasis, strikethrough, headings,
+math (GitHub renders ``$...$``) and the backslash itself."""
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_LEADING = re.compile(r"([-+](?=\s|$)|[-=][-=\s]*$)|(\d+)([.)](?=\s|$))")
+"""What starts a list item, a thematic break or a setext heading underline."""
+
+
+def md_text(text: object, *, link_text: bool = False) -> str:
+    r"""Plain text made safe for Markdown: it shows as typed and adds no markup.
+
+    A label from the data (a regime, a measure, a path, a pair's label) cannot inject a
+    link, an image, a heading, emphasis, code, raw HTML or a line break into
+    ``report.md``:
+
+    - ``&``, ``<`` and ``>`` become entities (no raw HTML, no ``<url>`` autolinks);
+    - ``\``, the backtick, ``*``, ``~``, ``#`` and ``$`` are backslash-escaped everywhere, and
+      ``_`` unless it stands between two letters or digits (``λ_max`` stays as is);
+    - ``]`` is escaped before ``(``, ``[`` or ``:`` (no inline link or image, no
+      reference link, no link definition) and ``[`` before ``^`` (no footnote); with
+      ``link_text=True`` (text inside ``[...]`` of the report's own links and figures)
+      every bracket is escaped;
+    - ``://`` and ``www.`` are escaped, so GitHub does not turn a URL into a link;
+    - a leading list marker (``-``, ``+``, ``1.``) or a text of only ``-`` or ``=`` is
+      escaped (no list, no rule, no setext heading), and
+      line breaks become spaces (no new block from inside a label).
+
+    Args:
+        text: The text (converted with :class:`str`).
+        link_text: Escape every ``[`` and ``]`` (for text inside a link's brackets).
 
     Returns:
-        The text with ``&``, ``<`` and ``>`` escaped.
+        The escaped text, on one line.
 
     Examples:
         >>> md_text("a <b> & c")
         'a &lt;b&gt; &amp; c'
+        >>> print(md_text("[a](javascript:alert(1))"))
+        [a\](javascript:alert(1))
+        >>> print(md_text("# h"), md_text("λ_max *x*"), md_text("0.5 [0.1, 0.9]"), sep=" | ")
+        \# h | λ_max \*x\* | 0.5 [0.1, 0.9]
     """
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = " ".join(line.strip() for line in str(text).splitlines()).strip()
+    out: list[str] = []
+    for i, ch in enumerate(s):
+        nxt = s[i + 1] if i + 1 < len(s) else ""
+        if ch in _ENTITIES:
+            out.append(_ENTITIES[ch])
+        elif (
+            ch in _ALWAYS
+            or (ch == "_" and not (i > 0 and s[i - 1].isalnum() and nxt.isalnum()))
+            or (ch == "]" and (link_text or nxt in ("(", "[", ":")))
+            or (ch == "[" and (link_text or nxt == "^"))
+        ):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    shown = "".join(out).replace("://", "\\://")
+    shown = re.sub(r"(?i)\b(www)\.", r"\1\\.", shown)
+    lead = _LEADING.match(shown)
+    if lead is not None:
+        shown = (
+            "\\" + shown
+            if lead.group(1)
+            else f"{lead.group(2)}\\{lead.group(3)}{shown[lead.end() :]}"
+        )
+    return shown
 
 
 def _md_cell(text: object) -> str:
@@ -118,10 +174,12 @@ def to_markdown(title: str, sections: list[Section]) -> str:
             elif isinstance(block, Bullets):
                 lines += [f"- {md_text(item)}" for item in block.items] + [""]
             elif isinstance(block, Links):
-                lines += [f"- [{md_text(t)}]({href})" for t, href in block.items] + [""]
+                lines += [f"- [{md_text(t, link_text=True)}]({href})" for t, href in block.items]
+                lines += [""]
             elif isinstance(block, FigureBlock):
+                alt = md_text(block.caption, link_text=True)
                 caption = md_text(block.caption)
-                lines += [f"![{caption}]({block.path})", "", f"*{caption}*", ""]
+                lines += [f"![{alt}]({block.path})", "", f"*{caption}*", ""]
             else:
                 table = block.table
                 lines += [f"**{md_text(table.title)}**", "", markdown_table(table.frame), ""]

@@ -9,7 +9,6 @@ score to get it (:meth:`SectionContext.left_out`). :data:`SECTIONS` lists them;
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -98,12 +97,12 @@ class SectionContext:
         return figs.pages(self.study)
 
     def figure(self, fig: Figure, name: str, caption: str) -> FigureBlock:
-        """Save a figure as ``figures/<name>.png``.
+        """Save a figure as ``figures/<name>.png`` (``name`` made a bounded, safe file name).
 
         Returns:
             The block that shows it with its caption.
         """
-        path = figs.save(fig, self.figure_dir / f"{name}.png")
+        path = figs.save(fig, self.figure_dir / f"{figs.file_stem(name)}.png")
         self.figures.append(path)
         return FigureBlock(f"figures/{path.name}", caption)
 
@@ -126,10 +125,6 @@ class SectionContext:
         if self.pages == 1:
             return "", ""
         return (f"-{page + 1}" if page else ""), f" (part {page + 1} of {self.pages})"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "figure"
 
 
 def summary_section(ctx: SectionContext) -> Section:
@@ -320,7 +315,7 @@ def parametric_section(ctx: SectionContext) -> Section:
         section.blocks.append(
             ctx.figure(
                 figs.parametric_figure(pair.frame, title=title),
-                f"parametric-{index + 1}-{_slug(pair.label)}",
+                f"parametric-{index + 1}-{pair.label}",
                 f"Parametric plot, {title}: cross-entropy loss (blue, left axis) and accuracy "
                 f"(red, right axis) on the training (solid) and test (dashed) sets.{extra}",
             )
