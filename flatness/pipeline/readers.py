@@ -176,6 +176,9 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
 def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Write :func:`load_results` to ``.csv`` or ``.parquet`` (chosen by the suffix).
 
+    The file is written to a temporary sibling and moved into place: a failed export
+    (a full disk) leaves ``out`` as it was and no temporary file.
+
     Args:
         store: The results store.
         out: The file to write.
@@ -185,23 +188,30 @@ def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -
 
     Raises:
         FileNotFoundError: If there is no store at ``store``.
+        StoreError: If the store cannot be read; the message names it and the remedy.
         ValueError: For another suffix.
         ImportError: For Parquet without ``pyarrow`` installed.
+        DiskFullError: If the disk is full while writing ``out`` (an ``OSError``
+            naming the file).
     """
+    from flatness.zoo.files import atomic_path
+
     target = Path(out)
-    df = load_results(store)
-    if target.suffix == ".csv":
-        df.to_csv(target, index=False)
-    elif target.suffix in (".parquet", ".pq"):
+    if target.suffix in (".parquet", ".pq"):
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise ImportError(
                 "writing Parquet needs pyarrow: pip install 'flatness[parquet]' (or write .csv)"
             ) from exc
-        df.to_parquet(target, index=False)
-    else:
+    elif target.suffix != ".csv":
         raise ValueError(
             f"{target}: export to .csv or .parquet, not {target.suffix or 'no suffix'!r}"
         )
+    df = load_results(store)
+    with atomic_path(target) as tmp:
+        if target.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
     return target

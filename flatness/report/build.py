@@ -38,6 +38,7 @@ from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
 from flatness.results import Result
+from flatness.zoo.files import write_text_atomic
 
 __all__ = ["Report", "build"]
 
@@ -77,12 +78,6 @@ class Report(Result):
             f"Report(html={str(self.html)!r}, figures={len(self.figures)}, "
             f"sections left out={len(self.notes)}, seconds={self.seconds:.1f})"
         )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _remove_stale(base: Path) -> None:
@@ -187,8 +182,8 @@ def build(
     heading = title or report_title(df, info)
     markdown = base / "report.md"
     html_page = base / "report.html"
-    _write_text(markdown, to_markdown(heading, sections))
-    _write_text(html_page, to_html(heading, sections, base))
+    write_text_atomic(markdown, to_markdown(heading, sections))
+    write_text_atomic(html_page, to_html(heading, sections, base))
     return Report(
         out=base,
         html=html_page,

@@ -49,6 +49,7 @@ from flatness.report.render import (
     to_html,
     to_markdown,
 )
+from flatness.zoo.files import atomic_path, write_text_atomic
 
 __all__ = ["Overview", "OverviewCase", "write_overview"]
 
@@ -146,10 +147,9 @@ def write_overview(
     data = base / "data"
     data.mkdir(exist_ok=True)
     for table in tables:
-        (table.values if table.values is not None else table.frame).to_csv(
-            data / f"{table.key}.csv", index=False
-        )
+        with atomic_path(data / f"{table.key}.csv") as tmp:
+            (table.values if table.values is not None else table.frame).to_csv(tmp, index=False)
     html, markdown = base / "report.html", base / "report.md"
-    markdown.write_text(to_markdown(title, sections), encoding="utf-8")
-    html.write_text(to_html(title, sections, base), encoding="utf-8")
+    write_text_atomic(markdown, to_markdown(title, sections))
+    write_text_atomic(html, to_html(title, sections, base))
     return Overview(html, markdown, tuple(answers))

@@ -40,6 +40,7 @@ from flatness.report.tables import (
     measures_table,
     scores_table,
 )
+from flatness.zoo.files import atomic_path
 
 __all__ = ["SECTIONS", "SectionContext"]
 
@@ -359,7 +360,7 @@ def density_section(ctx: SectionContext) -> Section:
 
 
 def data_section(ctx: SectionContext) -> Section:
-    """Write ``data/scores.csv`` and every table's numbers; link them.
+    """Write ``data/scores.csv`` and every table's numbers (atomically); link them.
 
     Returns:
         The section.
@@ -368,13 +369,13 @@ def data_section(ctx: SectionContext) -> Section:
     data_dir.mkdir(parents=True, exist_ok=True)
     scores = scores_table(ctx.study)
     scores["path"] = [display_path(p, ctx.root) for p in scores["path"]]
-    scores.to_csv(data_dir / "scores.csv", index=False)
-    ctx.data.append(data_dir / "scores.csv")
-    for table in ctx.tables:
-        if table.values is not None:
-            path = data_dir / f"{table.key}.csv"
-            table.values.to_csv(path, index=False)
-            ctx.data.append(path)
+    frames = [("scores", scores)]
+    frames += [(t.key, t.values) for t in ctx.tables if t.values is not None]
+    for key, frame in frames:
+        path = data_dir / f"{key}.csv"
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+        ctx.data.append(path)
     return Section(
         "Data",
         "data",

@@ -1,0 +1,131 @@
+"""What a report or an export leaves on disk when it fails, and what a rebuild removes.
+
+Issue 17, item 8: every output (report.md, report.html, figures, data/*.csv, the export
+CSV/Parquet) is written to a temporary sibling and moved into place, so a writer that
+fails mid-way (a full disk) leaves neither a partial file nor a temporary one.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from flatness.pipeline.measures import Record
+from flatness.pipeline.store import ResultsStore, export_results
+from flatness.report import build
+from flatness.zoo.files import DiskFullError
+
+N_BOOT = 50
+
+
+def _frame() -> pd.DataFrame:
+    rows = []
+    for regime, batch, level in (("SB", 16, 0.0), ("LB", 256, 1.0)):
+        for seed in (0, 1, 2):
+            rows.append(
+                {
+                    "regime": regime,
+                    "batch_size": batch,
+                    "seed": seed,
+                    "train_accuracy": 0.99,
+                    "test_accuracy": 0.95 - 0.03 * level - 0.001 * seed,
+                    "measure": "lambda_max",
+                    "value": 1.0 + 4.0 * level + 0.1 * seed,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _full_disk(path: Any) -> OSError:
+    """Write half a file at ``path`` (what a full disk leaves), return the error to raise."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("partial,")
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_csv_writer_failing_mid_way_leaves_no_partial_or_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_to_csv(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        raise _full_disk(path)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
+    with pytest.raises(DiskFullError, match=r"disk full while writing .*scores\.csv"):
+        build(_frame(), tmp_path, n_boot=N_BOOT)
+    assert not [f for f in _files(tmp_path) if f.startswith("data/") or f.endswith(".tmp")]
+
+
+def test_a_figure_failing_mid_way_leaves_no_partial_or_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_savefig(self: Figure, path: Any, *args: Any, **kwargs: Any) -> None:
+        raise _full_disk(path)
+
+    monkeypatch.setattr(Figure, "savefig", failing_savefig)
+    with pytest.raises(DiskFullError, match=r"batch-size\.png"):
+        build(_frame(), tmp_path, n_boot=N_BOOT)
+    assert _files(tmp_path) == []
+
+
+def test_a_page_failing_mid_way_leaves_no_partial_or_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Path.write_text
+
+    def failing_write_text(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if self.name.startswith(".report.html") or self.name == "report.html":
+            raise _full_disk(self)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", failing_write_text)
+    with pytest.raises(DiskFullError, match=r"report\.html"):
+        build(_frame(), tmp_path, n_boot=N_BOOT)
+    files = _files(tmp_path)
+    assert "report.html" not in files and not [f for f in files if f.endswith(".tmp")], files
+
+
+def _store(path: Path) -> Path:
+    with ResultsStore(path) as store:
+        store.put_run("abc", "/runs/a.pt", regime="SB", batch_size=8, seed=0)
+        assert store.claim("abc", "lambda_max", "{}").state == "claimed"
+        store.finish(
+            "abc",
+            "lambda_max",
+            "{}",
+            [Record("", 3.0, 1e-6, "residual", True)],
+            matvecs=1,
+            seconds=0.1,
+            device="cpu",
+            dtype="float64",
+            versions={},
+            details={},
+        )
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_export_failing_mid_way_leaves_no_partial_or_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow", reason="pyarrow is in the dev extra; Parquet needs it")
+    store = _store(tmp_path / "store" / "results.sqlite")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def failing(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        raise _full_disk(path)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv" if suffix == ".csv" else "to_parquet", failing)
+    with pytest.raises(DiskFullError, match=rf"disk full while writing .*results{suffix}"):
+        export_results(store, out / f"results{suffix}")
+    assert _files(out) == []
