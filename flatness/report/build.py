@@ -7,6 +7,11 @@ research project's own frame) and writes, into one folder,
 - ``report.md`` -- the same report in Markdown, with the figures in ``figures/*.png``;
 - ``data/*.csv`` -- every checkpoint's scores and the numbers behind each table.
 
+and lists them in ``.flatness-report.json``: a rebuild of the folder removes the files of
+the earlier report that it does not write again, and no other file
+(:mod:`~flatness.report.outputs`). Every file is written atomically (a temporary sibling
+moved into place), so a failed build leaves no partial file.
+
 It reads DataFrames only; :func:`flatness.report.build_from_store`
 (:mod:`~flatness.report.from_store`, what ``flatness report`` runs) reads a results store
 and calls it. Each section of the page has its builder in
@@ -23,6 +28,7 @@ missing is replaced by a note saying what to score to get it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -34,6 +40,7 @@ import pandas as pd
 
 from flatness.report.analysis import analyze
 from flatness.report.curves import pairs, summarize
+from flatness.report.outputs import read_manifest, remove_earlier, write_manifest
 from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
@@ -41,12 +48,6 @@ from flatness.results import Result
 from flatness.zoo.files import write_text_atomic
 
 __all__ = ["Report", "build"]
-
-FIGURE_PATTERNS = (
-    "batch-size*.png", "noise*.png", "vs-*.png", "parametric-*.png", "density.png",
-)  # fmt: skip
-"""The figures a report writes; a rebuild removes earlier ones (and no other file)."""
-DATA_NAMES = ("scores", "measures", "eigenvalues", "sb-vs-lb", "trend", "parametric")
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,24 @@ class Report(Result):
         )
 
 
-def _remove_stale(base: Path) -> None:
-    """Remove the figures and CSV files an earlier report wrote (and no other file)."""
-    for pattern in FIGURE_PATTERNS:
-        for stale in (base / "figures").glob(pattern):
-            stale.unlink()
-    for stale in (base / "data").glob("*.csv"):
-        if stale.stem in DATA_NAMES or stale.stem.startswith(("table", "correlation-")):
-            stale.unlink()
+def _list_own_files(base: Path, earlier: set[str], ctx: SectionContext, finished: bool) -> None:
+    """After a build: remove the earlier report's files not written again and list the new.
+
+    A build that failed removes nothing and lists what it wrote beside the earlier
+    report's files (all of them are still the report's to replace next time); an error
+    while listing them then is not allowed to hide the build's own error.
+    """
+    pages = [base / "report.md", base / "report.html"]
+    if finished:
+        written = [*ctx.figures, *ctx.data, *pages]
+        remove_earlier(base, earlier, {p.relative_to(base).as_posix() for p in written})
+        write_manifest(base, written)
+        return
+    own = [*ctx.figures, *ctx.data, *(p for p in pages if p.is_file())]
+    own += [base / name for name in earlier]
+    if own:
+        with contextlib.suppress(OSError):
+            write_manifest(base, own)
 
 
 def build(
@@ -116,7 +127,9 @@ def build(
             ``value`` and ``regime`` or ``batch_size``; ``test_accuracy``,
             ``train_accuracy``, ``seed``, ``settings`` and ``component`` are used when
             present.
-        out: The report's folder (created; files of an earlier report are replaced).
+        out: The report's folder (created). The files an earlier report listed in it
+            (:mod:`~flatness.report.outputs`) and not written again are removed;
+            other files in it are left alone.
         title: The page's title (default: from the data set and network).
         curves: Parametric plots, as :func:`flatness.load_curves` returns them.
         failed: Checkpoints that could not be scored (``path`` and ``error`` columns;
@@ -163,7 +176,7 @@ def build(
     study = analyze(df, sb=sb, lb=lb, n_boot=n_boot, confidence=confidence, seed=seed)
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
-    _remove_stale(base)
+    earlier = read_manifest(base)
     root_path = Path(root) if root is not None else None
     found = pairs(curves, root_path)
     ctx = SectionContext(
@@ -178,12 +191,17 @@ def build(
         command=command,
         root=root_path,
     )
-    sections = [builder(ctx) for builder in SECTIONS]
     heading = title or report_title(df, info)
     markdown = base / "report.md"
     html_page = base / "report.html"
-    write_text_atomic(markdown, to_markdown(heading, sections))
-    write_text_atomic(html_page, to_html(heading, sections, base))
+    finished = False
+    try:
+        sections = [builder(ctx) for builder in SECTIONS]
+        write_text_atomic(markdown, to_markdown(heading, sections))
+        write_text_atomic(html_page, to_html(heading, sections, base))
+        finished = True
+    finally:
+        _list_own_files(base, earlier, ctx, finished)
     return Report(
         out=base,
         html=html_page,

@@ -8,6 +8,7 @@ fails mid-way (a full disk) leaves neither a partial file nor a temporary one.
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,61 @@ def test_an_export_failing_mid_way_leaves_no_partial_or_temporary_file(
     with pytest.raises(DiskFullError, match=rf"disk full while writing .*results{suffix}"):
         export_results(store, out / f"results{suffix}")
     assert _files(out) == []
+
+
+# ------------------------------------------------- item 9: a rebuild removes its own files
+
+
+def _curves() -> pd.DataFrame:
+    rows = [
+        {"alpha": a, "split": split, "metric": metric, "value": 0.5 + a * a}
+        for a in (-0.5, 0.0, 0.5, 1.0, 1.5)
+        for split in ("train", "test")
+        for metric in ("loss", "accuracy")
+    ]
+    return pd.DataFrame(rows).assign(
+        sb_path="sb.pt", lb_path="lb.pt", sb="a" * 64, lb="b" * 64, label="SB vs LB", settings="{}"
+    )
+
+
+def test_a_rebuild_keeps_the_users_files_and_removes_only_its_own(tmp_path: Path) -> None:
+    first = build(_frame(), tmp_path, n_boot=N_BOOT, curves=_curves())
+    parametric = [p for p in first.figures if p.name.startswith("parametric-")]
+    assert parametric and (tmp_path / ".flatness-report.json").is_file()
+    mine = {
+        "data/foo.csv": "a,b\n1,2\n",
+        "data/table9.csv": "x\n1\n",
+        "data/scores-old.csv": "x\n1\n",
+        "figures/bar.png": "png",
+        "figures/batch-size-9.png": "png",
+        "figures/vs-test-accuracy-old.png": "png",
+        "notes.md": "my notes",
+    }
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    second = build(_frame(), tmp_path, n_boot=N_BOOT)  # no parametric plot this time
+    for name, text in mine.items():
+        assert (tmp_path / name).read_text(encoding="utf-8") == text, name
+    assert not any(p.exists() for p in parametric), "the earlier report's own figure stays"
+    assert all(p.is_file() for p in (*second.figures, *second.data, second.html, second.markdown))
+
+
+def test_a_forged_report_manifest_cannot_delete_files_outside_the_report(tmp_path: Path) -> None:
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep", encoding="utf-8")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "keep").mkdir()
+    (out / "keep" / "file.txt").write_text("keep", encoding="utf-8")
+    (out / "link.txt").symlink_to(outside)
+    listed = ["../precious.txt", str(outside), "keep/../../precious.txt", "keep", "link.txt", 3]
+    (out / ".flatness-report.json").write_text(json.dumps({"files": listed}), encoding="utf-8")
+    build(_frame(), out, n_boot=N_BOOT)
+    assert outside.read_text(encoding="utf-8") == "keep"
+    assert (out / "keep" / "file.txt").is_file() and (out / "link.txt").is_symlink()
+
+
+def test_a_damaged_report_manifest_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / ".flatness-report.json").write_text("{not json", encoding="utf-8")
+    report = build(_frame(), tmp_path, n_boot=N_BOOT)
+    assert report.html.is_file()
