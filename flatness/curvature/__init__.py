@@ -10,7 +10,9 @@ passed as ``hessian=``; every result honours the contract of :mod:`flatness.resu
 Modules: ``objective`` (the loss as a function of flat parameters) and ``batches``
 (the data it is taken over), ``operator`` (the
 operator contract, :data:`~flatness.curvature.operator.Target`), ``hessian``
-(Hessian-vector products), ``options`` (typed options); ``lanczos`` (the Lanczos
+(Hessian-vector products) and ``graph_memory`` (what its retained graphs hold),
+``options`` (typed options, :func:`~flatness.curvature.options.deterministic_hessian`);
+``lanczos`` (the Lanczos
 kernel), ``thick_restart`` (Wu & Simon's eigensolver), ``eigenvalues`` and
 ``power_iteration`` (extremal eigenvalues); ``trace``, ``hutchinson``,
 ``meyer2021hutchpp``, ``exact_trace`` and ``piecewise_linear`` (the trace);
@@ -32,7 +34,7 @@ from flatness.curvature.operator import (
     operator_for,
     to_scipy,
 )
-from flatness.curvature.options import HessianOptions
+from flatness.curvature.options import HessianOptions, deterministic_hessian
 from flatness.curvature.piecewise_linear import check_piecewise_linear
 from flatness.curvature.power_iteration import power_iteration
 from flatness.curvature.trace import TraceResult, hessian_trace
@@ -49,6 +51,7 @@ __all__ = [
     "TraceResult",
     "as_operator",
     "check_piecewise_linear",
+    "deterministic_hessian",
     "exact_hessian_trace",
     "hessian_eigenvalues",
     "hessian_trace",

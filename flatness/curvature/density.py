@@ -46,6 +46,7 @@ from flatness.curvature.operator import (
     SymmetricOperator,
     Target,
     hessian_gradient_equivalents,
+    operator_choices,
     operator_for,
 )
 from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
@@ -117,6 +118,10 @@ class DensityResult(Result):
         gradients: Gradient evaluations besides the products (none).
         gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
             the Hessian of a model, NaN for a plain operator.
+        choices: The choices of the Hessian operator that change the last bits
+            (:attr:`~flatness.curvature.hessian.HessianOperator.numerics`: strategy,
+            retained batches, fallback, vectorized blocks, ``deterministic``); empty for
+            an operator that makes none (a plain matrix). Kept in :meth:`details`.
         settings: The keyword arguments that reproduce the result with
             :func:`spectral_density` (left out of ``repr`` and :meth:`details`).
 
@@ -141,6 +146,7 @@ class DensityResult(Result):
     evaluations: int = 0
     gradients: int = 0
     gradient_equivalents: float = math.nan
+    choices: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -186,10 +192,14 @@ class DensityResult(Result):
 
         Returns:
             ``sigma``, ``steps``, ``runs``, ``dim``, ``lanczos_steps``, ``nodes`` and
-            ``weights`` as plain Python values, from which a report redraws the density.
+            ``weights`` as plain Python values, from which a report redraws the density,
+            and the operator's ``choices`` where it made any (not for a plain matrix).
         """
         keep = ("sigma", "steps", "runs", "dim", "lanczos_steps", "nodes", "weights")
-        return {k: to_plain(getattr(self, k)) for k in keep}
+        out = {k: to_plain(getattr(self, k)) for k in keep}
+        if self.choices:
+            out["choices"] = to_plain(self.choices)
+        return out
 
     def run_moments(self, p: int) -> np.ndarray:
         r"""Per-run estimates of the normalized moment :math:`\mathrm{tr}(A^p)/n`.
@@ -403,5 +413,6 @@ def spectral_density(
         grid=grid,
         density=density,
         gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        choices=operator_choices(op),
         settings=settings,
     )

@@ -37,6 +37,7 @@ from torch import Tensor
 from flatness.curvature.operator import (
     Target,
     hessian_gradient_equivalents,
+    operator_choices,
     operator_for,
 )
 from flatness.curvature.options import HessianOptions, Which, check_which, resolve_hessian_options
@@ -98,6 +99,10 @@ class EigenResult(Result):
         gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
             the Hessian of a model, NaN for a plain operator
             (:func:`~flatness.curvature.operator.hessian_gradient_equivalents`).
+        choices: The choices of the Hessian operator that change the last bits
+            (:attr:`~flatness.curvature.hessian.HessianOperator.numerics`: strategy,
+            retained batches, fallback, vectorized blocks, ``deterministic``); empty for
+            an operator that makes none (a plain matrix). Kept in :meth:`details`.
         settings: The keyword arguments that reproduce the result with its function
             (:func:`hessian_eigenvalues` or :func:`power_iteration`). Left out of
             ``repr`` and :meth:`details` (the results store keeps them as the task's key).
@@ -126,6 +131,7 @@ class EigenResult(Result):
     evaluations: int = 0
     gradients: int = 0
     gradient_equivalents: float = math.nan
+    choices: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -326,6 +332,7 @@ def hessian_eigenvalues(
         multiplicity_checked=pairs.multiplicity_checked,
         eigenvectors=pairs.vectors.detach() if return_eigenvectors else None,
         gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        choices=operator_choices(op),
         settings=settings,
     )
 

@@ -22,11 +22,18 @@ Three strategies compute the same product:
 times one product of each of the other two strategies and keeps the faster. Blocks
 are computed column by column or vectorized, whichever a timed first block shows to
 be faster. The choices and timings are kept in :attr:`HessianOperator.choices`.
+
+The strategies agree to rounding, not to the last bit, so choices made by timing make
+two identical runs differ in their last bits. ``deterministic=True`` makes no choice
+by timing: batches that are not retained use double backward (whose products equal
+the retained graphs' bit for bit on the host) and blocks are multiplied column by
+column (each column equals :meth:`HessianOperator.matvec` of it). The choices that
+change the numerics are :attr:`HessianOperator.numerics`, which the estimators keep
+in their results' ``choices``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,69 +41,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flatness.curvature.graph_memory import SavedBytes, default_memory_budget
 from flatness.curvature.objective import Objective, second_derivative
 from flatness.curvature.operator import to_scipy
-from flatness.curvature.options import STRATEGIES, HessianOptions, Strategy
+from flatness.curvature.options import (
+    STRATEGIES,
+    HessianOptions,
+    Strategy,
+    resolve_deterministic,
+)
 from flatness.results import Meter
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["STRATEGIES", "HessianOperator", "Strategy", "default_memory_budget"]
-
-
-def default_memory_budget(device: torch.device) -> int:
-    """Bytes that retained graphs may hold by default.
-
-    Returns:
-        Half the free GPU memory on CUDA; on the host, a quarter of the available
-        memory (an eighth of the physical memory where that cannot be read).
-    """
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
-    try:
-        with open("/proc/meminfo") as fh:
-            info = dict(line.split(":", 1) for line in fh)
-        return int(info["MemAvailable"].strip().split()[0]) * 1024 // 4
-    except (OSError, KeyError, ValueError):
-        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 2**20
-        return int(pages * 4096) // 8
-
-
-class _SavedBytes:
-    """Counts the bytes of distinct storages saved for backward inside its context.
-
-    The pack hook returns a *detached* alias of each saved tensor, never the tensor
-    itself: a saved output that holds itself (tensor → ``grad_fn`` → saved tensor →
-    the same tensor) is a reference cycle through C++ that Python's collector cannot
-    see, so every graph built under the hook would stay in memory for good (issue 17
-    item 1). Autograd restores the saved tensor's history on unpacking, so the
-    products, double backward included, are unchanged; only integers are kept here.
-    """
-
-    def __init__(self) -> None:
-        self.storages: dict[int, int] = {}
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, t: Tensor) -> Tensor:
-        try:
-            storage = t.untyped_storage()
-            self.storages[storage.data_ptr()] = storage.nbytes()
-        except (RuntimeError, NotImplementedError):
-            self.storages[id(t)] = t.numel() * t.element_size()
-        return t.detach()
-
-    def __enter__(self) -> _SavedBytes:
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self.storages.values())
 
 
 class HessianOperator:
@@ -114,6 +73,10 @@ class HessianOperator:
             or column-by-column (``False``) block products.
         check_determinism: Evaluate the first batch twice first and refuse a random
             objective (dropout on, a stochastic loss).
+        deterministic: Make no choice by timing, so identical runs give identical bits
+            (see the module docs); ``None`` takes the ambient default
+            (:func:`~flatness.curvature.options.deterministic_hessian`, on while
+            :func:`flatness.score` computes, else off).
 
     The operator counts its products in :attr:`matvecs`. Close it (or use it as a
     context manager) to free the retained graphs.
@@ -139,6 +102,7 @@ class HessianOperator:
         memory_budget: int | None = None,
         batched: bool | None = None,
         check_determinism: bool = True,
+        deterministic: bool | None = None,
     ) -> None:
         if strategy != "auto" and strategy not in STRATEGIES:
             raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
@@ -149,13 +113,14 @@ class HessianOperator:
             if memory_budget is not None
             else default_memory_budget(objective.device)
         )
-        self._batched = batched
+        self.deterministic = resolve_deterministic(deterministic)
+        self._batched = False if batched is None and self.deterministic else batched
         self._matvecs = 0
         self._graphs: list[tuple[list[Tensor], list[Tensor | None]] | None] = []
         self._fallback: str | None = (
             strategy if strategy in ("double_backward", "forward_over_reverse") else None
         )
-        self.choices: dict[str, Any] = {"strategy": strategy}
+        self.choices: dict[str, Any] = {"strategy": strategy, "deterministic": self.deterministic}
         self._closed = False
         self._for_fns: dict[int, Callable[..., Any]] = {}
         if check_determinism:
@@ -171,7 +136,7 @@ class HessianOperator:
 
         Returns:
             ``HessianOperator(objective, strategy=..., memory_budget=..., batched=...,
-            check_determinism=...)`` with the fields of ``options``.
+            check_determinism=..., deterministic=...)`` with the fields of ``options``.
         """
         o = options if options is not None else HessianOptions()
         return cls(
@@ -180,6 +145,7 @@ class HessianOperator:
             memory_budget=o.memory_budget,
             batched=o.batched,
             check_determinism=o.check_determinism,
+            deterministic=o.deterministic,
         )
 
     # ------------------------------------------------------------ properties
@@ -204,6 +170,25 @@ class HessianOperator:
         """How many batches keep their gradient graph between products."""
         return sum(g is not None for g in self._graphs)
 
+    @property
+    def numerics(self) -> dict[str, Any]:
+        """The choices made so far that change the products' last bits.
+
+        ``strategy`` and ``deterministic`` as asked; ``retained_batches`` of
+        ``batches``; ``fallback``, the strategy of the batches not retained (``None``
+        while none was needed); ``batched``, whether blocks are multiplied vectorized
+        (``None`` while no block was multiplied). The estimators keep this in their
+        results' ``choices``.
+        """
+        return {
+            "strategy": self.strategy,
+            "deterministic": self.deterministic,
+            "retained_batches": int(self.choices.get("retained_batches", 0)),
+            "batches": len(self._graphs),
+            "fallback": self._fallback,
+            "batched": self._batched,
+        }
+
     # -------------------------------------------------------------- building
     def _build_graph(self, batch: Any) -> tuple[list[Tensor], list[Tensor | None]]:
         leaves = self.objective.leaves()
@@ -221,7 +206,7 @@ class HessianOperator:
             graph = None
             if not full:
                 before = torch.cuda.memory_allocated(obj.device) if cuda else 0
-                with _SavedBytes() as counter:
+                with SavedBytes() as counter:
                     graph = self._build_graph(batch)
                 after = torch.cuda.memory_allocated(obj.device) if cuda else 0
                 size = after - before if cuda else counter.nbytes
@@ -320,7 +305,7 @@ class HessianOperator:
     def _block(self, V: Tensor, batched: bool) -> Tensor:
         obj = self.objective
         if self._fallback is None and any(g is None for g in self._graphs):
-            self._fallback = self._choose_fallback(V)
+            self._fallback = "double_backward" if self.deterministic else self._choose_fallback(V)
         self.choices["fallback"] = self._fallback
         out = torch.zeros_like(V)
         for i, w in enumerate(obj.weights):

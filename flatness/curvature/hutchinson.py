@@ -35,6 +35,7 @@ from flatness.curvature.operator import (
     SymmetricOperator,
     Target,
     hessian_gradient_equivalents,
+    operator_choices,
     operator_for,
 )
 from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
@@ -304,6 +305,7 @@ def run_trace_estimator(
         target_stderr=probes.target_stderr,
         relative_target=not probes.absolute,
         gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        choices=operator_choices(op),
         settings={**dataclasses.asdict(probes), "hessian": hessian},
     )
 

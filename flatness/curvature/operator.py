@@ -13,9 +13,9 @@ device and dtype; nothing here assumes CPU or CUDA.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol, TypeAlias, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Union, runtime_checkable
 
 import numpy as np
 import torch
@@ -270,6 +270,22 @@ def operator_for(
         close = getattr(op, "close", None)
         if owned and callable(close):
             close()
+
+
+def operator_choices(op: SymmetricOperator) -> dict[str, Any]:
+    """The choices of ``op`` that change the last bits of its products, for a result.
+
+    Returns:
+        A copy of ``op.numerics`` for an operator that reports them (a
+        :class:`~flatness.curvature.hessian.HessianOperator`: strategy, retained
+        batches, fallback, vectorized blocks, ``deterministic``); ``{}`` for others.
+
+    Examples:
+        >>> operator_choices(DenseOperator(torch.eye(2)))
+        {}
+    """
+    numerics = getattr(op, "numerics", None)
+    return dict(numerics) if isinstance(numerics, Mapping) else {}
 
 
 def hessian_gradient_equivalents(op: SymmetricOperator, matvecs: int) -> float:

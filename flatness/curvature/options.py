@@ -7,6 +7,10 @@ settings after it. The choices among a few names are :data:`typing.Literal` type
 how the Hessian of an Objective is multiplied is one frozen dataclass,
 :class:`HessianOptions`, passed as ``hessian=``.
 
+Whether an operator may choose its strategies by timing is :attr:`HessianOptions.deterministic`;
+left at ``None`` it takes the ambient default, which :func:`deterministic_hessian`
+sets (:func:`flatness.score` computes every task inside it).
+
 Before version 0.2 the Hessian options were loose keyword arguments
 (``hessian_eigenvalues(obj, strategy="double_backward")``); they still work for one
 release and raise a :class:`DeprecationWarning` (:func:`resolve_hessian_options`).
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal, TypedDict, get_args
 
 __all__ = [
@@ -28,6 +34,8 @@ __all__ = [
     "Strategy",
     "Which",
     "check_which",
+    "deterministic_hessian",
+    "resolve_deterministic",
     "resolve_hessian_options",
 ]
 
@@ -77,6 +85,11 @@ class HessianOptions:
             products; ``None`` times both on the first block.
         check_determinism: Evaluate the first batch twice and refuse a random
             objective (dropout on, a stochastic loss).
+        deterministic: Choose nothing by timing (double backward for batches whose
+            graphs are not retained; blocks column by column unless ``batched=True``
+            asks for vectorized ones), so identical runs give identical bits.
+            ``None`` (default) takes the ambient default of
+            :func:`deterministic_hessian` (on while :func:`flatness.score` computes).
 
     Raises:
         ValueError: For an unknown ``strategy``.
@@ -91,6 +104,7 @@ class HessianOptions:
     memory_budget: int | None = None
     batched: bool | None = None
     check_determinism: bool = True
+    deterministic: bool | None = None
 
     def __post_init__(self) -> None:
         if self.strategy != "auto" and self.strategy not in STRATEGIES:
@@ -106,9 +120,51 @@ class HessianKeywords(TypedDict, total=False):
     memory_budget: int | None
     batched: bool | None
     check_determinism: bool
+    deterministic: bool | None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(HessianOptions))
+
+_DETERMINISTIC: ContextVar[bool] = ContextVar("flatness_deterministic_hessian", default=False)
+
+
+@contextmanager
+def deterministic_hessian(enabled: bool = True) -> Iterator[None]:
+    """Within the context, Hessian operators choose nothing by timing unless told.
+
+    Operators whose ``deterministic`` option is ``None`` (the default) take ``enabled``;
+    an explicit ``True`` or ``False`` wins. :func:`flatness.score` computes every task
+    inside ``deterministic_hessian()``, so a rerun of a sweep gives the same bits
+    without the setting entering the store's task keys.
+
+    Args:
+        enabled: The default inside the context.
+
+    Yields:
+        Nothing; the previous default is restored on exit.
+
+    Examples:
+        >>> with deterministic_hessian():
+        ...     resolve_deterministic(None), resolve_deterministic(False)
+        (True, False)
+        >>> resolve_deterministic(None)
+        False
+    """
+    token = _DETERMINISTIC.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _DETERMINISTIC.reset(token)
+
+
+def resolve_deterministic(deterministic: bool | None) -> bool:
+    """An operator's ``deterministic`` option with ``None`` read as the ambient default.
+
+    Returns:
+        ``deterministic`` itself, or for ``None`` the default of the innermost
+        :func:`deterministic_hessian` context (``False`` outside any).
+    """
+    return _DETERMINISTIC.get() if deterministic is None else bool(deterministic)
 
 
 def resolve_hessian_options(

@@ -29,6 +29,7 @@ from flatness.curvature.operator import (
     SymmetricOperator,
     Target,
     hessian_gradient_equivalents,
+    operator_choices,
     operator_for,
 )
 from flatness.curvature.options import HessianOptions, resolve_hessian_options
@@ -139,6 +140,7 @@ def power_iteration(
         matvecs=meter.matvecs,
         seconds=meter.seconds,
         gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
+        choices=operator_choices(op),
         settings=settings,
     )
 

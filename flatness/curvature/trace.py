@@ -73,6 +73,11 @@ class TraceResult(Result):
         gradient_equivalents: The cost in full gradients: ``COST_HVP * matvecs`` for
             the Hessian of a model (``gradients`` for the exact trace), NaN for a plain
             operator.
+        choices: The choices of the Hessian operator that change the last bits
+            (:attr:`~flatness.curvature.hessian.HessianOperator.numerics`: strategy,
+            retained batches, fallback, vectorized blocks, ``deterministic``); empty for
+            an operator that makes none (a plain matrix) and for the exact trace.
+            Kept in :meth:`details`.
         settings: The keyword arguments that reproduce the result with the function
             that returned it. Left out of ``repr`` and :meth:`details` (the results
             store keeps them as the task's key).
@@ -97,6 +102,7 @@ class TraceResult(Result):
     evaluations: int = 0
     gradients: int = 0
     gradient_equivalents: float = math.nan
+    choices: dict[str, Any] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property

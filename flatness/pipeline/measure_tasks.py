@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flatness.curvature.objective import Objective
+from flatness.curvature.options import deterministic_hessian
 from flatness.factories import import_factory
 from flatness.results import Meter, Record, Result, ResultContract, to_plain
 
@@ -196,6 +197,11 @@ class Measure:
     def compute(self, objective: Objective, settings: Mapping[str, Any]) -> ResultContract:
         """Call the estimator with one task's settings.
 
+        The Hessian operators built meanwhile choose nothing by timing unless a
+        measure asks otherwise (:func:`~flatness.curvature.options.deterministic_hessian`),
+        so a task computed twice gives the same bits; the results record the choices,
+        and the task's settings (its store key) do not change.
+
         Args:
             objective: The objective to measure.
             settings: One task's complete settings (see :meth:`tasks`).
@@ -211,7 +217,7 @@ class Measure:
             if manifest_key in kwargs:
                 value = kwargs.pop(manifest_key)
                 kwargs[keyword] = None if value in (0, None) else value
-        with Meter() as meter:
+        with Meter() as meter, deterministic_hessian():
             result = self.estimator()(objective, **kwargs)
         if isinstance(result, numbers.Real) and not isinstance(result, bool):
             result = MeasureValue(float(result))
