@@ -145,6 +145,11 @@ class Study:
         rates = pd.to_numeric(self.runs["lr"], errors="coerce").dropna().unique()
         return sorted(float(r) for r in rates)
 
+    @property
+    def runs_with_lr(self) -> int:
+        """How many checkpoints record a learning rate (the others have none)."""
+        return int(pd.to_numeric(self.runs["lr"], errors="coerce").notna().sum())
+
     def axis(self, by: str) -> pd.Series:
         """Per checkpoint (in the order of ``runs``): ``batch_size``, or ``lr_over_batch``
         (η/B, the SGD noise scale of Smith et al. 2018 up to a constant).

@@ -31,13 +31,16 @@ import numpy as np
 import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
-from flatness.report.bootstrap import bootstrap, percentile_interval
+from flatness.report.bootstrap import bootstrap, percentile_interval, permutation_p_value
 from flatness.report.stats import as_vector, check_choice, format_p_value
 from flatness.results import Result
 
-__all__ = ["Correlation", "rank_correlation", "within_kendall"]
+__all__ = ["EXACT_UP_TO", "Correlation", "rank_correlation", "within_kendall"]
 
 _METHODS = ("kendall", "spearman")
+
+EXACT_UP_TO = 8
+"""Up to this many pairs, p-values are exact: every permutation is enumerated (8! = 40320)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class Correlation(Result):
         estimate: The correlation of the kept pairs (``nan`` when undefined).
         low: Lower end of the percentile bootstrap interval.
         high: Upper end of the percentile bootstrap interval.
-        p_value: Two-sided p-value of "no association" from scipy.
+        p_value: Two-sided p-value of "no association": exact (every permutation) for
+            up to :data:`EXACT_UP_TO` pairs, else scipy's.
         n: Number of pairs used (both values finite).
         dropped: Number of pairs dropped because x or y was NaN or infinite.
         n_boot: Number of bootstrap resamples drawn.
@@ -131,8 +135,14 @@ def rank_correlation(
 
     where :math:`n_1` and :math:`n_2` are the numbers of pairs tied in x and in y.
     Spearman's rho is the Pearson correlation of the average ranks. Pairs where x or y
-    is NaN or infinite are dropped (and counted). The point estimate and the two-sided
-    p-value come from :func:`scipy.stats.kendalltau` / :func:`scipy.stats.spearmanr`.
+    is NaN or infinite are dropped (and counted). The point estimate comes from
+    :func:`scipy.stats.kendalltau` / :func:`scipy.stats.spearmanr`. The two-sided p-value
+    is exact for up to :data:`EXACT_UP_TO` pairs: the share of all :math:`n!` pairings
+    of the x and y values whose statistic is at least as extreme
+    (:func:`~flatness.report.bootstrap.permutation_p_value`; never 0, ties included),
+    where scipy's large-sample approximation for Spearman's rho is far off (it gives
+    :math:`p = 0` for :math:`\rho = -1` at :math:`n = 4`, where the exact p is 1/12).
+    Above that, the p-value is scipy's.
 
     The interval is the percentile bootstrap (Efron & Tibshirani, 1993, ch. 13): the
     kept pairs are resampled with replacement ``n_boot`` times with
@@ -214,6 +224,8 @@ def rank_correlation(
     else:
         res = scipy.stats.spearmanr(xa, ya)
     estimate, p_value = float(res.statistic), float(res.pvalue)
+    if n <= EXACT_UP_TO:
+        p_value = permutation_p_value(xa, ya, method)
 
     stats = bootstrap(xa, ya, method, int(n_boot), seed)
     valid = stats[np.isfinite(stats)]

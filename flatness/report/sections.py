@@ -252,6 +252,8 @@ def batch_size_section(ctx: SectionContext) -> Section:
     ):
         ctx.left_out(section, "fewer than two distinct batch sizes in the results.")
     rates = study.learning_rates
+    known, runs = study.runs_with_lr, len(study.runs)
+    only = "" if known == runs else f" (η is recorded for {known} of {runs} runs only)"
     noise_drawn = len(rates) >= 2 and _figure_pages(
         ctx,
         section,
@@ -259,13 +261,16 @@ def batch_size_section(ctx: SectionContext) -> Section:
         "noise",
         "Each measure against η/B, the learning rate over the batch size (the scale of "
         "SGD noise, Smith et al. 2018): runs with equal η/B should match if only the "
-        "noise matters",
+        f"noise matters{only}",
     )
     if not noise_drawn and len(rates) == 1 and study.batch_trend:
         section.blocks.append(
             Paragraph(
                 f"Every run has learning rate η = {rates[0]:g}, so η/B is proportional to "
                 "1/B and adds nothing to the batch-size view."
+                if known == runs
+                else f"{known} of {runs} runs record a learning rate (η = {rates[0]:g}); "
+                "the others record none, so η/B is not shown."
             )
         )
     trend = trend_table(study)
