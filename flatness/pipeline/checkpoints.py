@@ -5,11 +5,13 @@ Four kinds of file are understood:
 - a plain ``state_dict`` saved with ``torch.save`` (``.pt``/``.pth``);
 - a dictionary holding the weights under ``"state_dict"``, ``"model"`` or
   ``"model_state_dict"`` and, optionally, metadata under ``"meta"`` (what
-  :func:`flatness.train_network` writes);
+  :func:`flatness.train_network` writes) or as top-level entries (``epoch``,
+  ``global_step``, ``lr``, ``batch_size``, ``seed``, ``hyper_parameters``: see
+  :data:`META_KEYS`);
 - a PyTorch Lightning ``.ckpt`` (weights under ``"state_dict"`` with the
   LightningModule's attribute prefix, for example ``model.``, which
-  :func:`load_into` strips; the epoch, global step and hyper-parameters become
-  metadata);
+  :func:`load_into` strips; its metadata is read like any dictionary's: the epoch,
+  global step and hyper-parameters);
 - a ``.safetensors`` file (metadata from its header: a JSON ``"meta"`` entry, or the
   header's string entries).
 
@@ -42,8 +44,17 @@ from torch import Tensor, nn
 WEIGHT_KEYS = ("state_dict", "model_state_dict", "model")
 """Keys under which a checkpoint dictionary may hold the weights, tried in order."""
 
-LIGHTNING_META_KEYS = ("epoch", "global_step", "hyper_parameters", "pytorch-lightning_version")
-"""Entries of a Lightning checkpoint kept as metadata."""
+META_KEYS = (
+    "epoch", "global_step", "step", "lr", "learning_rate", "batch_size", "seed",
+    "hyper_parameters", "hparams", "pytorch-lightning_version",
+)  # fmt: skip
+"""Top-level entries of a checkpoint dictionary kept as metadata (Lightning's or not)."""
+
+LIGHTNING_META_KEYS = META_KEYS
+"""Former name of :data:`META_KEYS` (Lightning's entries are read like any dictionary's)."""
+
+HYPER_PARAMETER_KEYS = ("lr", "learning_rate", "batch_size", "seed")
+"""Entries of ``hyper_parameters`` (or ``hparams``) that become metadata of their own."""
 
 
 class CheckpointError(ValueError):
@@ -159,6 +170,29 @@ def _load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, meta
 
 
+def _dict_meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata of a checkpoint dictionary, alike for every writer.
+
+    The ``"meta"`` entry first (what :func:`flatness.train_network` writes); then, where
+    ``"meta"`` does not say, the top-level entries of :data:`META_KEYS` (a plain
+    ``torch.save({"state_dict": ..., "epoch": 7})`` as much as Lightning's) and the
+    learning rate, batch size and seed of ``hyper_parameters``/``hparams``.
+    ``learning_rate`` is read as ``lr``.
+    """
+    given = obj.get("meta")
+    meta = dict(given) if isinstance(given, Mapping) else {}
+    for key in META_KEYS:
+        if key in obj and not isinstance(obj[key], Tensor):
+            meta.setdefault("lr" if key == "learning_rate" else key, obj[key])
+    for table in ("hyper_parameters", "hparams"):
+        hp = obj.get(table)
+        if isinstance(hp, Mapping):
+            for key in HYPER_PARAMETER_KEYS:
+                if key in hp:
+                    meta.setdefault("lr" if key == "learning_rate" else key, hp[key])
+    return meta
+
+
 def _split_payload(path: Path, obj: Any) -> tuple[str, dict[str, Tensor], dict[str, Any]]:
     if isinstance(obj, nn.Module):  # only reachable with trust_pickle
         return "module", dict(obj.state_dict()), {}
@@ -170,19 +204,8 @@ def _split_payload(path: Path, obj: Any) -> tuple[str, dict[str, Tensor], dict[s
             if isinstance(weights, nn.Module):
                 weights = weights.state_dict()
             if _is_state_dict(weights):
-                meta = obj.get("meta")
-                meta = dict(meta) if isinstance(meta, Mapping) else {}
                 lightning = "pytorch-lightning_version" in obj
-                if lightning:
-                    for k in LIGHTNING_META_KEYS:
-                        if k in obj and k not in meta:
-                            meta[k] = obj[k]
-                    hp = obj.get("hyper_parameters")
-                    if isinstance(hp, Mapping):
-                        for k in ("lr", "learning_rate", "batch_size", "seed"):
-                            if k in hp:
-                                meta.setdefault("lr" if k == "learning_rate" else k, hp[k])
-                return ("lightning" if lightning else "dict"), dict(weights), meta
+                return ("lightning" if lightning else "dict"), dict(weights), _dict_meta(obj)
     found = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
     raise CheckpointError(
         f"{path}: no weights found: expected a state_dict or a dictionary with one of "
