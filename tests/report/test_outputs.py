@@ -188,3 +188,27 @@ def test_a_damaged_report_manifest_is_ignored(tmp_path: Path) -> None:
     (tmp_path / ".flatness-report.json").write_text("{not json", encoding="utf-8")
     report = build(_frame(), tmp_path, n_boot=N_BOOT)
     assert report.html.is_file()
+
+
+def test_export_and_report_on_a_full_disk_say_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flatness.cli import main
+
+    store = _store(tmp_path / "store" / "results.sqlite")
+
+    def failing(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        raise _full_disk(path)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", failing)
+    assert main(["export", str(store), str(tmp_path / "out.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flatness export: error: disk full while writing ")
+    assert "out.csv" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out.csv").exists()
+    out = tmp_path / "report"
+    assert main(["report", str(store), "--out", str(out), "--bootstrap", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flatness report: error: disk full while writing ")
+    assert "Traceback" not in err
+    assert not [f for f in _files(out) if f.endswith(".tmp") or f.startswith("data/")]
