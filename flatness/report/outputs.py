@@ -51,7 +51,7 @@ def read_manifest(base: Path) -> set[str]:
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, list):
         return set()
-    return {name for name in map(lambda n: _own(base, n), files) if name is not None}
+    return {name for name in files if _own(base, name) is not None}
 
 
 def remove_earlier(base: Path, earlier: Iterable[str], written: Iterable[str]) -> None:
