@@ -120,7 +120,7 @@ class DensityResult(Result):
             the Hessian of a model, NaN for a plain operator.
         choices: The choices of the Hessian operator that change the last bits
             (:attr:`~flatness.curvature.hessian.HessianOperator.numerics`: strategy,
-            retained batches, fallback, vectorized blocks, ``deterministic``); empty for
+            retained batches, fallback, vectorized blocks, threads, ``deterministic``); empty for
             an operator that makes none (a plain matrix). Kept in :meth:`details`.
         settings: The keyword arguments that reproduce the result with
             :func:`spectral_density` (left out of ``repr`` and :meth:`details`).

@@ -101,7 +101,7 @@ class EigenResult(Result):
             (:func:`~flatness.curvature.operator.hessian_gradient_equivalents`).
         choices: The choices of the Hessian operator that change the last bits
             (:attr:`~flatness.curvature.hessian.HessianOperator.numerics`: strategy,
-            retained batches, fallback, vectorized blocks, ``deterministic``); empty for
+            retained batches, fallback, vectorized blocks, threads, ``deterministic``); empty for
             an operator that makes none (a plain matrix). Kept in :meth:`details`.
         settings: The keyword arguments that reproduce the result with its function
             (:func:`hessian_eigenvalues` or :func:`power_iteration`). Left out of

@@ -177,8 +177,10 @@ class HessianOperator:
         ``strategy`` and ``deterministic`` as asked; ``retained_batches`` of
         ``batches``; ``fallback``, the strategy of the batches not retained (``None``
         while none was needed); ``batched``, whether blocks are multiplied vectorized
-        (``None`` while no block was multiplied). The estimators keep this in their
-        results' ``choices``.
+        (``None`` while no block was multiplied); ``threads``, torch's intra-op
+        threads during the last product (``None`` before any), which change the
+        bits of the host's reductions. The estimators keep this in their results'
+        ``choices``.
         """
         return {
             "strategy": self.strategy,
@@ -187,6 +189,7 @@ class HessianOperator:
             "batches": len(self._graphs),
             "fallback": self._fallback,
             "batched": self._batched,
+            "threads": self.choices.get("threads"),
         }
 
     # -------------------------------------------------------------- building
@@ -307,6 +310,7 @@ class HessianOperator:
         if self._fallback is None and any(g is None for g in self._graphs):
             self._fallback = "double_backward" if self.deterministic else self._choose_fallback(V)
         self.choices["fallback"] = self._fallback
+        self.choices["threads"] = torch.get_num_threads()
         out = torch.zeros_like(V)
         for i, w in enumerate(obj.weights):
             out.add_(self._batch_block(i, V, batched, self._fallback or "double_backward"), alpha=w)

@@ -278,7 +278,8 @@ def operator_choices(op: SymmetricOperator) -> dict[str, Any]:
     Returns:
         A copy of ``op.numerics`` for an operator that reports them (a
         :class:`~flatness.curvature.hessian.HessianOperator`: strategy, retained
-        batches, fallback, vectorized blocks, ``deterministic``); ``{}`` for others.
+        batches, fallback, vectorized blocks, threads, ``deterministic``); ``{}`` for
+        others.
 
     Examples:
         >>> operator_choices(DenseOperator(torch.eye(2)))

@@ -75,7 +75,7 @@ class TraceResult(Result):
             operator.
         choices: The choices of the Hessian operator that change the last bits
             (:attr:`~flatness.curvature.hessian.HessianOperator.numerics`: strategy,
-            retained batches, fallback, vectorized blocks, ``deterministic``); empty for
+            retained batches, fallback, vectorized blocks, threads, ``deterministic``); empty for
             an operator that makes none (a plain matrix) and for the exact trace.
             Kept in :meth:`details`.
         settings: The keyword arguments that reproduce the result with the function

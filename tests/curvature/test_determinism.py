@@ -103,6 +103,7 @@ def test_deterministic_runs_are_bit_identical_whatever_the_timings(
     assert choices["retained_batches"] == (3 if memory_budget is None else 0)
     assert choices["fallback"] == (None if memory_budget is None else "double_backward")
     assert choices["batched"] is False
+    assert choices["threads"] == torch.get_num_threads()
     assert json.loads(json.dumps(choices)) == choices  # plain data, as the store keeps it
 
 
