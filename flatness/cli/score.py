@@ -1,0 +1,95 @@
+"""``flatness score``: score a manifest's checkpoints into a results store.
+
+Runs :func:`flatness.score`, then prints the store's summary table and the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flatness.cli.common import Subparsers, add_run_options, echo, set_threads
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    """Declare ``flatness score`` and its options.
+
+    Args:
+        subparsers: The ``flatness`` parser's subcommands.
+    """
+    from flatness.pipeline.measures import MEASURES
+
+    p = subparsers.add_parser(
+        "score",
+        help="score the checkpoints a manifest names into a results store",
+        description=(
+            "Score every checkpoint named by MANIFEST (TOML) with its measures into an "
+            "SQLite results store. Reruns skip what is stored; a checkpoint that cannot be "
+            "scored is reported and recorded, and the others are scored. Exit status 0 only "
+            "when everything was scored. A manifest is code, like a Python script: the "
+            "factories and plugins it names are imported and run (factories from the Python "
+            "standard library are refused), so score only manifests you trust; the code "
+            "it runs is shown before the sweep starts. Measures: "
+            + "; ".join(f"{n}: {m.summary}" for n, m in MEASURES.items())
+        ),
+    )
+    p.add_argument("manifest", type=Path, help="the manifest (TOML)")
+    p.add_argument("--store", type=Path, help="results store (default: results.sqlite beside it)")
+    p.add_argument("--measures", nargs="+", metavar="NAME", help="score only these measures")
+    p.add_argument("--device", help="override [scoring] device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="override [scoring] dtype")
+    p.add_argument("--examples", type=int, help="override [scoring] examples")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow checkpoints that need full unpickling (can run code: trusted files only)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="take over another process's task after this long without its heartbeat (600)",
+    )
+    add_run_options(p)
+    p.set_defaults(handler=run_score)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """Run ``flatness score``: progress on standard error, the table on standard output.
+
+    Args:
+        args: The parsed arguments.
+
+    Returns:
+        The exit status: 0 when every task was scored, else 1.
+    """
+    import pandas as pd
+
+    from flatness.pipeline.scoring import score, summary_table
+
+    set_threads(args)
+    measures = [m for item in args.measures or () for m in item.split(",") if m]
+    summary = score(
+        args.manifest,
+        store=args.store,
+        measures=measures or None,
+        device=args.device,
+        dtype=args.dtype,
+        examples=args.examples,
+        trust_pickle=args.trust_pickle,
+        progress=not args.no_progress,
+        log=echo,
+        echo=echo,
+        stale_after=args.stale_after,
+    )
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        table = summary_table(summary.store, root=args.manifest.parent)
+        print(table.to_string(index=False, float_format="{:.4g}".format))
+    print(
+        f"{summary.checkpoints} checkpoints: {summary.computed} tasks computed, "
+        f"{summary.reused} already stored, {summary.by_others} by another process, "
+        f"{summary.failed} failed, {summary.pending} pending ({summary.seconds:.1f} s); "
+        f"store {summary.store}"
+    )
+    return 0 if summary.ok else 1

@@ -1,0 +1,184 @@
+"""``flatness train``: one network from flags, or a sweep from a TOML file.
+
+Runs :func:`flatness.zoo.train_network` or :func:`flatness.zoo.train_sweep`; both write
+checkpoints and a ``manifest.toml`` ready for ``flatness score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flatness.cli.common import Subparsers, add_run_options, parse_key_values, set_threads
+
+if TYPE_CHECKING:
+    from flatness.zoo.config import TrainConfig
+
+SINGLE_RUN_OPTIONS = (
+    "network",
+    "net_kw",
+    "dataset",
+    "data_kw",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "milestones",
+    "factor",
+    "epochs",
+    "updates",
+    "target_accuracy",
+    "seed",
+    "checkpoint_every",
+    "regime",
+    "device",
+)
+"""The flags of a single run (a sweep takes them from its file instead)."""
+
+
+def _batch_size(text: str) -> int | str:
+    return text if text.strip().endswith("%") else int(text)
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    """Declare ``flatness train`` and its options.
+
+    Args:
+        subparsers: The ``flatness`` parser's subcommands.
+    """
+    from flatness.zoo.config import OPTIMIZERS, SCHEDULES
+
+    p = subparsers.add_parser(
+        "train",
+        help="train reference networks into checkpoints and a manifest",
+        description=(
+            "Train one network (settings from the flags below) or a sweep of regimes x "
+            "seeds (--sweep FILE). Writes final.pt (and epochNNNN.pt with "
+            "--checkpoint-every) plus manifest.toml, ready for `flatness score`."
+        ),
+    )
+    p.add_argument("--sweep", type=Path, help="sweep TOML file (regimes x seeds)")
+    p.add_argument("--out", type=Path, help="output directory")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="sweep: retrain runs whose checkpoint exists with different settings",
+    )
+    add_run_options(p, "no progress output")
+    run = p.add_argument_group("single run (defaults: flatness.zoo.TrainConfig)")
+    run.add_argument("--network", help="f1, c1, tiny_mlp, mlp_bn or package.module:function")
+    run.add_argument("--net-kw", nargs="*", metavar="KEY=VALUE", help="network settings")
+    run.add_argument("--dataset", help="mnist1d, digits, digits_flat or package.module:function")
+    run.add_argument("--data-kw", nargs="*", metavar="KEY=VALUE", help="data set settings")
+    run.add_argument("--batch-size", type=_batch_size, help="examples per update, or '10%%'")
+    run.add_argument("--optimizer", choices=OPTIMIZERS)
+    run.add_argument("--lr", type=float, help="(initial) learning rate")
+    run.add_argument("--momentum", type=float, help="SGD momentum")
+    run.add_argument("--weight-decay", type=float)
+    run.add_argument("--schedule", choices=SCHEDULES)
+    run.add_argument("--milestones", type=int, nargs="*", help="epochs where factor applies")
+    run.add_argument("--factor", type=float, help="LR divisor / batch-size multiplier")
+    run.add_argument("--epochs", type=int, help="epoch cap")
+    run.add_argument("--updates", type=int, help="update cap")
+    run.add_argument("--target-accuracy", type=float, help="stop at this train accuracy")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--checkpoint-every", type=int, help="also save every N epochs")
+    run.add_argument("--regime", help="label of the run (e.g. SB, LB)")
+    run.add_argument("--device", help="cpu, cuda, ...")
+    p.set_defaults(handler=run_train)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The single run's settings from the flags given (the others keep their defaults).
+
+    Args:
+        args: The parsed arguments.
+
+    Returns:
+        The training configuration.
+
+    Raises:
+        ValueError: For a malformed ``--net-kw``/``--data-kw`` item or invalid settings.
+    """
+    from flatness.zoo.config import TrainConfig
+
+    settings: dict[str, Any] = {}
+    for name in SINGLE_RUN_OPTIONS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name == "net_kw":
+            settings["network_kwargs"] = parse_key_values(value, option="--net-kw")
+        elif name == "data_kw":
+            settings["dataset_kwargs"] = parse_key_values(value, option="--data-kw")
+        elif name == "updates":
+            settings["max_updates"] = value
+        else:
+            settings[name] = value
+    return TrainConfig.from_dict(settings)
+
+
+def _train_sweep(args: argparse.Namespace) -> int:
+    from flatness.zoo.sweep import train_sweep
+
+    given = [f"--{n.replace('_', '-')}" for n in SINGLE_RUN_OPTIONS if getattr(args, n)]
+    if given:
+        raise ValueError(f"--sweep takes run settings from the file; drop {', '.join(given)}")
+    swept = train_sweep(
+        args.sweep, args.out, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    for r in swept.runs:
+        m = r.meta
+        print(
+            f"{r.status:8s} {r.path}  {m['regime']} seed {m['seed']}  epoch {m['epoch']}  "
+            f"train acc {m['train_accuracy']:.4f}  test acc {m['test_accuracy']:.4f}"
+        )
+    print(f"wrote {swept.manifest}")
+    return 0
+
+
+def _show_epoch(record: dict[str, Any]) -> None:
+    acc = record.get("train_accuracy", record["running_accuracy"])
+    print(
+        f"epoch {record['epoch']:4d}  updates {record['updates']:7d}  lr {record['lr']:.3g}  "
+        f"batch {record['batch_size']}  loss {record['running_loss']:.4f}  acc {acc:.4f}",
+        flush=True,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``flatness train``: print each run's accuracies and the files written.
+
+    Args:
+        args: The parsed arguments.
+
+    Returns:
+        The exit status (0).
+
+    Raises:
+        ValueError: For run flags beside ``--sweep``, a missing ``--out`` or bad settings.
+    """
+    from flatness.zoo.train import train_network
+
+    set_threads(args)
+    if args.sweep is not None:
+        return _train_sweep(args)
+    if args.out is None:
+        raise ValueError("give --out DIR (where to write the checkpoints)")
+    config = train_config(args)
+    result = train_network(config, args.out, on_epoch=None if args.no_progress else _show_epoch)
+    m = result.meta
+    target = ""
+    if config.target_accuracy is not None:
+        target = "  target reached" if m["reached_target"] else "  target NOT reached"
+    print(
+        f"train acc {m['train_accuracy']:.4f}  test acc {m['test_accuracy']:.4f}  "
+        f"epoch {m['epoch']}  updates {m['updates']}{target}"
+    )
+    for path in result.checkpoints:
+        print(f"wrote {path}")
+    print(f"wrote {result.manifest}")
+    return 0
