@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from flatness.atomic import write_text_atomic
 from flatness.report.analysis import analyze
 from flatness.report.curves import pairs, summarize
 from flatness.report.outputs import read_manifest, remove_earlier, write_manifest
@@ -45,7 +46,6 @@ from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
 from flatness.results import Result
-from flatness.zoo.files import write_text_atomic
 
 __all__ = ["Report", "build"]
 

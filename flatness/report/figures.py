@@ -36,10 +36,10 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
+from flatness.atomic import atomic_path
 from flatness.curvature.density import gaussian_smoothing
 from flatness.report.analysis import TARGETS, Study
 from flatness.report.frames import DensityCurve
-from flatness.zoo.files import atomic_path
 
 DPI = 110
 PANEL = (3.3, 2.7)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from flatness.zoo.files import write_text_atomic
+from flatness.atomic import write_text_atomic
 
 __all__ = ["MANIFEST", "read_manifest", "remove_earlier", "write_manifest"]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from flatness.atomic import atomic_path, write_text_atomic
 from flatness.report.analysis import Study, analyze
 from flatness.report.answers import answers as case_answers
 from flatness.report.from_store import load_frame
@@ -49,7 +50,6 @@ from flatness.report.render import (
     to_html,
     to_markdown,
 )
-from flatness.zoo.files import atomic_path, write_text_atomic
 
 __all__ = ["Overview", "OverviewCase", "write_overview"]
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from flatness.atomic import atomic_path
 from flatness.report import figures as figs
 from flatness.report.analysis import Study
 from flatness.report.comparisons import comparison_table, correlation_table, trend_table
@@ -40,7 +41,6 @@ from flatness.report.tables import (
     measures_table,
     scores_table,
 )
-from flatness.zoo.files import atomic_path
 
 __all__ = ["SECTIONS", "SectionContext"]
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from flatness.atomic import atomic_path
 from flatness.dataset import Dataset, coerce_dataset
 from flatness.zoo.factories import import_factory, is_factory_spec
-from flatness.zoo.files import atomic_path
 
 CACHE_ENV = "FLATNESS_CACHE"
 """Environment variable naming the cache directory (default ``~/.cache/flatness``)."""

@@ -21,7 +21,7 @@ deterministic already).
 A checkpoint is ``torch.save({"state_dict": ..., "meta": {...}})`` with plain-typed
 metadata that loads with ``torch.load(weights_only=True)``, written atomically (a
 temporary file moved into place, removed on failure); a full disk is reported as one
-:class:`~flatness.zoo.files.DiskFullError` naming the file. Training runs on the
+:class:`~flatness.atomic.DiskFullError` naming the file. Training runs on the
 intra-op thread count of :func:`flatness.threads.threads_for` (one thread for small
 networks and batches) unless ``threads`` says otherwise.
 """
@@ -42,13 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flatness.atomic import atomic_path
 from flatness.evaluation import evaluate
 from flatness.threads import intra_op_threads, threads_for
 from flatness.versions import package_versions
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
 from flatness.zoo.data import Dataset, load_dataset
 from flatness.zoo.factories import is_factory_spec
-from flatness.zoo.files import atomic_path
 from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
 from flatness.zoo.networks import build_network, load_network_factory, seeded
 
@@ -185,8 +185,8 @@ def _save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path
     """Write a checkpoint atomically.
 
     torch writes through a Python file object, so a full disk raises ``OSError``
-    (which :func:`~flatness.zoo.files.atomic_path` reports as a
-    :class:`~flatness.zoo.files.DiskFullError` naming the file) instead of torch's
+    (which :func:`~flatness.atomic.atomic_path` reports as a
+    :class:`~flatness.atomic.DiskFullError` naming the file) instead of torch's
     ``unexpected pos`` error; the archive's inner folder is then ``archive``, not the
     random temporary name, so equal runs write equal bytes.
     """
