@@ -8,15 +8,18 @@ Hessian is multiplied is one :class:`~flatness.curvature.options.HessianOptions`
 passed as ``hessian=``; every result honours the contract of :mod:`flatness.results`.
 
 Modules: ``objective`` (the loss as a function of flat parameters) and ``batches``
-(the data it is taken over), ``operator`` (the
-operator contract, :data:`~flatness.curvature.operator.Target`), ``hessian``
-(Hessian-vector products) and ``graph_memory`` (what its retained graphs hold),
-``options`` (typed options, :func:`~flatness.curvature.options.deterministic_hessian`);
-``lanczos`` (the Lanczos
-kernel), ``thick_restart`` (Wu & Simon's eigensolver), ``eigenvalues`` and
-``power_iteration`` (extremal eigenvalues); ``trace``, ``hutchinson``,
-``meyer2021hutchpp``, ``exact_trace`` and ``piecewise_linear`` (the trace);
-``density`` (stochastic Lanczos quadrature).
+(the data it is taken over), ``linear_operator`` (the operator contract,
+:data:`~flatness.curvature.linear_operator.Target`), ``hessian`` (Hessian-vector
+products) and ``graph_memory`` (what its retained graphs hold), ``operator`` (from a
+target to an operator: :func:`~flatness.curvature.operator.operator_for`), ``options``
+(typed options, :func:`~flatness.curvature.options.deterministic_hessian`);
+``lanczos_kernel`` (the Lanczos kernel), ``thick_restart`` (Wu & Simon's eigensolver),
+``eigen_result``, ``eigenvalues`` and ``power_iteration`` (extremal eigenvalues);
+``trace_result``, ``hutchinson``, ``meyer2021hutchpp``, ``exact_trace``,
+``piecewise_linear`` and ``trace`` (the trace and its dispatcher); ``density``
+(stochastic Lanczos quadrature). Each result type lives in its own module below the
+algorithms that return it, so the imports point one way (no module imports back);
+``lanczos`` keeps the Lanczos names importable from their path before the split.
 """
 
 from flatness.curvature.density import DensityResult, spectral_density

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from flatness.curvature.lanczos import lanczos_tridiagonal
+from flatness.curvature.lanczos_kernel import lanczos_tridiagonal
 from flatness.curvature.operator import (
     SymmetricOperator,
     Target,
@@ -328,7 +328,7 @@ def spectral_density(
 ) -> DensityResult:
     r"""Estimate the Hessian's spectral density by stochastic Lanczos quadrature.
 
-    Each run draws a probe, runs :func:`~flatness.curvature.lanczos.lanczos_tridiagonal`
+    Each run draws a probe, runs :func:`~flatness.curvature.lanczos_kernel.lanczos_tridiagonal`
     for ``steps`` steps with full reorthogonalization (so no spurious "ghost" nodes),
     and turns the eigen-decomposition of :math:`T_m` into a Gauss quadrature rule
     (nodes :math:`\theta_i`, weights :math:`\tau_i = S_{1i}^2`); see the module

@@ -42,7 +42,7 @@ from flatness.curvature.piecewise_linear import (
     PIECEWISE_LINEAR_FUNCTIONS,
     check_piecewise_linear,
 )
-from flatness.curvature.trace import ExactMethod, TraceResult
+from flatness.curvature.trace_result import ExactMethod, TraceResult
 from flatness.results import Meter
 
 __all__ = ["PIECEWISE_LINEAR_FUNCTIONS", "check_piecewise_linear", "exact_hessian_trace"]
@@ -277,7 +277,7 @@ def exact_hessian_trace(
             Linear, Conv1d/Conv2d or BatchNorm layer), ``"layers"`` or ``"examples"``.
 
     Returns:
-        A :class:`~flatness.curvature.trace.TraceResult` with ``method="exact"``,
+        A :class:`~flatness.curvature.trace_result.TraceResult` with ``method="exact"``,
         ``stderr=0`` and ``matvecs=0``: it uses one forward and C backward passes per
         batch for C classes (vectorized), no Hessian-vector products, so its cost is
         ``gradients=C`` (nominally C full gradients).

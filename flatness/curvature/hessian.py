@@ -42,8 +42,8 @@ import torch
 from torch import Tensor
 
 from flatness.curvature.graph_memory import SavedBytes, default_memory_budget
+from flatness.curvature.linear_operator import to_scipy
 from flatness.curvature.objective import Objective, second_derivative
-from flatness.curvature.operator import to_scipy
 from flatness.curvature.options import (
     STRATEGIES,
     HessianOptions,
@@ -392,7 +392,7 @@ class HessianOperator:
 
         Returns:
             A :class:`scipy.sparse.linalg.LinearOperator` (float64 NumPy in and out),
-            see :func:`~flatness.curvature.operator.to_scipy`.
+            see :func:`~flatness.curvature.linear_operator.to_scipy`.
         """
         return to_scipy(self)
 

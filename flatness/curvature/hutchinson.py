@@ -39,7 +39,7 @@ from flatness.curvature.operator import (
     operator_for,
 )
 from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
-from flatness.curvature.trace import TraceMethod, TraceResult
+from flatness.curvature.trace_result import TraceMethod, TraceResult
 from flatness.results import Meter
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ def run_trace_estimator(
         hessian: How to multiply the Hessian of an Objective.
 
     Returns:
-        A :class:`~flatness.curvature.trace.TraceResult` whose ``settings`` are the
+        A :class:`~flatness.curvature.trace_result.TraceResult` whose ``settings`` are the
         keyword arguments of the public estimator.
 
     Raises:
@@ -356,7 +356,7 @@ def hutchinson_trace(
         **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
-        A :class:`~flatness.curvature.trace.TraceResult` with ``method="hutchinson"``.
+        A :class:`~flatness.curvature.trace_result.TraceResult` with ``method="hutchinson"``.
 
     Raises:
         ValueError: If an option is out of range.

@@ -42,7 +42,7 @@ from flatness.curvature.hutchinson import (
 )
 from flatness.curvature.operator import SymmetricOperator, Target
 from flatness.curvature.options import HessianOptions, ProbeDistribution, resolve_hessian_options
-from flatness.curvature.trace import TraceResult
+from flatness.curvature.trace_result import TraceResult
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -100,7 +100,7 @@ def hutchpp_trace(
         **legacy: Deprecated: the fields of ``hessian`` as loose keywords.
 
     Returns:
-        A :class:`~flatness.curvature.trace.TraceResult` with ``method="hutchpp"``;
+        A :class:`~flatness.curvature.trace_result.TraceResult` with ``method="hutchpp"``;
         ``probes`` counts the residual probes and ``sketch_rank`` the rank of
         :math:`Q`.
 

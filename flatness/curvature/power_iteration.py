@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flatness.curvature.eigenvalues import EigenResult
+from flatness.curvature.eigen_result import EigenResult
 from flatness.curvature.operator import (
     SymmetricOperator,
     Target,

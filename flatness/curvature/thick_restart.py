@@ -1,7 +1,7 @@
 r"""Extremal eigenpairs by the thick-restart Lanczos method (Wu & Simon 2000).
 
 :func:`thick_restart_lanczos` grows a Lanczos basis with full reorthogonalization
-(the kernel in :mod:`flatness.curvature.lanczos`) and, when it is full, restarts it
+(the kernel in :mod:`flatness.curvature.lanczos_kernel`) and, when it is full, restarts it
 thickly from the most wanted Ritz vectors, with a certified residual stopping rule
 (:func:`residual_bounds`). :func:`lanczos_eigenpairs` drives it: a warm or random
 start, a deflated search for eigenvalues that a single Krylov sequence misses
@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flatness.curvature.lanczos import (
+from flatness.curvature.lanczos_kernel import (
     ROUNDOFF_FACTOR,
     new_direction,
     project_out,
     random_vector,
     start_vector,
 )
-from flatness.curvature.operator import SymmetricOperator
+from flatness.curvature.linear_operator import SymmetricOperator
 from flatness.curvature.options import WHICH, Which, check_which
 from flatness.results import Meter
 
@@ -343,7 +343,7 @@ def lanczos_eigenpairs(
 
     1. :func:`thick_restart_lanczos` from ``v0`` (default: a standard normal vector
        from ``generator``; a block of vectors starts from their sum, see
-       :func:`~flatness.curvature.lanczos.start_vector`).
+       :func:`~flatness.curvature.lanczos_kernel.start_vector`).
     2. A single Krylov sequence sees only one direction in each eigenspace, so it
        cannot find a second copy of a repeated eigenvalue, and resolves a tight
        cluster only after many steps; meanwhile the ``k``-th Ritz pair may converge to a

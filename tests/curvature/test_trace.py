@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+import flatness.curvature.trace as trace_module
 from flatness.curvature.hutchinson import hutchinson_trace
 from flatness.curvature.meyer2021hutchpp import hutchpp_trace
 from flatness.curvature.objective import Objective
@@ -372,16 +372,14 @@ def test_dispatcher_routes_to_the_estimators() -> None:
         hessian_trace(A, method="slq")
 
 
-def test_dispatcher_exact_is_imported_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dispatcher_passes_the_exact_settings_on(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[object, dict[str, object]]] = []
 
     def exact_hessian_trace(target: object, **kwargs: object) -> TraceResult:
         calls.append((target, kwargs))
         return TraceResult(estimate=3.0, stderr=0.0, method="exact", matvecs=3, seconds=0.0)
 
-    fake = types.ModuleType("flatness.curvature.exact_trace")
-    fake.exact_hessian_trace = exact_hessian_trace  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "flatness.curvature.exact_trace", fake)
+    monkeypatch.setattr(trace_module, "exact_hessian_trace", exact_hessian_trace)
     net = torch.nn.Linear(2, 2)
     target = Objective(net, (torch.randn(4, 2), torch.tensor([0, 1, 0, 1])))
     # the stochastic settings are ignored; the exact ones are passed on
