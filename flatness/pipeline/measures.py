@@ -25,19 +25,15 @@ stored, so ``lambda_max = {}`` and ``lambda_max = { k = 1 }`` are the same task.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flatness.pipeline.measure_tasks import EXCLUDED_SETTINGS, Measure, MeasureValue, settings_key
 from flatness.results import Record
-
-if TYPE_CHECKING:
-    from flatness.pipeline.manifest import Manifest
 
 __all__ = [
     "BUILT_IN_MEASURES",
@@ -46,9 +42,7 @@ __all__ = [
     "Measure",
     "MeasureValue",
     "Record",
-    "Task",
     "get_measure",
-    "plan_tasks",
     "register_measure",
     "settings_key",
     "settings_label",
@@ -270,41 +264,3 @@ def register_measure(
         ) from None
     MEASURES[name] = measure
     return measure
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """One task of a manifest: a measure with complete settings, and its store key.
-
-    Attributes:
-        measure: The measure's name.
-        settings: Its complete settings.
-        key: The settings' canonical JSON (:func:`settings_key`), the store's key.
-    """
-
-    measure: str
-    settings: dict[str, Any]
-    key: str
-
-
-def plan_tasks(manifest: Manifest) -> list[Task]:
-    """Every (measure, settings) task of a manifest.
-
-    A measure's ``seed`` defaults to ``[scoring] seed``.
-
-    Returns:
-        The tasks, measure by measure, each with its complete settings and store key.
-
-    Raises:
-        KeyError: For an unknown measure or setting.
-        TypeError: For a list given to a setting that cannot sweep.
-    """
-    out = []
-    for name, given in manifest.measures.items():
-        measure = get_measure(name)
-        settings = dict(given)
-        if "seed" in measure.defaults() and "seed" not in settings:
-            settings["seed"] = int(manifest.scoring["seed"])
-        for task in measure.tasks(settings):
-            out.append(Task(name, task, settings_key(task)))
-    return out

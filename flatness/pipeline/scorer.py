@@ -46,7 +46,7 @@ from flatness.pipeline.checkpoints import (
 )
 from flatness.pipeline.database import StoreError
 from flatness.pipeline.manifest import Manifest, PairSpec
-from flatness.pipeline.measures import Task, get_measure, plan_tasks, settings_key
+from flatness.pipeline.measures import get_measure, settings_key
 from flatness.pipeline.objective_setup import (
     manifest_data,
     model_builder,
@@ -54,6 +54,7 @@ from flatness.pipeline.objective_setup import (
     training_subset,
 )
 from flatness.pipeline.store import Claim, ResultsStore
+from flatness.pipeline.task_plan import Task, plan_tasks
 from flatness.results import Meter
 from flatness.sharpness.interpolation import parametric_plot
 from flatness.versions import package_versions
