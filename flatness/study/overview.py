@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flatness.report.overview import Overview, OverviewCase, write_overview
+from flatness.study.outcome import CaseResult, has_measurements
 from flatness.study.plan import StudyPlan, describe
-from flatness.study.runner import CaseResult, has_measurements
 
 __all__ = ["write_study_overview"]
 

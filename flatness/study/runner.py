@@ -24,87 +24,27 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flatness.results import Result
+from flatness.study.outcome import CaseResult, StudyResult, has_measurements
+from flatness.study.overview import write_study_overview
 from flatness.study.plan import Case, StudyPlan
 
 if TYPE_CHECKING:
     from flatness.zoo.sweep import SweepRun
 
-__all__ = ["CaseResult", "StudyResult", "fingerprint", "run_case", "run_study"]
+__all__ = [
+    "CaseResult",
+    "StudyResult",
+    "fingerprint",
+    "has_measurements",
+    "run_case",
+    "run_study",
+]
 
 Echo = Callable[[str], None]
 """Called with one line per step (``print`` by default)."""
-
-
-@dataclass(frozen=True)
-class CaseResult(Result):
-    """What :func:`run_case` did for one case.
-
-    Attributes:
-        name: The case's name.
-        manifest: The manifest written.
-        store: The results store.
-        report: The case's HTML report.
-        trained: Networks trained by this call.
-        reused_runs: Networks found already trained.
-        computed: Measure tasks computed by this call.
-        reused_scores: Tasks found in the store.
-        failures: Checkpoints or tasks that failed (one line each).
-        missed_target: Runs that hit their epoch cap below the target training accuracy
-            (path and accuracy); they are scored and reported all the same.
-        checkpoints: SHA-256 digests of the case's checkpoints: its reports show only
-            these, even when the store holds runs an earlier plan listed.
-        report_rebuilt: Whether the report was written (False: the store had not changed).
-        train_seconds: Training time of every run, summed (from the checkpoints' metadata,
-            so reused runs count too).
-        score_seconds: Measure time of every stored task, summed.
-        seconds: Wall-clock seconds (``train``, ``score``, ``report``).
-    """
-
-    name: str
-    manifest: Path
-    store: Path
-    report: Path
-    trained: int
-    reused_runs: int
-    computed: int
-    reused_scores: int
-    failures: tuple[str, ...]
-    missed_target: tuple[str, ...]
-    checkpoints: tuple[str, ...]
-    report_rebuilt: bool
-    train_seconds: float
-    score_seconds: float
-    seconds: Mapping[str, float]
-
-
-@dataclass(frozen=True)
-class StudyResult(Result):
-    """What :func:`run_study` did: one :class:`CaseResult` per case, and the overview
-    (its pages and its answers, one sentence per case).
-
-    Attributes:
-        cases: Every case's result, in the plan's order.
-        html: The overview's HTML page.
-        markdown: The overview's Markdown page.
-        answers: The overview's answers, one sentence per case shown.
-        seconds: Wall-clock seconds of the whole call.
-    """
-
-    cases: tuple[CaseResult, ...]
-    html: Path
-    markdown: Path
-    answers: tuple[str, ...]
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        """True when every checkpoint and measure was scored."""
-        return not any(case.failures for case in self.cases)
 
 
 def _write_manifest(case: Case, folder: Path, runs: Sequence[SweepRun]) -> Path:
@@ -194,18 +134,6 @@ def _missed_target(runs: Sequence[SweepRun], folder: Path) -> tuple[str, ...]:
         for run in runs
         if run.meta.get("reached_target") is False
     )
-
-
-def has_measurements(store: str | os.PathLike[str]) -> bool:
-    """Whether a results store holds any measurement.
-
-    Returns:
-        True when at least one measurement row is stored.
-    """
-    from flatness.pipeline.store import ResultsStore
-
-    with ResultsStore(store) as db:
-        return db.has_measurements()
 
 
 def _compute_seconds(store: Path) -> float:
@@ -348,8 +276,6 @@ def run_study(
     Raises:
         ValueError: As :func:`run_case` does.
     """
-    from flatness.study.overview import write_study_overview
-
     started = time.perf_counter()
     runs_dir, out_dir = Path(runs), Path(out)
     results = []
