@@ -432,8 +432,10 @@ class Objective:
         """Evaluate the first batch twice and raise if the two losses differ.
 
         A loss that changes between two evaluations at the same parameters (dropout
-        left on, a model with random layers) makes every curvature estimate
-        meaningless, so it is refused with the likely causes named.
+        left on, a model with random layers) makes every curvature estimate and every
+        sharpness measure built on loss differences meaningless, so it is refused with
+        the likely causes named (the sharpness measures call this too, through
+        :func:`~flatness.sharpness.checks.require_deterministic`).
 
         Raises:
             RuntimeError: If the two evaluations disagree.
@@ -452,7 +454,8 @@ class Objective:
                 "the objective is not deterministic: two evaluations of the same batch at the "
                 f"same parameters gave {a.item():.10g} and {b.item():.10g}. Likely causes: "
                 "dropout or another random layer active (train_mode=True), or a stochastic "
-                "loss. Curvature needs a fixed function: use train_mode=False (the default)."
+                "loss. Curvature and sharpness measures need a fixed function: use "
+                "train_mode=False (the default)."
             )
 
     def __repr__(self) -> str:
