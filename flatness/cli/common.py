@@ -1,15 +1,19 @@
-"""What several ``flatness`` subcommands share: key=value settings, run options, echoes.
+"""What the ``flatness`` subcommands share: their shape, run options, settings, echoes.
 
+Each subcommand module declares one :class:`Subcommand` (its name, help texts, arguments
+and the function that runs it), which :mod:`flatness.cli.main` adds to the parser.
 ``--no-progress`` and ``--threads`` (:func:`add_run_options`, :func:`set_threads`) serve
-every command that computes; :func:`option_words` rebuilds the flags a user gave, so a
-command can print how to run it again.
+every command that computes; :func:`parse_key_values` reads ``key=value`` settings and
+:func:`option_words` rebuilds the flags a user gave, so a command can print how to run
+it again.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -19,6 +23,44 @@ else:  # pragma: no cover
 
 Subparsers = Any
 """The object ``ArgumentParser.add_subparsers`` returns."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``flatness`` subcommand: its name and texts, its arguments, what runs it.
+
+    Attributes:
+        name: The word after ``flatness``.
+        help: The line ``flatness --help`` shows for it.
+        description: The paragraph ``flatness NAME --help`` shows, or a function that
+            writes it when the parser is built (for a text that lists registered names).
+        arguments: Declares the subcommand's arguments on its parser.
+        run: Runs it on the parsed arguments and returns the exit status; errors in the
+            inputs are raised and reported by :func:`flatness.cli.main`.
+    """
+
+    name: str
+    help: str
+    description: str | Callable[[], str]
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    def add_to(self, subparsers: Subparsers) -> argparse.ArgumentParser:
+        """Add this subcommand's parser, whose ``handler`` default is :attr:`run`.
+
+        Args:
+            subparsers: The ``flatness`` parser's subcommands.
+
+        Returns:
+            The subcommand's parser.
+        """
+        text = self.description() if callable(self.description) else self.description
+        parser: argparse.ArgumentParser = subparsers.add_parser(
+            self.name, help=self.help, description=text
+        )
+        self.arguments(parser)
+        parser.set_defaults(handler=self.run)
+        return parser
 
 
 def parse_key_values(items: Sequence[str] | None, *, option: str) -> dict[str, Any]:

@@ -8,23 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flatness.cli.common import Subparsers
+from flatness.cli.common import Subcommand
 
 
-def add_parser(subparsers: Subparsers) -> None:
-    """Declare ``flatness export`` and its arguments.
-
-    Args:
-        subparsers: The ``flatness`` parser's subcommands.
-    """
-    p = subparsers.add_parser(
-        "export",
-        help="write a results store as a tidy CSV or Parquet table",
-        description="One row per checkpoint x measure component, with the run metadata.",
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", type=Path, help="the results store (SQLite)")
     p.add_argument("out", type=Path, help="output file: .csv or .parquet")
-    p.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -41,3 +30,13 @@ def run_export(args: argparse.Namespace) -> int:
     path = export_results(args.store, args.out)
     print(f"wrote {path} ({len(load_results(args.store))} rows)")
     return 0
+
+
+COMMAND = Subcommand(
+    name="export",
+    help="write a results store as a tidy CSV or Parquet table",
+    description="One row per checkpoint x measure component, with the run metadata.",
+    arguments=_arguments,
+    run=run_export,
+)
+"""``flatness export``, as :mod:`flatness.cli.main` adds it to the parser."""

@@ -1,7 +1,8 @@
 """The ``flatness`` parser and its front door: one subcommand per module, one error rule.
 
-:data:`SUBCOMMANDS` lists each subcommand's ``add_parser``; each sets ``handler`` to the
-function that runs it. :func:`main` turns an error in the inputs into one line on
+:data:`SUBCOMMANDS` lists each subcommand module's
+:class:`~flatness.cli.common.Subcommand`; each sets ``handler`` to the function that
+runs it. :func:`main` turns an error in the inputs into one line on
 standard error (no traceback) and an exit status.
 """
 
@@ -9,21 +10,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from flatness.cli import demo, export, report, score, store, study, train
-from flatness.cli.common import Subparsers
+from flatness.cli.common import Subcommand
 
-SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    train.add_parser,
-    score.add_parser,
-    export.add_parser,
-    store.add_parser,
-    report.add_parser,
-    demo.add_parser,
-    study.add_parser,
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    train.COMMAND,
+    score.COMMAND,
+    export.COMMAND,
+    store.COMMAND,
+    report.COMMAND,
+    demo.COMMAND,
+    study.COMMAND,
 )
-"""Parser builders, one per subcommand; each sets ``handler`` to the function that runs it."""
+"""The subcommands, in the order ``flatness --help`` lists them."""
 
 USER_ERRORS = (ValueError, KeyError, TypeError, ImportError, AttributeError, OSError)
 """Errors in the inputs: reported as one line ``flatness COMMAND: error: ...``, exit 1."""
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flatness", description="Sharpness and minima analysis for PyTorch."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add_parser in SUBCOMMANDS:
-        add_parser(subparsers)
+    for command in SUBCOMMANDS:
+        command.add_to(subparsers)
     return parser
 
 

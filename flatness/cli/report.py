@@ -10,28 +10,13 @@ import argparse
 import shlex
 from pathlib import Path
 
-from flatness.cli.common import Subparsers, option_words
+from flatness.cli.common import Subcommand, option_words
 
 _DEFAULTS = {"bootstrap": 2000, "confidence": 0.95, "seed": 0}
 """The defaults of the options that have one (the echoed command leaves them out)."""
 
 
-def add_parser(subparsers: Subparsers) -> None:
-    """Declare ``flatness report`` and its options.
-
-    Args:
-        subparsers: The ``flatness`` parser's subcommands.
-    """
-    p = subparsers.add_parser(
-        "report",
-        help="write an HTML + Markdown report relating sharpness to test accuracy",
-        description=(
-            "Keskar et al.'s tables (accuracy, epsilon-sharpness per regime), SB vs LB tests, "
-            "sharpness vs batch size and vs test accuracy with rank correlations, parametric "
-            "plots and spectral densities, from a results store. Writes report.html (self-"
-            "contained), report.md with figures/*.png, and data/*.csv."
-        ),
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", type=Path, help="the results store (SQLite) that `score` wrote")
     p.add_argument(
         "--out",
@@ -53,7 +38,6 @@ def add_parser(subparsers: Subparsers) -> None:
         "--confidence", type=float, default=_DEFAULTS["confidence"], help="interval level (0.95)"
     )
     p.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="the bootstrap's seed (0)")
-    p.set_defaults(handler=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -89,3 +73,18 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"wrote {report.html}")
     print(f"wrote {report.markdown} ({len(report.figures)} figures, {len(report.data)} CSV files)")
     return 0
+
+
+COMMAND = Subcommand(
+    name="report",
+    help="write an HTML + Markdown report relating sharpness to test accuracy",
+    description=(
+        "Keskar et al.'s tables (accuracy, epsilon-sharpness per regime), SB vs LB tests, "
+        "sharpness vs batch size and vs test accuracy with rank correlations, parametric "
+        "plots and spectral densities, from a results store. Writes report.html (self-"
+        "contained), report.md with figures/*.png, and data/*.csv."
+    ),
+    arguments=_arguments,
+    run=run_report,
+)
+"""``flatness report``, as :mod:`flatness.cli.main` adds it to the parser."""

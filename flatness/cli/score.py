@@ -8,31 +8,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flatness.cli.common import Subparsers, add_run_options, echo, set_threads
+from flatness.cli.common import Subcommand, add_run_options, echo, set_threads
 
 
-def add_parser(subparsers: Subparsers) -> None:
-    """Declare ``flatness score`` and its options.
-
-    Args:
-        subparsers: The ``flatness`` parser's subcommands.
-    """
+def _description() -> str:
+    """The help paragraph, listing the measures registered when the parser is built."""
     from flatness.pipeline.measures import MEASURES
 
-    p = subparsers.add_parser(
-        "score",
-        help="score the checkpoints a manifest names into a results store",
-        description=(
-            "Score every checkpoint named by MANIFEST (TOML) with its measures into an "
-            "SQLite results store. Reruns skip what is stored; a checkpoint that cannot be "
-            "scored is reported and recorded, and the others are scored. Exit status 0 only "
-            "when everything was scored. A manifest is code, like a Python script: the "
-            "factories and plugins it names are imported and run (factories from the Python "
-            "standard library are refused), so score only manifests you trust; the code "
-            "it runs is shown before the sweep starts. Measures: "
-            + "; ".join(f"{n}: {m.summary}" for n, m in MEASURES.items())
-        ),
+    return (
+        "Score every checkpoint named by MANIFEST (TOML) with its measures into an "
+        "SQLite results store. Reruns skip what is stored; a checkpoint that cannot be "
+        "scored is reported and recorded, and the others are scored. Exit status 0 only "
+        "when everything was scored. A manifest is code, like a Python script: the "
+        "factories and plugins it names are imported and run (factories from the Python "
+        "standard library are refused), so score only manifests you trust; the code "
+        "it runs is shown before the sweep starts. Measures: "
+        + "; ".join(f"{n}: {m.summary}" for n, m in MEASURES.items())
     )
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path, help="the manifest (TOML)")
     p.add_argument("--store", type=Path, help="results store (default: results.sqlite beside it)")
     p.add_argument("--measures", nargs="+", metavar="NAME", help="score only these measures")
@@ -52,7 +47,6 @@ def add_parser(subparsers: Subparsers) -> None:
         help="take over another process's task after this long without its heartbeat (600)",
     )
     add_run_options(p)
-    p.set_defaults(handler=run_score)
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -93,3 +87,13 @@ def run_score(args: argparse.Namespace) -> int:
         f"store {summary.store}"
     )
     return 0 if summary.ok else 1
+
+
+COMMAND = Subcommand(
+    name="score",
+    help="score the checkpoints a manifest names into a results store",
+    description=_description,
+    arguments=_arguments,
+    run=run_score,
+)
+"""``flatness score``, as :mod:`flatness.cli.main` adds it to the parser."""

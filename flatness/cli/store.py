@@ -9,27 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from flatness.cli.common import Subparsers
+from flatness.cli.common import Subcommand
 
 
-def add_parser(subparsers: Subparsers) -> None:
-    """Declare ``flatness store`` and its arguments.
-
-    Args:
-        subparsers: The ``flatness`` parser's subcommands.
-    """
-    p = subparsers.add_parser(
-        "store",
-        help="look after a results store (check: SQLite's integrity check)",
-        description=(
-            "flatness store check STORE runs PRAGMA integrity_check on a results store "
-            "(read-only; also where the store's folder cannot be written) and lists what "
-            "is damaged. Exit status 0 when the store is sound."
-        ),
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("check",), help="what to do")
     p.add_argument("store", type=Path, help="the results store (SQLite)")
-    p.set_defaults(handler=run_store)
 
 
 def run_store(args: argparse.Namespace) -> int:
@@ -55,3 +40,17 @@ def run_store(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.store}: ok (PRAGMA integrity_check)")
     return 0
+
+
+COMMAND = Subcommand(
+    name="store",
+    help="look after a results store (check: SQLite's integrity check)",
+    description=(
+        "flatness store check STORE runs PRAGMA integrity_check on a results store "
+        "(read-only; also where the store's folder cannot be written) and lists what "
+        "is damaged. Exit status 0 when the store is sound."
+    ),
+    arguments=_arguments,
+    run=run_store,
+)
+"""``flatness store``, as :mod:`flatness.cli.main` adds it to the parser."""

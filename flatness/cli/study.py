@@ -14,35 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flatness.cli.common import Subparsers, add_run_options, option_words, set_threads
+from flatness.cli.common import Subcommand, add_run_options, option_words, set_threads
 
 if TYPE_CHECKING:
     from flatness.study import StudyPlan, StudyResult, StudySpec
 
 
-def add_parser(subparsers: Subparsers) -> None:
-    """Declare ``flatness study`` and its options.
-
-    Args:
-        subparsers: The ``flatness`` parser's subcommands.
-    """
-    p = subparsers.add_parser(
-        "study",
-        help="run a built-in study or one declared in TOML: train, score, report",
-        description=(
-            "Run every case of a study's plan: train its regimes x seeds, score the "
-            "checkpoints, write each case's report and an overview. NAME_OR_TOML is a "
-            "built-in study (see --list) or a TOML file declaring one (see README). Reruns "
-            "reuse checkpoints and stored scores."
-        ),
-    )
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", nargs="?", metavar="NAME_OR_TOML", help="the study")
     p.add_argument("--list", action="store_true", help="list the built-in studies and exit")
     p.add_argument("--plan", help="the study's plan (default: its default plan)")
     p.add_argument("--runs", type=Path, help="folder of checkpoints and results stores")
     p.add_argument("--out", type=Path, help="folder of the reports")
     add_run_options(p)
-    p.set_defaults(handler=run_study_command)
 
 
 def resolve_study(name_or_toml: str) -> StudySpec:
@@ -150,3 +134,18 @@ def run_plan(
         print(f"{case.name}: {shown}")
     print(f"report: {result.html} ({result.seconds:.0f} s)")
     return 0 if result.ok else 1
+
+
+COMMAND = Subcommand(
+    name="study",
+    help="run a built-in study or one declared in TOML: train, score, report",
+    description=(
+        "Run every case of a study's plan: train its regimes x seeds, score the "
+        "checkpoints, write each case's report and an overview. NAME_OR_TOML is a "
+        "built-in study (see --list) or a TOML file declaring one (see README). Reruns "
+        "reuse checkpoints and stored scores."
+    ),
+    arguments=_arguments,
+    run=run_study_command,
+)
+"""``flatness study``, as :mod:`flatness.cli.main` adds it to the parser."""

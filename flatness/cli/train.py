@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flatness.cli.common import Subparsers, add_run_options, parse_key_values, set_threads
+from flatness.cli.common import Subcommand, add_run_options, parse_key_values, set_threads
 
 if TYPE_CHECKING:
     from flatness.zoo.config import TrainConfig
@@ -43,23 +43,9 @@ def _batch_size(text: str) -> int | str:
     return text if text.strip().endswith("%") else int(text)
 
 
-def add_parser(subparsers: Subparsers) -> None:
-    """Declare ``flatness train`` and its options.
-
-    Args:
-        subparsers: The ``flatness`` parser's subcommands.
-    """
+def _arguments(p: argparse.ArgumentParser) -> None:
     from flatness.zoo.config import OPTIMIZERS, SCHEDULES
 
-    p = subparsers.add_parser(
-        "train",
-        help="train reference networks into checkpoints and a manifest",
-        description=(
-            "Train one network (settings from the flags below) or a sweep of regimes x "
-            "seeds (--sweep FILE). Writes final.pt (and epochNNNN.pt with "
-            "--checkpoint-every) plus manifest.toml, ready for `flatness score`."
-        ),
-    )
     p.add_argument("--sweep", type=Path, help="sweep TOML file (regimes x seeds)")
     p.add_argument("--out", type=Path, help="output directory")
     p.add_argument(
@@ -88,7 +74,6 @@ def add_parser(subparsers: Subparsers) -> None:
     run.add_argument("--checkpoint-every", type=int, help="also save every N epochs")
     run.add_argument("--regime", help="label of the run (e.g. SB, LB)")
     run.add_argument("--device", help="cpu, cuda, ...")
-    p.set_defaults(handler=run_train)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -182,3 +167,17 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"wrote {result.manifest}")
     return 0
+
+
+COMMAND = Subcommand(
+    name="train",
+    help="train reference networks into checkpoints and a manifest",
+    description=(
+        "Train one network (settings from the flags below) or a sweep of regimes x "
+        "seeds (--sweep FILE). Writes final.pt (and epochNNNN.pt with "
+        "--checkpoint-every) plus manifest.toml, ready for `flatness score`."
+    ),
+    arguments=_arguments,
+    run=run_train,
+)
+"""``flatness train``, as :mod:`flatness.cli.main` adds it to the parser."""
