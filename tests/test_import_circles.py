@@ -2,8 +2,10 @@
 
 Every import counts: at module level, inside functions, under ``TYPE_CHECKING`` and
 through ``importlib.import_module("flatness...")``, so a circle cannot be hidden by
-moving an import out of sight. ``flatness/report`` is being reshaped elsewhere and is
-checked there; every other circle fails this test.
+moving an import out of sight. The one circle allowed is a deprecation path: the
+old name ``flatness.report.build.build_from_store`` is served by a lazy module
+``__getattr__`` that imports its new home (which imports ``build``); it goes when the
+deprecated name does.
 """
 
 from __future__ import annotations
@@ -86,8 +88,11 @@ def _circles() -> list[list[str]]:
     return circles
 
 
-def test_no_import_circles_outside_the_report() -> None:
-    circles = [c for c in _circles() if not all(m.startswith("flatness.report") for m in c)]
+DEPRECATION_SHIMS = [["flatness.report.build", "flatness.report.from_store"]]
+
+
+def test_no_import_circles() -> None:
+    circles = [c for c in _circles() if c not in DEPRECATION_SHIMS]
     assert circles == []
 
 

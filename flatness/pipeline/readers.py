@@ -194,7 +194,7 @@ def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -
         DiskFullError: If the disk is full while writing ``out`` (an ``OSError``
             naming the file).
     """
-    from flatness.zoo.files import atomic_path
+    from flatness.atomic import atomic_path
 
     target = Path(out)
     if target.suffix in (".parquet", ".pq"):

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from flatness.report.analysis import Study
 from flatness.report.correlation import Correlation
+from flatness.report.overview_case import OverviewCase
 from flatness.report.stats import format_p_value
 from flatness.report.summary import significant
 from flatness.report.tables import percent, stat_cell
-
-if TYPE_CHECKING:
-    from flatness.report.overview import OverviewCase
 
 __all__ = ["answers"]
 

@@ -33,6 +33,7 @@ from flatness.atomic import atomic_path, write_text_atomic
 from flatness.report.analysis import Study, analyze
 from flatness.report.answers import answers as case_answers
 from flatness.report.from_store import load_frame
+from flatness.report.overview_case import OverviewCase
 from flatness.report.overview_tables import (
     accuracy_overview,
     kendall_overview,
@@ -52,28 +53,6 @@ from flatness.report.render import (
 )
 
 __all__ = ["Overview", "OverviewCase", "write_overview"]
-
-
-@dataclass(frozen=True)
-class OverviewCase:
-    """A case of an overview: its name, title, results store, report and paper network.
-
-    Attributes:
-        name: Short name (``"f1-mnist1d"``).
-        title: Its report's title.
-        store: Its results store.
-        report: Its HTML report (linked from the overview).
-        reference: Keskar et al.'s network to compare with (``"F1"``), or ``None``.
-        checkpoints: Only these checkpoints of the store (SHA-256 digests); ``None``
-            for all.
-    """
-
-    name: str
-    title: str
-    store: Path
-    report: Path
-    reference: str | None = None
-    checkpoints: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

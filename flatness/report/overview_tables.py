@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from flatness.report.analysis import Study
 from flatness.report.correlation import Correlation
+from flatness.report.overview_case import OverviewCase
 from flatness.report.reference import DASH, keskar_value, paper_text
 from flatness.report.stats import format_p_value
 from flatness.report.summary import level_text, significant
 from flatness.report.tables import Table, paper_table, percent, stat_cell
-
-if TYPE_CHECKING:
-    from flatness.report.overview import OverviewCase
 
 __all__ = [
     "accuracy_overview",

@@ -49,7 +49,7 @@ Echo = Callable[[str], None]
 
 def _write_manifest(case: Case, folder: Path, runs: Sequence[SweepRun]) -> Path:
     """The case's manifest: every run, its scoring settings, measures and pair."""
-    from flatness.zoo.files import write_text_atomic
+    from flatness.atomic import write_text_atomic
     from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
 
     scoring: dict[str, Any] = {"seed": 0}
