@@ -13,11 +13,20 @@ and exposing the same core fields, under the same names (fields or properties):
     Whether the estimate met its own accuracy target (a tuple for a top-k spectrum);
     ``True`` for estimates that have no such notion.
 ``matvecs``, ``evaluations``, ``gradients``
-    The cost: Hessian-vector products, loss evaluations (forward passes over the
-    evaluation data) and gradient evaluations spent. Zero where none were.
+    The cost: Hessian-vector products, loss evaluations and gradient evaluations
+    spent, as the estimator counts its own calls. Zero where none were. For the
+    curvature estimators, PAC-Bayes and average sharpness and the landscapes an
+    evaluation is a forward pass over the evaluation data without a gradient; some
+    sharpness results keep the counts they always had: Keskar's ε-sharpness and
+    adaptive sharpness count every loss evaluation, those with a gradient included,
+    adaptive sharpness and the noise scale count over chunks or single examples, and
+    the interpolation counts passes over the training and the test set alike.
 ``gradient_equivalents``
-    The cost as a nominal number of full gradients (:func:`gradient_equivalents`);
-    NaN where the result came from a plain matrix rather than a model.
+    The cost as a nominal number of full gradients over the evaluation data, the one
+    cost comparable across estimators: :func:`gradient_equivalents` of the counts where
+    they mean the above, each estimator's own conversion where they do not (see its
+    docs). NaN where no such number exists: a plain matrix rather than a model, or the
+    interpolation's passes over two data sets of different sizes.
 ``seconds``
     Wall time of the call.
 ``settings``
