@@ -9,13 +9,12 @@ for the results store. To cover another estimator, append a :class:`Case`.
 The store rows of the curvature results are compared with the per-measure converters
 that ``flatness/pipeline/measures.py`` used before the contract (``_eigen_records``,
 ``_trace_records``, ``_density_records``, ``_density_details``), copied below as the
-reference, and with the converters themselves while they still exist.
+reference (the pipeline no longer has them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 from collections.abc import Callable
@@ -173,12 +172,6 @@ def old_density_details(result: Any) -> dict[str, Any]:
     return {k: to_plain(getattr(result, k)) for k in keep}
 
 
-def _converter(name: str) -> Callable[[Any], Any] | None:
-    """The converter of measures.py while it exists (the pipeline removes them)."""
-    measures = importlib.import_module("flatness.pipeline.measures")
-    return getattr(measures, name, None)
-
-
 def _same_rows(new: list[Record], old: list[Any]) -> None:
     as_tuples = [(r.component, r.value, r.error, r.error_kind, r.converged) for r in old]
     assert [(r.component, r.value, r.error, r.error_kind, r.converged) for r in new] == as_tuples
@@ -199,8 +192,6 @@ def test_eigen_records_are_the_rows_of_before() -> None:
         assert res.value == res.eigenvalues and res.stderr == res.residuals
         _same_rows(res.records(), old_eigen_records(res))
         assert all(r.error_kind == "residual" for r in res.records())
-        if (old := _converter("_eigen_records")) is not None:
-            _same_rows(res.records(), old(res))
     starved = _eigen_results()[-1]
     errors = [r.error for r in starved.records()]
     assert errors[0] is not None and errors[1:] == [None, None]  # one Ritz value after 1 step
@@ -218,8 +209,6 @@ def test_trace_records_are_the_rows_of_before() -> None:
     for res in results:
         assert res.value == res.estimate
         _same_rows(res.records(), old_trace_records(res))
-        if (old := _converter("_trace_records")) is not None:
-            _same_rows(res.records(), old(res))
     assert results[2].records() == [Record("", results[2].estimate, None, "stderr", False)]
 
 
@@ -232,10 +221,6 @@ def test_density_records_and_details_are_those_of_before() -> None:
             assert math.isnan(res.stderr)
         _same_rows(res.records(), old_density_records(res))
         assert res.details() == old_density_details(res)
-        if (old := _converter("_density_records")) is not None:
-            _same_rows(res.records(), old(res))
-        if (old_details := _converter("_density_details")) is not None:
-            assert res.details() == old_details(res)
 
 
 def test_settings_stay_out_of_repr_and_details() -> None:
