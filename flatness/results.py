@@ -195,6 +195,10 @@ class Result:
     #: What ``stderr`` is, for the store: a standard error or a residual bound.
     error_kind: ClassVar[ErrorKind] = "stderr"
 
+    #: Whether every row names :attr:`error_kind`, even one without an error bar (the
+    #: rows of eigenvalues and traces always have); otherwise only rows with one do.
+    error_kind_on_every_row: ClassVar[bool] = False
+
     def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
         """Return the fields as plain Python values.
 
@@ -226,7 +230,8 @@ class Result:
 
         Returns:
             One :class:`Record` per scalar of ``value``, with its error bar (``None``
-            where it is NaN) and convergence flag.
+            where it is NaN), its error kind (``None`` without an error bar unless
+            :attr:`error_kind_on_every_row`) and convergence flag.
 
         Raises:
             AttributeError: If the subclass does not provide ``value``.
@@ -234,6 +239,12 @@ class Result:
         value: Any = getattr(self, "value")  # noqa: B009 - provided by the subclass
         stderr: Any = getattr(self, "stderr", math.nan)
         converged: Any = getattr(self, "converged", None)
+
+        def row(component: str, v: Any, e: Any, c: Any) -> Record:
+            error = finite_or_none(e)
+            kind = self.error_kind if error is not None or self.error_kind_on_every_row else None
+            return Record(component, float(v), error, kind, None if c is None else bool(c))
+
         if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str):
             n = len(value)
             errors = list(stderr) if isinstance(stderr, Sequence | np.ndarray) else [stderr] * n
@@ -241,25 +252,10 @@ class Result:
                 list(converged) if isinstance(converged, Sequence | np.ndarray) else [converged] * n
             )
             return [
-                Record(
-                    str(i + 1),
-                    float(v),
-                    finite_or_none(e),
-                    self.error_kind if finite_or_none(e) is not None else None,
-                    None if c is None else bool(c),
-                )
+                row(str(i + 1), v, e, c)
                 for i, (v, e, c) in enumerate(zip(value, errors, flags, strict=True))
             ]
-        error = finite_or_none(stderr)
-        return [
-            Record(
-                "",
-                float(value),
-                error,
-                self.error_kind if error is not None else None,
-                None if converged is None else bool(converged),
-            )
-        ]
+        return [row("", value, stderr, converged)]
 
 
 class Meter:

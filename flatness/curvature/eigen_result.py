@@ -9,7 +9,6 @@ time. Both solvers import it from here, so neither needs the other.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -17,7 +16,7 @@ from typing import Any, ClassVar, Literal
 from torch import Tensor
 
 from flatness.curvature.options import Which
-from flatness.results import ErrorKind, Record, Result, format_float
+from flatness.results import ErrorKind, Result, format_float
 
 __all__ = ["EigenResult"]
 
@@ -64,10 +63,14 @@ class EigenResult(Result):
             ``repr`` and :meth:`details` (the results store keeps them as the task's key).
 
     The result contract (:mod:`flatness.results`) reads ``value`` as the eigenvalues and
-    ``stderr`` as the residual bounds (``error_kind = "residual"``).
+    ``stderr`` as the residual bounds (``error_kind = "residual"``). Its store rows are
+    one per eigenvalue, components ``"1"`` … ``"k"``, with the residual (``None`` where
+    infinite: no Ritz value existed), the error kind ``"residual"`` on every row and
+    the convergence flag.
     """
 
     error_kind: ClassVar[ErrorKind] = "residual"
+    error_kind_on_every_row: ClassVar[bool] = True
 
     eigenvalues: tuple[float, ...]
     residuals: tuple[float, ...]
@@ -99,16 +102,6 @@ class EigenResult(Result):
     def stderr(self) -> tuple[float, ...]:
         """The error bars of the result contract: :attr:`residuals`."""
         return self.residuals
-
-    def records(self) -> list[Record]:
-        """The store rows: one per eigenvalue, components ``"1"`` … ``"k"``.
-
-        Returns:
-            One :class:`~flatness.results.Record` per eigenvalue with its residual
-            (``None`` where infinite: no Ritz value existed) and convergence flag; the
-            error kind is ``"residual"`` on every row.
-        """
-        return [dataclasses.replace(r, error_kind=self.error_kind) for r in super().records()]
 
     @property
     def all_converged(self) -> bool:

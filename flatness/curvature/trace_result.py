@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from statistics import NormalDist
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from flatness.curvature.options import ProbeDistribution
-from flatness.results import Record, Result, format_float
+from flatness.results import Result, format_float
 
 __all__ = ["TRACE_METHODS", "ExactMethod", "TraceMethod", "TraceResult"]
 
@@ -71,7 +71,12 @@ class TraceResult(Result):
             store keeps them as the task's key).
 
     The result contract (:mod:`flatness.results`) reads ``value`` as :attr:`estimate`.
+    Its store row is component ``""`` with the standard error and the convergence flag;
+    its error kind is ``"stderr"`` even where the error is missing (fewer than two
+    probes).
     """
+
+    error_kind_on_every_row: ClassVar[bool] = True
 
     estimate: float
     stderr: float
@@ -97,15 +102,6 @@ class TraceResult(Result):
     def value(self) -> float:
         """The headline of the result contract: :attr:`estimate`."""
         return self.estimate
-
-    def records(self) -> list[Record]:
-        """The store row: component ``""`` with the standard error.
-
-        Returns:
-            One :class:`~flatness.results.Record`; its error kind is ``"stderr"`` even
-            where the error is missing (fewer than two probes).
-        """
-        return [dataclasses.replace(r, error_kind=self.error_kind) for r in super().records()]
 
     @property
     def relative_stderr(self) -> float:
