@@ -155,7 +155,8 @@ class Scorer:
         self.versions = package_versions()
         self.counts = {"computed": 0, "reused": 0, "by_others": 0}
         self.failures: list[str] = []
-        self.busy: dict[int, list[Task]] = {}
+        # (run index, checkpoint key) -> the tasks other processes hold on it
+        self.busy: dict[tuple[int, str], list[Task]] = {}
         self.busy_pairs: list[PairSpec] = []
         self.seen: dict[str, int] = {}  # a checkpoint's SHA-256 -> its first run's index
         # resources shared by all checkpoints, built once; their failure fails each run
@@ -285,7 +286,7 @@ class Scorer:
             self.counts["reused"] += 1
             return
         if claim.state == "busy":
-            self.busy.setdefault(index, []).append(task)
+            self.busy.setdefault((index, key), []).append(task)
             return
         measure = get_measure(task.measure)
         meter = Meter()
@@ -397,9 +398,8 @@ class Scorer:
         while self.busy:
             time.sleep(poll)
             waiting, self.busy = self.busy, {}
-            for index, tasks in waiting.items():
+            for (index, key), tasks in waiting.items():
                 path = self.manifest.runs[index].path
-                key = _sha_or_path(path)
                 free = []
                 for task in tasks:
                     claim = self.store.holder(key, task.measure, task.key)
@@ -409,7 +409,7 @@ class Scorer:
                         self.failures.append(f"{path}: {task.measure} failed in another process")
                     elif claim.state == "busy":
                         self._say_waiting(f"{task.measure} {task.key} on {path}", claim)
-                        self.busy.setdefault(index, []).append(task)
+                        self.busy.setdefault((index, key), []).append(task)
                     else:
                         free.append(task)
                 if free:
