@@ -26,7 +26,14 @@ from typing import Any
 from flatness.curvature.objective import Objective
 from flatness.curvature.options import deterministic_hessian
 from flatness.factories import import_factory
-from flatness.results import Meter, Record, Result, ResultContract, to_plain
+from flatness.results import (
+    Meter,
+    Record,
+    Result,
+    ResultContract,
+    gradient_equivalents,
+    to_plain,
+)
 
 __all__ = ["EXCLUDED_SETTINGS", "Measure", "MeasureValue", "settings_key"]
 
@@ -52,7 +59,9 @@ class MeasureValue(Result):
         matvecs: Hessian-vector products spent (0: none counted).
         evaluations: Loss evaluations spent (0: none counted).
         gradients: Gradient evaluations spent (0: none counted).
-        gradient_equivalents: The cost in full gradients (NaN: not counted).
+        gradient_equivalents: The cost in full gradients; left NaN, it is worked out from
+            the counts (:func:`~flatness.results.gradient_equivalents`), and stays NaN
+            when nothing was counted.
 
     Examples:
         >>> MeasureValue(0.5, stderr=0.1).records()
@@ -68,6 +77,14 @@ class MeasureValue(Result):
     evaluations: int = 0
     gradients: int = 0
     gradient_equivalents: float = math.nan
+
+    def __post_init__(self) -> None:
+        counted = (self.matvecs, self.evaluations, self.gradients)
+        if math.isnan(self.gradient_equivalents) and any(counted):
+            cost = gradient_equivalents(
+                matvecs=self.matvecs, evaluations=self.evaluations, gradients=self.gradients
+            )
+            object.__setattr__(self, "gradient_equivalents", cost)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from flatness.pipeline.measures import (
     register_measure,
     settings_label,
 )
+from flatness.results import gradient_equivalents
 
 OPAQUE = object()
 
@@ -98,3 +100,15 @@ def test_settings_label_is_deprecated_for_the_report_label() -> None:
     with pytest.warns(DeprecationWarning, match="measure_label"):
         label = settings_label("keskar", {"eps": 1e-3, "subspace": 0}, ("eps", "subspace"))
     assert label == "ε-sharpness (full, ε=1e-3)"
+
+
+def test_a_measure_values_gradient_equivalents_follow_its_counted_cost() -> None:
+    # The contract's gradient_equivalents is the counted cost in full gradients, the
+    # same for a user's measure as for the built-in estimators; NaN only when nothing
+    # was counted.
+    counted = MeasureValue(1.0, matvecs=10, evaluations=3, gradients=1)
+    assert counted.gradient_equivalents == gradient_equivalents(
+        matvecs=10, evaluations=3, gradients=1
+    )
+    assert math.isnan(MeasureValue(1.0).gradient_equivalents)
+    assert MeasureValue(1.0, gradients=4, gradient_equivalents=2.5).gradient_equivalents == 2.5
