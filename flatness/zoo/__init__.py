@@ -6,9 +6,10 @@ Keskar et al.'s reference networks at small scale (F1, C1) and trains them into
 checkpoints with metadata plus a manifest ready for ``flatness score``.
 """
 
+from flatness.dataset import Dataset
+from flatness.evaluation import evaluate
 from flatness.zoo.config import TrainConfig, resolve_batch_size
 from flatness.zoo.data import (
-    Dataset,
     cache_dir,
     dataset_names,
     digits,
@@ -35,7 +36,7 @@ from flatness.zoo.sweep import (
     sweep_from_batch_sizes,
     train_sweep,
 )
-from flatness.zoo.train import TrainResult, evaluate, train_network
+from flatness.zoo.train import TrainResult, train_network
 
 __all__ = [
     # networks
