@@ -223,8 +223,7 @@ def run_case(
 
     started = time.perf_counter()
     echo(f"  score: {manifest}")
-    failures: list[str] = []
-    summary = score(manifest, progress=progress, log=failures.append)
+    summary = score(manifest, progress=progress)
     seconds["score"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -240,7 +239,7 @@ def run_case(
         reused_runs=len(trained_runs) - trained,
         computed=summary.computed,
         reused_scores=summary.reused,
-        failures=tuple(summary.failures) or tuple(failures),
+        failures=summary.failures,
         missed_target=missed,
         checkpoints=checkpoints,
         report_rebuilt=rebuilt,
