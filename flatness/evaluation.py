@@ -1,6 +1,6 @@
 r"""The mean loss and accuracy of a model over fixed ``(x, y)`` data: one implementation.
 
-Training (:mod:`flatness.zoo.train`), scoring (:mod:`flatness.pipeline.scoring`) and the
+Training (:mod:`flatness.zoo.train`), scoring (:mod:`flatness.pipeline.scorer`) and the
 landscapes (:mod:`flatness.sharpness.interpolation`, :mod:`flatness.sharpness.landscape`)
 all ask the same question of a model: its mean loss and its accuracy on a data set.
 They ask it here. The loss is the example-weighted mean of the batch means,

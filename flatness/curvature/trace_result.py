@@ -105,7 +105,10 @@ class TraceResult(Result):
 
     @property
     def relative_stderr(self) -> float:
-        """The standard error relative to ``|estimate|`` (``inf`` if the estimate is 0)."""
+        """The standard error relative to ``|estimate|``.
+
+        For an estimate of 0 it is ``inf``, or 0 when the error is 0 too.
+        """
         if self.estimate == 0.0:
             return 0.0 if self.stderr == 0.0 else math.inf
         return self.stderr / abs(self.estimate)
