@@ -23,11 +23,12 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from flatness.curvature.batches import map_tensors
 from flatness.curvature.objective import Batch, Objective
 from flatness.sharpness.checks import check_nonnegative, check_norm, check_positive
 
@@ -116,15 +117,15 @@ def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
     """Examples ``start:stop`` of a batch: every tensor with a batch dimension is sliced.
 
     Returns:
-        A batch of the same structure (tensor, mapping, tuple or list).
+        A batch of the same structure (tensor, mapping, tuple or list), walked by
+        :func:`~flatness.curvature.batches.map_tensors`; 0-d tensors and other objects
+        are kept as they are.
+
+    Examples:
+        >>> slice_batch({"x": torch.arange(4), "t": torch.tensor(7), "n": 3}, 1, 3)
+        {'x': tensor([1, 2]), 't': tensor(7), 'n': 3}
     """
-    if isinstance(batch, Tensor):
-        return batch[start:stop] if batch.ndim > 0 else batch
-    if isinstance(batch, Mapping):
-        return {k: slice_batch(v, start, stop) for k, v in batch.items()}
-    if isinstance(batch, tuple | list):
-        return type(batch)(slice_batch(v, start, stop) for v in batch)
-    return batch
+    return map_tensors(lambda t: t[start:stop] if t.ndim > 0 else t, batch)
 
 
 def whole_data(obj: Objective) -> Chunk:
