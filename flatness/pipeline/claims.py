@@ -184,7 +184,11 @@ class TaskClaims:
             ``"claimed"`` (this process holds it) or ``"free"`` (never claimed,
             released, or stale: the next :meth:`claim` takes it).
         """
-        row = self._db.execute(
+        return self._state(self._db, checkpoint, measure, settings)
+
+    def _state(self, db: sqlite3.Connection, checkpoint: str, measure: str, settings: str) -> Claim:
+        """A task's claim as :meth:`holder` describes it, read on ``db``."""
+        row = db.execute(
             "SELECT status, owner, host, pid, started FROM tasks "
             "WHERE checkpoint=? AND measure=? AND settings=?",
             (checkpoint, measure, settings),
@@ -204,27 +208,16 @@ class TaskClaims:
     def claim(self, checkpoint: str, measure: str, settings: str) -> Claim:
         """Claim a task for this process unless it is done or another live process has it.
 
+        A failed, released or stale task is claimed again, as is this process's own.
+
         Returns:
             The :class:`Claim`: ``"claimed"`` (compute it), ``"done"`` or ``"busy"``.
         """
 
         def work(db: sqlite3.Connection) -> Claim:
-            row = db.execute(
-                "SELECT status, owner, host, pid, started FROM tasks "
-                "WHERE checkpoint=? AND measure=? AND settings=?",
-                (checkpoint, measure, settings),
-            ).fetchone()
-            if row is not None:
-                status, owner, host, pid, started = row
-                if status == "done":
-                    return Claim("done", owner)
-                if (
-                    status == "running"
-                    and owner != self.owner
-                    and not self._stale(host, pid, started)
-                ):
-                    age = None if started is None else time.time() - float(started)
-                    return Claim("busy", owner, host, pid, age)
+            current = self._state(db, checkpoint, measure, settings)
+            if current.state in ("done", "busy"):
+                return current
             db.execute(
                 "INSERT INTO tasks VALUES (?, ?, ?, 'running', ?, ?, ?, ?, NULL) "
                 "ON CONFLICT(checkpoint, measure, settings) DO UPDATE SET status='running', "
