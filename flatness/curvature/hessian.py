@@ -48,6 +48,7 @@ from flatness.curvature.options import (
     STRATEGIES,
     HessianOptions,
     Strategy,
+    check_strategy,
     resolve_deterministic,
 )
 from flatness.results import Meter
@@ -104,8 +105,7 @@ class HessianOperator:
         check_determinism: bool = True,
         deterministic: bool | None = None,
     ) -> None:
-        if strategy != "auto" and strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
+        check_strategy(strategy)
         self.objective = objective
         self.strategy = strategy
         self.memory_budget = (

@@ -33,6 +33,7 @@ __all__ = [
     "ProbeDistribution",
     "Strategy",
     "Which",
+    "check_strategy",
     "check_which",
     "deterministic_hessian",
     "resolve_deterministic",
@@ -51,6 +52,24 @@ ProbeDistribution = Literal["rademacher", "gaussian"]
 #: directions), smallest algebraic (negative curvature) or largest magnitude.
 Which = Literal["LA", "SA", "LM"]
 WHICH: tuple[str, ...] = get_args(Which)
+
+
+def check_strategy(strategy: str) -> Strategy:
+    """Validate a Hessian ``strategy`` (``"auto"`` or one of :data:`STRATEGIES`).
+
+    Returns:
+        ``strategy``, typed as :data:`Strategy`.
+
+    Raises:
+        ValueError: For any other value.
+
+    Examples:
+        >>> check_strategy("retained")
+        'retained'
+    """
+    if strategy != "auto" and strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
+    return strategy  # type: ignore[return-value]
 
 
 def check_which(which: str) -> Which:
@@ -107,10 +126,7 @@ class HessianOptions:
     deterministic: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy != "auto" and self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be 'auto' or one of {STRATEGIES}, got {self.strategy!r}"
-            )
+        check_strategy(self.strategy)
 
 
 class HessianKeywords(TypedDict, total=False):

@@ -190,3 +190,11 @@ def test_names_keep_their_old_import_paths() -> None:
         _ = lanczos.no_such_name  # type: ignore[attr-defined]
     assert old_power is power_iteration and old_check is check_piecewise_linear
     assert "double_backward" in STRATEGIES and Strategy is not None
+
+
+def test_an_unknown_strategy_is_refused_alike_by_options_and_operator() -> None:
+    message = "strategy must be 'auto' or one of"
+    with pytest.raises(ValueError, match=message):
+        HessianOptions(strategy="fastest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        HessianOperator(_objective(), strategy="fastest")  # type: ignore[arg-type]
