@@ -35,7 +35,7 @@ class EigenResult(Result):
             (:func:`~flatness.curvature.thick_restart.residual_bounds`). A value flagged
             False is an approximation without a certificate.
         matvecs: Operator (Hessian-vector) products spent in this call.
-        seconds: Wall-clock seconds of this call.
+        seconds: Wall-clock seconds of the solver, after the operator was built.
         method: ``"lanczos"`` or ``"power"``.
         which: ``"LA"``, ``"SA"`` or ``"LM"``.
         tol: The relative residual tolerance.

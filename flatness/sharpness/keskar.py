@@ -135,7 +135,8 @@ class KeskarResult(NoErrorBar, SharpnessResult):
         projected_gradient: :math:`\\max_i |P(y + g)_i - y_i|` at that point, with
             :math:`g = \\nabla_y f(x + Ay)` and :math:`P` the projection onto the box
             (L-BFGS-B's stationarity measure; 0 at a first-order maximum).
-        seconds: Wall-clock seconds of the whole call.
+        seconds: Wall-clock seconds of the subspace, the ascent and :math:`f(x)` (the
+            determinism check before them is not counted).
         subspace: How :math:`A` was drawn, ``None`` for the full space.
     """
 
