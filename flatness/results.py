@@ -28,9 +28,9 @@ and exposing the same core fields, under the same names (fields or properties):
     docs). NaN where no such number exists: a plain matrix rather than a model, or the
     interpolation's passes over two data sets of different sizes.
 ``seconds``
-    Wall time of the estimate: the clock starts once the checks are done and, for an
-    Objective's Hessian, once its operator is built, so the determinism check (two
-    forward passes) and the building of the retained graphs are not in it.
+    Wall time of the estimate. The determinism check (two forward passes) and, for an
+    Objective's Hessian, building its operator (the retained graphs) come before the
+    clock starts and are not in it.
 ``settings``
     The keyword arguments that reproduce the result with its estimator.
 
