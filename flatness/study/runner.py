@@ -50,6 +50,7 @@ Echo = Callable[[str], None]
 def _write_manifest(case: Case, folder: Path, runs: Sequence[SweepRun]) -> Path:
     """The case's manifest: every run, its scoring settings, measures and pair."""
     from flatness.atomic import write_text_atomic
+    from flatness.zoo.files import dumps_toml
     from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
 
     scoring: dict[str, Any] = {"seed": 0}
@@ -64,12 +65,13 @@ def _write_manifest(case: Case, folder: Path, runs: Sequence[SweepRun]) -> Path:
     if case.pair_seed is not None:
         seed = case.pair_seed
         small, large = (regime.lower() for regime in case.pair)
-        text = path.read_text(encoding="utf-8")
-        text += (
-            f'\n[[pairs]]\nsb = "{small}/seed{seed}/final.pt"\n'
-            f'lb = "{large}/seed{seed}/final.pt"\n'
-            f'label = "seed {seed} (same initialization)"\nbn = "{case.pair_bn}"\n'
-        )
+        pair = {
+            "sb": f"{small}/seed{seed}/final.pt",
+            "lb": f"{large}/seed{seed}/final.pt",
+            "label": f"seed {seed} (same initialization)",
+            "bn": case.pair_bn,
+        }
+        text = path.read_text(encoding="utf-8") + "\n" + dumps_toml({"pairs": [pair]})
         write_text_atomic(path, text)
     return path
 

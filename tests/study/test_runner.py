@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from flatness.pipeline.store import ResultsStore
 from flatness.study import fingerprint
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def test_fingerprint_follows_the_scored_manifest_not_the_store_s_bookkeeping(
@@ -22,3 +28,46 @@ def test_fingerprint_follows_the_scored_manifest_not_the_store_s_bookkeeping(
     with ResultsStore(path) as store:
         store.set_info("manifest", {"scoring": {"examples": 150}})
     assert fingerprint(path, {"title": "t"}) != before
+
+
+def test_the_case_manifest_writes_any_regime_label_as_valid_toml(tmp_path: Path) -> None:
+    # A TOML study may name its regimes freely; the pair's paths derive from the labels
+    # and must reach the manifest as written, not break it (a quote, a backslash).
+    from types import SimpleNamespace
+
+    from flatness.study import Case
+    from flatness.study.runner import _write_manifest
+
+    small, large = 'S"B', "L\\B"
+    case = Case(
+        "c",
+        "t",
+        {"network": "tiny_mlp", "dataset": "digits_flat"},
+        {small: {"batch_size": 16}, large: {"batch_size": 256}},
+        (0,),
+        pair=(small, large),
+        pair_seed=0,
+    )
+    meta = {
+        "model": {"factory": "m:f"},
+        "data": {"name": "digits_flat"},
+        "n_train": 10,
+        "lr": 0.1,
+        "seed": 0,
+        "epoch": 1,
+        "regime": small,
+    }
+    runs = [
+        SimpleNamespace(path=tmp_path / label.lower() / "seed0" / "final.pt", meta={**meta, **b})
+        for label, b in ((small, {"batch_size": 16}), (large, {"batch_size": 256}))
+    ]
+    path = _write_manifest(case, tmp_path, runs)  # type: ignore[arg-type]
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert doc["pairs"] == [
+        {
+            "sb": 's"b/seed0/final.pt',
+            "lb": "l\\b/seed0/final.pt",
+            "label": "seed 0 (same initialization)",
+            "bn": "recompute",
+        }
+    ]
