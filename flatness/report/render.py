@@ -137,14 +137,14 @@ def md_text(text: object, *, link_text: bool = False) -> str:
 
 
 def _md_cell(text: object) -> str:
-    return md_text(text).replace("|", "\\|").replace("\n", " ")
+    return md_text(text).replace("|", "\\|")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of ``frame``'s cells (text as is).
+    """A GitHub-flavoured Markdown table of ``frame``'s cells, each shown as typed.
 
     Returns:
-        The table, one line per row (``|`` in cells escaped).
+        The table, one line per row (each cell escaped by :func:`md_text`, and ``|``).
 
     Examples:
         >>> print(markdown_table(pd.DataFrame({"a": ["1"], "b|c": ["x"]})))
