@@ -131,6 +131,23 @@ class _Once(Generic[T]):
 
 
 class Scorer:
+    """Scores a manifest's checkpoints and pairs into an open store (see the module doc).
+
+    Args:
+        manifest: The manifest (its tasks are planned once, here).
+        store: The open results store; its claims decide who computes what.
+        trust_pickle: Allow checkpoints that need full unpickling.
+        progress: The progress bars (or none).
+        log: Told one line per failure.
+        echo: Told what this process waits for (default: nothing).
+
+    Attributes:
+        counts: Tasks ``computed``, ``reused`` and computed ``by_others`` so far.
+        failures: One line per failure, naming the checkpoint and the cause.
+        busy: (run index, checkpoint key) -> the tasks other processes hold on it.
+        busy_pairs: The pairs whose parametric plot another process holds.
+    """
+
     def __init__(
         self,
         manifest: Manifest,
@@ -155,7 +172,6 @@ class Scorer:
         self.versions = package_versions()
         self.counts = {"computed": 0, "reused": 0, "by_others": 0}
         self.failures: list[str] = []
-        # (run index, checkpoint key) -> the tasks other processes hold on it
         self.busy: dict[tuple[int, str], list[Task]] = {}
         self.busy_pairs: list[PairSpec] = []
         self.seen: dict[str, int] = {}  # a checkpoint's SHA-256 -> its first run's index
