@@ -131,22 +131,9 @@ class _Once(Generic[T]):
 
 
 class Scorer:
-    """Scores a manifest's checkpoints and pairs into an open store (see the module doc).
-
-    Args:
-        manifest: The manifest (its tasks are planned once, here).
-        store: The open results store; its claims decide who computes what.
-        trust_pickle: Allow checkpoints that need full unpickling.
-        progress: The progress bars (or none).
-        log: Told one line per failure.
-        echo: Told what this process waits for (default: nothing).
-
-    Attributes:
-        counts: Tasks ``computed``, ``reused`` and computed ``by_others`` so far.
-        failures: One line per failure, naming the checkpoint and the cause.
-        busy: (run index, checkpoint key) -> the tasks other processes hold on it.
-        busy_pairs: The pairs whose parametric plot another process holds.
-    """
+    """Scores a manifest's checkpoints and pairs into an open store (see the module doc);
+    :func:`flatness.score` sums up its ``counts``, ``failures``, ``busy`` (run index and
+    checkpoint key -> the tasks other processes hold) and ``busy_pairs``."""
 
     def __init__(
         self,
