@@ -22,6 +22,7 @@ from flatness.pipeline.database import connect_read_only, store_error
 
 __all__ = [
     "export_results",
+    "has_measurements",
     "load_curves",
     "load_failed_tasks",
     "load_info",
@@ -87,6 +88,22 @@ def load_results(path: str | os.PathLike[str], *, details: bool = False) -> pd.D
     df["converged"] = df["converged"].map(lambda v: None if pd.isna(v) else bool(v))
     cols = list(_TIDY_ORDER) + (["details", "versions", "meta"] if details else [])
     return df[cols].sort_values(["path", "measure", "settings", "component"]).reset_index(drop=True)
+
+
+def has_measurements(path: str | os.PathLike[str]) -> bool:
+    """Whether a results store holds any measurement, reading it only.
+
+    Returns:
+        True when the ``measurements`` table has a row; False also where there is no
+        store (none is created).
+
+    Raises:
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
+    """
+    if not Path(path).is_file():
+        return False
+    return not _read_sql(path, "SELECT 1 FROM measurements LIMIT 1")[0].empty
 
 
 def load_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -87,12 +87,17 @@ class StudyResult(Result):
 
 
 def has_measurements(store: str | os.PathLike[str]) -> bool:
-    """Whether a results store holds any measurement.
+    """Whether a results store holds any measurement (:mod:`flatness.pipeline.readers`).
+
+    The store is only read: none is created where there is none, and a finished store
+    in a read-only folder is read.
 
     Returns:
         True when at least one measurement row is stored.
-    """
-    from flatness.pipeline.store import ResultsStore
 
-    with ResultsStore(store) as db:
-        return db.has_measurements()
+    Raises:
+        StoreError: If the store cannot be read; the message names it and the remedy.
+    """
+    from flatness.pipeline import readers
+
+    return readers.has_measurements(store)

@@ -71,3 +71,23 @@ def test_the_case_manifest_writes_any_regime_label_as_valid_toml(tmp_path: Path)
             "bn": "recompute",
         }
     ]
+
+
+def test_has_measurements_only_reads_a_store(tmp_path: Path) -> None:
+    # The overview asks of every case's store; asking creates no store where there is
+    # none and writes nothing into one (a finished store may lie in a read-only folder).
+    from flatness.study.outcome import has_measurements
+    from tests.pipeline.test_store import FINISH
+    from tests.pipeline.test_store_failures import ROWS
+
+    missing = tmp_path / "none" / "results.sqlite"
+    assert not has_measurements(missing)
+    assert not missing.exists() and not missing.parent.exists()
+    path = tmp_path / "results.sqlite"
+    with ResultsStore(path) as store:
+        store.claim("abc", "trace", "{}")
+        assert not has_measurements(path)
+        assert store.finish("abc", "trace", "{}", ROWS, **FINISH)
+    before = path.stat().st_mtime_ns
+    assert has_measurements(path)
+    assert path.stat().st_mtime_ns == before
