@@ -106,7 +106,9 @@ def test_a_heartbeat_refreshes_the_claim_and_a_late_owner_does_not_store(tmp_pat
     assert load_info(path)["objective_holder"]["time"] > held  # the objective's claim too
     # Not refreshed any more: after stale_after, the other process takes it over, and
     # the owner, coming back, does not store its result over the other's.
+    deadline = time.time() + 60
     while other.claim("abc", "trace", "{}").state != "claimed":
+        assert time.time() < deadline, "the stale claim was never taken over"
         time.sleep(0.1)
     assert owner.holder("abc", "trace", "{}").state == "busy"
     assert not owner.finish("abc", "trace", "{}", [], **FINISH)
