@@ -10,6 +10,7 @@ follow the flow of the data:
 - :mod:`~flatness.pipeline.measures` -- the measures a manifest may name (built-in and
   registered with :func:`register_measure`); :mod:`~flatness.pipeline.measure_tasks` --
   one measure's settings, the tasks they expand into and one task's rows;
+  :mod:`~flatness.pipeline.task_plan` -- a manifest's tasks, through the registry;
 - :mod:`~flatness.pipeline.objective_setup` -- the objective a manifest describes;
 - :mod:`~flatness.pipeline.scoring`, :mod:`~flatness.pipeline.scorer` -- :func:`score`
   and the per-checkpoint work (claims, tasks, pairs);
