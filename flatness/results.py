@@ -34,7 +34,8 @@ and exposing the same core fields, under the same names (fields or properties):
 ``settings``
     The keyword arguments that reproduce the result with its estimator.
 
-and the methods :meth:`Result.to_dict` (plain Python for pandas),
+and the methods :meth:`Result.to_dict` (plain Python for pandas, with every name
+above),
 :meth:`Result.records` (the rows the results store keeps) and :meth:`Result.details`
 (what the store keeps beside them). :class:`ResultContract`
 states the same as a typing protocol; ``tests/test_result_contract.py`` walks every
@@ -145,6 +146,20 @@ class Record:
     converged: bool | None = None
 
 
+#: The names of the contract's fields (the module doc), in that order.
+CONTRACT_NAMES: tuple[str, ...] = (
+    "value",
+    "stderr",
+    "converged",
+    "matvecs",
+    "evaluations",
+    "gradients",
+    "gradient_equivalents",
+    "seconds",
+    "settings",
+)
+
+
 @runtime_checkable
 class ResultContract(Protocol):
     """The fields and methods every estimator result exposes (see the module doc)."""
@@ -201,31 +216,47 @@ class Result:
     #: rows of eigenvalues and traces always have); otherwise only rows with one do.
     error_kind_on_every_row: ClassVar[bool] = False
 
+    def _fields(self, *, include_arrays: bool) -> dict[str, Any]:
+        """``{field name: plain value}``, without the ``repr=False`` fields unless asked."""
+        return {
+            f.name: to_plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if include_arrays or f.repr
+        }
+
     def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
-        """Return the fields as plain Python values.
+        """Return the fields, and an estimator's contract names, as plain Python values.
+
+        An estimator's result (one that honours :class:`ResultContract`) also holds the
+        contract's names that it keeps as properties (``value`` of an
+        :class:`~flatness.curvature.eigen_result.EigenResult`, ``settings`` of a
+        sharpness result, ...), so every estimator's dictionary has ``value``,
+        ``stderr``, ``converged``, the cost, ``seconds`` and ``settings``.
 
         Args:
             include_arrays: When false, fields declared with ``repr=False`` (large arrays
-                such as eigenvectors) are left out.
+                such as eigenvectors) and ``settings`` are left out.
 
         Returns:
-            ``{field name: plain value}`` for every dataclass field.
+            ``{name: plain value}`` for every dataclass field and, for an estimator's
+            result, every name of :data:`CONTRACT_NAMES`.
         """
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if not include_arrays and not f.repr:
-                continue
-            out[f.name] = to_plain(getattr(self, f.name))
+        out = self._fields(include_arrays=include_arrays)
+        if isinstance(self, ResultContract):
+            for name in CONTRACT_NAMES:
+                if name not in out and (include_arrays or name != "settings"):
+                    out[name] = to_plain(getattr(self, name))
         return out
 
     def details(self) -> dict[str, Any]:
         """What the results store keeps beside the rows (the ``details`` JSON).
 
         Returns:
-            :meth:`to_dict` without the large arrays; results whose arrays belong in
-            the store (a spectral density's nodes and weights) override this.
+            The dataclass fields as plain values, without the large arrays (``repr=False``
+            fields, ``settings`` among them); results whose arrays belong in the store (a
+            spectral density's nodes and weights) override this.
         """
-        return self.to_dict(include_arrays=False)
+        return self._fields(include_arrays=False)
 
     def records(self) -> list[Record]:
         """The rows this result contributes to the results store.

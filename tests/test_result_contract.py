@@ -236,3 +236,34 @@ def test_hessian_cost_counts_products_of_a_model_only() -> None:
     exact = exact_hessian_trace(obj)
     assert exact.matvecs == 0 and exact.gradients == 3  # one backward pass per class
     assert exact.gradient_equivalents == 3.0
+
+
+#: The contract's names every estimator result's ``to_dict()`` holds, whether the
+#: result keeps them as fields or as properties.
+CONTRACT_NAMES = (
+    "value",
+    "stderr",
+    "converged",
+    "matvecs",
+    "evaluations",
+    "gradients",
+    "gradient_equivalents",
+    "seconds",
+    "settings",
+)
+
+
+def check_to_dict_holds_the_contract(res: Result) -> None:
+    """``to_dict()`` has every contract name, as plain data; ``details()`` stays the fields."""
+    full = res.to_dict()
+    for name in CONTRACT_NAMES:
+        assert name in full, name
+        np.testing.assert_equal(full[name], to_plain(getattr(res, name)))
+    short = res.to_dict(include_arrays=False)
+    assert set(CONTRACT_NAMES) - {"settings"} <= set(short) and "settings" not in short
+    json.dumps(to_plain(res.details()))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_to_dict_holds_the_contract_names(case: Case) -> None:
+    check_to_dict_holds_the_contract(case.run())

@@ -29,6 +29,7 @@ from flatness.curvature.objective import Objective
 from flatness.results import Record, Result, ResultContract, finite_or_none, to_plain
 from flatness.results import gradient_equivalents as nominal_cost
 from tests.conftest import make_data, make_net
+from tests.test_result_contract import check_to_dict_holds_the_contract
 
 
 def old_scalar_records(result: Any) -> list[tuple[Any, ...]]:
@@ -180,3 +181,20 @@ def test_interpolation_value_is_the_loss_barrier() -> None:
     json.dumps(to_plain(res.details()))
     without_ends = sh.parametric_plot(a, b, train=(X, y), alphas=[0.25, 0.5])
     assert math.isnan(without_ends.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "estimator", "settings"), SCALAR_CASES, ids=[case[0] for case in SCALAR_CASES]
+)
+def test_to_dict_holds_the_contract_names(
+    obj: Objective, name: str, estimator: Callable[..., Result], settings: dict[str, Any]
+) -> None:
+    check_to_dict_holds_the_contract(estimator(obj, **settings))
+
+
+def test_to_dict_of_the_other_measures_holds_the_contract_names(obj: Objective) -> None:
+    check_to_dict_holds_the_contract(sh.gradient_noise_scale(obj, groups=3))
+    check_to_dict_holds_the_contract(sh.loss_landscape_2d(obj, steps=3))
+    X, y = make_data(20)
+    a, b = make_net("mlp", seed=0), make_net("mlp", seed=1)
+    check_to_dict_holds_the_contract(sh.parametric_plot(a, b, train=(X, y), alphas=[0.0, 1.0]))
