@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import flatness.sharpness as sh
 from flatness.curvature.objective import Objective
@@ -198,3 +199,13 @@ def test_to_dict_of_the_other_measures_holds_the_contract_names(obj: Objective) 
     X, y = make_data(20)
     a, b = make_net("mlp", seed=0), make_net("mlp", seed=1)
     check_to_dict_holds_the_contract(sh.parametric_plot(a, b, train=(X, y), alphas=[0.0, 1.0]))
+
+
+def test_interpolation_settings_reproduce_the_dtype() -> None:
+    X, y = make_data(20)
+    a, b = make_net("mlp", seed=0), make_net("mlp", seed=1)
+    assert next(a.parameters()).dtype == torch.float64
+    res = sh.interpolate_checkpoints(a, b, train=(X, y), alphas=[0.0, 0.5], dtype=torch.float32)
+    again = sh.interpolate_checkpoints(a, b, train=(X, y), **res.settings)
+    assert again.dtype == res.dtype == "float32"
+    np.testing.assert_array_equal(again.train_loss, res.train_loss)

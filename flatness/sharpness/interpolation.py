@@ -191,6 +191,7 @@ class InterpolationResult(ForwardPassesOnly, NoConvergenceTest, NoErrorBar, Shar
             "bn": self.bn,
             "batch_size": self.batch_size,
             "device": self.device,
+            "dtype": getattr(torch, self.dtype),
         }
 
     def to_frame(self) -> pd.DataFrame:
