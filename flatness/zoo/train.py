@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from torch import nn
 
 from flatness.atomic import atomic_path
 from flatness.evaluation import evaluate
+from flatness.results import Meter
 from flatness.threads import intra_op_threads, threads_for
 from flatness.versions import package_versions
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
@@ -228,7 +228,7 @@ def train_network(
         >>> meta["updates"], meta["batch_size"], sorted(meta["model"])
         (3, 128, ['factory', 'kwargs'])
     """
-    started = time.perf_counter()
+    clock = Meter()
     data = data if data is not None else load_dataset(config.dataset, **config.dataset_kwargs)
     device = torch.device(config.device)
     x_train, y_train = (t.to(device) for t in data.train)
@@ -275,7 +275,7 @@ def train_network(
                 "test_loss": test_loss,
                 "test_accuracy": test_acc,
                 "reached_target": reached,
-                "seconds": time.perf_counter() - started,
+                "seconds": clock.seconds,
                 "history": [dict(h) for h in history],
             }
         )
