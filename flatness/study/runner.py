@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flatness.atomic import write_text_atomic
 from flatness.study.outcome import CaseResult, StudyResult, has_measurements
 from flatness.study.overview import write_study_overview
 from flatness.study.plan import Case, StudyPlan
@@ -49,7 +50,6 @@ Echo = Callable[[str], None]
 
 def _write_manifest(case: Case, folder: Path, runs: Sequence[SweepRun]) -> Path:
     """The case's manifest: every run, its scoring settings, measures and pair."""
-    from flatness.atomic import write_text_atomic
     from flatness.zoo.files import dumps_toml
     from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
 
@@ -175,7 +175,7 @@ def _report(
         return html, False
     echo(f"  report: {report_dir}")
     report = build_from_store(store, report_dir, root=folder, checkpoints=checkpoints, **options)
-    stamp.write_text(digest + "\n", encoding="utf-8")
+    write_text_atomic(stamp, digest + "\n")
     return report.html, True
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
+
+import pytest
 
 from flatness.pipeline.store import ResultsStore
 from flatness.study import fingerprint
@@ -91,3 +94,37 @@ def test_has_measurements_only_reads_a_store(tmp_path: Path) -> None:
     before = path.stat().st_mtime_ns
     assert has_measurements(path)
     assert path.stat().st_mtime_ns == before
+
+
+def test_a_full_disk_leaves_no_partial_report_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stamp that tells a rerun the report is current is an output like the others:
+    # written whole or not at all (issue 17 item 8).
+    from types import SimpleNamespace
+
+    import flatness as fl
+    from flatness.study.runner import _report
+    from tests.pipeline.conftest import manifest_text, save_run
+
+    for i, run in enumerate(("sb/seed0.pt", "lb/seed1.pt")):
+        save_run(tmp_path / run, i)
+    sweep = tmp_path / "manifest.toml"
+    sweep.write_text(manifest_text(["sb/seed0.pt", "lb/seed1.pt"], measures="lambda_max = {}"))
+    summary = fl.score(sweep)
+    store = Path(summary.store)
+    report_dir = tmp_path / "report"
+    original = Path.write_text
+
+    def full_disk(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if "source.sha256" in self.name:
+            original(self, data[:10], encoding="utf-8")  # part of it reached the disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    case = SimpleNamespace(reference=None, title="t")
+    checkpoints = tuple(fl.load_runs(store)["checkpoint"])
+    with pytest.raises(OSError, match=r"disk full while writing .*source\.sha256"):
+        _report(case, store, tmp_path, report_dir, checkpoints, None, print)  # type: ignore[arg-type]
+    assert [p.name for p in (report_dir / "data").iterdir() if "sha256" in p.name] == []
