@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg
 import torch
 
+from flatness.curvature.hutchinson import PROBE_DISTRIBUTIONS, draw_probes
 from flatness.curvature.lanczos_kernel import lanczos_tridiagonal
 from flatness.curvature.operator import (
     SymmetricOperator,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DensityResult", "spectral_density"]
 
-DISTRIBUTIONS: tuple[str, ...] = get_args(ProbeDistribution)
+DISTRIBUTIONS: tuple[str, ...] = PROBE_DISTRIBUTIONS
 
 
 def gaussian_smoothing(
@@ -257,13 +258,6 @@ class DensityResult(Result):
         )
 
 
-def _probe(n: int, distribution: str, generator: torch.Generator) -> torch.Tensor:
-    if distribution == "rademacher":
-        signs = torch.randint(0, 2, (n,), generator=generator, dtype=torch.int64)
-        return signs.to(torch.float64) * 2.0 - 1.0
-    return torch.randn(n, generator=generator, dtype=torch.float64)
-
-
 def _quadrature(
     op: SymmetricOperator, width: int, runs: int, distribution: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -278,7 +272,7 @@ def _quadrature(
     weights = np.zeros((runs, width))
     taken: list[int] = []
     for r in range(runs):
-        v = _probe(op.dim, distribution, gen).to(device=op.device, dtype=op.dtype)
+        v = draw_probes(gen, op.dim, 1, distribution, dtype=op.dtype, device=op.device)[:, 0]
         tri = lanczos_tridiagonal(op, v, width, reorthogonalize=True)
         m = tri.alphas.size
         theta, S = scipy.linalg.eigh_tridiagonal(tri.alphas, tri.betas)
