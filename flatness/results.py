@@ -199,8 +199,33 @@ class ResultContract(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
-    """Base class of all result dataclasses.
+class PlainData:
+    """A frozen dataclass that converts to plain Python: the base of summaries that are
+    not estimates (a score summary, a report, a correlation, a mean ± std)."""
+
+    def _fields(self, *, include_arrays: bool) -> dict[str, Any]:
+        """``{field name: plain value}``, without the ``repr=False`` fields unless asked."""
+        return {
+            f.name: to_plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if include_arrays or f.repr
+        }
+
+    def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
+        """Return the fields as plain Python values.
+
+        Args:
+            include_arrays: When false, fields declared with ``repr=False`` are left out.
+
+        Returns:
+            ``{field name: plain value}``.
+        """
+        return self._fields(include_arrays=include_arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result(PlainData):
+    """Base class of every estimator's result.
 
     Subclasses provide the contract's fields (as dataclass fields or properties; see
     the module doc). The base supplies :meth:`to_dict` and a :meth:`records` that
@@ -215,14 +240,6 @@ class Result:
     #: Whether every row names :attr:`error_kind`, even one without an error bar (the
     #: rows of eigenvalues and traces always have); otherwise only rows with one do.
     error_kind_on_every_row: ClassVar[bool] = False
-
-    def _fields(self, *, include_arrays: bool) -> dict[str, Any]:
-        """``{field name: plain value}``, without the ``repr=False`` fields unless asked."""
-        return {
-            f.name: to_plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if include_arrays or f.repr
-        }
 
     def to_dict(self, *, include_arrays: bool = True) -> dict[str, Any]:
         """Return the fields, and an estimator's contract names, as plain Python values.

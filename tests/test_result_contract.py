@@ -267,3 +267,20 @@ def check_to_dict_holds_the_contract(res: Result) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_to_dict_holds_the_contract_names(case: Case) -> None:
     check_to_dict_holds_the_contract(case.run())
+
+
+def test_summaries_that_are_not_estimates_do_not_claim_the_contract() -> None:
+    """Reports, score and study summaries and statistics convert to dicts but yield no
+    store rows: they are :class:`PlainData`, not estimator :class:`Result` s."""
+    from flatness.pipeline.scoring import ScoreSummary
+    from flatness.report.build import Report
+    from flatness.report.correlation import Correlation
+    from flatness.report.stats import MeanStd, RankTest, mean_std
+    from flatness.results import PlainData
+    from flatness.study.outcome import CaseResult, StudyResult
+
+    for cls in (ScoreSummary, Report, Correlation, MeanStd, RankTest, CaseResult, StudyResult):
+        assert issubclass(cls, PlainData) and not issubclass(cls, Result), cls
+        assert not hasattr(cls, "records"), cls
+    summary = mean_std([1.0, 2.0, 3.0])
+    assert summary.to_dict()["mean"] == 2.0

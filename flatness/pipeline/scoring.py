@@ -36,7 +36,7 @@ from flatness.pipeline.objective_setup import (
 from flatness.pipeline.scorer import CLAMPED, META_DROPPED, Progress, Scorer
 from flatness.pipeline.store import DEFAULT_STALE_AFTER, ResultsStore
 from flatness.pipeline.summary import summary_table
-from flatness.results import Meter, Result
+from flatness.results import Meter, PlainData
 from flatness.threads import intra_op_threads, threads_for_model
 
 __all__ = [
@@ -57,7 +57,7 @@ DEFAULT_STORE = "results.sqlite"
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreSummary(Result):
+class ScoreSummary(PlainData):
     """What a call of :func:`score` did.
 
     Attributes:

@@ -45,13 +45,13 @@ from flatness.report.outputs import read_manifest, remove_earlier, write_manifes
 from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
-from flatness.results import Result
+from flatness.results import PlainData
 
 __all__ = ["Report", "build"]
 
 
 @dataclass(frozen=True)
-class Report(Result):
+class Report(PlainData):
     """What :func:`build` wrote.
 
     Attributes:

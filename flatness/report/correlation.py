@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from flatness.report.bootstrap import bootstrap, percentile_interval, permutation_p_value
 from flatness.report.stats import as_vector, check_choice, format_p_value
-from flatness.results import Result
+from flatness.results import PlainData
 
 __all__ = ["EXACT_UP_TO", "Correlation", "rank_correlation", "within_kendall"]
 
@@ -44,7 +44,7 @@ EXACT_UP_TO = 8
 
 
 @dataclass(frozen=True)
-class Correlation(Result):
+class Correlation(PlainData):
     """A rank correlation with its bootstrap percentile interval.
 
     Attributes:

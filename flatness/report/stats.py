@@ -29,7 +29,7 @@ import numpy as np
 import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
-from flatness.results import Result
+from flatness.results import PlainData
 
 __all__ = [
     "MeanStd",
@@ -174,7 +174,7 @@ def check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
 
 
 @dataclass(frozen=True)
-class RankTest(Result):
+class RankTest(PlainData):
     """A Mann–Whitney U test of sample a against sample b.
 
     Attributes:
@@ -288,7 +288,7 @@ def rank_test(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") -> 
 
 
 @dataclass(frozen=True)
-class MeanStd(Result):
+class MeanStd(PlainData):
     """Mean and sample standard deviation of the finite values.
 
     Attributes:

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flatness.results import Result
+from flatness.results import PlainData
 
 __all__ = ["CaseResult", "StudyResult", "has_measurements"]
 
 
 @dataclass(frozen=True)
-class CaseResult(Result):
+class CaseResult(PlainData):
     """What :func:`run_case` did for one case.
 
     Attributes:
@@ -62,7 +62,7 @@ class CaseResult(Result):
 
 
 @dataclass(frozen=True)
-class StudyResult(Result):
+class StudyResult(PlainData):
     """What :func:`run_study` did: one :class:`CaseResult` per case, and the overview
     (its pages and its answers, one sentence per case).
 
