@@ -204,6 +204,7 @@ class Objective:
         if batch_loss is None and loss_fn is None:
             raise ValueError("give a loss_fn(output, target) or a batch_loss(model_fn, batch)")
         self.train_mode = bool(train_mode)
+        self._determinism: tuple[float, float] | None = None
         first = next(iter(model.parameters()), None)
         self.device = torch.device(
             device if device is not None else (first.device if first is not None else "cpu")
@@ -437,26 +438,42 @@ class Objective:
         the likely causes named (the sharpness measures call this too, through
         :func:`~flatness.sharpness.checks.require_deterministic`).
 
+        θ₀ and the batches are fixed at construction, so the two losses are computed
+        once per objective: a check that passed is remembered (as the two losses), and
+        later calls, whatever their ``rtol``, are answered from them without running
+        the model again.
+
+        Args:
+            rtol: Relative (and absolute) tolerance between the two losses (default
+                ``1e-10`` in float64, else ``1e-5``).
+
         Raises:
+            FloatingPointError: If the loss is NaN or infinite.
             RuntimeError: If the two evaluations disagree.
         """
         rtol = rtol if rtol is not None else (1e-10 if self.dtype == torch.float64 else 1e-5)
-        with torch.no_grad():
-            a = self.batch_mean_loss(self.theta0, self.batches[0])
-            b = self.batch_mean_loss(self.theta0, self.batches[0])
-        if not torch.isfinite(a):
-            raise FloatingPointError(
-                f"the loss is {a.item()} at the given parameters: check the weights "
-                "and the data for NaN/Inf or overflow"
-            )
-        if not math.isclose(a.item(), b.item(), rel_tol=rtol, abs_tol=rtol):
+        if self._determinism is None:
+            with torch.no_grad():
+                first = self.batch_mean_loss(self.theta0, self.batches[0])
+                second = self.batch_mean_loss(self.theta0, self.batches[0])
+            if not torch.isfinite(first):
+                raise FloatingPointError(
+                    f"the loss is {first.item()} at the given parameters: check the weights "
+                    "and the data for NaN/Inf or overflow"
+                )
+            pair = (first.item(), second.item())
+        else:
+            pair = self._determinism
+        a, b = pair
+        if not math.isclose(a, b, rel_tol=rtol, abs_tol=rtol):
             raise RuntimeError(
                 "the objective is not deterministic: two evaluations of the same batch at the "
-                f"same parameters gave {a.item():.10g} and {b.item():.10g}. Likely causes: "
+                f"same parameters gave {a:.10g} and {b:.10g}. Likely causes: "
                 "dropout or another random layer active (train_mode=True), or a stochastic "
                 "loss. Curvature and sharpness measures need a fixed function: use "
                 "train_mode=False (the default)."
             )
+        self._determinism = pair
 
     def __repr__(self) -> str:
         return (
