@@ -56,6 +56,7 @@ from flatness.pipeline import (
     register_measure,
     score,
 )
+from flatness.pipeline.readers import load_tracks
 from flatness.results import Result
 from flatness.sharpness import (
     KESKAR_EPS,
@@ -147,6 +148,7 @@ __all__ = [
     "load_curves",
     "load_results",
     "load_runs",
+    "load_tracks",
     "read_manifest",
     "register_measure",
     "score",

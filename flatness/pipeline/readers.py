@@ -1,4 +1,4 @@
-"""Read a results store into pandas: the tidy results, runs, failures, curves, info.
+"""Read a results store into pandas: the tidy results, runs, failures, curves, tracks, info.
 
 The store (:mod:`flatness.pipeline.store`) writes; these functions only read, each
 with its own short-lived read-only connection, so they work while a sweep is still
@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from flatness.pipeline.database import connect_read_only, store_error
+from flatness.pipeline.schema import TRACK_KEYS
 
 __all__ = [
     "export_results",
@@ -28,6 +29,8 @@ __all__ = [
     "load_info",
     "load_results",
     "load_runs",
+    "load_tracks",
+    "tracks_frame",
 ]
 
 _TIDY_ORDER = (
@@ -188,6 +191,53 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
         "ORDER BY c.label, c.settings, c.split, c.metric, c.alpha"
     )
     return _read_sql(path, query)[0]
+
+
+def tracks_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The tidy tracks frame from rows of the ``tracks`` table.
+
+    Args:
+        rows: Columns ``run``, ``source``, ``step`` and ``record`` (a JSON object).
+
+    Returns:
+        One row per (run, source, step), sorted by them: the columns ``run``, ``source``,
+        ``step``, then every field of the records in the order they first appear (a
+        field a record lacks is NaN).
+
+    Examples:
+        >>> rows = pd.DataFrame({"run": ["a", "a"], "source": ["tracker"] * 2,
+        ...                      "step": [10, 0], "record": ['{"lr": 0.1}', '{"x": 1}']})
+        >>> tracks_frame(rows).columns.tolist(), tracks_frame(rows)["step"].tolist()
+        (['run', 'source', 'step', 'x', 'lr'], [0, 10])
+    """
+    rows = rows.sort_values(list(TRACK_KEYS), kind="stable")
+    records = []
+    for run, source, step, text in rows[[*TRACK_KEYS, "record"]].itertuples(index=False):
+        fields = {k: v for k, v in json.loads(text).items() if k not in TRACK_KEYS}
+        records.append({"run": run, "source": source, "step": int(step), **fields})
+    columns = list(dict.fromkeys(k for r in records for k in r)) or list(TRACK_KEYS)
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def load_tracks(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The time series in a store: what trackers measured during training, and histories.
+
+    Returns:
+        :func:`tracks_frame` of the ``tracks`` table: ``run``, ``source``
+        (``"tracker"`` or ``"history"``), ``step``, then the records' fields; an empty
+        frame with those three columns for a store without tracks (also one written
+        before the table existed).
+
+    Raises:
+        FileNotFoundError: If there is no store at ``path``.
+        StoreError: If the store cannot be read (damaged, or read-only with unmerged
+            changes); the message names it and the remedy.
+    """
+    (tables,) = _read_sql(path, "SELECT name FROM sqlite_master WHERE name = 'tracks'")
+    if tables.empty:
+        return pd.DataFrame(columns=list(TRACK_KEYS))
+    (rows,) = _read_sql(path, "SELECT run, source, step, record FROM tracks")
+    return tracks_frame(rows)
 
 
 def export_results(store: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

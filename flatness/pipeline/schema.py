@@ -3,14 +3,20 @@
 A task is keyed by (checkpoint, measure, settings): the checkpoint's SHA-256, the
 measure's name and its settings' canonical JSON
 (:func:`flatness.pipeline.measures.settings_key`); a measurement adds its component.
+A track (a measurement taken during training, :mod:`flatness.tracking`) is keyed by
+(run, source, step) and keeps its record's fields as one JSON object.
 """
 
 from __future__ import annotations
 
-__all__ = ["RUN_COLUMNS", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["RUN_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "TRACK_KEYS"]
 
 SCHEMA_VERSION = 1
-"""The version recorded in the ``info`` table; bumped when the tables change."""
+"""The version recorded in the ``info`` table; bumped when a table changes incompatibly.
+
+A new table is not such a change: ``tracks`` was added under version 1, and opening an
+older store for writing creates it (readers treat its absence as no tracks).
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT);
@@ -74,6 +80,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT,
     PRIMARY KEY (checkpoint, measure, settings)
 );
+CREATE TABLE IF NOT EXISTS tracks (
+    run TEXT NOT NULL,
+    source TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (run, source, step)
+);
 """
 """The tables' definitions (``CREATE TABLE IF NOT EXISTS``: opening a store creates them)."""
 
@@ -83,3 +97,7 @@ RUN_COLUMNS = (
     "status", "error", "updated",
 )  # fmt: skip
 """The columns of the ``runs`` table, in order."""
+
+TRACK_KEYS = ("run", "source", "step")
+"""The key columns of the ``tracks`` table: a run's name, ``"tracker"`` (measured during
+training) or ``"history"`` (a training run's per-epoch history), and the updates so far."""

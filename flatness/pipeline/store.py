@@ -1,6 +1,6 @@
 """The results store: an SQLite database that is crash-safe, resumable and shared.
 
-Five tables:
+Six tables:
 
 - ``info`` -- the schema version and the manifest last scored into the store (its
   model, data and ``[scoring]`` settings), which guards against mixing objectives;
@@ -13,7 +13,9 @@ Five tables:
 - ``curves`` -- Keskar's parametric plots: one row per (SB checkpoint, LB checkpoint,
   settings, alpha, split, metric);
 - ``tasks`` -- one row per (checkpoint, measure, settings): ``running`` (claimed by a
-  process), ``done`` or ``failed``, with the owner and the error.
+  process), ``done`` or ``failed``, with the owner and the error;
+- ``tracks`` -- time series taken during training (:mod:`flatness.tracking`): one row
+  per (run, source, step) holding the record's fields as JSON.
 
 The database runs in WAL mode and every task is committed in its own transaction the
 moment it finishes, so an interrupted sweep (Ctrl-C, ``kill -9``) loses only the
@@ -58,6 +60,8 @@ from flatness.pipeline.readers import (
     load_info,
     load_results,
     load_runs,
+    load_tracks,
+    tracks_frame,
 )
 from flatness.pipeline.schema import RUN_COLUMNS, SCHEMA, SCHEMA_VERSION
 from flatness.results import Record, to_plain
@@ -76,6 +80,7 @@ __all__ = [
     "load_info",
     "load_results",
     "load_runs",
+    "load_tracks",
 ]
 
 
@@ -283,6 +288,23 @@ class ResultsStore(TaskClaims):
         )
         return None if not rows else dict(zip(RUN_COLUMNS, rows[0], strict=True))
 
+    def put_track(self, run: str, source: str, step: int, record: Mapping[str, Any]) -> None:
+        """Insert or replace the record of ``run`` at ``step`` (one transaction).
+
+        Args:
+            run: The run's name.
+            source: ``"tracker"`` (measured during training) or ``"history"``.
+            step: Updates so far.
+            record: The record's fields (JSON-able after :func:`to_plain`; NaN kept).
+
+        Raises:
+            StoreError: If the store cannot be written.
+        """
+        text = json.dumps(to_plain(dict(record)), default=str)
+        row = (str(run), str(source), int(step), text, _now())
+        sql = "INSERT OR REPLACE INTO tracks VALUES (?, ?, ?, ?, ?)"
+        self._write(lambda db: db.execute(sql, row), f"storing a track of {run!r}")
+
     # ------------------------------------------------------------------ tasks
     def finish(
         self,
@@ -395,6 +417,14 @@ class ResultsStore(TaskClaims):
             One row per checkpoint.
         """
         return self._frame("SELECT * FROM runs")
+
+    def tracks(self) -> pd.DataFrame:
+        """The ``tracks`` table, tidy (:func:`~flatness.pipeline.readers.tracks_frame`).
+
+        Returns:
+            One row per (run, source, step): those columns, then the records' fields.
+        """
+        return tracks_frame(self._frame("SELECT run, source, step, record FROM tracks"))
 
     def tasks(self) -> pd.DataFrame:
         """The ``tasks`` table.
