@@ -68,7 +68,7 @@ def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] =
         target.set_major_locator(FixedLocator(shown))
         target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         target.set_minor_locator(NullLocator())
-    elif _log_worthy(values):
+    elif log_worthy(values):
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
         target.set_minor_formatter(NullFormatter())
     else:
@@ -141,7 +141,12 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _grid(n: int) -> tuple[Figure, list[Any]]:
+def panel_grid(n: int) -> tuple[Figure, list[Any]]:
+    """A figure of ``n`` panels, at most :data:`COLUMNS` a row (the unused ones hidden).
+
+    Returns:
+        The figure and its ``n`` axes, row by row.
+    """
     cols = min(COLUMNS, n)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows), layout="constrained")
@@ -155,7 +160,13 @@ def _wrap(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
-def _log_worthy(values: np.ndarray) -> bool:
+def log_worthy(values: np.ndarray) -> bool:
+    """Whether ``values`` are best shown on a log scale: all finite ones positive, and
+    spanning a factor of 10 or more.
+
+    Returns:
+        ``True`` for a log scale.
+    """
     finite = values[np.isfinite(values)]
     return bool(finite.size and (finite > 0).all() and finite.max() / finite.min() >= 10)
 
@@ -236,7 +247,7 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
     runs = study.runs.set_index("checkpoint")
     name = AXES[by]
     ticks = distinct if len(distinct) <= 12 else []
-    fig, axes = _grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (label, values) in zip(axes, panels, strict=True):
         frame = pd.DataFrame(
             {name: x, "value": values.astype(float), "regime": runs["regime"]}
@@ -278,7 +289,7 @@ def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | Non
     if not labels:
         return None
     colours = palette(study.regimes)
-    fig, axes = _grid(len(labels))
+    fig, axes = panel_grid(len(labels))
     for ax, label in zip(axes, labels, strict=True):
         frame = pd.DataFrame(
             {
@@ -329,7 +340,7 @@ def parametric_figure(curve: pd.DataFrame, *, title: str) -> Figure:
                 rows["alpha"], rows["value"] * 100, style, color="tab:red", label=f"{split} acc."
             )
     loss = curve.loc[curve["metric"] == "loss", "value"].to_numpy(dtype=float)
-    if _log_worthy(loss):
+    if log_worthy(loss):
         ax.set_yscale("log")
     for x, name in ((0.0, "SB"), (1.0, "LB")):
         ax.axvline(x, color="0.6", lw=0.8, ls=":")
