@@ -22,8 +22,9 @@ What a report contains, following Keskar et al. (ICLR 2017): provenance; Table 2
 subspace); every other measure per regime; the top-k Hessian eigenvalues per regime;
 SB vs LB with a Mann–Whitney test; measures vs batch size; measures vs test accuracy
 and generalization gap with Kendall's τ and Spearman's ρ and bootstrap intervals; the
-parametric plot of each stored pair; the spectral densities. A section whose data is
-missing is replaced by a note saying what to score to get it.
+parametric plot of each stored pair; the spectral densities; learning curves and the
+measures' trajectories during training, when the store holds tracks. A section whose
+data is missing is replaced by a note saying what to score to get it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def build(
     title: str | None = None,
     curves: pd.DataFrame | None = None,
     failed: pd.DataFrame | None = None,
+    tracks: pd.DataFrame | None = None,
     info: Mapping[str, Any] | None = None,
     reference: str | None = None,
     sb: str | None = None,
@@ -135,6 +137,9 @@ def build(
         failed: Checkpoints that could not be scored (``path`` and ``error`` columns;
             rows with ``kind == "measure"`` are measures that failed on a checkpoint
             that was otherwise scored).
+        tracks: Records taken during training, as :func:`flatness.load_tracks` returns
+            them (tracker measurements and per-epoch histories): with any, the report
+            gets a "Training" section (:mod:`~flatness.report.learning`).
         info: The store's info (:func:`flatness.pipeline.store.load_info`), for the
             manifest's data, network and scoring settings.
         reference: A network of Keskar et al. (``"F1"``, ``"C1"``, ...) whose published
@@ -188,6 +193,7 @@ def build(
         reference=reference,
         info=info,
         failed=failed,
+        tracks=tracks,
         command=command,
         root=root_path,
     )
@@ -196,7 +202,7 @@ def build(
     html_page = base / "report.html"
     finished = False
     try:
-        sections = [builder(ctx) for builder in SECTIONS]
+        sections = [s for s in (builder(ctx) for builder in SECTIONS) if s is not None]
         write_text_atomic(markdown, to_markdown(heading, sections))
         write_text_atomic(html_page, to_html(heading, sections, base))
         finished = True

@@ -2,10 +2,11 @@
 
 :func:`build_from_store` (what ``flatness report`` runs) loads from a results store the
 measurements with their details (spectral densities, versions), the parametric plots,
-the checkpoints and measures that failed and the manifest's settings, and passes them
-as DataFrames to :func:`flatness.report.build`, which reads DataFrames only;
-:func:`load_frame` is the results frame the overview of several stores reads. Nothing
-else in the report opens a store.
+the checkpoints and measures that failed, the records taken during training (tracks)
+and the manifest's settings, and passes them as DataFrames to
+:func:`flatness.report.build`, which reads DataFrames only; :func:`load_frame` is the
+results frame the overview of several stores reads. Nothing else in the report opens a
+store.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def build_from_store(
     """Build the report of a results store (what ``flatness report`` runs).
 
     Reads the measurements with their details (spectral densities, versions), the
-    parametric plots, the checkpoints that failed and the manifest's settings, and
-    passes them to :func:`build`.
+    parametric plots, the checkpoints that failed, the records taken during training
+    (tracks and histories, all of them whatever ``checkpoints`` says) and the manifest's
+    settings, and passes them to :func:`build`.
 
     Args:
         store: The results store (``results.sqlite``).
@@ -94,6 +96,7 @@ def build_from_store(
         FileNotFoundError: If there is no store at ``store``.
         flatness.report.ReportInputError: If the store holds no measurement yet.
     """
+    from flatness.pipeline.readers import load_tracks
     from flatness.pipeline.store import load_curves, load_failed_tasks, load_info, load_runs
 
     path = Path(store)
@@ -144,6 +147,7 @@ def build_from_store(
         target,
         curves=curves,
         failed=failed,
+        tracks=load_tracks(path),
         info=load_info(path),
         **options,
     )

@@ -30,6 +30,7 @@ from flatness.report.curves import (
     display_path,
 )
 from flatness.report.frames import density_curves, normalize
+from flatness.report.learning import training_section
 from flatness.report.provenance import provenance_table
 from flatness.report.render import Bullets, FigureBlock, Links, Paragraph, Section, TableBlock
 from flatness.report.summary import summary_sentences
@@ -58,6 +59,7 @@ class SectionContext:
         reference: Keskar et al.'s network shown beside ours, or ``None``.
         info: The store's info (manifest, scoring settings), if any.
         failed: Checkpoints and measures that failed, if any.
+        tracks: Records taken during training (:func:`flatness.load_tracks`), if any.
         command: The command that regenerates the report.
         root: Checkpoint paths are shown relative to it.
         figures: The PNG files written.
@@ -74,6 +76,7 @@ class SectionContext:
     reference: str | None = None
     info: Mapping[str, Any] | None = None
     failed: pd.DataFrame | None = None
+    tracks: pd.DataFrame | None = None
     command: str | None = None
     root: Path | None = None
     figures: list[Path] = field(default_factory=list)
@@ -391,7 +394,7 @@ def data_section(ctx: SectionContext) -> Section:
     )
 
 
-SECTIONS: tuple[Callable[[SectionContext], Section], ...] = (
+SECTIONS: tuple[Callable[[SectionContext], Section | None], ...] = (
     summary_section,
     provenance_section,
     accuracy_section,
@@ -401,7 +404,9 @@ SECTIONS: tuple[Callable[[SectionContext], Section], ...] = (
     correlation_section,
     parametric_section,
     density_section,
+    training_section,
     data_section,
 )
 """The report's sections in display order; the data section comes last (it writes the
-numbers of every table the others showed)."""
+numbers of every table the others showed). A builder returning ``None`` adds no section
+(the training section of a report without tracks)."""

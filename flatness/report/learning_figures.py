@@ -1,0 +1,360 @@
+"""The Training section's figures: learning curves, measure trajectories, the noise scale.
+
+Drawn on matplotlib ``Figure`` objects (no ``pyplot``) like every figure of a report
+(:mod:`~flatness.report.figures`), one colour per schedule/regime from a qualitative
+palette (neighbours stay apart, unlike the blue-to-red batch-size scale), the mean over
+seeds as a line and the band of :func:`~flatness.report.learning.trajectory` shaded:
+
+- :func:`fit_figure` -- loss and accuracy on the training data (solid) and the test set
+  (dashed) against epochs, updates and examples seen; x on a log scale when it spans more
+  than two decades (Smith, Kindermans, Ying and Le, ICLR 2018, compare schedules by
+  updates and by epochs);
+- :func:`measures_figure` -- each measure against updates, with the stability threshold
+  2/η of gradient descent on the λ_max panel where the optimizer has one (Cohen et al.,
+  ICLR 2021: λ_max climbs to 2/η and hovers there);
+- :func:`noise_figure` -- the gradient noise scale B_simple against updates beside the
+  batch size (McCandlish et al., 2018: batches beyond B_simple bring diminishing returns).
+
+:func:`training_figures` draws them all and saves each through the report's ``figure``
+callback (bounded file names, atomic writes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from flatness.report.figures import PANELS_PER_FIGURE, log_worthy, panel_grid
+from flatness.report.learning import (
+    FIT,
+    measure_label,
+    measure_names,
+    nonfinite_runs,
+    percent_axis,
+    trajectory,
+    x_column,
+)
+from flatness.report.render import FigureBlock
+
+__all__ = [
+    "fit_figure",
+    "group_palette",
+    "measures_figure",
+    "noise_figure",
+    "training_figures",
+]
+
+X_AXES = {"epoch": "epochs", "updates": "updates", "examples_seen": "examples seen"}
+"""The x axes of the learning curves, and their labels."""
+
+DECADES = 2.0
+"""An x axis spanning more decades than this is drawn on a log scale."""
+
+FIT_ON = {
+    "subset": "the tracker's fixed training subset",
+    "epoch_average": "the running average over each epoch's batches",
+    "full_train": "the full training set",
+}
+"""How the training fit was measured (the record's ``fit_on``)."""
+
+NOISE = "noise_scale"
+
+
+def group_palette(groups: Sequence[str]) -> dict[str, Any]:
+    """One colour per schedule/regime, neighbours distinct (seaborn's colour-blind palette,
+    evenly spaced hues beyond ten groups).
+
+    Returns:
+        Group → colour.
+    """
+    n = len(groups)
+    colours = sns.color_palette("colorblind" if n <= 10 else "husl", max(n, 1))
+    return dict(zip(groups, colours[:n], strict=True))
+
+
+def _log_x(values: pd.Series) -> bool:
+    x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    x = x[np.isfinite(x) & (x > 0)]
+    return bool(x.size >= 2 and math.log10(x.max() / x.min()) > DECADES)
+
+
+def _draw(ax: Any, curve: pd.DataFrame, colour: Any, style: str, scale: float, log_x: bool) -> None:
+    """A curve's mean as a line and its band shaded (gaps where the mean is NaN)."""
+    if log_x:
+        curve = curve[curve["x"] > 0]
+    if curve.empty:
+        return
+    x = curve["x"].to_numpy(dtype=float)
+    mean = curve["mean"].to_numpy(dtype=float) * scale
+    few = len(curve) <= 30
+    ax.plot(x, mean, style, color=colour, lw=1.4, marker="o" if few else None, ms=2.5)
+    low = curve["low"].to_numpy(dtype=float) * scale
+    high = curve["high"].to_numpy(dtype=float) * scale
+    if np.isfinite(low).any() and np.isfinite(high).any():
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
+
+
+def _legend(fig: Figure, colours: dict[str, Any], extra: Sequence[tuple[str, str]] = ()) -> None:
+    handles = [Line2D([], [], color=c, lw=2, label=str(g)) for g, c in colours.items()]
+    handles += [Line2D([], [], color="0.3", ls=style, lw=1.2, label=text) for style, text in extra]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(len(handles), 5),
+        fontsize=7,
+        frameon=False,
+    )
+
+
+def _groups(tracks: pd.DataFrame, labels: pd.Series) -> dict[str, pd.DataFrame]:
+    """The records of each schedule/regime, in the order of the labels' sorted names."""
+    group = tracks["run"].astype(str).map(labels)
+    return {g: tracks[group == g] for g in sorted(set(labels), key=str)}
+
+
+def _recorded(tracks: pd.DataFrame, column: str) -> bool:
+    return column in tracks and bool(tracks[column].notna().any())
+
+
+def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any]) -> Figure | None:
+    """Loss (top row) and accuracy in % (bottom row) against epochs, updates and examples
+    seen: training data solid, test set dashed; one colour per schedule/regime.
+
+    Args:
+        tracks: The records of one source (history or tracker).
+        labels: Run → schedule/regime (:func:`~flatness.report.learning.group_labels`).
+        colours: Schedule/regime → colour.
+
+    Returns:
+        The figure, or ``None`` when no loss or accuracy is recorded against any axis.
+    """
+    axes_x = [a for a in X_AXES if x_column(tracks, a) is not None]
+    rows = [
+        metric
+        for metric in ("loss", "accuracy")
+        if any(_recorded(tracks, f"{split}_{metric}") for split in ("train", "test"))
+    ]
+    if not axes_x or not rows:
+        return None
+    fig = Figure(figsize=(3.4 * len(axes_x), 2.7 * len(rows) + 0.5), layout="constrained")
+    grid = np.atleast_2d(fig.subplots(len(rows), len(axes_x), squeeze=False))
+    groups = _groups(tracks, labels)
+    for i, metric in enumerate(rows):
+        for j, axis in enumerate(axes_x):
+            ax = grid[i][j]
+            x = x_column(tracks, axis)
+            assert x is not None
+            log_x = axis != "epoch" and _log_x(tracks[x])
+            shown: list[float] = []
+            for group, members in groups.items():
+                for split, style in (("train", "-"), ("test", "--")):
+                    curve = trajectory(members, x, f"{split}_{metric}")
+                    scale = percent_axis(metric)
+                    _draw(ax, curve, colours[group], style, scale, log_x)
+                    shown += list(curve["mean"].dropna() * scale)
+            if log_x:
+                ax.set_xscale("log")
+            if metric == "loss" and log_worthy(np.asarray(shown, dtype=float)):
+                ax.set_yscale("log")
+            ax.set_xlabel(X_AXES[axis] + (" (log scale)" if log_x else ""), fontsize=8)
+            if j == 0:
+                ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "loss", fontsize=8)
+            ax.tick_params(labelsize=7)
+    _legend(fig, {g: colours[g] for g in groups}, (("-", "train"), ("--", "test")))
+    return fig
+
+
+def _updates_axis(ax: Any, tracks: pd.DataFrame, x: str) -> bool:
+    log_x = _log_x(tracks[x])
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("updates" + (" (log scale)" if log_x else ""), fontsize=8)
+    ax.tick_params(labelsize=7)
+    return log_x
+
+
+def measures_figure(
+    tracks: pd.DataFrame,
+    labels: pd.Series,
+    colours: dict[str, Any],
+    measures: Sequence[str],
+) -> Figure | None:
+    """Each measure against updates; the λ_max panel also shows each schedule/regime's
+    stability threshold (the records' ``stability_threshold``: 2/η for SGD, (2 + 2β)/η
+    with heavy-ball momentum β) as a dotted line where it is defined.
+
+    Args:
+        tracks: The records.
+        labels: Run → schedule/regime.
+        colours: Schedule/regime → colour.
+        measures: The measures to draw, one panel each.
+
+    Returns:
+        The figure, or ``None`` without measures.
+    """
+    if not measures:
+        return None
+    x = x_column(tracks, "updates") or "step"
+    groups = _groups(tracks, labels)
+    fig, axes = panel_grid(len(measures))
+    threshold = False
+    for ax, name in zip(axes, measures, strict=True):
+        log_x = _updates_axis(ax, tracks, x)
+        for group, members in groups.items():
+            _draw(ax, trajectory(members, x, name), colours[group], "-", 1.0, log_x)
+            if name == "lambda_max" and "stability_threshold" in members:
+                line = trajectory(members, x, "stability_threshold")
+                line = line[np.isfinite(line["mean"].to_numpy(dtype=float))]
+                if not line.empty:
+                    threshold = True
+                    _draw(ax, line.assign(low=np.nan, high=np.nan), colours[group], ":", 1.0, log_x)
+        ax.set_title(measure_label(name), fontsize=9)
+    _legend(
+        fig,
+        {g: colours[g] for g in groups},
+        ((":", "stability threshold 2/η"),) if threshold else (),
+    )
+    return fig
+
+
+def noise_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any]) -> Figure | None:
+    """The gradient noise scale B_simple against updates (solid), each schedule/regime's
+    batch size beside it (dotted).
+
+    Returns:
+        The figure, or ``None`` when no noise scale is recorded.
+    """
+    if NOISE not in tracks or not tracks[NOISE].notna().any():
+        return None
+    x = x_column(tracks, "updates") or "step"
+    fig = Figure(figsize=(5.6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    log_x = _updates_axis(ax, tracks, x)
+    shown: list[float] = []
+    groups = _groups(tracks, labels)
+    batch = False
+    for group, members in groups.items():
+        curve = trajectory(members, x, NOISE)
+        _draw(ax, curve, colours[group], "-", 1.0, log_x)
+        shown += list(curve["mean"].dropna())
+        if "batch_size" in members and members["batch_size"].notna().any():
+            sizes = trajectory(members[members[NOISE].notna()], x, "batch_size")
+            _draw(ax, sizes.assign(low=np.nan, high=np.nan), colours[group], ":", 1.0, log_x)
+            shown += list(sizes["mean"].dropna())
+            batch = True
+    if log_worthy(np.asarray(shown, dtype=float)):
+        ax.set_yscale("log")
+    ax.set_ylabel("B_simple (examples)", fontsize=8)
+    ax.set_title("gradient noise scale B_simple", fontsize=9)
+    _legend(fig, {g: colours[g] for g in groups}, ((":", "batch size"),) if batch else ())
+    return fig
+
+
+def _fit_on(tracks: pd.DataFrame, default: str) -> str:
+    kinds = sorted(tracks["fit_on"].dropna().astype(str).unique()) if "fit_on" in tracks else []
+    return "; ".join(FIT_ON.get(k, k) for k in kinds) or default
+
+
+def _threshold_note(tracks: pd.DataFrame, labels: pd.Series) -> str:
+    """What the caption says about the stability threshold of each schedule/regime."""
+    if "stability_threshold" not in tracks:
+        return " No record holds a stability threshold, so none is drawn."
+    finite = np.isfinite(pd.to_numeric(tracks["stability_threshold"], errors="coerce"))
+    drawn = set(tracks.loc[finite, "run"].astype(str).map(labels))
+    without = sorted(set(labels) - drawn, key=str)
+    text = " Dotted on the λ_max panel: the stability threshold 2/η of each run's optimizer "
+    text += "((2 + 2β)/η with heavy-ball momentum β), mean over seeds." if drawn else ""
+    if without:
+        note = "2/η does not apply to adaptive optimizers"
+        if "threshold_note" in tracks and tracks["threshold_note"].notna().any():
+            note = str(tracks["threshold_note"].dropna().iloc[0])
+        optimizers = ""
+        if "optimizer" in tracks:
+            rows = tracks[tracks["run"].astype(str).map(labels).isin(without)]
+            names = sorted(rows["optimizer"].dropna().astype(str).unique())
+            optimizers = f" (optimizer {', '.join(names)})" if names else ""
+        text += (
+            f" No threshold for {', '.join(without)}{optimizers}: {note.rstrip('.')}, so "
+            "none is drawn there."
+        )
+    return text
+
+
+def training_figures(
+    tracks: pd.DataFrame,
+    labels: pd.Series,
+    figure: Callable[[Figure, str, str], FigureBlock],
+) -> list[FigureBlock]:
+    """Draw and save the Training section's figures.
+
+    Args:
+        tracks: :func:`flatness.load_tracks`'s frame.
+        labels: Run → schedule/regime.
+        figure: Saves a figure under a name with a caption and returns its block
+            (:meth:`flatness.report.sections.SectionContext.figure`).
+
+    Returns:
+        The figure blocks, in the order the section shows them.
+    """
+    colours = group_palette(sorted(set(labels), key=str))
+    blocks: list[FigureBlock] = []
+    gaps = nonfinite_runs(tracks)
+    gap_text = (
+        f" Records with a non-finite loss ({', '.join(gaps)}) are gaps in the curves."
+        if gaps
+        else ""
+    )
+    band = "Lines: mean over seeds; bands: their min–max."
+    sources = {
+        "history": ("per-epoch training history", "the running average over each epoch's batches"),
+        "tracker": ("tracker's records", FIT_ON["subset"]),
+    }
+    for source, (name, default) in sources.items():
+        rows = tracks[tracks["source"] == source]
+        if rows.empty or not any(_recorded(rows, c) for c in FIT):
+            continue
+        fig = fit_figure(rows, labels, colours)
+        if fig is not None:
+            blocks.append(
+                figure(
+                    fig,
+                    f"training-{source}",
+                    f"Learning curves from the {name}: loss (top) and accuracy (bottom) on the "
+                    f"training data (solid; {_fit_on(rows, default)}) and the test set "
+                    f"(dashed) against epochs, updates and examples seen. {band}{gap_text}",
+                )
+            )
+    measures = [m for m in measure_names(tracks) if m != NOISE]
+    for page in range(math.ceil(len(measures) / PANELS_PER_FIGURE)):
+        chunk = measures[page * PANELS_PER_FIGURE : (page + 1) * PANELS_PER_FIGURE]
+        fig = measures_figure(tracks, labels, colours, chunk)
+        if fig is None:
+            continue
+        part = f" (part {page + 1})" if len(measures) > PANELS_PER_FIGURE else ""
+        blocks.append(
+            figure(
+                fig,
+                f"training-measures{'-' + str(page + 1) if page else ''}",
+                f"Each measure against updates{part}. {band} With one run, the band is ±1 "
+                f"standard error of the estimate where the record has one."
+                f"{_threshold_note(tracks, labels) if 'lambda_max' in chunk else ''}{gap_text}",
+            )
+        )
+    fig = noise_figure(tracks, labels, colours)
+    if fig is not None:
+        blocks.append(
+            figure(
+                fig,
+                "training-noise-scale",
+                "The gradient noise scale B_simple = tr(Σ)/|G|² against updates (McCandlish et "
+                f"al. 2018), each schedule/regime's batch size dotted beside it. {band}{gap_text}",
+            )
+        )
+    return blocks
