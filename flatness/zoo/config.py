@@ -3,8 +3,8 @@
 :class:`TrainConfig` holds everything that determines a run of
 :func:`flatness.zoo.train_network`; two runs with equal configs (and the same data)
 give identical weights on CPU. :func:`scheduled` gives the learning rate and batch
-size of an epoch under the ``"constant"``, ``"step"`` and ``"batch_increase"``
-schedules.
+size of an epoch under the schedules of :mod:`flatness.zoo.schedules` (re-exported
+here).
 """
 
 from __future__ import annotations
@@ -14,8 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flatness.zoo.schedules import SCHEDULES, milestone_epochs, scheduled
+
+__all__ = [
+    "HISTORY_FITS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TrainConfig",
+    "resolve_batch_size",
+    "scheduled",
+]
+
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "step", "batch_increase")
+HISTORY_FITS = ("epoch_average", "full_train")
 
 
 @dataclass(frozen=True)
@@ -30,13 +41,28 @@ class TrainConfig:
         dataset_kwargs: Settings of the data set (e.g. ``{"n_train": 4000}``).
         batch_size: Examples per update, or a percentage of the training set (``"10%"``).
         optimizer: ``"adam"`` (Keskar et al.) or ``"sgd"`` (with ``momentum``).
-        lr: Initial learning rate.
-        momentum: Momentum of SGD (ignored by Adam).
+        lr: Initial learning rate (with ``"linear_scaling"``: the rate tuned for
+            ``reference_batch_size``).
+        momentum: Heavy-ball momentum of SGD, in [0, 1) (ignored by Adam).
+        nesterov: Nesterov momentum (SGD with ``momentum > 0`` only).
         weight_decay: L2 penalty of the optimizer.
-        schedule: ``"constant"``, ``"step"`` or ``"batch_increase"``.
-        milestones: Epochs after which the schedule applies ``factor``.
-        factor: Learning-rate divisor (``"step"``) or batch-size multiplier
-            (``"batch_increase"``) at each milestone; greater than 1.
+        schedule: One of :data:`SCHEDULES` (see :mod:`flatness.zoo.schedules`).
+        milestones: Epochs (0-based index of the first epoch changed) where the schedule
+            applies ``factor``.
+        milestone_fractions: The milestones as fractions of ``epochs`` instead (each in
+            (0, 1); milestone ``ceil(f * epochs)``); not together with ``milestones``.
+        factor: Learning-rate divisor (``"step"``, ``"linear_scaling"``) or batch-size
+            multiplier (``"batch_increase"``, ``"constant_noise"``) at each milestone;
+            greater than 1.
+        max_batch_fraction: Cap of the growing-batch schedules, a fraction of the
+            training set in (0, 1]; beyond it ``"batch_increase"`` decays the learning
+            rate instead (Smith et al.'s hybrid) and ``"constant_noise"`` stops growing.
+        warmup_epochs: Linear warm-up of ``"linear_scaling"`` (Goyal et al.: 5), in epochs.
+        reference_batch_size: The batch size ``lr`` was tuned for (``"linear_scaling"``).
+        history_fit: What the per-epoch history's ``train_loss``/``train_accuracy`` are:
+            ``"epoch_average"`` (the running average over the epoch's updates, free) or
+            ``"full_train"`` (a pass over the training set in eval mode after the epoch);
+            ``target_accuracy`` makes that pass anyway.
         epochs: Cap on the number of epochs (``None`` for no cap).
         max_updates: Cap on the number of updates (``None`` for no cap).
         target_accuracy: Stop once the training accuracy (eval mode, full training set,
@@ -55,10 +81,16 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 0.0
     schedule: str = "constant"
     milestones: tuple[int, ...] = ()
+    milestone_fractions: tuple[float, ...] = ()
     factor: float = 5.0
+    max_batch_fraction: float = 1.0
+    warmup_epochs: float = 0.0
+    reference_batch_size: int | None = None
+    history_fit: str = "epoch_average"
     epochs: int | None = 100
     max_updates: int | None = None
     target_accuracy: float | None = None
@@ -79,6 +111,61 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         object.__setattr__(self, "milestones", tuple(sorted(int(m) for m in self.milestones)))
+        object.__setattr__(self, "milestone_fractions", tuple(self.milestone_fractions))
+        self._check_schedule()
+        self._check_optimizer()
+        if self.history_fit not in HISTORY_FITS:
+            raise ValueError(f"history_fit must be one of {HISTORY_FITS}, got {self.history_fit!r}")
+
+    def _check_schedule(self) -> None:
+        milestones = self.milestone_epochs
+        if not 0 < self.max_batch_fraction <= 1:
+            raise ValueError(
+                f"max_batch_fraction must lie in (0, 1] (a fraction of the training set), "
+                f"got {self.max_batch_fraction}"
+            )
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        scaling = self.schedule == "linear_scaling"
+        if self.warmup_epochs and not scaling:
+            raise ValueError(
+                f"warmup_epochs applies to schedule 'linear_scaling' only, not {self.schedule!r}"
+            )
+        if scaling != (self.reference_batch_size is not None):
+            raise ValueError(
+                "schedule 'linear_scaling' needs reference_batch_size (the batch size lr "
+                "was tuned for), and only it takes one"
+            )
+        if self.reference_batch_size is not None and self.reference_batch_size < 1:
+            raise ValueError(
+                f"reference_batch_size must be a positive number of examples, "
+                f"got {self.reference_batch_size}"
+            )
+        early = [m for m in milestones if m < self.warmup_epochs]
+        if early:
+            raise ValueError(
+                f"milestones {early} fall inside the warm-up (warmup_epochs "
+                f"{self.warmup_epochs}); decays start after it"
+            )
+
+    def _check_optimizer(self) -> None:
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError(
+                "nesterov needs optimizer 'sgd' with momentum > 0, got optimizer "
+                f"{self.optimizer!r} with momentum {self.momentum}"
+            )
+
+    @property
+    def milestone_epochs(self) -> tuple[int, ...]:
+        """The milestones as sorted epoch indices (from ``milestones`` or the fractions).
+
+        Raises:
+            ValueError: For invalid milestones (see
+                :func:`flatness.zoo.schedules.milestone_epochs`).
+        """
+        return milestone_epochs(self.milestones, self.milestone_fractions, self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain types (``None`` settings are left out)."""
@@ -102,8 +189,9 @@ class TrainConfig:
         if unknown:
             raise TypeError(f"unknown training settings {unknown}; known are {sorted(names)}")
         values = dict(settings)
-        if "milestones" in values:
-            values["milestones"] = tuple(values["milestones"])
+        for key in ("milestones", "milestone_fractions"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -124,22 +212,3 @@ def resolve_batch_size(spec: int | str, n_train: int) -> int:
             "(the training set)"
         )
     return size
-
-
-def scheduled(config: TrainConfig, epoch: int, base_batch: int, n_train: int) -> tuple[float, int]:
-    """Learning rate and batch size for an epoch (0-based) under the config's schedule.
-
-    Examples:
-        >>> cfg = TrainConfig(schedule="batch_increase", milestones=(2, 4), factor=5.0, lr=0.1)
-        >>> [scheduled(cfg, e, 10, 100) for e in (0, 2, 4)]
-        [(0.1, 10), (0.1, 50), (0.04, 100)]
-    """
-    passed = sum(1 for m in config.milestones if epoch >= m)
-    scale = config.factor**passed
-    if config.schedule == "step":
-        return config.lr / scale, base_batch
-    if config.schedule == "batch_increase":
-        wanted = base_batch * scale
-        batch = min(round(wanted), n_train)
-        return config.lr * batch / wanted, batch
-    return config.lr, base_batch

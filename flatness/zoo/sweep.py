@@ -235,6 +235,10 @@ def _existing_meta(path: Path, config: TrainConfig, overwrite: bool) -> dict[str
             f"{path} exists but is not a flatness checkpoint ({exc}); remove it or overwrite"
         ) from exc
     wanted = config.to_dict()
+    try:  # settings added since the checkpoint was written take their defaults
+        saved = TrainConfig.from_dict(saved).to_dict()
+    except (TypeError, ValueError):
+        pass
     if saved == wanted:
         return dict(meta)
     if overwrite:

@@ -8,8 +8,15 @@ The protocols of the two papers the toolkit reproduces are both available:
 * Smith et al. (ICLR 2018, "Don't decay the learning rate, increase the batch size"):
   SGD with momentum and a ``"step"`` schedule (divide the learning rate by ``factor``
   at each milestone epoch) or the equivalent ``"batch_increase"`` schedule (multiply
-  the batch size by ``factor`` instead; once it would exceed the training set the
-  remainder of the factor decays the learning rate).
+  the batch size by ``factor`` instead; once it would exceed its cap,
+  ``max_batch_fraction`` of the training set, the remainder of the factor decays the
+  learning rate). :mod:`flatness.zoo.schedules` has these and the others
+  (``"constant_noise"``, ``"linear_scaling"`` with warm-up).
+
+Every epoch appends a record to ``meta["history"]`` (:data:`HISTORY_FIELDS`): the
+update and example counts, learning rate, batch size and momentum, the training
+loss and accuracy, and the test loss and accuracy. ``on_step`` sees every update
+(a :class:`flatness.Tracker` plugs in there).
 
 Updates use full batches only (the last partial batch of an epoch is dropped), so
 every update sees exactly ``batch_size`` examples. Training is deterministic for a
@@ -18,10 +25,7 @@ dropout (a forked, seeded global generator) are all seeded; on accelerators
 :func:`torch.use_deterministic_algorithms` is on while training (CPU kernels are
 deterministic already).
 
-A checkpoint is ``torch.save({"state_dict": ..., "meta": {...}})`` with plain-typed
-metadata that loads with ``torch.load(weights_only=True)``, written atomically (a
-temporary file moved into place, removed on failure); a full disk is reported as one
-:class:`~flatness.atomic.DiskFullError` naming the file. Training runs on the
+Checkpoints are written by :mod:`flatness.zoo.checkpoint`. Training runs on the
 intra-op thread count of :func:`flatness.threads.threads_for` (one thread for small
 networks and batches) unless ``threads`` says otherwise.
 """
@@ -36,24 +40,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatness.atomic import atomic_path
 from flatness.evaluation import evaluate
 from flatness.results import Meter
 from flatness.threads import intra_op_threads, threads_for
 from flatness.versions import package_versions
+from flatness.zoo.checkpoint import META_FORMAT, plain_meta, save_checkpoint
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
 from flatness.zoo.data import Dataset, load_dataset
 from flatness.zoo.factories import is_factory_spec
 from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
 from flatness.zoo.networks import build_network, load_network_factory, seeded
 
-META_FORMAT = "flatness.train/1"
 BUILD_NETWORK = "flatness.zoo.networks:build_network"
+
+HISTORY_FIELDS = {
+    "epoch": "epochs done",
+    "updates": "updates so far",
+    "examples_seen": "training examples the updates have seen",
+    "lr": "learning rate at the epoch's first update (a warm-up raises it within the epoch)",
+    "batch_size": "examples per update in the epoch",
+    "lr_over_batch": "lr / batch_size",
+    "momentum": "SGD's momentum, or Adam's first beta",
+    "optimizer": "'sgd' or 'adam'",
+    "train_loss": "training loss as fit_on says",
+    "train_accuracy": "training accuracy as fit_on says",
+    "fit_on": "'epoch_average' (running mean over the epoch's updates, train mode) or "
+    "'full_train' (a pass over the training set in eval mode after the epoch)",
+    "test_loss": "test loss, a pass over the test set in eval mode after the epoch",
+    "test_accuracy": "test accuracy, likewise",
+    "running_loss": "mean loss of the epoch's updates (train mode, before each update)",
+    "running_accuracy": "accuracy of the epoch's updates, likewise",
+    "nonfinite": "1 when the epoch's running loss was NaN or infinite",
+    "seconds": "wall seconds since training started",
+}
+"""The fields of each per-epoch record in ``meta["history"]``, with their meaning."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,48 +176,33 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        params,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
     )
 
 
-def plain_meta(value: Any) -> Any:
-    """Copy metadata as exact plain types, which ``torch.load(weights_only=True)`` accepts.
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
-    Subclasses (``torch.__version__``'s ``TorchVersion``, ``numpy.float64``) become their
-    plain base type; tuples become lists.
 
-    Raises:
-        TypeError: For anything else (``None`` included).
+def optimizer_momentum(optimizer: torch.optim.Optimizer) -> float:
+    """The momentum an optimizer applies: SGD's ``momentum``, Adam's first ``beta``.
 
     Examples:
-        >>> plain_meta({"v": torch.__version__, "xs": (np.float64(0.5), True)})["xs"]
-        [0.5, True]
+        >>> w = [nn.Parameter(torch.zeros(1))]
+        >>> optimizer_momentum(torch.optim.SGD(w, lr=0.1, momentum=0.5))
+        0.5
+        >>> optimizer_momentum(torch.optim.Adam(w))
+        0.9
     """
-    if isinstance(value, dict):
-        return {str(k): plain_meta(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_meta(v) for v in value]
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    if isinstance(value, np.generic):
-        return plain_meta(value.item())
-    raise TypeError(f"checkpoint metadata must be plain types, got {type(value).__name__}")
-
-
-def _save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write a checkpoint atomically.
-
-    torch writes through a Python file object, so a full disk raises ``OSError``
-    (which :func:`~flatness.atomic.atomic_path` reports as a
-    :class:`~flatness.atomic.DiskFullError` naming the file) instead of torch's
-    ``unexpected pos`` error; the archive's inner folder is then ``archive``, not the
-    random temporary name, so equal runs write equal bytes.
-    """
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save({"state_dict": state, "meta": plain_meta(meta)}, handle)
-    return path
+    group = optimizer.param_groups[0]
+    if "momentum" in group:
+        return float(group["momentum"])
+    return float(group.get("betas", (0.0,))[0])
 
 
 def train_network(
@@ -203,6 +212,7 @@ def train_network(
     data: Dataset | None = None,
     manifest: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[nn.Module, dict[str, Any]], None] | None = None,
     threads: int | None = None,
 ) -> TrainResult:
     """Train a network as ``config`` says and write its checkpoints.
@@ -213,7 +223,14 @@ def train_network(
             and ``manifest.toml``; ``None`` writes nothing.
         data: The data set, if already loaded (otherwise built from the config).
         manifest: Write ``manifest.toml`` next to the final checkpoint.
-        on_epoch: Called after every epoch with that epoch's history record.
+        on_epoch: Called after every epoch with that epoch's history record (see
+            :data:`HISTORY_FIELDS`).
+        on_step: Called after every update with the model and the update's fields
+            (``step`` and ``updates``: updates so far, ``epoch``: epochs done as a float,
+            ``lr``, ``batch_size``, ``momentum``, ``optimizer``, ``examples_seen``,
+            ``epoch_end``: the epoch's last update, ``regime``, ``schedule``, ``seed``),
+            the keywords of :meth:`flatness.Tracker.update`; it must leave the model,
+            its mode and the random state as they were.
         threads: Intra-op threads while training (default: the rule of
             :func:`flatness.threads.threads_for`, one thread for small networks and
             batches); torch's setting is restored afterwards.
@@ -256,9 +273,13 @@ def train_network(
     }
     history: list[dict[str, Any]] = []
     written: list[Path] = []
-    epoch = updates = 0
+    epoch = updates = examples = 0
     reached = False
     lr, batch = float(config.lr), base_batch
+    fit_on = "epoch_average"
+    if config.history_fit == "full_train" or config.target_accuracy is not None:
+        fit_on = "full_train"
+    identity = {"regime": meta["regime"], "schedule": config.schedule, "seed": int(config.seed)}
 
     def snapshot() -> dict[str, Any]:
         train_loss, train_acc = evaluate(model, x_train, y_train)
@@ -285,20 +306,25 @@ def train_network(
         stack.enter_context(intra_op_threads(threads_for(model, base_batch, threads=threads)))
         optimizer = _make_optimizer(config, model)
         shuffle = torch.Generator().manual_seed(config.seed)
+        momentum = optimizer_momentum(optimizer)
         while (config.epochs is None or epoch < config.epochs) and (
             config.max_updates is None or updates < config.max_updates
         ):
             lr, batch = scheduled(config, epoch, base_batch, n_train)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            _set_lr(optimizer, lr)
             model.train()
             order = torch.randperm(n_train, generator=shuffle).to(device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
             seen = 0
-            for start in range(0, n_train - batch + 1, batch):
+            per_epoch = n_train // batch
+            for j, start in enumerate(range(0, per_epoch * batch, batch)):
                 if config.max_updates is not None and updates >= config.max_updates:
                     break
+                step_lr = lr
+                if epoch < config.warmup_epochs:  # Goyal et al.: every update of a warm-up
+                    step_lr = scheduled(config, epoch + j / per_epoch, base_batch, n_train)[0]
+                    _set_lr(optimizer, step_lr)
                 idx = order[start : start + batch]
                 output = model(x_train[idx])
                 loss = F.cross_entropy(output, y_train[idx])
@@ -306,20 +332,53 @@ def train_network(
                 loss.backward()
                 optimizer.step()
                 updates += 1
+                examples += batch
                 loss_sum += loss.detach() * batch
                 correct += (output.argmax(dim=1) == y_train[idx]).sum()
                 seen += batch
+                if on_step is not None:
+                    last = j == per_epoch - 1 or updates == config.max_updates
+                    on_step(
+                        model,
+                        {
+                            "step": updates,
+                            "epoch": epoch + (j + 1) / per_epoch,
+                            "lr": step_lr,
+                            "batch_size": batch,
+                            "momentum": momentum,
+                            "optimizer": config.optimizer,
+                            "epoch_end": last,
+                            "updates": updates,
+                            "examples_seen": examples,
+                            **identity,
+                        },
+                    )
             epoch += 1
+            running = float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1)
+            fit = running
+            if fit_on == "full_train":
+                fit = evaluate(model, x_train, y_train)
+            test_fit = evaluate(model, x_test, y_test)
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "updates": updates,
+                "examples_seen": examples,
                 "lr": lr,
                 "batch_size": batch,
-                "running_loss": float(loss_sum) / max(seen, 1),
-                "running_accuracy": int(correct) / max(seen, 1),
+                "lr_over_batch": lr / batch,
+                "momentum": momentum,
+                "optimizer": config.optimizer,
+                "train_loss": fit[0],
+                "train_accuracy": fit[1],
+                "fit_on": fit_on,
+                "test_loss": test_fit[0],
+                "test_accuracy": test_fit[1],
+                "running_loss": running[0],
+                "running_accuracy": running[1],
+                "nonfinite": int(not math.isfinite(running[0])),
+                "seconds": clock.seconds,
             }
             if config.target_accuracy is not None:
-                record["train_accuracy"] = evaluate(model, x_train, y_train)[1]
                 reached = record["train_accuracy"] >= config.target_accuracy
             history.append(record)
             if on_epoch is not None:
@@ -327,7 +386,7 @@ def train_network(
             if reached:
                 break
             if out is not None and config.checkpoint_every and epoch % config.checkpoint_every == 0:
-                written.append(_save_checkpoint(out / f"epoch{epoch:04d}.pt", model, snapshot()))
+                written.append(save_checkpoint(out / f"epoch{epoch:04d}.pt", model, snapshot()))
         model.eval()
         final_meta = snapshot()
         if not all(math.isfinite(final_meta[k]) for k in ("train_loss", "test_loss")):
@@ -335,7 +394,7 @@ def train_network(
 
     checkpoint = manifest_path = None
     if out is not None:
-        checkpoint = _save_checkpoint(out / "final.pt", model, final_meta)
+        checkpoint = save_checkpoint(out / "final.pt", model, final_meta)
         written.append(checkpoint)
         if manifest:
             manifest_path = write_manifest(out / MANIFEST_NAME, [(checkpoint, final_meta)])
