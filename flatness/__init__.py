@@ -78,6 +78,7 @@ from flatness.sharpness import (
     parametric_plot,
     random_subspace,
 )
+from flatness.tracking import Tracker
 from flatness.zoo import (
     Dataset,
     TrainConfig,
@@ -148,10 +149,12 @@ __all__ = [
     "load_curves",
     "load_results",
     "load_runs",
-    "load_tracks",
     "read_manifest",
     "register_measure",
     "score",
+    # sharpness during training
+    "Tracker",
+    "load_tracks",
     # built-in data, networks and training
     "Dataset",
     "TrainConfig",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "load_results",
     "load_runs",
     "load_tracks",
+    "records_frame",
     "tracks_frame",
 ]
 
@@ -193,6 +195,22 @@ def load_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
     return _read_sql(path, query)[0]
 
 
+def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The tidy tracks frame of records that hold their keys (``run``, ``source``, ``step``).
+
+    Returns:
+        One row per record, in the given order: the columns ``run``, ``source``,
+        ``step``, then every other field in the order the fields first appear (a field
+        a record lacks is NaN).
+
+    Examples:
+        >>> records_frame([{"run": "a", "source": "tracker", "step": 0, "x": 1}]).columns.tolist()
+        ['run', 'source', 'step', 'x']
+    """
+    columns = list(dict.fromkeys([*TRACK_KEYS, *(k for r in records for k in r)]))
+    return pd.DataFrame.from_records(list(records), columns=columns)
+
+
 def tracks_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """The tidy tracks frame from rows of the ``tracks`` table.
 
@@ -200,9 +218,8 @@ def tracks_frame(rows: pd.DataFrame) -> pd.DataFrame:
         rows: Columns ``run``, ``source``, ``step`` and ``record`` (a JSON object).
 
     Returns:
-        One row per (run, source, step), sorted by them: the columns ``run``, ``source``,
-        ``step``, then every field of the records in the order they first appear (a
-        field a record lacks is NaN).
+        :func:`records_frame` of the records, sorted by run, source and step; the
+        record's own ``run``, ``source`` or ``step`` fields give way to the table's.
 
     Examples:
         >>> rows = pd.DataFrame({"run": ["a", "a"], "source": ["tracker"] * 2,
@@ -211,12 +228,11 @@ def tracks_frame(rows: pd.DataFrame) -> pd.DataFrame:
         (['run', 'source', 'step', 'x', 'lr'], [0, 10])
     """
     rows = rows.sort_values(list(TRACK_KEYS), kind="stable")
-    records = []
-    for run, source, step, text in rows[[*TRACK_KEYS, "record"]].itertuples(index=False):
-        fields = {k: v for k, v in json.loads(text).items() if k not in TRACK_KEYS}
-        records.append({"run": run, "source": source, "step": int(step), **fields})
-    columns = list(dict.fromkeys(k for r in records for k in r)) or list(TRACK_KEYS)
-    return pd.DataFrame.from_records(records, columns=columns)
+    records = [
+        {**json.loads(text), "run": run, "source": source, "step": int(step)}
+        for run, source, step, text in rows[[*TRACK_KEYS, "record"]].itertuples(index=False)
+    ]
+    return records_frame(records)
 
 
 def load_tracks(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -1,0 +1,85 @@
+"""The tracker's API: cadences, records, the store, frames."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import flatness as fl
+from flatness.tracking import Cadence, Tracker
+from tests.tracking.conftest import tiny_data, tiny_net
+
+
+def _train(tracker: Tracker, steps: int, *, lr: float = 0.1, **kwargs: object) -> None:
+    net = tiny_net()
+    X, y = tiny_data()
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    for step in range(steps + 1):
+        tracker.update(net, step=step, lr=lr, batch_size=64, epoch=step / 4,
+                       epoch_end=step % 4 == 3, **kwargs)  # fmt: skip
+        opt.zero_grad()
+        F.cross_entropy(net(X), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    ("every", "steps"),
+    [(5, [0, 5, 10, 15, 20]), ("log", [0, 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20]),
+     ("epoch", [3, 7, 11, 15, 19])],
+)  # fmt: skip
+def test_cadences_measure_at_their_steps(every: object, steps: list[int]) -> None:
+    tracker = Tracker(tiny_data(), every=every)  # type: ignore[arg-type]
+    _train(tracker, 20)
+    assert tracker.frame()["step"].tolist() == steps
+
+
+def test_a_counting_cadence_catches_up_with_skipped_steps() -> None:
+    c = Cadence(10)
+    assert [s for s in (1, 4, 12, 13, 19, 31, 40) if c.due(s)] == [1, 12, 31, 40]
+    with pytest.raises(ValueError, match="every must be"):
+        Cadence(0)
+
+
+def test_a_record_holds_the_contract_fields(tmp_path: Path) -> None:
+    store = tmp_path / "r.sqlite"
+    measures = {"lambda_max": {"k": 2}, "trace": {"budget": 12}}
+    test = tiny_data(32, seed=1)
+    with Tracker(
+        tiny_data(), test=test, every=10, store=store, run="sb", measures=measures
+    ) as tracker:
+        _train(tracker, 10, momentum=0.9, regime="SB", seed=3)
+    df = fl.load_tracks(store)
+    pd.testing.assert_frame_equal(df, tracker.frame())  # the store holds what memory holds
+    row = df.iloc[1]
+    assert (row["run"], row["source"], row["step"], row["updates"]) == ("sb", "tracker", 10, 10)
+    assert row["regime"] == "SB" and row["seed"] == 3 and row["epoch"] == 2.5
+    assert row["examples_seen"] == 640 and row["lr_over_batch"] == pytest.approx(0.1 / 64)
+    assert row["stability_threshold"] == pytest.approx((2 + 2 * 0.9) / 0.1)
+    for name in ("lambda_max", "lambda_2", "trace"):
+        assert math.isfinite(row[name]) and row[f"{name}_converged"] == 1, name
+        assert f"{name}_stderr" in df
+    for name in ("lambda_max", "trace"):
+        assert row[f"{name}_matvecs"] > 0 and row[f"{name}_gradient_equivalents"] > 0
+        assert row[f"{name}_seconds"] >= 0
+    assert row["lambda_max"] >= row["lambda_2"]
+    assert 0 <= row["train_accuracy"] <= 1 and math.isfinite(row["test_loss"])
+    assert row["fit_on"] == "subset" and row["nonfinite"] == 0
+
+
+def test_adam_has_no_threshold_but_says_why() -> None:
+    tracker = Tracker(tiny_data(), every=1)
+    rec = tracker.update(tiny_net(), step=0, lr=1e-3, batch_size=8, optimizer="adam")
+    assert rec is not None and math.isnan(rec["stability_threshold"])
+    assert rec["threshold_note"] == "2/η does not apply to adaptive optimizers"
+
+
+def test_unknown_measures_and_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown tracked measure 'sharpness'"):
+        Tracker(tiny_data(), measures=("sharpness",))
+    with pytest.raises(ValueError, match=r"'lambda_max': unknown settings \['kk'\]"):
+        Tracker(tiny_data(), measures={"lambda_max": {"kk": 2}})
