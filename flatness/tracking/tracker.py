@@ -163,7 +163,7 @@ class Tracker:
         self._store: ResultsStore | None = None
         if store is not None:
             try:
-                self._store = ResultsStore(store, patience=STORE_PATIENCE)
+                self._store = ResultsStore(store, timeout=1.0, patience=STORE_PATIENCE)
             except (StoreError, OSError) as exc:
                 self._store_failed(exc, "opening it")
 
