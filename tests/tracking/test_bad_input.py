@@ -69,7 +69,7 @@ def test_a_store_that_fails_later_raises_or_warns_and_keeps_the_records(
         tracker.update(tiny_net(), step=0)
         monkeypatch.setattr(tracker._store, "put_track", fail)
         if policy == "raise":
-            with pytest.raises(StoreError, match="step 1: r.sqlite cannot grow.*tracker.frame"):
+            with pytest.raises(StoreError, match=r"step 1: r\.sqlite cannot grow.*tracker\.frame"):
                 tracker.update(tiny_net(), step=1)
         else:
             with pytest.warns(RuntimeWarning, match="disk is full"):
