@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flatness.curvature.attention import second_order_errors
 from flatness.curvature.graph_memory import SavedBytes, default_memory_budget
 from flatness.curvature.linear_operator import to_scipy
 from flatness.curvature.objective import Objective, second_derivative
@@ -179,8 +180,10 @@ class HessianOperator:
         while none was needed); ``batched``, whether blocks are multiplied vectorized
         (``None`` while no block was multiplied); ``threads``, torch's intra-op
         threads during the last product (``None`` before any), which change the
-        bits of the host's reductions. The estimators keep this in their results'
-        ``choices``.
+        bits of the host's reductions; ``attention``, present only when the model
+        calls scaled-dot-product attention: ``"math"``, the kernel its second-order
+        passes use (:mod:`flatness.curvature.attention`). The estimators keep this in
+        their results' ``choices``.
         """
         return {
             "strategy": self.strategy,
@@ -190,13 +193,14 @@ class HessianOperator:
             "fallback": self._fallback,
             "batched": self._batched,
             "threads": self.choices.get("threads"),
+            **({"attention": self.objective.attention} if self.objective.attention else {}),
         }
 
     # -------------------------------------------------------------- building
     def _build_graph(self, batch: Any) -> tuple[list[Tensor], list[Tensor | None]]:
         leaves = self.objective.leaves()
         params = list(leaves.values())
-        loss = self.objective.batch_mean_loss(leaves, batch)
+        loss = self.objective.batch_mean_loss(leaves, batch, second_order=True)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         return params, list(grads)
 
@@ -261,10 +265,12 @@ class HessianOperator:
         fn = self._for_fns.get(index)
         if fn is None:
             obj = self.objective
-            batch = obj.batches[index]
 
             def grad_fn(theta: Tensor) -> Tensor:
-                g: Tensor = torch.func.grad(lambda t: obj.batch_mean_loss(t, batch))(theta)
+                batch = obj.batches[index]  # moved to the device now, not held between calls
+                g: Tensor = torch.func.grad(
+                    lambda t: obj.batch_mean_loss(t, batch, second_order=True)
+                )(theta)
                 return g
 
             def hvp(v: Tensor) -> Tensor:
@@ -272,10 +278,11 @@ class HessianOperator:
                 return tangent
 
             fn = self._for_fns[index] = hvp
-        if batched:
-            block: Tensor = torch.func.vmap(fn)(V)
-            return block
-        return torch.stack([fn(v) for v in V])
+        with second_order_errors("forward_over_reverse"):
+            if batched:
+                block: Tensor = torch.func.vmap(fn)(V)
+                return block
+            return torch.stack([fn(v) for v in V])
 
     def _batch_block(self, index: int, V: Tensor, batched: bool, method: str) -> Tensor:
         graph = self._graphs[index]

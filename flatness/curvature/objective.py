@@ -12,15 +12,21 @@ examples. Weighting each batch by its size makes the value, gradient and
 Hessian-vector products independent of how the examples are batched (loss-landscape
 summed batch means without this weighting and so scaled its eigenvalues).
 
+A loss may declare the weight of a batch (:class:`~flatness.losses.WeightedBatchLoss`,
+e.g. the tokens of :data:`~flatness.losses.causal_lm_loss`); :math:`n_b` is then that
+weight and :math:`f` the mean over tokens. Batches stay where the data put them and
+move to the device one at a time (:class:`~flatness.curvature.batches.DeviceBatches`).
+Second-order passes (``batch_mean_loss(..., second_order=True)``) route attention
+through the math kernel (:mod:`flatness.curvature.attention`); float16/bfloat16 models
+are analysed in float32 unless asked otherwise (:mod:`flatness.curvature.precision`).
+
 The model is called functionally with :func:`torch.func.functional_call`: algorithms
 never mutate it, and its parameters, buffers and training mode are left as found.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,13 +34,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from flatness.curvature.attention import (
+    SECOND_ORDER_ATTENTION,
+    calls_sdpa,
+    second_order_attention,
+)
 from flatness.curvature.batches import (
     Batch,
+    DeviceBatches,
     batch_size_of,
     move_batch,
     shuffles,
     split_batches,
+    weigh_batches,
 )
+from flatness.curvature.determinism import require_same_loss
+from flatness.curvature.double_backward import second_derivative, zeros_for_none
+from flatness.curvature.parameters import (
+    ParameterBlock,
+    ParamSelector,
+    flatten,
+    select_parameter_names,
+    unflatten,
+)
+from flatness.curvature.precision import (
+    LOW_PRECISION,
+    analysis_dtype,
+    model_dtype,
+    precision_warning,
+)
+from flatness.losses import BatchLossFn, LossFn, default_batch_loss
 
 __all__ = [
     "Batch",
@@ -49,96 +78,6 @@ __all__ = [
     "split_batches",
 ]
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-"""``loss_fn(output, target) -> mean loss`` (e.g. :func:`torch.nn.functional.cross_entropy`)."""
-
-BatchLossFn = Callable[[Callable[..., Any], Batch], Tensor]
-"""``batch_loss(model_fn, batch) -> mean loss over the batch`` for batches that are not
-``(x, y)``; ``model_fn`` calls the model with the parameters being evaluated."""
-
-ParamSelector = str | Sequence[str] | Callable[[str, nn.Parameter], bool] | None
-
-
-@dataclass(frozen=True)
-class ParameterBlock:
-    """Where one selected parameter lives in the flat vector."""
-
-    name: str
-    shape: tuple[int, ...]
-    offset: int
-    numel: int
-
-
-def _select_names(model: nn.Module, params: ParamSelector) -> list[str]:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if params is None:
-        names = [n for n, _ in named]
-    elif callable(params) and not isinstance(params, str):
-        names = [n for n, p in named if params(n, p)]
-    else:
-        wanted = [params] if isinstance(params, str) else list(params)
-        all_names = {n for n, _ in named}
-        names = []
-        for w in wanted:
-            hits = [n for n, _ in named if n == w or n.startswith(w + ".") or w == ""]
-            if not hits:
-                raise ValueError(
-                    f"parameter selector {w!r} matches no trainable parameter or module; "
-                    f"known parameters: {sorted(all_names)[:12]}"
-                    + (" ..." if len(all_names) > 12 else "")
-                )
-            names.extend(h for h in hits if h not in names)
-        order = {n: i for i, (n, _) in enumerate(named)}
-        names.sort(key=order.__getitem__)
-    if not names:
-        raise ValueError("the objective has no parameters to differentiate: none selected")
-    return names
-
-
-def _zeros_for_none(grads: Sequence[Tensor | None], like: Mapping[str, Tensor]) -> list[Tensor]:
-    return [
-        torch.zeros_like(t) if g is None else g for g, t in zip(grads, like.values(), strict=True)
-    ]
-
-
-def second_derivative(
-    grads: Sequence[Tensor | None],
-    params: Sequence[Tensor],
-    v_parts: Sequence[Tensor],
-    *,
-    retain_graph: bool = False,
-    batched: bool = False,
-) -> list[Tensor]:
-    """Differentiate ``<grads, v>`` with respect to ``params`` (the second backward).
-
-    Gradients that are ``None`` or constant (a parameter the loss ignores, or a
-    gradient that no longer depends on the parameters) contribute zero, as they do to
-    the Hessian. With ``batched=True`` each ``v_parts[i]`` has a leading dimension of
-    k vectors and the products are vectorized with ``is_grads_batched``.
-
-    Returns:
-        One tensor per parameter (with the leading dimension k when batched).
-    """
-    live = [g for g in grads if g is not None and g.requires_grad]
-    parts = [v for g, v in zip(grads, v_parts, strict=True) if g is not None and g.requires_grad]
-    lead = tuple(v_parts[0].shape[:1]) if batched else ()
-    res: Sequence[Tensor | None] = (
-        torch.autograd.grad(
-            live,
-            params,
-            grad_outputs=parts,
-            retain_graph=retain_graph,
-            allow_unused=True,
-            is_grads_batched=batched,
-        )
-        if live
-        else [None] * len(params)
-    )
-    return [
-        torch.zeros(*lead, *p.shape, dtype=p.dtype, device=p.device) if r is None else r
-        for p, r in zip(params, res, strict=True)
-    ]
-
 
 class Objective:
     """The mean loss of a model over a fixed data set, as a function of flat parameters.
@@ -147,14 +86,22 @@ class Objective:
         model: The network. It is never modified: it is evaluated with
             :func:`torch.func.functional_call` on copies of the parameters.
         data: An ``(inputs, targets)`` tensor pair (split into batches of
-            ``batch_size``), a list of batches, or a DataLoader (iterated once; its
+            ``batch_size``), a list of batches (pairs, or dicts of model inputs such as
+            a Hugging Face tokenizer's output), or a DataLoader (iterated once; its
             batches are kept, so a shuffling loader is read in one fixed order, which
             does not change the mean in eval mode; in training mode it is refused).
-        loss_fn: ``loss_fn(output, target)`` returning the *mean* loss of a batch.
+            Batches stay where they are (cast to ``dtype`` there) and move to
+            ``device`` one at a time, when used.
+        loss_fn: ``loss_fn(output, target)`` returning the *mean* loss of a batch; the
+            output's ``.logits`` when the model returns a Hugging Face ``ModelOutput``,
+            the targets a dict batch's ``labels``. ``None`` with dict batches: the
+            model's own ``.loss`` (see :func:`~flatness.losses.default_batch_loss`).
         batch_loss: Instead of ``loss_fn``, a hook ``batch_loss(model_fn, batch)``
-            returning the mean loss of a batch, for batches that are not ``(x, y)``
-            (dicts, HuggingFace-style outputs). ``model_fn(*args, **kwargs)`` calls the
-            model with the parameters being evaluated.
+            returning the mean loss of a batch (e.g. :data:`flatness.causal_lm_loss`).
+            ``model_fn(*args, **kwargs)`` calls the model with the parameters being
+            evaluated. A hook with a ``weight(batch)`` method (the tokens a language
+            model's loss averages over) weights each batch by it, so that the value
+            is the mean over all tokens.
         params: Which parameters are the variables: all trainable ones (``None``), a
             name or module prefix (``"layers.2"``), a list of those, or a predicate
             ``(name, parameter) -> bool``. The others are held fixed; this is how
@@ -164,13 +111,15 @@ class Objective:
         batch_size: Batch size used to split a tensor pair (ignored for batches).
         device: Where to evaluate (default: the model's device).
         dtype: Floating dtype for parameters, buffers and float inputs (default: the
-            model's). ``torch.float64`` gives reference-quality results.
+            model's, but float32 for a float16/bfloat16 model, with a warning and
+            ``settings["model_dtype"]``). ``torch.float64`` gives reference-quality
+            results; an explicit float16/bfloat16 warns with the loss's measured
+            relative error against float32 on the first batch.
 
     Raises:
-        ValueError: For a non-positive ``batch_size``, neither ``loss_fn`` nor
-            ``batch_loss``, a parameter selector that matches nothing, training
-            mode with a shuffling loader, an empty data set, or parameters holding
-            NaN or Inf.
+        ValueError: For a non-positive ``batch_size``, a parameter selector that
+            matches nothing, training mode with a shuffling loader, an empty data set
+            (or one whose batches all weigh 0), or parameters holding NaN or Inf.
         TypeError: For data of another kind (see :func:`split_batches`).
 
     Examples:
@@ -201,21 +150,17 @@ class Objective:
         self.model = model
         self.loss_fn = loss_fn
         self.batch_loss = batch_loss
-        if batch_loss is None and loss_fn is None:
-            raise ValueError("give a loss_fn(output, target) or a batch_loss(model_fn, batch)")
         self.train_mode = bool(train_mode)
         self._determinism: tuple[float, float] | None = None
+        self._attention: str | bool | None = False  # False: not probed yet
         first = next(iter(model.parameters()), None)
         self.device = torch.device(
             device if device is not None else (first.device if first is not None else "cpu")
         )
-        self.dtype = (
-            dtype
-            if dtype is not None
-            else (first.dtype if first is not None else torch.get_default_dtype())
-        )
+        self.model_dtype = model_dtype(model)
+        self.dtype = analysis_dtype(self.model_dtype, dtype)
 
-        names = _select_names(model, params)
+        names = select_parameter_names(model, params)
         all_params = dict(model.named_parameters())
         self.param_names: tuple[str, ...] = tuple(names)
         self._fixed: dict[str, Tensor] = {
@@ -238,19 +183,17 @@ class Objective:
                 "examples share a batch and a shuffled loader makes it random. Pass a "
                 "loader with shuffle=False, a fixed list of batches, or use eval mode."
             )
-        batches = split_batches(data, batch_size)
-        moved = [move_batch(b, self.device, self.dtype) for b in batches]
-        sizes = [batch_size_of(b) for b in moved]
-        kept = [(b, s) for b, s in zip(moved, sizes, strict=True) if s > 0]
-        if not kept:
-            raise ValueError(
-                "the data set is empty: the objective needs at least one example "
-                "(check the data factory or the number of examples requested)"
-            )
-        self.batches: list[Batch] = [b for b, _ in kept]
-        self.batch_sizes: tuple[int, ...] = tuple(s for _, s in kept)
+        given = split_batches(data, batch_size)
+        weighed = weigh_batches(given, self.dtype, batch_loss)
+        self.batches: DeviceBatches = DeviceBatches(weighed.batches, self.device)
+        self.batch_sizes: tuple[int, ...] = weighed.sizes
         self.num_examples = sum(self.batch_sizes)
-        self.weights: tuple[float, ...] = tuple(s / self.num_examples for s in self.batch_sizes)
+        #: what each batch mean counts: its examples, or the weight the loss declares
+        self.batch_weights: tuple[int, ...] = weighed.weights
+        self.weights: tuple[float, ...] = tuple(
+            c / sum(self.batch_weights) for c in self.batch_weights
+        )
+        self.weighted_by: str = weighed.unit
         if not torch.isfinite(self.theta0).all():
             bad = [
                 b.name
@@ -258,6 +201,9 @@ class Objective:
                 if not torch.isfinite(self.theta0[b.offset : b.offset + b.numel]).all()
             ]
             raise ValueError(f"the parameters hold NaN or Inf values (in {', '.join(bad)})")
+        self.precision_error: float | None = None
+        if dtype is not None and dtype in LOW_PRECISION:
+            self.precision_error = self._measure_precision(given[0])
 
     # ------------------------------------------------------------------ helpers
     def _cast(self, t: Tensor) -> Tensor:
@@ -266,10 +212,49 @@ class Objective:
             return t.to(device=self.device, dtype=self.dtype)
         return t.to(device=self.device)
 
+    def _measure_precision(self, batch: Batch) -> float:
+        """Warn with the first batch's loss in ``dtype`` against float32 (the batch as given)."""
+        reference = Objective(
+            self.model,
+            [batch],
+            self.loss_fn,
+            batch_loss=self.batch_loss,
+            params=list(self.param_names),
+            train_mode=self.train_mode,
+            device=self.device,
+            dtype=torch.float32,
+        ).value()
+        with torch.no_grad():
+            low = self.batch_mean_loss(self.theta0, self.batches[0])
+        return precision_warning(self.dtype, float(low), float(reference))
+
+    @property
+    def attention(self) -> str | None:
+        """The attention kernel of second-order passes, when the model calls one.
+
+        ``"math"`` when the model's forward calls
+        :func:`~torch.nn.functional.scaled_dot_product_attention` (second-order passes
+        route it to the math kernel, see :mod:`flatness.curvature.attention`), ``None``
+        when it makes no such call. Found out once, by one forward of the first batch
+        with gradients on (:func:`~flatness.curvature.attention.calls_sdpa`).
+        """
+        if self._attention is False:
+            leaves = self.leaves()
+            routed = calls_sdpa(lambda: self.batch_mean_loss(leaves, self.batches[0]))
+            self._attention = SECOND_ORDER_ATTENTION if routed else None
+        return self._attention if isinstance(self._attention, str) else None
+
     @property
     def settings(self) -> dict[str, Any]:
-        """What defines this objective, for the record kept with every result."""
-        return {
+        """What defines this objective, for the record kept with every result.
+
+        Besides the sizes, the parameters, the mode, the device and the dtype:
+        ``model_dtype`` (the model's own floating dtype), ``weighted_by``
+        (``"examples"``, or ``"tokens"`` for a token-mean loss) and, for an explicit
+        float16/bfloat16 ``dtype``, ``precision_error`` (the relative error of the
+        first batch's loss against float32).
+        """
+        out = {
             "num_examples": self.num_examples,
             "num_batches": len(self.batches),
             "num_params": self.dim,
@@ -279,7 +264,14 @@ class Objective:
             "train_mode": self.train_mode,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "model_dtype": None
+            if self.model_dtype is None
+            else str(self.model_dtype).replace("torch.", ""),
+            "weighted_by": self.weighted_by,
         }
+        if self.precision_error is not None:
+            out["precision_error"] = self.precision_error
+        return out
 
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
         """Split a flat vector into named views shaped like the selected parameters.
@@ -293,11 +285,7 @@ class Objective:
         Raises:
             ValueError: If ``theta``'s last dimension is not ``dim``.
         """
-        if theta.shape[-1] != self.dim:
-            raise ValueError(f"expected a vector of length {self.dim}, got {tuple(theta.shape)}")
-        parts = torch.split(theta, [b.numel for b in self.blocks], dim=-1)
-        lead = tuple(theta.shape[:-1])
-        return {b.name: t.reshape(*lead, *b.shape) for b, t in zip(self.blocks, parts, strict=True)}
+        return unflatten(self.blocks, theta)
 
     def flatten(self, tensors: Mapping[str, Tensor] | Sequence[Tensor]) -> Tensor:
         """Concatenate per-parameter tensors (by name or in order) into a flat vector.
@@ -305,9 +293,7 @@ class Objective:
         Returns:
             A vector of length ``dim``.
         """
-        if isinstance(tensors, Mapping):
-            tensors = [tensors[b.name] for b in self.blocks]
-        return torch.cat([t.reshape(-1) for t in tensors])
+        return flatten(self.blocks, tensors)
 
     def state(self, theta: Tensor | Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """All tensors for :func:`functional_call`: the variables, then the fixed rest.
@@ -358,18 +344,54 @@ class Objective:
 
         return call
 
-    def batch_mean_loss(self, theta: Tensor | Mapping[str, Tensor], batch: Batch) -> Tensor:
+    def batch_mean_loss(
+        self,
+        theta: Tensor | Mapping[str, Tensor],
+        batch: Batch,
+        *,
+        second_order: bool = False,
+    ) -> Tensor:
         """Mean loss of one batch at ``theta``.
+
+        Args:
+            theta: A flat vector or the variables by name.
+            batch: One batch (moved to the objective's device here if it is not there).
+            second_order: The loss will be differentiated twice (a Hessian product):
+                attention then runs through the math kernel, which supports double
+                backward and forward-over-reverse (see
+                :mod:`flatness.curvature.attention`). First-order work leaves it off
+                and keeps the fused kernels.
 
         Returns:
             A 0-d tensor, differentiable in ``theta``.
+
+        Raises:
+            ValueError: If the loss is not a 0-d tensor, or for a batch the default
+                loss cannot take (:func:`~flatness.losses.default_batch_loss`).
+            TypeError: For a batch of a form the loss does not know.
         """
         fn = self.model_fn(theta)
+        batch = move_batch(batch, self.device, None)
+        if second_order:
+            with second_order_attention():
+                loss = self._loss(fn, batch)
+        else:
+            loss = self._loss(fn, batch)
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            what = self.batch_loss if self.batch_loss is not None else self.loss_fn
+            name = getattr(what, "__name__", type(what).__name__)
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(
+                f"the loss ({name}) returned {shape} for a batch, not a 0-d tensor: it must "
+                "be the mean loss of the batch (use reduction='mean', or .mean() the "
+                "per-example losses in batch_loss)"
+            )
+        return loss
+
+    def _loss(self, fn: Callable[..., Any], batch: Batch) -> Tensor:
         if self.batch_loss is not None:
             return self.batch_loss(fn, batch)
-        x, y = batch
-        assert self.loss_fn is not None
-        return self.loss_fn(fn(x), y)
+        return default_batch_loss(fn, batch, self.loss_fn)
 
     # ------------------------------------------------------------- evaluations
     def value(self, theta: Tensor | None = None) -> Tensor:
@@ -397,7 +419,7 @@ class Objective:
             leaves = self.leaves(theta)
             loss = self.batch_mean_loss(leaves, b)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-            grad.add_(self.flatten(_zeros_for_none(grads, leaves)), alpha=w)
+            grad.add_(self.flatten(zeros_for_none(grads, leaves)), alpha=w)
             total = total + w * loss.detach()
         return total, grad
 
@@ -413,7 +435,8 @@ class Objective:
         """One Hessian-vector product :math:`\\nabla^2 f(\\theta) v` by double backward.
 
         For many products use :class:`~flatness.curvature.hessian.HessianOperator`,
-        which picks the fastest strategy and reuses work between products.
+        which picks the fastest strategy and reuses work between products. Attention
+        runs through the math kernel (``second_order=True``).
 
         Returns:
             The product as a flat vector.
@@ -424,7 +447,10 @@ class Objective:
             leaves = self.leaves(theta)
             params = list(leaves.values())
             grads = torch.autograd.grad(
-                self.batch_mean_loss(leaves, b), params, create_graph=True, allow_unused=True
+                self.batch_mean_loss(leaves, b, second_order=True),
+                params,
+                create_graph=True,
+                allow_unused=True,
             )
             out.add_(self.flatten(second_derivative(grads, params, v_parts)), alpha=w)
         return out
@@ -456,23 +482,10 @@ class Objective:
             with torch.no_grad():
                 first = self.batch_mean_loss(self.theta0, self.batches[0])
                 second = self.batch_mean_loss(self.theta0, self.batches[0])
-            if not torch.isfinite(first):
-                raise FloatingPointError(
-                    f"the loss is {first.item()} at the given parameters: check the weights "
-                    "and the data for NaN/Inf or overflow"
-                )
             pair = (first.item(), second.item())
         else:
             pair = self._determinism
-        a, b = pair
-        if not math.isclose(a, b, rel_tol=rtol, abs_tol=rtol):
-            raise RuntimeError(
-                "the objective is not deterministic: two evaluations of the same batch at the "
-                f"same parameters gave {a:.10g} and {b:.10g}. Likely causes: "
-                "dropout or another random layer active (train_mode=True), or a stochastic "
-                "loss. Curvature and sharpness measures need a fixed function: use "
-                "train_mode=False (the default)."
-            )
+        require_same_loss(*pair, rtol=rtol)
         self._determinism = pair
 
     def __repr__(self) -> str:
