@@ -24,10 +24,16 @@ SINGLE_RUN_OPTIONS = (
     "optimizer",
     "lr",
     "momentum",
+    "nesterov",
     "weight_decay",
     "schedule",
     "milestones",
+    "milestone_fractions",
     "factor",
+    "max_batch_fraction",
+    "warmup_epochs",
+    "reference_batch_size",
+    "history_fit",
     "epochs",
     "updates",
     "target_accuracy",
@@ -44,7 +50,7 @@ def _batch_size(text: str) -> int | str:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    from flatness.zoo.config import OPTIMIZERS, SCHEDULES
+    from flatness.zoo.config import HISTORY_FITS, OPTIMIZERS, SCHEDULES
 
     p.add_argument("--sweep", type=Path, help="sweep TOML file (regimes x seeds)")
     p.add_argument("--out", type=Path, help="output directory")
@@ -63,10 +69,26 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--optimizer", choices=OPTIMIZERS)
     run.add_argument("--lr", type=float, help="(initial) learning rate")
     run.add_argument("--momentum", type=float, help="SGD momentum")
+    run.add_argument(
+        "--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)"
+    )
     run.add_argument("--weight-decay", type=float)
     run.add_argument("--schedule", choices=SCHEDULES)
     run.add_argument("--milestones", type=int, nargs="*", help="epochs where factor applies")
+    run.add_argument(
+        "--milestone-fractions", type=float, nargs="*", help="milestones as fractions of --epochs"
+    )
     run.add_argument("--factor", type=float, help="LR divisor / batch-size multiplier")
+    run.add_argument(
+        "--max-batch-fraction", type=float, help="cap of a growing batch (fraction of the data)"
+    )
+    run.add_argument("--warmup-epochs", type=float, help="linear_scaling: warm-up epochs")
+    run.add_argument(
+        "--reference-batch-size", type=int, help="linear_scaling: the batch size lr is tuned for"
+    )
+    run.add_argument(
+        "--history-fit", choices=HISTORY_FITS, help="the history's train loss/accuracy"
+    )
     run.add_argument("--epochs", type=int, help="epoch cap")
     run.add_argument("--updates", type=int, help="update cap")
     run.add_argument("--target-accuracy", type=float, help="stop at this train accuracy")
@@ -126,10 +148,10 @@ def _train_sweep(args: argparse.Namespace) -> int:
 
 
 def _show_epoch(record: dict[str, Any]) -> None:
-    acc = record.get("train_accuracy", record["running_accuracy"])
     print(
         f"epoch {record['epoch']:4d}  updates {record['updates']:7d}  lr {record['lr']:.3g}  "
-        f"batch {record['batch_size']}  loss {record['running_loss']:.4f}  acc {acc:.4f}",
+        f"batch {record['batch_size']}  loss {record['train_loss']:.4f}  "
+        f"acc {record['train_accuracy']:.4f}  test acc {record['test_accuracy']:.4f}",
         flush=True,
     )
 

@@ -56,6 +56,20 @@ def run_label(meta: Mapping[str, Any]) -> str:
     return str(regime) if regime else f"B{meta['batch_size']}"
 
 
+def run_name(meta: Mapping[str, Any]) -> str:
+    """A training run's name in the store's ``tracks`` table: ``"<regime>/seed<k>"``.
+
+    :func:`flatness.zoo.train_network` writes it as ``meta["run"]``; the tracker of a
+    run (``[track]``) and the per-epoch history copied when its checkpoint is scored use
+    it, so the two time series of one run share a name.
+
+    Examples:
+        >>> run_name({"regime": "SB", "batch_size": 64, "seed": 3})
+        'SB/seed3'
+    """
+    return f"{run_label(meta)}/seed{int(meta.get('seed', 0))}"
+
+
 def manifest_document(
     runs: Sequence[tuple[str | os.PathLike[str], Mapping[str, Any]]],
     *,

@@ -52,7 +52,7 @@ from flatness.zoo.checkpoint import META_FORMAT, plain_meta, save_checkpoint
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
 from flatness.zoo.data import Dataset, load_dataset
 from flatness.zoo.factories import is_factory_spec
-from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
+from flatness.zoo.manifests import MANIFEST_NAME, run_name, write_manifest
 from flatness.zoo.networks import build_network, load_network_factory, seeded
 
 BUILD_NETWORK = "flatness.zoo.networks:build_network"
@@ -271,6 +271,7 @@ def train_network(
         "config": config.to_dict(),
         "versions": package_versions(),
     }
+    meta["run"] = run_name(meta)
     history: list[dict[str, Any]] = []
     written: list[Path] = []
     epoch = updates = examples = 0

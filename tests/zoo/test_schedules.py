@@ -99,7 +99,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"milestones": (1,), "milestone_fractions": (0.5,)}, "milestones .* or milestone_fractions"),
     ({"milestone_fractions": (1.5,)}, r"milestone_fractions must lie in \(0, 1\)"),
     ({"milestone_fractions": (0.5,), "epochs": None, "max_updates": 9}, "give epochs"),
-    ({"milestone_fractions": (0.5, 0.45), "epochs": 4}, "milestones must differ .* from milestone_fractions"),
+    ({"milestone_fractions": (0.5, 0.45), "epochs": 4}, "must differ .* from milestone_fractions"),
     ({"max_batch_fraction": 0.0}, r"max_batch_fraction must lie in \(0, 1\]"),
     ({"max_batch_fraction": 1.5}, "max_batch_fraction"),
     ({"schedule": "step", "warmup_epochs": 2}, "warmup_epochs applies to .*linear_scaling"),
@@ -135,7 +135,7 @@ def test_invalid_settings_are_refused_by_name(settings: dict[str, Any], message:
 def test_a_batch_above_the_cap_is_refused() -> None:
     config = TrainConfig(schedule="constant_noise", milestones=(1,), max_batch_fraction=0.05)
     assert scheduled(config, 0, 5, 100) == (1e-3, 5)
-    with pytest.raises(ValueError, match="batch_size 8 exceeds .* max_batch_fraction 0.05"):
+    with pytest.raises(ValueError, match=r"batch_size 8 exceeds .* max_batch_fraction 0\.05"):
         scheduled(config, 0, 8, 100)
 
 
