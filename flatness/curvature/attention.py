@@ -21,9 +21,9 @@ all. Models used this way: ``nn.MultiheadAttention``, ``nn.TransformerEncoder`` 
 any module calling the function directly.
 
 A forward that still cannot be differentiated twice (a fused kernel called by its
-ATen name, a custom :class:`torch.autograd.Function` marked ``@once_differentiable``)
-fails inside :func:`second_order_errors` with one :class:`SecondOrderError` naming the
-operation PyTorch named and what to try.
+ATen name, an operation without a derivative formula for its backward) fails inside
+:func:`second_order_errors` with one :class:`SecondOrderError` naming the operation
+PyTorch named and what to try.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ _NO_KERNEL = ("No viable backend for scaled_dot_product_attention", "No availabl
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"derivative for '?([\w:.]+)'? is not implemented"), "double backward"),
     (re.compile(r"forward AD with '?([\w:.]+)'? that does not support it"), "forward-mode AD"),
-    (re.compile(r"(once_differentiable)"), "double backward"),
 )
 
 
@@ -126,8 +125,6 @@ def explain_second_order_failure(err: BaseException, *, strategy: str) -> Second
         if found is None:
             continue
         op = found.group(1)
-        if op == "once_differentiable":
-            op = "a custom torch.autograd.Function marked @once_differentiable"
         tries = []
         if kind == "forward-mode AD":
             tries.append(
