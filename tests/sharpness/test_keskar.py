@@ -20,7 +20,7 @@ from flatness.sharpness.keskar import (
 from tests.conftest import make_data, make_net
 
 F64 = torch.float64
-SOLVERS = ("lbfgsb", "pga")
+SOLVERS = ("projected-lbfgs", "lbfgsb", "pga")
 
 
 class Quadratic(nn.Module):
@@ -222,7 +222,7 @@ def test_result_record() -> None:
     assert res.settings == {
         "eps": 5e-4,
         "subspace_dim": None,
-        "solver": "lbfgsb",
+        "solver": "projected-lbfgs",
         "maxiter": 4,
         "start": "random",
         "seed": 2,
@@ -233,7 +233,7 @@ def test_result_record() -> None:
     assert isinstance(row["success"], bool) and isinstance(row["status"], int)
     assert math.isfinite(row["seconds"]) and row["evaluations"] >= 1
     text = repr(res)
-    assert text.startswith("KeskarResult(value=") and "solver='lbfgsb'" in text
+    assert text.startswith("KeskarResult(value=") and "solver='projected-lbfgs'" in text
     assert KESKAR_EPS == (1e-3, 5e-4)
 
 
