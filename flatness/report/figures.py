@@ -58,9 +58,16 @@ def palette(regimes: Sequence[str]) -> dict[str, Any]:
     return dict(zip(regimes, colours, strict=True))
 
 
-def _style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] = ()) -> None:
+def style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] = ()) -> None:
     """Log scale with plain tick labels when the values span 10x or more; else linear with
-    scientific notation for very small or large numbers."""
+    scientific notation for very small or large numbers.
+
+    Args:
+        ax: The panel.
+        axis: ``"x"`` or ``"y"``.
+        values: The values drawn on that axis.
+        ticks: Distinct values to tick (batch sizes): base-2 log scale when they span 4x.
+    """
     target = ax.xaxis if axis == "x" else ax.yaxis
     if ticks and len(ticks) >= 2 and max(ticks) / min(ticks) >= 4:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
@@ -258,8 +265,8 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
         means = frame.groupby(name)["value"].mean()
         ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
         _scatter(ax, frame, name, "value", study, colours, legend=ax is axes[0])
-        _style_axis(ax, "x", frame[name].to_numpy(), ticks)
-        _style_axis(ax, "y", frame["value"].to_numpy())
+        style_axis(ax, "x", frame[name].to_numpy(), ticks)
+        style_axis(ax, "y", frame["value"].to_numpy())
         ax.set_title(_wrap(label), fontsize=9)
         ax.set_ylabel("")
     if axes[0].get_legend() is not None:
@@ -304,7 +311,7 @@ def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | Non
             ax.set_title(_wrap(label) + "\n(no finite values)", fontsize=8)
             continue
         _scatter(ax, frame, "x", "y", study, colours, legend=ax is axes[0])
-        _style_axis(ax, "x", frame["x"].to_numpy())
+        style_axis(ax, "x", frame["x"].to_numpy())
         ax.set_title(f"{_wrap(label)}\nτ {tau.text()}\nρ {rho.text()}", fontsize=8)
         ax.set_xlabel("")
         ax.set_ylabel(f"{TARGETS[target]} (%)" if ax is axes[0] else "")

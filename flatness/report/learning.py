@@ -134,8 +134,8 @@ def group_labels(tracks: pd.DataFrame) -> pd.Series:
     """The schedule/regime of each run: the group whose runs are one another's seeds.
 
     A label joins the identity fields (regime, schedule, optimizer) that differ between
-    runs (or the first one present when none differs); runs that record none of them
-    are each their own group, named by their run.
+    runs (or the first one present when none differs), each distinct value once; runs
+    that record none of them are each their own group, named by their run.
 
     Args:
         tracks: :func:`flatness.load_tracks`'s frame.
@@ -156,7 +156,7 @@ def group_labels(tracks: pd.DataFrame) -> pd.Series:
     per_run = tracks.groupby("run", sort=False)[present].agg(_first)
     varied = [c for c in present if per_run[c].astype(str).nunique() > 1] or present[:1]
     labels = [
-        " · ".join(str(row[c]) for c in varied if row[c] is not None) or str(run)
+        " · ".join(dict.fromkeys(str(row[c]) for c in varied if row[c] is not None)) or str(run)
         for run, row in per_run.iterrows()
     ]
     return pd.Series(labels, index=per_run.index.astype(str), name="group")
@@ -224,7 +224,7 @@ def trajectory(rows: pd.DataFrame, x: str, y: str, *, max_points: int = MAX_POIN
     if frame.empty:
         return pd.DataFrame(columns=columns)
     grouped = frame.groupby("x", sort=True)
-    gap = grouped["y"].apply(lambda s: bool(s.isna().any()))
+    gap = frame["y"].isna().groupby(frame["x"], sort=True).any()
     out = pd.DataFrame(
         {
             "mean": grouped["y"].mean(),

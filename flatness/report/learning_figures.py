@@ -30,8 +30,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
-from flatness.report.figures import PANELS_PER_FIGURE, log_worthy, panel_grid
+from flatness.report.figures import PANELS_PER_FIGURE, panel_grid, style_axis
 from flatness.report.learning import (
     FIT,
     measure_label,
@@ -79,10 +80,19 @@ def group_palette(groups: Sequence[str]) -> dict[str, Any]:
     return dict(zip(groups, colours[:n], strict=True))
 
 
-def _log_x(values: pd.Series) -> bool:
+def _log_x(ax: Any, values: pd.Series) -> bool:
+    """Put the x axis on a log scale when ``values`` span more than :data:`DECADES`.
+
+    Returns:
+        Whether it is on a log scale.
+    """
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     x = x[np.isfinite(x) & (x > 0)]
-    return bool(x.size >= 2 and math.log10(x.max() / x.min()) > DECADES)
+    log_x = bool(x.size >= 2 and math.log10(x.max() / x.min()) > DECADES)
+    if log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    return log_x
 
 
 def _draw(ax: Any, curve: pd.DataFrame, colour: Any, style: str, scale: float, log_x: bool) -> None:
@@ -151,7 +161,7 @@ def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any])
             ax = grid[i][j]
             x = x_column(tracks, axis)
             assert x is not None
-            log_x = axis != "epoch" and _log_x(tracks[x])
+            log_x = axis != "epoch" and _log_x(ax, tracks[x])
             shown: list[float] = []
             for group, members in groups.items():
                 for split, style in (("train", "-"), ("test", "--")):
@@ -159,10 +169,8 @@ def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any])
                     scale = percent_axis(metric)
                     _draw(ax, curve, colours[group], style, scale, log_x)
                     shown += list(curve["mean"].dropna() * scale)
-            if log_x:
-                ax.set_xscale("log")
-            if metric == "loss" and log_worthy(np.asarray(shown, dtype=float)):
-                ax.set_yscale("log")
+            if metric == "loss":
+                style_axis(ax, "y", np.asarray(shown, dtype=float))
             ax.set_xlabel(X_AXES[axis] + (" (log scale)" if log_x else ""), fontsize=8)
             if j == 0:
                 ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "loss", fontsize=8)
@@ -172,9 +180,7 @@ def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any])
 
 
 def _updates_axis(ax: Any, tracks: pd.DataFrame, x: str) -> bool:
-    log_x = _log_x(tracks[x])
-    if log_x:
-        ax.set_xscale("log")
+    log_x = _log_x(ax, tracks[x])
     ax.set_xlabel("updates" + (" (log scale)" if log_x else ""), fontsize=8)
     ax.tick_params(labelsize=7)
     return log_x
@@ -207,14 +213,20 @@ def measures_figure(
     threshold = False
     for ax, name in zip(axes, measures, strict=True):
         log_x = _updates_axis(ax, tracks, x)
+        shown: list[float] = []
         for group, members in groups.items():
-            _draw(ax, trajectory(members, x, name), colours[group], "-", 1.0, log_x)
+            curve = trajectory(members, x, name)
+            _draw(ax, curve, colours[group], "-", 1.0, log_x)
+            shown += list(curve["mean"].dropna())
             if name == "lambda_max" and "stability_threshold" in members:
                 line = trajectory(members, x, "stability_threshold")
                 line = line[np.isfinite(line["mean"].to_numpy(dtype=float))]
                 if not line.empty:
                     threshold = True
-                    _draw(ax, line.assign(low=np.nan, high=np.nan), colours[group], ":", 1.0, log_x)
+                    line = line.assign(low=np.nan, high=np.nan)
+                    _draw(ax, line, colours[group], ":", 1.0, log_x)
+                    shown += list(line["mean"])
+        style_axis(ax, "y", np.asarray(shown, dtype=float))
         ax.set_title(measure_label(name), fontsize=9)
     _legend(
         fig,
@@ -249,8 +261,7 @@ def noise_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any
             _draw(ax, sizes.assign(low=np.nan, high=np.nan), colours[group], ":", 1.0, log_x)
             shown += list(sizes["mean"].dropna())
             batch = True
-    if log_worthy(np.asarray(shown, dtype=float)):
-        ax.set_yscale("log")
+    style_axis(ax, "y", np.asarray(shown, dtype=float))
     ax.set_ylabel("B_simple (examples)", fontsize=8)
     ax.set_title("gradient noise scale B_simple", fontsize=9)
     _legend(fig, {g: colours[g] for g in groups}, ((":", "batch size"),) if batch else ())
