@@ -1,31 +1,43 @@
-r"""The mean loss and accuracy of a model over fixed ``(x, y)`` data: one implementation.
+r"""The mean loss and accuracy of a model over fixed data: one implementation.
 
-Training (:mod:`flatness.zoo.train`), scoring (:mod:`flatness.pipeline.scorer`) and the
-landscapes (:mod:`flatness.sharpness.interpolation`, :mod:`flatness.sharpness.landscape`)
-all ask the same question of a model: its mean loss and its accuracy on a data set.
-They ask it here. The loss is the example-weighted mean of the batch means,
+Training (:mod:`flatness.zoo.train`), scoring (:mod:`flatness.pipeline.scorer`),
+tracking and the landscapes (:mod:`flatness.sharpness.interpolation`,
+:mod:`flatness.sharpness.landscape`) all ask the same question of a model: its mean
+loss and its accuracy on a data set. They ask it here. The loss is the weighted mean of
+the batch means,
 
 .. math::
 
     \bar\ell = \sum_b \frac{n_b}{N}\, \bar\ell_b, \qquad
-    \mathrm{acc} = \frac{1}{N} \sum_i [\arg\max_c\, o_{ic} = y_i],
+    \mathrm{acc} = \frac{1}{N_{ex}} \sum_i [\arg\max_c\, o_{ic} = y_i],
 
-accumulated in the same order and dtype as :meth:`flatness.Objective.value`, so the
-two agree exactly for the same model, batches and loss. This module depends only on
-:mod:`flatness.curvature.objective` (for the batch helpers), never on ``zoo`` or the
+with :math:`n_b` the examples of batch :math:`b`, or the weight its loss declares (the
+tokens of a language model's loss, :class:`~flatness.losses.WeightedBatchLoss`), taken
+the way :mod:`flatness.losses` takes it (``loss_fn`` of ``(x, y)`` pairs or dict
+batches, Hugging Face outputs, or a ``batch_loss`` hook) and accumulated in the same
+order and dtype as :meth:`flatness.Objective.value`, so the two agree exactly for the
+same model, batches and loss. This module depends only on
+:mod:`flatness.curvature.batches` and :mod:`flatness.losses`, never on ``zoo`` or the
 pipeline, so every layer may import it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness.curvature.objective import Batch, LossFn, batch_size_of
+from flatness.curvature.batches import Batch, batch_size_of
+from flatness.losses import (
+    BatchLossFn,
+    LossFn,
+    batch_weight,
+    default_batch_loss,
+    model_logits,
+)
 
 __all__ = ["evaluate", "mean_loss_and_accuracy", "xy_pair"]
 
@@ -41,6 +53,22 @@ def _class_labels(out: Any, y: Any) -> bool:
         and not y.is_complex()
         and y.dtype != torch.bool
     )
+
+
+def _targets(batch: Batch) -> Any:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[1]
+    return batch.get("labels") if isinstance(batch, Mapping) else None
+
+
+def _scores(outputs: list[Any]) -> Tensor | None:
+    """The logits of the batch's one model call (``None`` for several calls or none)."""
+    if len(outputs) != 1:
+        return None
+    try:
+        return model_logits(outputs[0])
+    except TypeError:
+        return None
 
 
 def xy_pair(batch: Batch, what: str) -> tuple[Any, Any]:
@@ -70,12 +98,13 @@ def xy_pair(batch: Batch, what: str) -> tuple[Any, Any]:
 
 def mean_loss_and_accuracy(
     model_fn: Callable[..., Any],
-    batches: Sequence[Batch],
-    loss_fn: LossFn,
+    batches: Iterable[Batch],
+    loss_fn: LossFn | None,
     *,
+    batch_loss: BatchLossFn | None = None,
     what: str = "data",
 ) -> tuple[Tensor, float | None]:
-    r"""The example-weighted mean loss and the accuracy of a model over ``(x, y)`` batches.
+    r"""The weighted mean loss and the accuracy of a model over batches.
 
     Accumulated in the same order as :meth:`flatness.Objective.value` (see the module
     doc), so the loss equals it exactly for the same model, batches and loss. No
@@ -83,16 +112,22 @@ def mean_loss_and_accuracy(
 
     Args:
         model_fn: Calls the model (already in the wanted mode).
-        batches: ``(inputs, targets)`` batches.
-        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch.
+        batches: ``(inputs, targets)`` batches, dicts of model inputs, or what
+            ``batch_loss`` takes.
+        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch
+            (``None``: a dict batch's model's own ``.loss``; see
+            :func:`~flatness.losses.default_batch_loss`).
+        batch_loss: A ``batch_loss(model_fn, batch)`` hook instead of ``loss_fn``
+            (e.g. :data:`flatness.causal_lm_loss`, whose batches weigh their tokens).
         what: How to name the data in errors.
 
     Returns:
         The mean loss (a 0-d tensor) and the accuracy, or ``None`` when the outputs are
-        not ``(n, classes)`` scores with integer labels ``(n,)`` in every batch.
+        not ``(n, classes)`` scores with integer labels ``(n,)`` (the targets of a pair,
+        a dict batch's ``labels``) in every batch.
 
     Raises:
-        ValueError: If the batches hold no examples or a batch is not a pair.
+        ValueError: If the batches hold no examples (or no batch weighs anything).
 
     Examples:
         >>> net = nn.Linear(2, 3)
@@ -102,27 +137,44 @@ def mean_loss_and_accuracy(
         >>> bool(torch.isclose(loss, F.cross_entropy(net(X), y))), 0.0 <= acc <= 1.0
         (True, True)
     """
-    sizes = [batch_size_of(b) for b in batches]
-    total_n = sum(sizes)
-    if total_n == 0:
+    data = list(batches)
+    sizes = [batch_size_of(b) for b in data]
+    declared = [
+        batch_weight(batch_loss, b) if n > 0 else 0 for b, n in zip(data, sizes, strict=True)
+    ]
+    counts = [n if c is None else c for n, c in zip(sizes, declared, strict=True)]
+    total_w = sum(counts)
+    if sum(sizes) == 0 or total_w == 0:
         raise ValueError(f"{what} holds no examples")
+    outputs: list[Any] = []
+
+    def seen(*args: Any, **kwargs: Any) -> Any:
+        outputs.append(model_fn(*args, **kwargs))
+        return outputs[-1]
+
     total: Tensor | None = None
     correct = 0
     labelled = True
     with torch.no_grad():
-        for n, batch in zip(sizes, batches, strict=True):
-            x, y = xy_pair(batch, what)
-            out = model_fn(x)
-            loss = loss_fn(out, y)
+        for c, batch in zip(counts, data, strict=True):
+            if c == 0:
+                continue
+            outputs.clear()
+            if batch_loss is not None:
+                loss = batch_loss(seen, batch)
+            else:
+                loss = default_batch_loss(seen, batch, loss_fn)
             if total is None:
                 total = torch.zeros((), device=loss.device, dtype=loss.dtype)
-            total = total + (n / total_n) * loss
-            if labelled and _class_labels(out, y):
+            total = total + (c / total_w) * loss
+            y = _targets(batch)
+            out = _scores(outputs) if labelled else None
+            if out is not None and _class_labels(out, y):
                 correct += int((out.argmax(dim=-1) == y).sum())
             else:
                 labelled = False
     assert total is not None
-    return total, (correct / total_n if labelled else None)
+    return total, (correct / sum(sizes) if labelled else None)
 
 
 def evaluate(

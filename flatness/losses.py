@@ -153,10 +153,9 @@ def default_batch_loss(model_fn: Callable[..., Any], batch: Any, loss_fn: LossFn
         What the loss returns (the caller checks that it is a scalar).
 
     Raises:
-        TypeError: For a batch of another form (its keys and types are named).
-        ValueError: For a dict batch without ``labels`` for ``loss_fn``, an output
-            without ``.loss`` for ``loss_fn=None``, or per-token logits with
-            ``F.cross_entropy``.
+        ValueError: For a batch of another form (its keys and types are named), a dict
+            batch without ``labels`` for ``loss_fn``, an output without ``.loss`` for
+            ``loss_fn=None``, or per-token logits with ``F.cross_entropy``.
     """
     if isinstance(batch, Mapping):
         if loss_fn is None:
@@ -175,9 +174,9 @@ def default_batch_loss(model_fn: Callable[..., Any], batch: Any, loss_fn: LossFn
         if "labels" not in batch:
             raise ValueError(
                 f"loss_fn(output, target) needs the targets, but the batch is "
-                f"{describe_batch(batch)} with no 'labels': add them, or pass batch_loss="
-                "flatness.causal_lm_loss (language models) or your own "
-                "batch_loss(model_fn, batch)"
+                f"{describe_batch(batch)} with no 'labels': give (inputs, targets) pairs or "
+                "dicts with 'labels', or pass batch_loss=flatness.causal_lm_loss (language "
+                "models) or your own batch_loss(model_fn, batch)"
             )
         logits = model_logits(model_fn(**_inputs(batch)))
         _check_not_per_token(logits, batch["labels"], loss_fn)
@@ -193,7 +192,7 @@ def default_batch_loss(model_fn: Callable[..., Any], batch: Any, loss_fn: LossFn
         if isinstance(y, Tensor):
             _check_not_per_token(logits, y, loss_fn)
         return loss_fn(logits, y)
-    raise TypeError(
+    raise ValueError(
         f"the default loss takes (inputs, targets) pairs or dicts of model inputs with "
         f"'labels', but the batch is {describe_batch(batch)}: yield (x, y) batches, dicts, "
         "or pass batch_loss=fn(model_fn, batch) that understands this form"

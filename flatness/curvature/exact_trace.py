@@ -37,12 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flatness.curvature.attention import second_order_attention
 from flatness.curvature.objective import Objective
 from flatness.curvature.piecewise_linear import (
     PIECEWISE_LINEAR_FUNCTIONS,
     check_piecewise_linear,
 )
 from flatness.curvature.trace_result import ExactMethod, TraceResult
+from flatness.losses import describe_batch
 from flatness.results import Meter
 
 __all__ = ["PIECEWISE_LINEAR_FUNCTIONS", "check_piecewise_linear", "exact_hessian_trace"]
@@ -243,9 +245,42 @@ def _batch_trace_by_examples(
     S = _cotangents(probs).transpose(0, 1)  # (n, C, C)
     size = chunk or _chunk_size(obj, probs.shape[-1], memory_bytes)
     total = torch.zeros((), device=x.device, dtype=torch.float64)
-    for i in range(0, x.shape[0], size):
-        total += torch.func.vmap(example_sum)(x[i : i + size], S[i : i + size]).sum().double()
+    # vmapped vector-Jacobian products: the math attention kernel has the batching rules
+    with second_order_attention():
+        for i in range(0, x.shape[0], size):
+            total += torch.func.vmap(example_sum)(x[i : i + size], S[i : i + size]).sum().double()
     return total, int(probs.shape[-1])
+
+
+def _require_class_pairs(objective: Objective) -> None:
+    """Refuse objectives whose loss is not cross-entropy of ``(inputs, labels)`` pairs."""
+    first = objective.batches.host[0]
+    pairs = all(
+        isinstance(b, tuple | list) and len(b) == 2 and all(isinstance(t, Tensor) for t in b)
+        for b in objective.batches.host
+    )
+    if objective.batch_loss is None and pairs:
+        return
+    if objective.batch_loss is not None:
+        hook = getattr(objective.batch_loss, "__name__", type(objective.batch_loss).__name__)
+        why = f"its loss is a batch_loss hook ({hook}"
+        why += (
+            f", a mean over {objective.weighted_by})"
+            if objective.weighted_by != "examples"
+            else ")"
+        )
+    else:
+        why = (
+            "its batches are not (inputs, class labels) pairs (the first is "
+            f"{describe_batch(first)})"
+        )
+    raise ValueError(
+        f"the exact trace cannot be taken of this objective: {why}. It is exact only for "
+        "softmax cross-entropy over (inputs, class labels) of a piecewise-linear network "
+        "(it sums per-example Gauss-Newton terms, which a language model's token loss or "
+        "a model's own .loss does not expose). Use method='hutchpp' (a stochastic "
+        "estimate with a standard error) instead."
+    )
 
 
 def exact_hessian_trace(
@@ -284,7 +319,9 @@ def exact_hessian_trace(
 
     Raises:
         ValueError: If the network or loss does not qualify (see
-            :func:`check_piecewise_linear`).
+            :func:`check_piecewise_linear`), and always, whatever ``check``, for
+            batches that are not ``(inputs, labels)`` pairs or a ``batch_loss`` hook
+            (dict batches, language models' token losses).
 
     Examples:
         >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
@@ -297,6 +334,7 @@ def exact_hessian_trace(
     meter = Meter()
     if method not in ("auto", "layers", "examples"):
         raise ValueError(f"method must be 'auto', 'layers' or 'examples', got {method!r}")
+    _require_class_pairs(objective)
     if check:
         check_piecewise_linear(objective)
     plan = _layer_plan(objective) if method != "examples" else None

@@ -70,8 +70,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness.curvature.objective import LossFn, batch_size_of
+from flatness.curvature.batches import DeviceBatches, split_batches, weigh_batches
+from flatness.curvature.objective import Batch, batch_size_of
 from flatness.evaluation import mean_loss_and_accuracy
+from flatness.losses import BatchLossFn, LossFn
 from flatness.results import Meter, format_float
 from flatness.sharpness.contract import (
     ForwardPassesOnly,
@@ -89,7 +91,6 @@ from flatness.sharpness.paths import (
     check_compatible,
     norm_layers,
     path_coefficients,
-    prepared_batches,
     recompute_statistics,
     state_of,
 )
@@ -238,6 +239,22 @@ class InterpolationResult(ForwardPassesOnly, NoConvergenceTest, NoErrorBar, Shar
         return f"InterpolationResult({', '.join(parts)})"
 
 
+def _device_batches(
+    data: Data,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_loss: BatchLossFn | None,
+    what: str,
+) -> list[Batch]:
+    """The data's batches that enter the loss, cast and on ``device`` (pairs or dicts)."""
+    try:
+        weighed = weigh_batches(split_batches(data, batch_size), dtype, batch_loss)
+    except ValueError as err:
+        raise ValueError(f"{what} holds no examples ({err})") from None
+    return list(DeviceBatches(weighed.batches, device))
+
+
 def interpolate_checkpoints(
     start: Checkpoint,
     end: Checkpoint,
@@ -248,7 +265,8 @@ def interpolate_checkpoints(
     alphas: Sequence[float] | np.ndarray | None = None,
     path: InterpolationPath = "linear",
     bn: BatchNormMode = "interpolate",
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn | None = F.cross_entropy,
+    batch_loss: BatchLossFn | None = None,
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -275,7 +293,8 @@ def interpolate_checkpoints(
         end: The point at :math:`\alpha = 1`: a model or a state dict with the same keys
             and shapes.
         train: Training data: an ``(inputs, targets)`` pair (split into batches of
-            ``batch_size``) or a list of ``(inputs, targets)`` batches.
+            ``batch_size``), a list of ``(inputs, targets)`` batches, or a list of
+            dict batches (model inputs by name, as a Hugging Face tokenizer gives them).
         test: Test data in the same form, or ``None``.
         model: The architecture to load the states into (needed when ``start`` is a state
             dict; default: ``start`` itself). It is copied, never modified.
@@ -289,7 +308,13 @@ def interpolate_checkpoints(
             statistics are reset and recomputed as the plain average over the training
             batches (normalization layers alone in training mode, momentum ``None``, no
             gradients), then the model is evaluated in ``eval()`` mode.
-        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch.
+        loss_fn: ``loss_fn(output, target)`` returning the mean loss of a batch
+            (``None``: a dict batch's model's own ``.loss``); the loss definition of
+            :class:`~flatness.curvature.objective.Objective` (see
+            :func:`~flatness.losses.default_batch_loss`).
+        batch_loss: Instead of ``loss_fn``, a ``batch_loss(model_fn, batch)`` hook such
+            as :data:`flatness.causal_lm_loss`, the same as the Objective's (a loss
+            that weighs its batches by tokens gives the token mean).
         batch_size: Batch size for tensor pairs (also the batches of the recomputation).
         device: Where to evaluate (default: the device of ``start``'s or ``model``'s
             parameters).
@@ -300,7 +325,8 @@ def interpolate_checkpoints(
 
     Raises:
         ValueError: For an unknown ``path`` or ``bn``, checkpoints whose keys or shapes
-            differ, or data that is not ``(inputs, targets)``.
+            differ, or data the loss cannot take (not ``(inputs, targets)``, nor dicts
+            with ``labels``, nor what ``batch_loss`` takes).
         TypeError: If ``start`` or ``end`` is neither a model nor a state dict.
 
     Examples:
@@ -346,9 +372,11 @@ def interpolate_checkpoints(
 
     with Meter() as meter:
         work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-        train_batches = prepared_batches(train, batch_size, device, dtype, "train")
+        train_batches = _device_batches(train, batch_size, device, dtype, batch_loss, "train")
         test_batches = (
-            None if test is None else prepared_batches(test, batch_size, device, dtype, "test")
+            None
+            if test is None
+            else _device_batches(test, batch_size, device, dtype, batch_loss, "test")
         )
         layers = norm_layers(work)
         variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in layers}
@@ -378,12 +406,16 @@ def interpolate_checkpoints(
                 recompute_statistics(work, train_batches)
                 meter.count(evaluations=1)
             work.eval()
-            loss, acc = mean_loss_and_accuracy(work, train_batches, loss_fn, what="train")
+            loss, acc = mean_loss_and_accuracy(
+                work, train_batches, loss_fn, batch_loss=batch_loss, what="train"
+            )
             series["train_loss"].append(float(loss))
             accs["train_acc"].append(acc)
             meter.count(evaluations=1)
             if test_batches is not None:
-                loss, acc = mean_loss_and_accuracy(work, test_batches, loss_fn, what="test")
+                loss, acc = mean_loss_and_accuracy(
+                    work, test_batches, loss_fn, batch_loss=batch_loss, what="test"
+                )
                 series["test_loss"].append(float(loss))
                 accs["test_acc"].append(acc)
                 meter.count(evaluations=1)
@@ -421,7 +453,8 @@ def parametric_plot(
     alphas: Sequence[float] | np.ndarray | None = None,
     path: InterpolationPath = "linear",
     bn: BatchNormMode = "interpolate",
-    loss_fn: LossFn = F.cross_entropy,
+    loss_fn: LossFn | None = F.cross_entropy,
+    batch_loss: BatchLossFn | None = None,
     model: nn.Module | None = None,
     batch_size: int = 1024,
     device: torch.device | str | None = None,
@@ -462,6 +495,7 @@ def parametric_plot(
         path=path,
         bn=bn,
         loss_fn=loss_fn,
+        batch_loss=batch_loss,
         batch_size=batch_size,
         device=device,
         dtype=dtype,

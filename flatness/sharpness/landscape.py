@@ -22,9 +22,9 @@ BatchNorm scales and shifts) are set to zero in the directions, as Li et al. do 
 default. Filter normalization removes the scale invariance of ReLU/BatchNorm networks
 that makes unnormalized plots of two networks incomparable.
 
-The loss is the :class:`~flatness.Objective`'s (same data, mode and loss); the accuracy
-is the arg-max accuracy on the objective's ``(x, y)`` batches when the model outputs
-``(n, classes)`` scores and the targets are integer labels.
+The loss is the :class:`~flatness.Objective`'s (same data, mode and loss, including a
+``batch_loss`` hook); the accuracy is the arg-max accuracy when the model outputs
+``(n, classes)`` scores and the batches hold integer labels.
 
 The result's headline ``value`` (the result contract's one number) is the largest rise
 of the loss on the grid above the centre, :math:`\max_{i,j} f(\alpha_j, \beta_i) -
@@ -249,9 +249,10 @@ def loss_landscape_2d(
         steps: Grid points per axis, or ``(steps_x, steps_y)``.
         seed: Seed of the two filter-normalized directions
             (:func:`filter_normalized_directions`).
-        accuracy: Also record the accuracy where the objective's batches are
-            ``(x, y)`` with ``(n, classes)`` outputs and integer labels (``None``
-            otherwise, and for objectives with a custom ``batch_loss``).
+        accuracy: Also record the accuracy where the model outputs ``(n, classes)``
+            scores (or a Hugging Face output with such ``logits``) and the batches hold
+            integer labels (the targets of ``(x, y)`` pairs, a dict batch's
+            ``labels``), whatever computes the loss; ``None`` otherwise.
         directions: Two flat directions of length ``obj.dim`` to use instead of the
             random ones (e.g. towards another checkpoint); ``seed`` is then unused.
 
@@ -278,17 +279,15 @@ def loss_landscape_2d(
     require_deterministic(obj, "loss_landscape_2d")
     with Meter() as meter:
         d1, d2, normalization, used_seed = _directions(obj, directions, seed)
-        xy_batches = all(isinstance(b, tuple | list) and len(b) == 2 for b in obj.batches)
-        want_acc = accuracy and obj.batch_loss is None and obj.loss_fn is not None and xy_batches
         loss = np.empty((ny, nx))
-        acc: np.ndarray | None = np.empty((ny, nx)) if want_acc else None
+        acc: np.ndarray | None = np.empty((ny, nx)) if accuracy else None
         theta0 = obj.theta0.detach()
         for i, b in enumerate(ys):
             for j, a in enumerate(xs):
                 theta = theta0 + float(a) * d1 + float(b) * d2
-                if acc is not None and obj.loss_fn is not None:
+                if acc is not None:
                     value, hit = mean_loss_and_accuracy(
-                        obj.model_fn(theta), obj.batches, obj.loss_fn
+                        obj.model_fn(theta), obj.batches, obj.loss_fn, batch_loss=obj.batch_loss
                     )
                     loss[i, j] = float(value)
                     if hit is None:
