@@ -24,6 +24,7 @@ from flatness.curvature import (
     HessianOperator,
     HessianOptions,
     Objective,
+    SecondOrderError,
     SymmetricOperator,
     Target,
     TraceResult,
@@ -38,6 +39,13 @@ from flatness.curvature import (
     power_iteration,
     spectral_density,
     to_scipy,
+)
+from flatness.losses import (
+    CausalLMLoss,
+    SequenceClassificationLoss,
+    WeightedBatchLoss,
+    causal_lm_loss,
+    sequence_classification_loss,
 )
 from flatness.pipeline import (
     CheckpointError,
@@ -97,11 +105,18 @@ __all__ = [
     "HessianOperator",
     "HessianOptions",
     "Objective",
+    "SecondOrderError",
     "SymmetricOperator",
     "Target",
     "as_operator",
     "operator_for",
     "to_scipy",
+    # losses of a batch (Hugging Face models, language models' token means)
+    "CausalLMLoss",
+    "SequenceClassificationLoss",
+    "WeightedBatchLoss",
+    "causal_lm_loss",
+    "sequence_classification_loss",
     # spectrum
     "EigenResult",
     "hessian_eigenvalues",

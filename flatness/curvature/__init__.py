@@ -7,8 +7,11 @@ they know nothing about checkpoints, files or the results store. How an Objectiv
 Hessian is multiplied is one :class:`~flatness.curvature.options.HessianOptions`
 passed as ``hessian=``; every result honours the contract of :mod:`flatness.results`.
 
-Modules: ``objective`` (the loss as a function of flat parameters) and ``batches``
-(the data it is taken over), ``linear_operator`` (the operator contract,
+Modules: ``objective`` (the loss as a function of flat parameters), ``batches``
+(the data it is taken over), ``parameters`` (which parameters, where in the flat
+vector), ``precision`` (float32 for low-precision models), ``determinism`` (the
+refusal of a random loss), ``attention`` (fused attention in second-order passes) and
+``double_backward`` (the second backward of a product), ``linear_operator`` (the operator contract,
 :data:`~flatness.curvature.linear_operator.Target`), ``hessian`` (Hessian-vector
 products) and ``graph_memory`` (what its retained graphs hold), ``operator`` (from a
 target to an operator: :func:`~flatness.curvature.operator.operator_for`), ``options``
@@ -22,6 +25,7 @@ algorithms that return it, so the imports point one way (no module imports back)
 ``lanczos`` keeps the Lanczos names importable from their path before the split.
 """
 
+from flatness.curvature.attention import SecondOrderError
 from flatness.curvature.density import DensityResult, spectral_density
 from flatness.curvature.eigenvalues import EigenResult, hessian_eigenvalues
 from flatness.curvature.exact_trace import exact_hessian_trace
@@ -49,6 +53,7 @@ __all__ = [
     "HessianOperator",
     "HessianOptions",
     "Objective",
+    "SecondOrderError",
     "SymmetricOperator",
     "Target",
     "TraceResult",
