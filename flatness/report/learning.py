@@ -53,21 +53,12 @@ __all__ = [
 IDENTITY = ("regime", "schedule", "optimizer")
 """The record fields that name a run's schedule/regime, in the order a label joins them."""
 
-POSITION = ("step", "epoch", "updates", "examples_seen")
-"""Where in training a record was taken."""
-
 FIT = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 """The fit of the model, on the training data and on the test set."""
 
-_NOT_MEASURES = frozenset(
-    {"run", "source", "created", "seed", "nonfinite", "fit_on", "threshold_note"}
-    | set(IDENTITY)
-    | set(POSITION)
-    | set(FIT)
-    | {"lr", "batch_size", "lr_over_batch", "momentum", "stability_threshold"}
-)
-_SUFFIXES = ("_stderr", "_converged", "_matvecs", "_gradient_equivalents", "_seconds")
-"""What a measure's record holds beside its value (the tracks contract)."""
+_BESIDE = ("_stderr", "_converged")
+"""What every measure's record holds beside its value (the tracks contract): a field with
+either of them is a measure."""
 
 _ORDER = ("lambda_max", "trace", "keskar_sharpness", "keskar")
 
@@ -76,28 +67,31 @@ MAX_POINTS = 400
 
 
 def measure_names(tracks: pd.DataFrame) -> list[str]:
-    """The measures the tracks record: numeric fields that are not identity, position,
-    hyper-parameters, fit or a measure's error bar and cost.
+    """The measures the tracks record: the fields recorded with an error bar or a
+    convergence flag beside them (``NAME_stderr``, ``NAME_converged``), as every tracked
+    measure is; fit, hyper-parameters, costs and other fields are not measures.
 
     ``lambda_max``, ``lambda_2``, ... come first (in order of the index), then the trace
     and ε-sharpness, then the others by name.
 
     Returns:
-        The measure names (the noise scale among them).
+        The measure names (the noise scale among them) that hold a value.
 
     Examples:
         >>> frame = pd.DataFrame({"run": ["a"], "source": ["tracker"], "step": [0],
-        ...     "lambda_2": [1.0], "trace": [3.0], "lambda_max": [2.0],
-        ...     "lambda_max_stderr": [0.1], "lr": [0.1], "train_loss": [0.5]})
+        ...     "lambda_2": [1.0], "lambda_2_stderr": [0.0], "trace": [3.0],
+        ...     "trace_stderr": [0.1], "lambda_max": [2.0], "lambda_max_converged": [1],
+        ...     "running_loss": [0.5], "running_loss_note": [""]})
         >>> measure_names(frame)
         ['lambda_max', 'lambda_2', 'trace']
     """
-    names = []
-    for column in tracks.columns:
-        if column in _NOT_MEASURES or any(column.endswith(s) for s in _SUFFIXES):
-            continue
-        if pd.api.types.is_numeric_dtype(tracks[column]) and tracks[column].notna().any():
-            names.append(str(column))
+    names = [
+        str(column)
+        for column in tracks.columns
+        if any(f"{column}{beside}" in tracks.columns for beside in _BESIDE)
+        and pd.api.types.is_numeric_dtype(tracks[column])
+        and tracks[column].notna().any()
+    ]
 
     def order(name: str) -> tuple[int, int, str]:
         match = re.fullmatch(r"lambda_(\d+)", name)

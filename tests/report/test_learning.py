@@ -14,7 +14,7 @@ import flatness as fl
 from flatness.cli import main
 from flatness.pipeline.store import ResultsStore
 from flatness.report import build
-from flatness.report.learning import group_labels, training_table, trajectory
+from flatness.report.learning import group_labels, measure_names, training_table, trajectory
 from flatness.report.learning_figures import fit_figure, group_palette, measures_figure
 from tests.pipeline.conftest import manifest_text, save_run
 
@@ -39,7 +39,10 @@ def _tracker(run: str, schedule: str, seed: int, steps: list[int]) -> list[dict]
                 "train_accuracy": 0.5 + 0.4 * k * step / steps[-1],
                 "test_loss": 2.2 / (1 + step / 100), "test_accuracy": 0.45 + 0.4 * step / steps[-1],
                 "lambda_max": 5.0 + k * step / 50 + rng.random(), "lambda_max_stderr": 0.1,
-                "trace": 40.0 + step / 10, "noise_scale": 100.0 + k * step + 10 * rng.random(),
+                "lambda_max_warm": 1, "lambda_max_matvecs": 4, "lambda_max_seconds": 0.1,
+                "trace": 40.0 + step / 10, "trace_stderr": 1.0, "minibatch_loss": 1.0,
+                "noise_scale": 100.0 + k * step + 10 * rng.random(), "noise_scale_stderr": 5.0,
+                "tracker_seconds": 0.2,
                 **({"threshold_note": "2/η does not apply to adaptive optimizers"}
                    if optimizer == "adam" else {}),
             }
@@ -56,6 +59,7 @@ def _history(run: str, schedule: str, seed: int, epochs: int) -> list[dict]:
             "examples_seen": 3200 * e, "lr": lr, "batch_size": 32, "fit_on": "epoch_average",
             "train_loss": 1.0 / e + 0.01 * seed, "train_accuracy": 0.6 + 0.05 * e + 0.01 * seed,
             "test_loss": 1.1 / e, "test_accuracy": 0.55 + 0.05 * e - 0.02 * seed,
+            "running_loss": 1.0 / e, "running_accuracy": 0.6, "seconds": 3.0 * e,
         }
         for e in range(1, epochs + 1)
     ]  # fmt: skip
@@ -92,7 +96,7 @@ def report(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_tracks_give_a_training_section_with_its_figures(report) -> None:
-    result, _ = report
+    result, tracks = report
     md = result.markdown.read_text(encoding="utf-8")
     assert '<a id="training"></a>' in md and "## Training" in md
     names = {p.name for p in result.figures}
@@ -106,6 +110,7 @@ def test_tracks_give_a_training_section_with_its_figures(report) -> None:
     assert "does not apply to adaptive optimizers" in md
     assert not any(note.startswith("Training") for note in result.notes)
     assert (result.out / "data" / "training.csv").is_file()
+    assert measure_names(tracks) == ["lambda_max", "trace", "noise_scale"]
 
 
 def test_the_table_holds_the_frames_numbers(report) -> None:
