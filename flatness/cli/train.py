@@ -1,7 +1,9 @@
 """``flatness train``: one network from flags, or a sweep from a TOML file.
 
 Runs :func:`flatness.zoo.train_network` or :func:`flatness.zoo.train_sweep`; both write
-checkpoints and a ``manifest.toml`` ready for ``flatness score``.
+checkpoints and a ``manifest.toml`` ready for ``flatness score``. With ``--track`` (one
+run) or a ``[track]`` table (a sweep) a :class:`flatness.Tracker` measures each run
+while it trains (:mod:`flatness.tracking.training`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,14 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--checkpoint-every", type=int, help="also save every N epochs")
     run.add_argument("--regime", help="label of the run (e.g. SB, LB)")
     run.add_argument("--device", help="cpu, cuda, ...")
+    run.add_argument(
+        "--track",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="measure sharpness while training, with [track] settings (e.g. "
+        "measures=lambda_max,trace every=100 examples=1000 store=results.sqlite); "
+        "a sweep takes its [track] table from the file",
+    )
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -129,12 +139,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train_sweep(args: argparse.Namespace) -> int:
-    from flatness.zoo.sweep import train_sweep
+    from flatness.tracking.training import train_tracked_sweep
 
     given = [f"--{n.replace('_', '-')}" for n in SINGLE_RUN_OPTIONS if getattr(args, n)]
+    given += ["--track"] if args.track is not None else []
     if given:
         raise ValueError(f"--sweep takes run settings from the file; drop {', '.join(given)}")
-    swept = train_sweep(
+    swept = train_tracked_sweep(
         args.sweep, args.out, overwrite=args.overwrite, progress=not args.no_progress
     )
     for r in swept.runs:
@@ -176,7 +187,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("give --out DIR (where to write the checkpoints)")
     config = train_config(args)
-    result = train_network(config, args.out, on_epoch=None if args.no_progress else _show_epoch)
+    show = None if args.no_progress else _show_epoch
+    if args.track is not None:
+        from flatness.tracking.training import track_settings, train_tracked
+
+        track = track_settings(parse_key_values(args.track, option="--track"))
+        result = train_tracked(config, args.out, track, on_epoch=show)
+    else:
+        result = train_network(config, args.out, on_epoch=show)
     m = result.meta
     target = ""
     if config.target_accuracy is not None:

@@ -157,6 +157,15 @@ class TrainConfig:
                 f"{self.optimizer!r} with momentum {self.momentum}"
             )
 
+    def regime_label(self, n_train: int) -> str:
+        """The run's regime: ``regime``, else ``"B<batch size in examples>"``.
+
+        Examples:
+            >>> TrainConfig(batch_size="10%").regime_label(4000)
+            'B400'
+        """
+        return self.regime or f"B{resolve_batch_size(self.batch_size, n_train)}"
+
     @property
     def milestone_epochs(self) -> tuple[int, ...]:
         """The milestones as sorted epoch indices (from ``milestones`` or the fractions).

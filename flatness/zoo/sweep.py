@@ -29,12 +29,21 @@ A sweep file is TOML; every table is optional::
     [scoring]                      # copied into the manifest's [scoring]
     [measures]                     # copied into the manifest's [measures]
 
+    [track]                        # sharpness measured during training (a Tracker
+    measures = ["lambda_max"]      # per run); see flatness.tracking.training
+    every = 100
+
 Without ``[regimes]`` or ``batch_sizes`` the sweep is Keskar et al.'s pair: LB is 10%
 of the training set and SB twenty times smaller (0.5%), trained with Adam until 98%
 training accuracy or :data:`KESKAR_TRAIN`'s epoch cap. Runs are written to
 ``<out>/<regime>/seed<k>/final.pt`` (the regime in lower case) and the manifest to
 ``<out>/manifest.toml``. A run whose final checkpoint exists with the same settings
 is skipped.
+
+The ``[track]`` table is kept as data (:attr:`SweepSpec.track`, its ``store`` made
+relative to the file); the training loop meets a tracker through ``train_sweep``'s
+``tracking`` argument, which :func:`flatness.tracking.training.train_tracked_sweep`
+(``flatness train --sweep``) fills in (the zoo knows nothing of curvature).
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +61,9 @@ import torch
 from tqdm.auto import tqdm
 
 from flatness.zoo.config import TrainConfig
-from flatness.zoo.data import load_dataset
+from flatness.zoo.data import Dataset, load_dataset
 from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
-from flatness.zoo.train import train_network
+from flatness.zoo.train import StepHook, train_network
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,7 +85,11 @@ KESKAR_REGIMES: dict[str, dict[str, Any]] = {
 """LB = 10% of the training set, SB twenty times smaller."""
 
 _LABEL = re.compile(r"[A-Za-z0-9_.-]+")
-_TABLES = ("sweep", "network", "data", "train", "regimes", "scoring", "measures")
+_TABLES = ("sweep", "network", "data", "train", "regimes", "scoring", "measures", "track")
+
+RunTracking = Callable[[TrainConfig, Path, Dataset], AbstractContextManager[StepHook]]
+"""Given a run's config, final checkpoint path and data: a context that yields the
+``on_step`` hook of its training (and closes what it opened)."""
 _SWEEP_KEYS = ("seeds", "out", "batch_sizes")
 
 
@@ -91,6 +105,7 @@ class SweepSpec:
         out: Output directory (``None``: the caller must give one).
         scoring: Overrides of the manifest's ``[scoring]`` table.
         measures: The manifest's ``[measures]`` table (``None``: the default).
+        track: The ``[track]`` table (``None``: no tracking during training).
     """
 
     train: dict[str, Any] = field(default_factory=lambda: dict(KESKAR_TRAIN))
@@ -99,6 +114,7 @@ class SweepSpec:
     out: Path | None = None
     scoring: dict[str, Any] | None = None
     measures: dict[str, Any] | None = None
+    track: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.regimes:
@@ -200,6 +216,9 @@ def parse_sweep(doc: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
     else:
         regimes = {str(k): dict(v) for k, v in doc.get("regimes", KESKAR_REGIMES).items()}
     out = sweep.get("out")
+    track = dict(doc["track"]) if "track" in doc else None
+    if track is not None and isinstance(track.get("store"), str):
+        track["store"] = str(Path(base_dir) / track["store"])
     return SweepSpec(
         train=train,
         regimes=regimes,
@@ -207,6 +226,7 @@ def parse_sweep(doc: Mapping[str, Any], *, base_dir: str | os.PathLike[str] = ".
         out=None if out is None else Path(base_dir) / out,
         scoring=dict(doc["scoring"]) if "scoring" in doc else None,
         measures=dict(doc["measures"]) if "measures" in doc else None,
+        track=track,
     )
 
 
@@ -257,6 +277,7 @@ def train_sweep(
     overwrite: bool = False,
     progress: bool = True,
     threads: int | None = None,
+    tracking: RunTracking | None = None,
 ) -> SweepResult:
     """Train every regime × seed of a sweep, skipping runs already done, and write a manifest.
 
@@ -268,18 +289,25 @@ def train_sweep(
         progress: Show a progress bar on stderr.
         threads: Intra-op threads while training (default: the rule of
             :func:`flatness.threads.threads_for`).
+        tracking: Hooks every trained run's updates (a tracker per run); required when
+            the sweep has a ``[track]`` table.
 
     Returns:
         The runs (trained or skipped) and the manifest path.
 
     Raises:
-        ValueError: If no output directory is given, or a checkpoint exists with other
-            settings and ``overwrite`` is false.
+        ValueError: If no output directory is given, a checkpoint exists with other
+            settings and ``overwrite`` is false, or ``[track]`` comes without ``tracking``.
     """
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     out = Path(out_dir) if out_dir is not None else spec.out
     if out is None:
         raise ValueError("no output directory: give out_dir (--out) or [sweep].out")
+    if spec.track is not None and tracking is None:
+        raise ValueError(
+            "the sweep has a [track] table: train it with `flatness train --sweep` or "
+            "flatness.tracking.training.train_tracked_sweep, which build its trackers"
+        )
     configs = spec.configs()
     plan = [(c, run_path(out, c)) for c in configs]
     existing = [_existing_meta(path, c, overwrite) for c, path in plan]
@@ -301,9 +329,15 @@ def train_sweep(
                         f"{config.regime} seed {config.seed} epoch {record['epoch']} acc {acc:.3f}"
                     )
 
-                result = train_network(
-                    config, path.parent, data=data, manifest=False, on_epoch=show, threads=threads
-                )
+                assert data is not None
+                with ExitStack() as stack:
+                    hook = None
+                    if tracking is not None:
+                        hook = stack.enter_context(tracking(config, path, data))
+                    result = train_network(
+                        config, path.parent, data=data, manifest=False, on_epoch=show,
+                        on_step=hook, threads=threads,
+                    )  # fmt: skip
                 runs.append(SweepRun(config, path, result.meta, "trained"))
             bar.update(1)
     manifest = write_manifest(

@@ -57,6 +57,10 @@ from flatness.zoo.networks import build_network, load_network_factory, seeded
 
 BUILD_NETWORK = "flatness.zoo.networks:build_network"
 
+StepHook = Callable[[nn.Module, dict[str, Any]], None]
+"""``on_step(model, fields)``: called at step 0 and after every update (see
+:func:`train_network`)."""
+
 HISTORY_FIELDS = {
     "epoch": "epochs done",
     "updates": "updates so far",
@@ -212,7 +216,7 @@ def train_network(
     data: Dataset | None = None,
     manifest: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    on_step: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+    on_step: StepHook | None = None,
     threads: int | None = None,
 ) -> TrainResult:
     """Train a network as ``config`` says and write its checkpoints.
@@ -225,7 +229,8 @@ def train_network(
         manifest: Write ``manifest.toml`` next to the final checkpoint.
         on_epoch: Called after every epoch with that epoch's history record (see
             :data:`HISTORY_FIELDS`).
-        on_step: Called after every update with the model and the update's fields
+        on_step: Called with the initial model (step 0, epoch 0.0) and after every
+            update with the model and the update's fields
             (``step`` and ``updates``: updates so far, ``epoch``: epochs done as a float,
             ``lr``, ``batch_size``, ``momentum``, ``optimizer``, ``examples_seen``,
             ``epoch_end``: the epoch's last update, ``regime``, ``schedule``, ``seed``),
@@ -256,7 +261,7 @@ def train_network(
 
     meta: dict[str, Any] = {
         "format": META_FORMAT,
-        "regime": config.regime or f"B{base_batch}",
+        "regime": config.regime_label(n_train),
         "model": _model_spec(config, data),
         "data": _data_spec(config, data),
         "network": config.network,
@@ -308,6 +313,12 @@ def train_network(
         optimizer = _make_optimizer(config, model)
         shuffle = torch.Generator().manual_seed(config.seed)
         momentum = optimizer_momentum(optimizer)
+        step_fields = {"momentum": momentum, "optimizer": config.optimizer, **identity}
+        if on_step is not None:  # the initial model, step 0
+            lr0, batch0 = scheduled(config, 0, base_batch, n_train)
+            on_step(model, {"step": 0, "epoch": 0.0, "lr": lr0, "batch_size": batch0,
+                            "epoch_end": False, "updates": 0, "examples_seen": 0,
+                            **step_fields})  # fmt: skip
         while (config.epochs is None or epoch < config.epochs) and (
             config.max_updates is None or updates < config.max_updates
         ):
@@ -339,21 +350,10 @@ def train_network(
                 seen += batch
                 if on_step is not None:
                     last = j == per_epoch - 1 or updates == config.max_updates
-                    on_step(
-                        model,
-                        {
-                            "step": updates,
-                            "epoch": epoch + (j + 1) / per_epoch,
-                            "lr": step_lr,
-                            "batch_size": batch,
-                            "momentum": momentum,
-                            "optimizer": config.optimizer,
-                            "epoch_end": last,
-                            "updates": updates,
-                            "examples_seen": examples,
-                            **identity,
-                        },
-                    )
+                    on_step(model, {"step": updates, "epoch": epoch + (j + 1) / per_epoch,
+                                    "lr": step_lr, "batch_size": batch, "epoch_end": last,
+                                    "updates": updates, "examples_seen": examples,
+                                    **step_fields})  # fmt: skip
             epoch += 1
             running = float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1)
             fit = running

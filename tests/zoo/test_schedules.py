@@ -166,7 +166,8 @@ def test_training_follows_the_schedule(
     steps: list[tuple[float, float, int]] = []
 
     def watch(model: nn.Module, info: dict[str, Any]) -> None:
-        steps.append((info["epoch"], info["lr"], info["batch_size"]))
+        if info["step"] > 0:  # step 0 is the initial model
+            steps.append((info["epoch"], info["lr"], info["batch_size"]))
 
     history = train_network(config, data=small_mnist1d, on_step=watch).meta["history"]
     planned = [scheduled(config, e, 20, 300) for e in range(3)]
@@ -188,6 +189,7 @@ def test_warm_up_raises_the_rate_at_every_update(small_mnist1d: Dataset) -> None
     )  # fmt: skip
     rates: list[float] = []
     train_network(config, data=small_mnist1d, on_step=lambda m, i: rates.append(i["lr"]))
+    assert rates.pop(0) == 0.01  # step 0, before the first update
     assert rates[:10] == pytest.approx([0.01 + 0.02 * j / 10 for j in range(10)], rel=1e-12)
     assert rates[10:] == [0.03] * 10
 
