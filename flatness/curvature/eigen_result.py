@@ -47,7 +47,9 @@ class EigenResult(Result):
         multiplicity_checked: Whether a deflated search confirmed that no eigenvalue
             belonging among the k was missed (repeated or clustered eigenvalues), or the
             whole space was spanned. False when not run (``k = 1``, power iteration,
-            disabled, or the budget ran out).
+            disabled, the budget ran out, or, with ``multiplicity_check=True``, no
+            cluster among the values found and no invariant Krylov space suggested one:
+            the values are certified, their completeness is not).
         eigenvectors: Unit eigenvectors as columns, shape ``(dim, k)``, when asked for.
         evaluations: Loss evaluations besides the products (none).
         gradients: Gradient evaluations besides the products (none).

@@ -25,12 +25,16 @@ References:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
 from flatness.curvature.eigen_result import EigenResult
+from flatness.curvature.graph_memory import default_memory_budget
+from flatness.curvature.lanczos_basis import BasisPlan, plan_basis
+from flatness.curvature.objective import Objective
 from flatness.curvature.operator import (
     Target,
     hessian_gradient_equivalents,
@@ -60,7 +64,7 @@ def hessian_eigenvalues(
     basis_size: int | None = None,
     return_eigenvectors: bool = False,
     seed: int = 0,
-    multiplicity_check: bool = True,
+    multiplicity_check: bool | Literal["always"] = True,
     verify: bool = True,
     v0: Tensor | EigenResult | None = None,
     hessian: HessianOptions | None = None,
@@ -95,21 +99,28 @@ def hessian_eigenvalues(
         tol: The relative residual tolerance.
         max_matvecs: The most Hessian-vector products to spend (default
             ``100 * basis_size``).
-        basis_size: The Lanczos basis size before a restart (default
-            ``max(2k + 10, 20)``, capped at the dimension; the run is exact when the
-            basis spans the whole space).
+        basis_size: The Lanczos basis size before a restart (default ``2k + 10``,
+            capped at the dimension and, for an Objective with an explicit
+            ``memory_budget``, to half of it, see
+            :mod:`~flatness.curvature.lanczos_basis`; the run is exact when the basis
+            spans the whole space).
         return_eigenvectors: Keep the unit eigenvectors in the result.
         seed: Seed of the random start vector (drawn on the CPU in float64, so the same
             seed gives the same start on every device) and of the multiplicity check.
         multiplicity_check: For ``k >= 2``, search the complement of the converged
             eigenvectors for eigenvalues a single Krylov sequence misses (repeated or
-            tightly clustered ones). Costs roughly one more single-eigenvalue run.
+            tightly clustered ones); it costs roughly one more single-eigenvalue run.
+            ``True``: only where the values found suggest a cluster or the Krylov
+            space became invariant (otherwise the result says
+            ``multiplicity_checked=False``); ``"always"``: every time; ``False``: never.
         verify: Measure the final residuals with one block product (``k`` products).
         v0: A warm start instead of the random start vector: a vector of shape
             ``(dim,)``, a block ``(dim, m)`` of vectors (started from their sum), or a
             previous :class:`EigenResult` computed with ``return_eigenvectors=True``.
         hessian: How to multiply the Hessian when ``target`` is an Objective
-            (:class:`~flatness.curvature.options.HessianOptions`).
+            (:class:`~flatness.curvature.options.HessianOptions`); its
+            ``memory_budget`` covers the Lanczos basis and the retained graphs, its
+            ``basis_device`` says where the basis lives.
         **legacy: Deprecated: the fields of ``hessian`` as loose keywords
             (``strategy=...``); they raise a :class:`DeprecationWarning`.
 
@@ -155,20 +166,32 @@ def hessian_eigenvalues(
         "v0": start,
         "hessian": hessian,
     }
-    with operator_for(target, hessian) as op, Meter(op) as meter:
+    plan = _objective_basis(target, k, basis_size, hessian)
+    options = hessian
+    if plan is not None and plan.graph_budget is not None:
+        options = dataclasses.replace(
+            hessian or HessianOptions(), memory_budget=max(plan.graph_budget, 0)
+        )
+    with operator_for(target, options) as op, Meter(op) as meter:
         if k > op.dim:
             raise ValueError(f"k={k} exceeds the operator dimension {op.dim}")
+        if plan is None:
+            plan = plan_basis(
+                k, op.dim, dtype=op.dtype, device=op.device, basis_device="operator",
+                basis_size=basis_size,
+            )  # fmt: skip
         pairs = lanczos_eigenpairs(
             op,
             k,
             which=which,
             tol=tol,
-            basis_size=basis_size,
+            basis_size=plan.size,
             max_matvecs=max_matvecs,
             generator=torch.Generator().manual_seed(seed),
             v0=start,
             multiplicity_check=multiplicity_check,
             verify=verify,
+            basis_device=plan.device,
         )
     return EigenResult(
         eigenvalues=tuple(float(v) for v in pairs.values),
@@ -187,9 +210,29 @@ def hessian_eigenvalues(
         multiplicity_checked=pairs.multiplicity_checked,
         eigenvectors=pairs.vectors.detach() if return_eigenvectors else None,
         gradient_equivalents=hessian_gradient_equivalents(op, meter.matvecs),
-        choices=operator_choices(op),
+        choices={**operator_choices(op), "basis": plan.describe()},
         settings=settings,
     )
+
+
+def _objective_basis(
+    target: Target, k: int, basis_size: int | None, hessian: HessianOptions | None
+) -> BasisPlan | None:
+    """The basis plan of an Objective's run, made before its operator takes its budget.
+
+    Returns:
+        The :class:`~flatness.curvature.lanczos_basis.BasisPlan` for an Objective;
+        ``None`` for an operator (planned once it is known, with no budget).
+    """
+    if not isinstance(target, Objective) or k > target.dim:
+        return None
+    options = hessian or HessianOptions()
+    explicit = options.memory_budget is not None
+    budget = options.memory_budget if explicit else default_memory_budget(target.device)
+    return plan_basis(
+        k, target.dim, dtype=target.dtype, device=target.device, budget=budget,
+        basis_device=options.basis_device, basis_size=basis_size, cut=explicit,
+    )  # fmt: skip
 
 
 def _warm_start(v0: Tensor | EigenResult | None) -> Tensor | None:

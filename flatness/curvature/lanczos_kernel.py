@@ -43,6 +43,7 @@ __all__ = [
     "new_direction",
     "project_out",
     "random_vector",
+    "reorthogonalize",
     "start_vector",
 ]
 
@@ -111,6 +112,58 @@ def project_out(w: Tensor, basis: Tensor, locked: Tensor | None = None) -> tuple
         if sweep >= 1 and bool(norm_after > _DGKS * norm_before):
             break
         norm_before = norm_after
+    return w, coef
+
+
+def reorthogonalize(
+    w: Tensor,
+    basis: Tensor,
+    known: Tensor,
+    locked: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Orthogonalize a Lanczos product :math:`w = A v_s` against the basis, one sweep.
+
+    The coupling of :math:`v_s` to the earlier vectors is known from the recurrence:
+    :math:`\beta_{s-1}` to :math:`v_{s-1}` in a plain Lanczos step, the arrow
+    :math:`\beta_m s_{m,i}` to the kept Ritz vectors after a thick restart. Those
+    components are subtracted first, then :math:`\alpha_s = v_s^\top w` (the local
+    three-term step of Lanczos 1950), and the round-off left along the whole basis is
+    removed by one classical Gram–Schmidt sweep, a single matrix product each way
+    (:math:`c = V^\top w`, :math:`w \leftarrow w - V c`; Golub & Van Loan §10.3.1). A
+    second sweep is made only where the first cancels most of the vector (the DGKS
+    criterion of Daniel, Gragg, Kaufman & Stewart 1976), near an invariant subspace.
+
+    Args:
+        w: The product :math:`A v_s`, shape ``(dim,)``.
+        basis: The orthonormal columns :math:`v_0 .. v_s`, shape ``(dim, s + 1)``; the
+            last one is the vector that was multiplied.
+        known: The known coupling of :math:`v_s` to ``basis[:, s - p : s]``, shape
+            ``(p,)``: :math:`(\beta_{s-1})` in a plain step, the arrow after a restart
+            (then ``p = s``, the kept vectors), empty after a random new direction.
+        locked: Orthonormal vectors ``(dim, q)`` to project out as well.
+
+    Returns:
+        The orthogonalized vector and its coefficients along ``basis``, length
+        ``s + 1`` (column ``s`` of :math:`T = V^\top A V`).
+    """
+    s = basis.shape[1] - 1
+    coef = w.new_zeros(s + 1)
+    p = int(known.shape[0])
+    if p:
+        w = w - basis[:, s - p : s] @ known
+        coef[s - p : s] = known
+    alpha = basis[:, s] @ w
+    w = w - alpha * basis[:, s]
+    coef[s] = coef[s] + alpha
+    for _sweep in range(2):
+        norm_before = torch.linalg.vector_norm(w)
+        if locked is not None and locked.shape[1] > 0:
+            w = w - locked @ (locked.mT @ w)
+        c = basis.mT @ w
+        w = w - basis @ c
+        coef = coef + c
+        if bool(torch.linalg.vector_norm(w) > _DGKS * norm_before):
+            break
     return w, coef
 
 

@@ -26,13 +26,16 @@ from contextvars import ContextVar
 from typing import Literal, TypedDict, get_args
 
 __all__ = [
+    "BASIS_DEVICES",
     "STRATEGIES",
     "WHICH",
+    "BasisDevice",
     "HessianKeywords",
     "HessianOptions",
     "ProbeDistribution",
     "Strategy",
     "Which",
+    "check_basis_device",
     "check_strategy",
     "check_which",
     "deterministic_hessian",
@@ -44,6 +47,12 @@ __all__ = [
 Strategy = Literal["auto", "retained", "double_backward", "forward_over_reverse"]
 #: The strategies other than ``"auto"``.
 STRATEGIES: tuple[str, ...] = ("retained", "double_backward", "forward_over_reverse")
+
+#: Where an eigensolver keeps its Lanczos basis: with the operator unless it would crowd
+#: an accelerator (``"auto"``), in host memory (``"cpu"``), or with the operator always
+#: (see :mod:`flatness.curvature.lanczos_basis`).
+BasisDevice = Literal["auto", "cpu", "operator"]
+BASIS_DEVICES: tuple[str, ...] = get_args(BasisDevice)
 
 #: The distributions of random probe vectors (trace estimators, spectral density).
 ProbeDistribution = Literal["rademacher", "gaussian"]
@@ -70,6 +79,20 @@ def check_strategy(strategy: str) -> Strategy:
     if strategy != "auto" and strategy not in STRATEGIES:
         raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
     return strategy  # type: ignore[return-value]
+
+
+def check_basis_device(basis_device: str) -> BasisDevice:
+    """Validate a ``basis_device`` (``"auto"``, ``"cpu"`` or ``"operator"``).
+
+    Returns:
+        ``basis_device``, typed as :data:`BasisDevice`.
+
+    Raises:
+        ValueError: For any other value.
+    """
+    if basis_device not in BASIS_DEVICES:
+        raise ValueError(f"basis_device must be one of {BASIS_DEVICES}, got {basis_device!r}")
+    return basis_device  # type: ignore[return-value]
 
 
 def check_which(which: str) -> Which:
@@ -99,7 +122,9 @@ class HessianOptions:
             other two), ``"retained"``, ``"double_backward"`` or
             ``"forward_over_reverse"``.
         memory_budget: Bytes retained graphs may hold (default: half the free GPU
-            memory, or a quarter of the available host memory).
+            memory, or a quarter of the available host memory). An eigensolver's
+            Lanczos basis takes its share of it first
+            (:func:`~flatness.curvature.lanczos_basis.plan_basis`).
         batched: Force vectorized (``True``) or column-by-column (``False``) block
             products; ``None`` times both on the first block.
         check_determinism: Evaluate the first batch twice and refuse a random
@@ -109,9 +134,15 @@ class HessianOptions:
             asks for vectorized ones), so identical runs give identical bits.
             ``None`` (default) takes the ambient default of
             :func:`deterministic_hessian` (on while :func:`flatness.score` computes).
+        basis_device: Where an eigensolver keeps its Lanczos basis: ``"auto"`` (with
+            the operator, or in host memory when it would take more than its share of
+            an accelerator's budget), ``"cpu"`` (host memory: the GPU holds only the
+            model, its graphs and two vectors) or ``"operator"``. Read by
+            :func:`~flatness.curvature.eigenvalues.hessian_eigenvalues`; the operator
+            ignores it.
 
     Raises:
-        ValueError: For an unknown ``strategy``.
+        ValueError: For an unknown ``strategy`` or ``basis_device``.
 
     Examples:
         >>> options = HessianOptions(strategy="double_backward", batched=False)
@@ -124,9 +155,11 @@ class HessianOptions:
     batched: bool | None = None
     check_determinism: bool = True
     deterministic: bool | None = None
+    basis_device: BasisDevice = "auto"
 
     def __post_init__(self) -> None:
         check_strategy(self.strategy)
+        check_basis_device(self.basis_device)
 
 
 class HessianKeywords(TypedDict, total=False):
@@ -137,6 +170,7 @@ class HessianKeywords(TypedDict, total=False):
     batched: bool | None
     check_determinism: bool
     deterministic: bool | None
+    basis_device: BasisDevice
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(HessianOptions))

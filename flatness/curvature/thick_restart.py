@@ -21,22 +21,26 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import NamedTuple
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from flatness.curvature.lanczos_basis import default_basis_size, restart_in_place
 from flatness.curvature.lanczos_kernel import (
     ROUNDOFF_FACTOR,
     new_direction,
     project_out,
     random_vector,
+    reorthogonalize,
     start_vector,
 )
 from flatness.curvature.linear_operator import SymmetricOperator
 from flatness.curvature.options import WHICH, Which, check_which
+from flatness.curvature.ritz import RitzPairs, order_by_which, residual_bounds, suggests_cluster
 from flatness.results import Meter
 
 __all__ = [
@@ -48,94 +52,9 @@ __all__ = [
     "lanczos_eigenpairs",
     "order_by_which",
     "residual_bounds",
+    "suggests_cluster",
     "thick_restart_lanczos",
 ]
-
-
-class RitzPairs(NamedTuple):
-    """Ritz approximations returned by :func:`thick_restart_lanczos` and :func:`lanczos_eigenpairs`.
-
-    Attributes:
-        values: Ritz values, float64, ordered by ``which`` (most wanted first), shape ``(k,)``;
-            ``nan`` where the budget ended before a value existed.
-        vectors: Ritz vectors, shape ``(dim, k)``, on the operator's device and dtype.
-        residuals: Residual norms :math:`\\lVert A x - \\theta x \\rVert` (estimated from the
-            Lanczos relation, or computed with products when verified), shape ``(k,)``.
-        converged: Whether each residual meets :func:`residual_bounds`, shape ``(k,)``.
-        steps: Lanczos steps (operator products) spent expanding the basis.
-        restarts: Thick restarts performed.
-        exhausted: Whether the basis spanned the whole search space (exact results).
-        scale: The largest ``|theta|`` seen, an estimate of ``||A||`` from below.
-        multiplicity_checked: Whether the deflated search for missed eigenvalues ran to
-            completion (or the space was exhausted), see :func:`lanczos_eigenpairs`.
-        verified: Whether ``residuals`` were measured with a block product (``k``
-            products, included in ``steps``) rather than estimated.
-    """
-
-    values: np.ndarray
-    vectors: Tensor
-    residuals: np.ndarray
-    converged: np.ndarray
-    steps: int
-    restarts: int
-    exhausted: bool
-    scale: float
-    multiplicity_checked: bool = False
-    verified: bool = False
-
-
-def order_by_which(values: np.ndarray, which: str) -> np.ndarray:
-    """Indices that sort ``values`` most wanted first.
-
-    ``"LA"``: descending; ``"SA"``: ascending; ``"LM"``: descending magnitude. The sort
-    is stable, so ties keep their order.
-
-    Returns:
-        The permutation, an integer array.
-
-    Examples:
-        >>> order_by_which(np.array([1.0, -3.0, 2.0]), "LM").tolist()
-        [1, 2, 0]
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if which == "LA":
-        key = -values
-    elif which == "SA":
-        key = values
-    else:
-        key = -np.abs(values)
-    return np.argsort(key, kind="stable")
-
-
-def residual_bounds(values: np.ndarray, tol: float, scale: float, dtype: torch.dtype) -> np.ndarray:
-    r"""The residual norms below which Ritz pairs count as converged.
-
-    .. math::
-        \lVert A x - \theta x \rVert \le \max\bigl(\mathrm{tol}\,|\theta|,\;
-        100\,\varepsilon\,\lVert A \rVert\bigr)
-
-    The first term is a relative residual: since some eigenvalue :math:`\lambda` of ``A``
-    satisfies :math:`|\lambda - \theta| \le \lVert A x - \theta x \rVert` for a unit
-    ``x`` (Golub & Van Loan, Thm. 8.1.15), it certifies :math:`\theta` to relative
-    accuracy ``tol``. The second is the round-off floor of the dtype's machine epsilon
-    :math:`\varepsilon` times the operator's scale, so that zero eigenvalues (low-rank
-    operators) can be certified too.
-
-    Returns:
-        The bound per value, float64, with ``values``' shape.
-    """
-    eps = float(torch.finfo(dtype).eps)
-    relative = tol * np.abs(np.asarray(values, dtype=np.float64))
-    return np.maximum(relative, ROUNDOFF_FACTOR * eps * scale)
-
-
-def default_basis_size(k: int, dim: int) -> int:
-    """The default thick-restart basis size.
-
-    Returns:
-        ``max(2k + 10, 20)`` capped at ``dim``.
-    """
-    return min(max(2 * k + 10, 20), dim)
 
 
 def _restart_selection(
@@ -170,6 +89,7 @@ def thick_restart_lanczos(
     locked: Tensor | None = None,
     generator: torch.Generator | None = None,
     scale_hint: float = 0.0,
+    basis_device: torch.device | str | None = None,
 ) -> RitzPairs:
     r"""k extremal eigenpairs by thick-restart Lanczos (Wu & Simon 2000).
 
@@ -209,6 +129,9 @@ def thick_restart_lanczos(
             orthogonal complement.
         generator: The CPU generator for random directions after a breakdown.
         scale_hint: A known lower bound on ``||A||`` for the round-off floor.
+        basis_device: Where the basis lives (default: the operator's device); each
+            product moves one vector there and back
+            (:mod:`flatness.curvature.lanczos_basis`).
 
     Returns:
         :class:`RitzPairs` with estimated residuals.
@@ -237,10 +160,14 @@ def thick_restart_lanczos(
         raise ValueError(f"basis_size must be at least k + 2 = {k + 2}, got {basis_size}")
     budget = math.inf if max_matvecs is None else int(max_matvecs)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    device, dtype = op.device, op.dtype
+    dtype = op.dtype
+    device = op.device if basis_device is None else torch.device(basis_device)
     eps = float(torch.finfo(dtype).eps)
+    if locked is not None:
+        locked = locked.to(device=device, dtype=dtype)
 
-    V = torch.zeros(n, m, device=device, dtype=dtype)
+    # vectors as rows: V[:, j] is contiguous, and V[:, :s] a transposed view for matmul
+    V = torch.zeros(m, n, device=device, dtype=dtype).T
     T = np.zeros((m, m), dtype=np.float64)
     start = torch.as_tensor(v0).to(device=device, dtype=dtype).reshape(-1)
     if start.shape != (n,):
@@ -254,16 +181,18 @@ def thick_restart_lanczos(
     V[:, 0] = first
 
     s = 0  # columns of T computed so far; V[:, s] is the next vector to multiply
+    known = V.new_zeros(0)  # the coupling of V[:, s] to the columns just before it
     steps = restarts = 0
     scale = float(scale_hint)
     theta = np.zeros(0)
     S = np.zeros((0, 0))
     residuals = np.zeros(0)
     exhausted = False
+    beta = math.inf
     while steps < budget:
-        w = op.matvec(V[:, s]).detach()
+        w = op.matvec(V[:, s].to(op.device)).detach().to(device)
         steps += 1
-        w, coef = project_out(w, V[:, : s + 1], locked)
+        w, coef = reorthogonalize(w, V[:, : s + 1], known, locked)
         h = coef.detach().to(device="cpu", dtype=torch.float64).numpy()
         T[: s + 1, s] = h
         T[s, : s + 1] = h
@@ -286,12 +215,16 @@ def thick_restart_lanczos(
             if following is None:  # no room left: the space is spanned
                 exhausted = True
                 break
+            coupling = np.zeros(0)
         else:
             following = w / beta
+            coupling = np.array([beta])
         if s == m:
             keep = _restart_selection(theta, order, k, m, which)
-            Y = V[:, :s] @ torch.from_numpy(np.ascontiguousarray(S[:, keep])).to(device, dtype)
-            V[:, : keep.size] = Y
+            coeffs = torch.from_numpy(np.ascontiguousarray(S[:, keep])).to(device, dtype)
+            restart_in_place(V, s, coeffs)
+            if coupling.size:  # A y_i = theta_i y_i + beta s_{m,i} v_{m+1}: the arrow
+                coupling = beta * S[s - 1, keep]
             T[:] = 0.0
             T[np.arange(keep.size), np.arange(keep.size)] = theta[keep]
             s = int(keep.size)
@@ -299,6 +232,7 @@ def thick_restart_lanczos(
             theta, S = theta[keep], np.eye(s)
             residuals = residuals[keep]
         V[:, s] = following
+        known = torch.from_numpy(np.ascontiguousarray(coupling)).to(device, dtype)
 
     order = order_by_which(theta, which)
     wanted = order[:k]
@@ -314,7 +248,11 @@ def thick_restart_lanczos(
     converged = np.zeros(k, dtype=bool)
     if got:
         converged[:got] = res[:got] <= residual_bounds(values[:got], tol, scale, dtype)
-    return RitzPairs(values, X, res, converged, steps, restarts, exhausted, scale)
+    following_value = float(theta[order[k]]) if order.size > k else math.nan
+    return RitzPairs(
+        values, X, res, converged, steps, restarts, exhausted, scale,
+        next_value=following_value, invariant=beta <= ROUNDOFF_FACTOR * eps * scale,
+    )  # fmt: skip
 
 
 def _more_wanted(a: float, b: float, slack: float, which: str) -> bool:
@@ -336,8 +274,9 @@ def lanczos_eigenpairs(
     max_matvecs: int | None = None,
     generator: torch.Generator | None = None,
     v0: Tensor | None = None,
-    multiplicity_check: bool = True,
+    multiplicity_check: bool | Literal["always"] = True,
     verify: bool = True,
+    basis_device: torch.device | str | None = None,
 ) -> RitzPairs:
     r"""k extremal eigenpairs of ``op``: thick-restart Lanczos, a deflated check, a verification.
 
@@ -347,12 +286,21 @@ def lanczos_eigenpairs(
     2. A single Krylov sequence sees only one direction in each eigenspace, so it
        cannot find a second copy of a repeated eigenvalue, and resolves a tight
        cluster only after many steps; meanwhile the ``k``-th Ritz pair may converge to a
-       less wanted eigenvalue. With ``multiplicity_check`` (and ``k >= 2``), the
-       converged vectors :math:`X` are locked and one more eigenpair is sought in their
-       orthogonal complement from a fresh random start; while it is more wanted than the
-       ``k``-th (by more than the two residuals) it replaces that one and the search is
-       repeated. The residual of such a pair, estimated in the complement, is increased
-       by :math:`\lVert R_X\rVert_F` to bound the coupling to :math:`X`.
+       less wanted eigenvalue. The deflated search locks the converged vectors
+       :math:`X` and seeks one more eigenpair in their orthogonal complement from a
+       fresh random start; while it is more wanted than the ``k``-th (by more than the
+       two residuals) it replaces that one and the search is repeated. The residual of
+       such a pair, estimated in the complement, is increased by
+       :math:`\lVert R_X\rVert_F` to bound the coupling to :math:`X`. It costs about
+       one more single-eigenvalue run, so with ``multiplicity_check=True`` it runs only
+       where the values found suggest a cluster
+       (:func:`~flatness.curvature.ritz.suggests_cluster`: two of them, or the last
+       and the next Ritz value, agreeing to :math:`\sqrt{\mathrm{tol}}`) or the run
+       ended in an invariant Krylov space (a low-rank operator: its null space, or
+       any repeated eigenvalue, has copies the start vector did not reach); with
+       ``"always"`` it always runs. ``multiplicity_checked`` says whether it ran to
+       its end: an isolated missing copy shows in no Ritz value, so a result that was
+       not searched says so rather than vouching for its completeness.
     3. With ``verify``, the residuals are recomputed with one block product,
        :math:`R = A X - X \Theta`, so the reported residuals are measured, not estimated
        (``k`` products, reserved from the budget when it allows).
@@ -367,8 +315,11 @@ def lanczos_eigenpairs(
         generator: The CPU generator for all random vectors (default: seeded with 0).
         v0: A warm start: a vector ``(dim,)`` or a block ``(dim, m)`` of vectors near
             the wanted eigenvectors (default: a random vector from ``generator``).
-        multiplicity_check: Run step 2.
+        multiplicity_check: Run step 2 where a cluster is suggested (``True``), always
+            (``"always"``) or never (``False``).
         verify: Run step 3.
+        basis_device: Where the Lanczos basis and the returned vectors live (default:
+            the operator's device).
 
     Returns:
         :class:`RitzPairs`; ``steps`` counts all products spent, verification included.
@@ -383,11 +334,17 @@ def lanczos_eigenpairs(
         >>> pairs = lanczos_eigenpairs(A, 3, tol=1e-10)   # a triple eigenvalue
         >>> np.round(pairs.values, 8).tolist(), bool(pairs.converged.all())
         ([5.0, 5.0, 5.0], True)
+        >>> pairs.multiplicity_checked   # equal values: the search ran, and found no more
+        True
     """
     which = check_which(which)
     n = op.dim
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and dim={n}, got {k}")
+    if multiplicity_check not in (True, False, "always"):
+        raise ValueError(
+            f"multiplicity_check must be True, False or 'always', got {multiplicity_check!r}"
+        )
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     m = default_basis_size(k, n) if basis_size is None else int(basis_size)
     budget = 100 * min(m, n) if max_matvecs is None else int(max_matvecs)
@@ -399,14 +356,19 @@ def lanczos_eigenpairs(
         start = torch.randn(n, generator=gen, dtype=torch.float64).to(op.device, op.dtype)
     else:
         start = start_vector(v0, op)
-    run = thick_restart_lanczos(
-        op, start, k, which=which, tol=tol, basis_size=basis_size,
-        max_matvecs=budget - reserve, generator=gen,
+    solve = functools.partial(
+        thick_restart_lanczos, op, which=which, tol=tol, basis_size=basis_size,
+        generator=gen, basis_device=basis_device,
     )  # fmt: skip
+    run = solve(start, k, max_matvecs=budget - reserve)
     values, X, residuals = run.values.copy(), run.vectors, run.residuals.copy()
     restarts, scale = run.restarts, run.scale
     checked = run.exhausted
-    if multiplicity_check and k >= 2 and not run.exhausted and bool(run.converged.all()):
+    search = multiplicity_check == "always" or (
+        multiplicity_check is True
+        and (run.invariant or suggests_cluster(values, run.next_value, tol, scale, op.dtype))
+    )
+    if search and k >= 2 and not run.exhausted and bool(run.converged.all()):
         while True:
             if k == n:
                 checked = True
@@ -414,11 +376,9 @@ def lanczos_eigenpairs(
             remaining = budget - reserve - meter.matvecs
             if remaining <= 0:
                 break
-            extra = thick_restart_lanczos(
-                op, random_vector(n, gen, X), 1, which=which, tol=tol,
-                basis_size=basis_size,
-                max_matvecs=remaining, locked=X, generator=gen, scale_hint=scale,
-            )  # fmt: skip
+            extra = solve(
+                random_vector(n, gen, X), 1, max_matvecs=remaining, locked=X, scale_hint=scale
+            )
             restarts += extra.restarts
             scale = max(scale, extra.scale)
             if not bool(extra.converged[0]):
@@ -435,8 +395,8 @@ def lanczos_eigenpairs(
             residuals = np.append(residuals, r_mu)[order]
     verified = bool(reserve) and bool(np.all(np.isfinite(values)))
     if verified:
-        AX = op.matmat(X).detach()
-        theta_t = torch.from_numpy(values).to(op.device, op.dtype)
+        AX = op.matmat(X.to(op.device)).detach().to(X.device)
+        theta_t = torch.from_numpy(values).to(X.device, op.dtype)
         measured = torch.linalg.vector_norm(AX - X * theta_t, dim=0)
         residuals = measured.detach().to(device="cpu", dtype=torch.float64).numpy()
     converged = np.isfinite(values) & (residuals <= residual_bounds(values, tol, scale, op.dtype))
@@ -451,4 +411,5 @@ def lanczos_eigenpairs(
         scale=scale,
         multiplicity_checked=checked,
         verified=verified,
+        next_value=run.next_value,
     )
