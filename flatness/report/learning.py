@@ -127,9 +127,10 @@ def _first(values: pd.Series) -> object:
 def group_labels(tracks: pd.DataFrame) -> pd.Series:
     """The schedule/regime of each run: the group whose runs are one another's seeds.
 
-    A label joins the identity fields (regime, schedule, optimizer) that differ between
-    runs (or the first one present when none differs), each distinct value once; runs
-    that record none of them are each their own group, named by their run.
+    A label joins those identity fields (regime, schedule, optimizer, in this order) that
+    tell runs apart beyond the fields before them (the first one present when none
+    does), each distinct value once; runs that record none of them are each their own
+    group, named by their run.
 
     Args:
         tracks: :func:`flatness.load_tracks`'s frame.
@@ -141,14 +142,23 @@ def group_labels(tracks: pd.DataFrame) -> pd.Series:
         >>> frame = pd.DataFrame({"run": ["a", "b", "c"], "schedule": ["step"] * 3,
         ...     "optimizer": ["sgd", "sgd", "adam"]})
         >>> group_labels(frame).to_dict()
-        {'a': 'step · sgd', 'b': 'step · sgd', 'c': 'step · adam'}
+        {'a': 'sgd', 'b': 'sgd', 'c': 'adam'}
+        >>> frame["regime"] = ["SB", "LB", "LB"]
+        >>> group_labels(frame).to_dict()
+        {'a': 'SB · sgd', 'b': 'LB · sgd', 'c': 'LB · adam'}
     """
     present = [c for c in IDENTITY if c in tracks.columns and tracks[c].notna().any()]
     if not present:
         runs = tracks["run"].astype(str).drop_duplicates()
         return pd.Series(runs.to_numpy(), index=runs.to_numpy(), name="group")
     per_run = tracks.groupby("run", sort=False)[present].agg(_first)
-    varied = [c for c in present if per_run[c].astype(str).nunique() > 1] or present[:1]
+    varied: list[str] = []
+    distinct = 1
+    for column in present:  # each field that tells runs apart the earlier ones did not
+        n = len(per_run[[*varied, column]].astype(str).drop_duplicates())
+        if n > distinct:
+            varied, distinct = [*varied, column], n
+    varied = varied or present[:1]
     labels = [
         " · ".join(dict.fromkeys(str(row[c]) for c in varied if row[c] is not None)) or str(run)
         for run, row in per_run.iterrows()

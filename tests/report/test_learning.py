@@ -120,14 +120,14 @@ def test_the_table_holds_the_frames_numbers(report) -> None:
     last = history[history.epoch == history.epoch.max()]
     for schedule in SCHEDULES:
         rows = last[last.schedule == schedule]
-        row = next(line for line in md.splitlines() if line.startswith(f"| {schedule} · "))
+        row = next(line for line in md.splitlines() if line.startswith(f"| {schedule} |"))
         test = rows.test_accuracy * 100
         assert f"| {fl.report.format_mean_std(test.mean(), test.std(ddof=1), 2)} |" in row
         runs = tracks[tracks.schedule == schedule].groupby("run")
         examples = runs.examples_seen.max()
         assert fl.report.format_mean_std(examples.mean(), examples.std(ddof=1), 2) in row
     values = pd.read_csv(result.out / "data" / "training.csv")
-    sgd = values[(values.group == "step · sgd") & (values.quantity == "train_accuracy")]
+    sgd = values[(values.group == "step") & (values.quantity == "train_accuracy")]
     expected = last[last.schedule == "step"].train_accuracy
     assert sgd["mean"].item() == pytest.approx(expected.mean())
     assert sgd["std"].item() == pytest.approx(expected.std(ddof=1))
@@ -157,7 +157,7 @@ def test_the_stability_line_is_drawn_for_sgd_only() -> None:
     lam, trace = fig.axes[0], fig.axes[1]
     lines = _dotted(lam)
     assert len(lines) == 1 and not _dotted(trace)
-    assert mcolors.same_color(lines[0].get_color(), colours["step · sgd"])
+    assert mcolors.same_color(lines[0].get_color(), colours["step"])
     assert np.allclose(lines[0].get_ydata(), 2 / 0.1)
     # Adam alone: no line at all.
     adam = tracker[tracker.optimizer == "adam"]
@@ -204,8 +204,8 @@ def test_nonfinite_records_are_gaps_and_unmeasured_steps_are_skipped(tmp_path: P
 def test_one_seed_says_there_is_no_band(tmp_path: Path) -> None:
     result = build(study_frame(), tmp_path, n_boot=100, tracks=tracks_frame(seeds=(0,)))
     md = result.markdown.read_text(encoding="utf-8")
-    assert "One run only (no band over seeds): constant · adam, step · sgd" in md
-    row = next(line for line in md.splitlines() if line.startswith("| step · sgd |"))
+    assert "One run only (no band over seeds): constant, step" in md
+    row = next(line for line in md.splitlines() if line.startswith("| step |"))
     assert "±" not in row
 
 
@@ -219,7 +219,7 @@ def test_long_tracks_are_thinned_for_plotting_and_exact_in_the_table() -> None:
     assert curve["x"].iloc[0] == 0 and curve["x"].iloc[-1] == 20000
     table = training_table(tracks.drop(columns="updates"))
     updates = table.values.set_index(["group", "quantity"])["mean"]
-    assert updates[("step · sgd", "updates")] == 20000  # from the step, every record
+    assert updates[("step", "updates")] == 20000  # from the step, every record
     labels = group_labels(rows)
     fig = fit_figure(rows, labels, group_palette(sorted(set(labels))))
     assert fig.axes[1].get_xscale() == "log"  # updates span more than two decades
@@ -240,7 +240,7 @@ def test_groups_without_identity_fields_are_their_runs() -> None:
     frame = pd.DataFrame({"run": ["a", "b"], "source": "tracker", "step": [0, 0]})
     assert group_labels(frame).to_dict() == {"a": "a", "b": "b"}
     frame = frame.assign(schedule=["adam", "step"], optimizer=["adam", "sgd"])
-    assert group_labels(frame).to_dict() == {"a": "adam", "b": "step · sgd"}
+    assert group_labels(frame).to_dict() == {"a": "adam", "b": "step"}
 
 
 def test_flatness_report_reads_the_tracks_of_a_store(tmp_path: Path) -> None:
