@@ -11,13 +11,11 @@ writes them after training)::
     name = "mnist1d"             # or factory = "mypkg.data:load"
     kwargs = { n_train = 4000, n_test = 1000 }
 
-    [scoring]                    # optional
+    [scoring]                    # optional: see flatness.pipeline.scoring_settings
     examples = 1000              # a fixed, seeded subset of the training set
-    seed = 0                     # seeds the subset and each measure's default seed
-    device = "cpu"
-    dtype = "float32"            # or "float64"
-    batch_size = 1024            # examples per forward pass
-    plugins = ["my_measures"]    # modules that register measures (imported: runs code)
+    dtype = "float32"            # float64; bfloat16/float16 with a measured warning
+    loss = "cross_entropy"       # mse, causal_lm, sequence_classification, "mod:fn"
+    groups = "blocks"            # or ["features.0", "classifier"]: per-group scores
 
     [measures]                   # optional (default: lambda_max with k = 1)
     lambda_max = { k = 5 }
@@ -39,7 +37,10 @@ Run paths are relative to the manifest's folder. A manifest is code, like a Pyth
 script: its factories and ``plugins`` name Python modules that are imported (the
 manifest's folder searched first: a file ``my_measures.py`` beside the manifest is
 ``"my_measures"``) and run, and the factories are called with the given ``kwargs``, so
-read only manifests you trust. Names from the Python standard library or builtins
+read only manifests you trust. The same goes for a loss named ``"module:function"``
+(:mod:`flatness.pipeline.named_losses`), and while a sweep runs the manifest's folder
+stays first on ``sys.path``, so a factory may import a module beside it when it is
+called. Names from the Python standard library or builtins
 (``os:system``) are refused before anything is imported or called
 (:func:`flatness.factories.refuse_standard_library`). The plugins are
 imported when the manifest is read, before its ``[measures]`` are checked, so a
@@ -61,14 +62,32 @@ from typing import Any
 
 from flatness.factories import import_plugin, refuse_standard_library
 from flatness.pipeline.measures import MEASURES, get_measure
+from flatness.pipeline.scoring_settings import (
+    DTYPES,
+    SCORING_DEFAULTS,
+    SettingError,
+    check_scoring,
+)
 from flatness.zoo.manifests import DEFAULT_MEASURES
+
+__all__ = [
+    "DTYPES",
+    "PAIR_DEFAULTS",
+    "SCORING_DEFAULTS",
+    "TABLES",
+    "Manifest",
+    "ManifestError",
+    "PairSpec",
+    "RunSpec",
+    "manifest_from_dict",
+    "read_manifest",
+]
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DTYPES = ("float32", "float64")
 TABLES = ("model", "data", "scoring", "measures", "runs", "pairs")
 PAIR_DEFAULTS: dict[str, Any] = {
     "alphas": [-1.0, 2.0],
@@ -77,14 +96,6 @@ PAIR_DEFAULTS: dict[str, Any] = {
     "bn": "interpolate",
 }
 """Settings of a ``[[pairs]]`` entry (Keskar et al.'s parametric plot)."""
-SCORING_DEFAULTS: dict[str, Any] = {
-    "examples": None,
-    "seed": 0,
-    "device": "cpu",
-    "dtype": "float32",
-    "batch_size": 1024,
-    "plugins": [],
-}
 
 
 class ManifestError(ValueError):
@@ -170,9 +181,12 @@ class Manifest:
 
         Returns:
             A copy of the manifest with the new settings.
+
+        Raises:
+            SettingError: If a setting is wrong (it names the key).
         """
         given = {k: v for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, scoring={**self.scoring, **given})
+        return dataclasses.replace(self, scoring=check_scoring({**self.scoring, **given}))
 
 
 class _Locator:
@@ -239,28 +253,10 @@ def _check_keys(
 
 
 def _validate_scoring(loc: _Locator, scoring: Mapping[str, Any]) -> dict[str, Any]:
-    _check_keys(loc, "scoring", scoring, tuple(SCORING_DEFAULTS))
-    out = {**SCORING_DEFAULTS, **scoring}
-    ex = out["examples"]
-    if ex is not None and not (ex == "all" or (isinstance(ex, int) and ex > 0)):
-        raise loc.error(f'must be a positive integer or "all", got {ex!r}', "scoring", "examples")
-    if out["dtype"] not in DTYPES:
-        raise loc.error(f"must be one of {list(DTYPES)}, got {out['dtype']!r}", "scoring", "dtype")
-    for key in ("seed", "batch_size"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 0:
-            raise loc.error(f"must be a non-negative integer, got {out[key]!r}", "scoring", key)
-    if out["batch_size"] == 0:
-        raise loc.error("must be positive", "scoring", "batch_size")
-    plugins = out["plugins"]
-    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
-        raise loc.error(
-            'must be a list of module names, e.g. ["my_measures"]', "scoring", "plugins"
-        )
-    if not isinstance(out["device"], str):
-        raise loc.error(
-            f'must be a string such as "cuda", got {out["device"]!r}', "scoring", "device"
-        )
-    return out
+    try:
+        return check_scoring(scoring)
+    except SettingError as exc:
+        raise loc.error(exc.message, "scoring", exc.key) from None
 
 
 def _validate_measures(loc: _Locator, measures: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

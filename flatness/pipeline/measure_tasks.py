@@ -108,6 +108,9 @@ class Measure:
         extra: Settings accepted besides the estimator's named keywords (passed through
             its ``**kwargs``), with their defaults.
         summary: One line for ``--help`` and error messages.
+        groups: Whether the measure is also taken per parameter group when
+            ``[scoring] groups`` asks (its estimator reads the objective's Hessian,
+            which an objective over a group's parameters restricts to that block).
     """
 
     name: str
@@ -118,6 +121,7 @@ class Measure:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary: str = ""
     accepts: tuple[str, ...] | None = None
+    groups: bool = False
 
     def estimator(self) -> Callable[..., Any]:
         """The estimator function.

@@ -78,18 +78,21 @@ BUILT_IN: tuple[Measure, ...] = (
         "flatness.curvature.eigenvalues:hessian_eigenvalues",
         summary="top-k Hessian eigenvalues by Lanczos, with residuals",
         accepts=("k", "which", "tol", "max_matvecs", "basis_size", "seed", "multiplicity_check"),
+        groups=True,
     ),
     Measure(
         "trace",
         "flatness.curvature.trace:hessian_trace",
         summary="Hessian trace (Hutch++, Hutchinson or exact), with its standard error",
         accepts=("method", "budget", "target_stderr", "seed"),
+        groups=True,
     ),
     Measure(
         "density",
         "flatness.curvature.density:spectral_density",
         summary="Hessian spectral density by stochastic Lanczos quadrature",
         accepts=("steps", "runs", "seed", "distribution"),
+        groups=True,
     ),
     Measure(
         "keskar",
@@ -168,6 +171,7 @@ def register_measure(
     sweep: Sequence[str] = (),
     rename: Mapping[str, str] | None = None,
     summary: str = "",
+    groups: bool = False,
 ) -> Measure:
     """Make a measure of your own available to manifests, :func:`flatness.score` and reports.
 
@@ -191,6 +195,9 @@ def register_measure(
         sweep: Settings that may be lists in a manifest (one task per value).
         rename: Manifest setting name -> keyword of ``function``, where they differ.
         summary: One line for ``flatness score --help``.
+        groups: Also take the measure per parameter group when ``[scoring] groups``
+            asks (the function is then called with an objective over the group's
+            parameters).
 
     Returns:
         The registered :class:`Measure`.
@@ -222,6 +229,7 @@ def register_measure(
         rename=dict(rename or {}),
         exclude=(),
         summary=summary,
+        groups=groups,
     )
     fn = measure.estimator()
     params = list(inspect.signature(fn).parameters.values())

@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from flatness.curvature.objective import Objective
-from flatness.dataset import Dataset, coerce_dataset
-from flatness.factories import import_factory, import_plugin, search_folder
+from flatness.dataset import DataSplit, ScoringData, coerce_data, split_examples
+from flatness.factories import import_factory, import_plugin, is_factory_spec, search_folder
 from flatness.pipeline.checkpoints import load_checkpoint, load_into
 from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
+from flatness.pipeline.named_losses import ScoringLoss, resolve_loss
 from flatness.zoo.data import load_dataset
 
 __all__ = [
@@ -37,7 +38,9 @@ __all__ = [
     "manifest_data",
     "model_builder",
     "scoring_device",
+    "manifest_folder",
     "scoring_dtype",
+    "scoring_loss",
     "scoring_objective",
     "training_subset",
 ]
@@ -73,8 +76,16 @@ def as_manifest(target: ManifestLike) -> Manifest:
     )
 
 
-def _folder(manifest: Manifest) -> Path | None:
+def manifest_folder(manifest: Manifest) -> Path | None:
+    """The folder searched first for the modules a manifest names: the manifest's own.
+
+    Returns:
+        The manifest file's folder, or ``None`` for a manifest built in code.
+    """
     return manifest.path.parent if manifest.path is not None else None
+
+
+_folder = manifest_folder
 
 
 def import_plugins(manifest: Manifest) -> None:
@@ -118,22 +129,43 @@ def manifest_code(manifest: Manifest) -> str | None:
     return f"{where} runs code: {', '.join(parts)}"
 
 
-def manifest_data(manifest: Manifest) -> Dataset:
+def manifest_data(manifest: Manifest) -> ScoringData:
     """The data set the manifest names.
+
+    A data factory may return the forms of :mod:`flatness.dataset` (``(X, y)`` pairs of
+    any dtype, dicts of tensors, lists of batches, map-style data sets); it is called
+    with the manifest's folder first on ``sys.path``.
 
     Returns:
         A built-in data set, a data factory's, or the in-memory data of a manifest
         built in code.
 
     Raises:
-        KeyError, ImportError, ValueError: If the data set cannot be built (the message
-            says why).
+        KeyError, ImportError, ValueError, TypeError: If the data set cannot be built
+            (the message says why and names the factory).
     """
     data = manifest.data
-    if isinstance(data, str):
+    if isinstance(data, str) and is_factory_spec(data):
+        factory = import_factory(data, kind="data factory", folder=_folder(manifest))
         with search_folder(_folder(manifest)):
-            return load_dataset(data, **manifest.data_kwargs)
-    return coerce_dataset(data, name="<in-memory data>", settings=manifest.data_kwargs)
+            value = factory(**manifest.data_kwargs)
+        return coerce_data(value, name=data, settings=manifest.data_kwargs)
+    if isinstance(data, str):
+        return load_dataset(data, **manifest.data_kwargs)
+    return coerce_data(data, name="<in-memory data>", settings=manifest.data_kwargs)
+
+
+def scoring_loss(manifest: Manifest) -> ScoringLoss:
+    """The loss ``[scoring] loss`` or ``batch_loss`` names (default: cross-entropy).
+
+    Returns:
+        The loss, its function imported (the manifest's folder searched first).
+
+    Raises:
+        ValueError, ImportError, AttributeError, TypeError: If the setting names no
+            loss; the message names the setting.
+    """
+    return resolve_loss(manifest.scoring, folder=_folder(manifest))
 
 
 def model_builder(manifest: Manifest) -> Callable[[], nn.Module]:
@@ -155,7 +187,8 @@ def model_builder(manifest: Manifest) -> Callable[[], nn.Module]:
     )
 
     def build() -> nn.Module:
-        model = fn(**manifest.model_kwargs)
+        with search_folder(_folder(manifest)):
+            model = fn(**manifest.model_kwargs)
         if not isinstance(model, nn.Module):
             raise TypeError(
                 f"the model factory returned a {type(model).__name__}, not a torch.nn.Module"
@@ -196,12 +229,16 @@ def scoring_dtype(manifest: Manifest) -> torch.dtype:
     """The precision of ``[scoring] dtype``.
 
     Returns:
-        ``torch.float64`` or ``torch.float32``.
+        The torch dtype it names (``torch.float32`` for ``"float32"``).
+
+    Examples:
+        >>> scoring_dtype(Manifest("m:f", "mnist1d", runs=(), scoring={"dtype": "bfloat16"}))
+        torch.bfloat16
     """
-    return torch.float64 if manifest.scoring["dtype"] == "float64" else torch.float32
+    return getattr(torch, str(manifest.scoring["dtype"]))  # type: ignore[no-any-return]
 
 
-def training_subset(data: Dataset, examples: int | str | None, seed: int) -> tuple[Any, Any]:
+def training_subset(data: ScoringData, examples: int | str | None, seed: int) -> DataSplit:
     """The fixed, seeded subset of ``examples`` training examples (all when ``None``/``"all"``).
 
     Args:
@@ -210,20 +247,33 @@ def training_subset(data: Dataset, examples: int | str | None, seed: int) -> tup
         seed: Seeds the choice.
 
     Returns:
-        ``(inputs, targets)`` of the kept examples, in their original order.
+        The kept examples in their original order: ``(inputs, targets)``, or a dict of
+        tensors; a list of batches is returned whole.
+
+    Raises:
+        ValueError: If a subset of a list of batches is asked for.
 
     Examples:
         >>> X, y = torch.arange(10.0).reshape(10, 1), torch.zeros(10, dtype=torch.long)
-        >>> d = coerce_dataset(((X, y), (X, y)), name="toy", settings={})
+        >>> d = coerce_data(((X, y), (X, y)), name="toy", settings={})
         >>> training_subset(d, 3, seed=0)[0].flatten().tolist()
         [1.0, 4.0, 7.0]
     """
-    x, y = data.train
-    n = int(x.shape[0])
+    split: DataSplit = data.train
+    n = split_examples(split)
     if examples is None or examples == "all" or int(examples) >= n:
-        return x, y
+        return split
+    if isinstance(split, list):
+        raise ValueError(
+            f"[scoring] examples = {examples}: the data factory {data.name!r} returns a list "
+            f"of {n} examples in batches, which are scored whole; leave examples unset or "
+            '"all", or return (X, y) tensors or a dict of tensors to draw a subset from'
+        )
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(n, generator=gen)[: int(examples)].sort().values
+    if isinstance(split, dict):
+        return {k: v[idx] for k, v in split.items()}
+    x, y = split
     return x[idx], y[idx]
 
 
@@ -266,4 +316,5 @@ def scoring_objective(
         batch_size=int(scoring["batch_size"]),
         device=device,
         dtype=dtype,
+        **scoring_loss(man).objective_kwargs(),
     )

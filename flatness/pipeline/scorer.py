@@ -7,7 +7,8 @@ each ``[[pairs]]`` entry of a manifest to a :class:`Scorer`, which
    (:mod:`flatness.pipeline.checkpoints`);
 2. builds the model (:mod:`flatness.pipeline.objective_setup`) and loads the weights;
 3. evaluates the train and test loss and accuracy (eval mode) and stores them with
-   the metadata (the checkpoint's own ``meta`` first, then the manifest's entry);
+   the metadata (the checkpoint's own ``meta`` first, then the manifest's entry) and
+   its per-epoch training history as ``tracks`` (:mod:`flatness.pipeline.histories`);
 4. builds the :class:`~flatness.curvature.objective.Objective` on the fixed, seeded
    subset of the training set and runs every measure task not yet in the store:
    each task is *claimed* first (so several processes share a store without computing
@@ -23,7 +24,6 @@ file and the cause, and the others are scored.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,9 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from flatness.curvature.objective import Objective
-from flatness.dataset import Dataset
-from flatness.evaluation import evaluate
+from flatness.dataset import ScoringData, objective_data
 from flatness.pipeline.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -45,16 +43,21 @@ from flatness.pipeline.checkpoints import (
     load_into,
 )
 from flatness.pipeline.database import StoreError
+from flatness.pipeline.groups import GroupError, parameter_groups
+from flatness.pipeline.histories import put_history
 from flatness.pipeline.manifest import Manifest, PairSpec
 from flatness.pipeline.measures import get_measure, settings_key
+from flatness.pipeline.named_losses import ScoringLoss
 from flatness.pipeline.objective_setup import (
     manifest_data,
     model_builder,
     scoring_dtype,
-    training_subset,
+    scoring_loss,
 )
+from flatness.pipeline.progress import Progress
+from flatness.pipeline.run_setup import PreparedRun, prepare_run, stored_precision
 from flatness.pipeline.store import Claim, ResultsStore
-from flatness.pipeline.task_plan import Task, plan_tasks
+from flatness.pipeline.task_plan import GROUP, Task, plan_tasks
 from flatness.results import Meter
 from flatness.sharpness.interpolation import parametric_plot
 from flatness.versions import package_versions
@@ -70,25 +73,6 @@ META_DROPPED = ("history",)
 CLAMPED = "variance_clamped"
 """The ``curves`` metric (split ``"bn"``) marking the α at which an extrapolated
 BatchNorm running variance was negative and clamped to zero (``bn = "interpolate"``)."""
-
-
-class Progress:
-    """tqdm bars when asked for and installed; otherwise silent."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def bar(self, total: int, desc: str, leave: bool) -> Any:
-        """A progress bar over ``total`` steps.
-
-        Returns:
-            A ``tqdm`` bar, or ``None`` when progress bars are off.
-        """
-        if not self.enabled:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=leave, file=sys.stderr, dynamic_ncols=True)
 
 
 def _run_meta(run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> dict[str, Any]:
@@ -155,7 +139,6 @@ class Scorer:
         scoring = manifest.scoring
         self.device = torch.device(scoring["device"])
         self.dtype = scoring_dtype(manifest)
-        self.tasks = plan_tasks(manifest)
         self.versions = package_versions()
         self.counts = {"computed": 0, "reused": 0, "by_others": 0}
         self.failures: list[str] = []
@@ -163,8 +146,29 @@ class Scorer:
         self.busy_pairs: list[PairSpec] = []
         self.seen: dict[str, int] = {}  # a checkpoint's SHA-256 -> its first run's index
         # resources shared by all checkpoints, built once; their failure fails each run
-        self.data: _Once[Dataset] = _Once(lambda: manifest_data(manifest))
+        self.data: _Once[ScoringData] = _Once(lambda: manifest_data(manifest))
         self.builder: _Once[Callable[[], nn.Module]] = _Once(lambda: model_builder(manifest))
+        self.loss: _Once[ScoringLoss] = _Once(lambda: scoring_loss(manifest))
+        self.tasks = plan_tasks(manifest, groups=self._groups())
+
+    def _groups(self) -> tuple[str, ...]:
+        """The parameter groups ``[scoring] groups`` names, checked on a freshly built model.
+
+        Raises:
+            GroupError: If a group matches nothing (it names the setting and the names).
+        """
+        spec = self.manifest.scoring.get("groups")
+        if spec is None:
+            return ()
+        try:
+            model = self.builder()()
+        except Exception:  # the factory's failure is each run's, recorded there
+            return ()
+        try:
+            return parameter_groups(model, spec)
+        except GroupError as exc:
+            where = self.manifest.path or "the manifest"
+            raise GroupError(f"{where}: {exc}") from None
 
     def _fail_run(self, key: str, path: Path, message: str) -> None:
         self.store.put_run(key, path, status="failed", error=message)
@@ -221,7 +225,7 @@ class Scorer:
             self.counts["reused"] += len(tasks)
             return
         try:
-            objective = self._prepare(run.meta, checkpoint)
+            prepared = self._prepare(run.meta, checkpoint)
         except StoreError:
             raise  # the store's failure, not the checkpoint's
         except Exception as exc:
@@ -230,40 +234,31 @@ class Scorer:
         bar = self.progress.bar(len(tasks), desc=path.name, leave=False)
         try:
             for task in tasks:
-                self._run_task(index, key, objective, task)
+                self._run_task(index, key, prepared, task)
                 if bar is not None:
                     bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _prepare(self, run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> Objective:
-        data = self.data()
-        model = load_into(self.builder()(), checkpoint)
-        model = model.to(device=self.device, dtype=self.dtype)
-        bs = int(self.manifest.scoring["batch_size"])
-        x_train, y_train = (t.to(self.device) for t in data.train)
-        x_test, y_test = (t.to(self.device) for t in data.test)
-        if x_train.is_floating_point():
-            x_train, x_test = x_train.to(self.dtype), x_test.to(self.dtype)
-        try:
-            train_loss, train_acc = evaluate(model, x_train, y_train, batch_size=bs)
-            test_loss, test_acc = (
-                evaluate(model, x_test, y_test, batch_size=bs)
-                if x_test.shape[0]
-                else (float("nan"), float("nan"))
+    def _prepare(self, run_meta: Mapping[str, Any], checkpoint: Checkpoint) -> PreparedRun:
+        precision = stored_precision(checkpoint.state_dict)
+        if precision is not None and getattr(torch, precision) != self.dtype:
+            self.echo(
+                f"{checkpoint.path}: stored in {precision}, analysed in "
+                f"{str(self.dtype).removeprefix('torch.')} ([scoring] dtype, --dtype)"
             )
-        except (RuntimeError, ValueError, IndexError) as exc:
-            raise RuntimeError(
-                f"the model cannot run on the data ({_reason(exc)}); check that the [model] "
-                f"factory and kwargs fit the [data] set (inputs of shape "
-                f"{tuple(x_train.shape[1:])}, {data.num_classes} classes)"
-            ) from exc
-        subset = training_subset(
-            data, self.manifest.scoring["examples"], self.manifest.scoring["seed"]
+        prepared = prepare_run(
+            load_into(self.builder()(), checkpoint),
+            self.data(),
+            loss=self.loss(),
+            scoring=self.manifest.scoring,
+            device=self.device,
+            dtype=self.dtype,
+            where=str(checkpoint.path),
+            checkpoint_dtype=precision,
         )
-        objective = Objective(model, subset, batch_size=bs, device=self.device, dtype=self.dtype)
-        meta = _run_meta(run_meta, checkpoint)
+        meta = {**_run_meta(run_meta, checkpoint), **prepared.notes}
         self.store.put_run(
             checkpoint.sha256,
             checkpoint.path,
@@ -273,17 +268,15 @@ class Scorer:
             seed=_int_or_none(meta.get("seed")),
             epoch=_int_or_none(meta.get("epoch")),
             meta=meta,
-            train_loss=train_loss,
-            train_accuracy=train_acc,
-            test_loss=test_loss,
-            test_accuracy=test_acc,
-            examples=objective.num_examples,
+            examples=prepared.objective.num_examples,
             status="ok",
             error=None,
+            **prepared.metrics,
         )
-        return objective
+        put_history(self.store, {**run_meta, **checkpoint.meta})  # the learning curve
+        return prepared
 
-    def _run_task(self, index: int, key: str, objective: Objective, task: Task) -> None:
+    def _run_task(self, index: int, key: str, prepared: PreparedRun, task: Task) -> None:
         claim = self.store.claim(key, task.measure, task.key)
         if claim.state == "done":
             self.counts["reused"] += 1
@@ -293,9 +286,11 @@ class Scorer:
             return
         measure = get_measure(task.measure)
         meter = Meter()
+        settings = dict(task.settings)
         try:
             with meter:
-                records, details = measure.run(objective, task.settings)
+                objective = prepared.objective_for(settings.pop(GROUP, None))
+                records, details = measure.run(objective, settings)
         except (KeyboardInterrupt, SystemExit):
             self.store.release(key, task.measure, task.key)
             raise
@@ -370,18 +365,25 @@ class Scorer:
         self.counts["computed" if stored else "by_others"] += 1
 
     def _parametric_plot(self, sb: Checkpoint, lb: Checkpoint, pair: PairSpec) -> Any:
-        data = self.data()
+        data, loss = self.data(), self.loss()
+        if loss.loss_fn is None:
+            raise ValueError(
+                f"[scoring] loss {loss.name!r} is a batch loss; the parametric plot takes a "
+                "loss_fn(output, target) on (x, y) data"
+            )
         models = [load_into(self.builder()(), ckpt) for ckpt in (sb, lb)]
         lo, hi = pair.settings["alphas"]
+        bs = int(self.manifest.scoring["batch_size"])
         return parametric_plot(
             models[0],
             models[1],
-            train=data.train,
-            test=data.test if data.n_test else None,
+            train=objective_data(data.train, bs),
+            test=objective_data(data.test, bs) if data.n_test else None,
+            loss_fn=loss.loss_fn,
             alphas=np.linspace(float(lo), float(hi), int(pair.settings["points"])),
             path=pair.settings["curve"],
             bn=pair.settings["bn"],
-            batch_size=int(self.manifest.scoring["batch_size"]),
+            batch_size=bs,
             device=self.device,
             dtype=self.dtype,
         )

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from flatness.factories import search_folder
 from flatness.pipeline.database import store_error
 from flatness.pipeline.manifest import Manifest
 from flatness.pipeline.objective_setup import (
@@ -29,11 +30,14 @@ from flatness.pipeline.objective_setup import (
     as_manifest,
     import_plugins,
     manifest_code,
+    manifest_folder,
     scoring_device,
+    scoring_loss,
     scoring_objective,
     training_subset,
 )
 from flatness.pipeline.scorer import CLAMPED, META_DROPPED, Progress, Scorer
+from flatness.pipeline.scoring_settings import SCORING_DEFAULTS
 from flatness.pipeline.store import DEFAULT_STALE_AFTER, ResultsStore
 from flatness.pipeline.summary import summary_table
 from flatness.results import Meter, PlainData
@@ -104,6 +108,8 @@ def score(
     poll: float = 0.5,
     threads: int | None = None,
     stale_after: float = DEFAULT_STALE_AFTER,
+    groups: str | Sequence[str] | None = None,
+    recompute_batchnorm: bool | None = None,
 ) -> ScoreSummary:
     """Score every checkpoint of a manifest into a results store (``flatness score``).
 
@@ -113,7 +119,7 @@ def score(
         store: The SQLite results store (default ``results.sqlite`` beside the manifest).
         measures: Score only these measures (their manifest settings, else defaults).
         device: Override ``[scoring] device`` (for example ``"cuda"``).
-        dtype: Override ``[scoring] dtype``.
+        dtype: Override ``[scoring] dtype`` (float32, float64, bfloat16, float16).
         examples: Override ``[scoring] examples``.
         trust_pickle: Allow checkpoints that need full unpickling (trusted files only).
         progress: Show progress bars (per checkpoint and per measure) on stderr.
@@ -129,18 +135,30 @@ def score(
         stale_after: Seconds without a heartbeat after which another process's claim on a
             task is taken over (its owner hangs or was stopped); a working owner
             refreshes its claims every few seconds, however long its task runs.
+        groups: Override ``[scoring] groups``: ``"blocks"`` or parameter names and module
+            prefixes whose Hessian blocks are also measured
+            (:mod:`flatness.pipeline.groups`).
+        recompute_batchnorm: Override ``[scoring] recompute_batchnorm``: recompute
+            BatchNorm running statistics on the scoring data before measuring.
+
+    The manifest's folder is first on ``sys.path`` while the sweep runs, so its model,
+    data and loss factories may import modules beside it when they are called.
 
     Returns:
         What was computed, reused and failed; ``summary.ok`` is true when all was scored.
 
     Raises:
         ManifestError: If the manifest itself is invalid.
+        SettingError: If an override is wrong (a ``ValueError`` naming the setting).
+        GroupError: If a parameter group matches nothing (a ``ValueError`` naming
+            ``[scoring] groups`` and the names there are).
         StoreError: If the store cannot be read or written (locked past the store's
             patience, disk full, damaged, read-only); the message names the store and
             the remedy. It is a ``ValueError``; finished tasks stay stored.
         ValueError: If the store is not a results store, the device is unavailable, or
             the store holds scores computed on another objective (other model, data,
-            examples, example seed or dtype than this manifest's).
+            examples, example seed, dtype, loss or BatchNorm statistics than this
+            manifest's), or the loss it names cannot be imported.
     """
     meter = Meter()
     log = log or (lambda line: None)
@@ -152,7 +170,17 @@ def score(
     import_plugins(man)
     if measures:
         man = man.with_measures(list(measures))
-    man = man.with_scoring(device=device, dtype=dtype, examples=examples)
+    man = man.with_scoring(
+        device=device,
+        dtype=dtype,
+        examples=examples,
+        groups=[groups] if isinstance(groups, str) and groups != "blocks" else groups,
+        recompute_batchnorm=recompute_batchnorm,
+    )
+    try:
+        scoring_loss(man)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise ValueError(f"{man.path or 'the manifest'}: {exc}") from exc
     dev = scoring_device(man.scoring["device"])
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch.cuda.is_available() is False")
@@ -161,7 +189,11 @@ def score(
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
     bars = Progress(progress)
     try:
-        with ResultsStore(store, stale_after=stale_after, echo=echo) as db, db.heartbeat():
+        with (
+            search_folder(manifest_folder(man)),
+            ResultsStore(store, stale_after=stale_after, echo=echo) as db,
+            db.heartbeat(),
+        ):
             _claim_objective(db, _manifest_info(man), Path(store))
             scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log, echo=echo)
             outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
@@ -197,9 +229,18 @@ def score(
     )
 
 
-OBJECTIVE_SETTINGS = ("examples", "seed", "dtype")
+OBJECTIVE_SETTINGS = ("examples", "seed", "dtype", "loss", "recompute_batchnorm")
 """``[scoring]`` settings that change the numbers: the examples, the seed that picks them
-(when a subset is asked for) and the precision."""
+(when a subset is asked for), the precision, the loss (``loss`` or ``batch_loss``) and
+recomputed BatchNorm statistics. A store written before a setting existed holds its
+default."""
+
+
+def _objective_setting(scoring: Mapping[str, Any], key: str) -> Any:
+    """A ``[scoring]`` setting as it defines the objective (defaults filled in)."""
+    if key == "loss":
+        return scoring.get("batch_loss") or scoring.get("loss") or "cross_entropy"
+    return scoring.get(key, SCORING_DEFAULTS.get(key))
 
 
 def _objective_changes(before: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
@@ -217,8 +258,9 @@ def _objective_changes(before: Mapping[str, Any], info: Mapping[str, Any]) -> li
     for key in OBJECTIVE_SETTINGS:
         if key == "seed" and not subset:
             continue  # the seed picks the subset; with every example it changes nothing
-        if old.get(key) != new.get(key):
-            changed.append(f"[scoring] {key} = {old.get(key)!r} → {new.get(key)!r}")
+        before_value, value = _objective_setting(old, key), _objective_setting(new, key)
+        if before_value != value:
+            changed.append(f"[scoring] {key} = {before_value!r} → {value!r}")
     return changed
 
 

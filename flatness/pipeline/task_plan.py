@@ -5,18 +5,28 @@
 swept settings; the scorer runs them and the store keys its rows by them. The registry
 knows no manifest, and the manifest reader only checks names against the registry, so
 the arrows point one way: this module reads both.
+
+When ``[scoring] groups`` names parameter groups (:mod:`flatness.pipeline.groups`),
+each measure that takes one (:attr:`~flatness.pipeline.measure_tasks.Measure.groups`)
+has, besides its whole-network task, one task per group whose settings hold the
+group under :data:`GROUP`: its own store key, while the whole-network tasks keep
+theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from flatness.pipeline.manifest import Manifest
 from flatness.pipeline.measure_tasks import settings_key
 from flatness.pipeline.measures import get_measure
 
-__all__ = ["Task", "plan_tasks"]
+__all__ = ["GROUP", "Task", "plan_tasks"]
+
+GROUP = "group"
+"""The setting that names a task's parameter group (absent: the whole network)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +44,19 @@ class Task:
     key: str
 
 
-def plan_tasks(manifest: Manifest) -> list[Task]:
+def plan_tasks(manifest: Manifest, *, groups: Sequence[str] = ()) -> list[Task]:
     """Every (measure, settings) task of a manifest.
 
     A measure's ``seed`` defaults to ``[scoring] seed``.
 
+    Args:
+        manifest: The manifest.
+        groups: Parameter groups (checked names, :func:`~flatness.pipeline.groups.
+            parameter_groups`): each measure that takes one also gets a task per group.
+
     Returns:
-        The tasks, measure by measure, each with its complete settings and store key.
+        The tasks, measure by measure (the whole network's first, then each group's),
+        each with its complete settings and store key.
 
     Raises:
         KeyError: For an unknown measure or setting.
@@ -54,4 +70,7 @@ def plan_tasks(manifest: Manifest) -> list[Task]:
             settings["seed"] = int(manifest.scoring["seed"])
         for task in measure.tasks(settings):
             out.append(Task(name, task, settings_key(task)))
+            for group in groups if measure.groups else ():
+                grouped = {**task, GROUP: group}
+                out.append(Task(name, grouped, settings_key(grouped)))
     return out

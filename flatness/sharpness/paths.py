@@ -7,7 +7,8 @@ module holds what such a point needs: the coefficients, the state dicts of model
 checkpoints and the check that they fit one architecture, the data as
 ``(inputs, targets)`` batches, and the BatchNorm running statistics recomputed at the
 point (cumulative averages over the training batches, as after a weight average in
-stochastic weight averaging).
+stochastic weight averaging: :func:`flatness.batchnorm.recompute_running_statistics`,
+kept here under its former name ``recompute_statistics``).
 
 References:
     N. S. Keskar, D. Mudigere, J. Nocedal, M. Smelyanskiy and P. T. P. Tang (2017). On
@@ -25,8 +26,9 @@ from typing import Literal, TypeAlias, get_args
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _NormBase
 
+from flatness.batchnorm import norm_layers
+from flatness.batchnorm import recompute_running_statistics as recompute_statistics
 from flatness.curvature.objective import Batch, batch_size_of, move_batch, split_batches
 from flatness.evaluation import xy_pair
 
@@ -145,42 +147,6 @@ def check_compatible(states: Sequence[tuple[str, Mapping[str, Tensor]]]) -> None
                 f"{name} and {ref_name} have different parameter shapes ({ref_name} vs "
                 f"{name}): {'; '.join(shapes[:8])}"
             )
-
-
-def norm_layers(model: nn.Module) -> list[tuple[str, _NormBase]]:
-    """The normalization layers of ``model`` that track running statistics.
-
-    Returns:
-        ``(name, layer)`` pairs in the order of ``named_modules``.
-    """
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, _NormBase) and m.track_running_stats
-    ]
-
-
-def recompute_statistics(model: nn.Module, batches: Sequence[Batch]) -> None:
-    """Reset the running statistics and average them over ``batches`` (no gradients).
-
-    The normalization layers alone run in training mode with momentum ``None``
-    (cumulative averages); the model is left in ``eval()`` mode.
-    """
-    layers = [m for _, m in norm_layers(model)]
-    momenta = [m.momentum for m in layers]
-    model.eval()
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: the plain mean over batches
-        m.train()
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(xy_pair(batch, "train")[0])
-    finally:
-        for m, momentum in zip(layers, momenta, strict=True):
-            m.momentum = momentum
-        model.eval()
 
 
 def prepared_batches(

@@ -44,3 +44,72 @@ def empty_data() -> tuple:
     x = torch.zeros(0, IN)
     y = torch.zeros(0, dtype=torch.long)
     return (x, y), (x, y)
+
+
+VOCAB, LENGTH = 11, 6
+
+
+class TokenNet(nn.Module):
+    """Embeds token ids, averages them over the sequence and classifies (3 classes).
+
+    Called as ``net(ids)`` or ``net(input_ids=ids, labels=...)`` (a dict batch); the
+    second returns a dict with ``logits``, as a Hugging Face model does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(VOCAB, 4)
+        self.head = nn.Linear(4, CLASSES)
+
+    def forward(self, ids=None, *, input_ids=None, labels=None):
+        logits = self.head(self.embed(ids if ids is not None else input_ids).mean(dim=1))
+        return logits if ids is not None else {"logits": logits}
+
+
+def token_net() -> nn.Module:
+    return TokenNet()
+
+
+def _tokens(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (n, LENGTH), generator=gen)
+    return ids, ids[:, 0] % CLASSES
+
+
+def token_data(n: int = 24, n_test: int = 8) -> tuple:
+    """(ids, labels) pairs of int64 token ids."""
+    return _tokens(n, 0), _tokens(n_test, 1)
+
+
+def dict_data(n: int = 24, n_test: int = 8) -> dict:
+    """Dicts of tensors: ``input_ids`` and ``labels`` (Hugging Face style)."""
+    splits = [_tokens(k, s) for k, s in ((n, 0), (n_test, 1))]
+    train, test = ({"input_ids": x, "labels": y} for x, y in splits)
+    return {"train": train, "test": test}
+
+
+def batch_list_data() -> tuple:
+    """Lists of dict batches of two lengths (scored as given)."""
+    ids, labels = _tokens(20, 0)
+    batches = [{"input_ids": ids[:12], "labels": labels[:12]}]
+    batches.append({"input_ids": ids[12:, :4], "labels": labels[12:]})
+    return batches, batches[:1]
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """A map-style data set of dict items with a text column, as `datasets` gives."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.ids, self.labels = _tokens(n, seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        ids, label = self.ids[i].tolist(), int(self.labels[i])
+        return {"text": f"example {i}", "input_ids": ids, "labels": label}
+
+
+def item_data() -> tuple:
+    return ItemDataset(24, 0), ItemDataset(8, 1)

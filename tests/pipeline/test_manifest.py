@@ -69,7 +69,7 @@ BAD = [
         "lambda_max = { k = [1, 2] }",
         r"\[measures\] lambda_max: .*k = \[1, 2\] is a list",
     ),
-    ('dtype = "float64"', 'dtype = "float16"', r"\[scoring\] dtype: must be one of"),
+    ('dtype = "float64"', 'dtype = "int8"', r"\[scoring\] dtype: must be one of"),
     ("examples = 30", "examples = -3", r"\[scoring\] examples: must be a positive integer"),
     ("examples = 30", "exemples = 30", r"\[scoring\] exemples: unknown key"),
     (
