@@ -1,22 +1,34 @@
-"""Benchmark the curvature engine against PyHessian 0.1 on the same models and data.
+"""Benchmark flatness's curvature engine against PyHessian 0.1 and curvlinops 3.0.1 (issue 19).
 
-One run trains small-batch (SB) and large-batch (LB) networks on MNIST-1D (generated
-offline), then, for each checkpoint and in the same process, times
+Models (``analyses/models.py``): a 3.4k-parameter MLP and the F1-style BatchNorm MLP,
+each trained small-batch (SB) and large-batch (LB) on MNIST-1D (4000 examples, generated
+offline); ResNet-18 on random 32×32 images and an ``nn.TransformerEncoder`` classifier on
+random tokens (both at their seeded initialisation). On one thread
+(``torch.set_num_threads(1)``), in one process, for each model:
 
-* a full-data gradient, and one Hessian-vector product per strategy (ratios);
-* top-1 and top-5 eigenvalues: ours (Lanczos, certified by residuals) vs PyHessian's
-  power iteration, with errors against a float64 reference (dense Hessian for the tiny
-  MLP, float64 Lanczos to a 1e-8 relative residual for the larger nets);
-* the trace: ours (exact for piecewise-linear nets, Hutch++ with a standard error) vs
-  PyHessian's Hutchinson, with errors against the exact float64 trace;
-* the spectral density (PyHessian's ``density()`` is tried and its failure recorded);
+* the cost of a product: a full-data gradient, one Hessian-vector product of flatness
+  (default batches, and one batch) and of PyHessian, in gradients; building the
+  objective and operator against PyHessian's constructor;
+* top-1 and top-5: flatness (certified to a 1e-4 relative residual), PyHessian's power
+  iteration (its default tolerance), curvlinops' ``HessianLinearOperator`` with scipy
+  ``eigsh`` (tol 1e-4) — interleaved, the order rotating with each repeat; wall time
+  (construction included), products, error against a float64 reference (MLPs) or the
+  difference from flatness's certified value; ratios per repeat, median and min–max;
+* products against the plain-Lanczos floor from the same start vector
+  (``lanczos_floor.plain_lanczos_products``) and against ARPACK (``eigsh``);
+* peak memory of a top-1 call of each tool, each in a fresh process
+  (``peak_memory.py``: RSS sampled every 2 ms and ``ru_maxrss``, minus the setup
+  baseline); on ResNet-18 these fresh-process runs are also its timings (its products
+  are too slow for in-process repeats on a shared CPU);
+* the trace (MLPs): exact, Hutch++ with 100 products, PyHessian's ``trace()``;
 
-and writes ``reports/benchmark-curvature.md``.
+and writes ``reports/benchmark-curvature.md`` (``curvature_report.py``), with GPU rows
+from ``reports/gpu-check.json`` when ``gpu_check.py`` ran on a GPU, else "pending".
 
 Usage::
 
-    python analyses/benchmark_curvature.py            # the full benchmark (~20 min on 2 cores)
-    python analyses/benchmark_curvature.py --quick    # tiny MLP only, one repeat (~1 min)
+    python analyses/benchmark_curvature.py            # the full size (~12 min on an idle core)
+    python analyses/benchmark_curvature.py --quick    # tiny sizes, one repeat (seconds)
 """
 
 from __future__ import annotations
@@ -24,11 +36,10 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import json
 import platform
-import statistics
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,379 +47,44 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import curvature_report
+import models
+import peers
+from lanczos_floor import plain_lanczos_products
+from peak_memory import TOOLS, peak_in_subprocess
 
 import flatness as fl
 from flatness.curvature.hessian import HessianOperator
 from flatness.zoo import TrainConfig, load_dataset, train_network
 
 ROOT = Path(__file__).resolve().parents[1]
+TOL = 1e-4
 
 
-# ----------------------------------------------------------------------------- timing
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median wall seconds of ``repeats`` calls, and the last call's value."""
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+# --------------------------------------------------------------------- the checkpoints
+def trained_checkpoints(
+    data: Any,
+    *,
+    quick: bool,
+    networks: list[tuple[str, TrainConfig]] | None = None,
+) -> Iterator[tuple[str, str, nn.Module]]:
+    """Train networks SB then LB on ``data`` (MNIST-1D), one at a time.
 
+    Args:
+        data: The data set to train on.
+        quick: Only the first network.
+        networks: ``(label, TrainConfig)`` pairs (default: the tiny MLP, the BatchNorm
+            MLP and a conv net, the checkpoints ``benchmark_sharpness.py`` scores).
 
-class ProductCounter:
-    """Counts PyHessian's Hessian-vector products by wrapping its module functions."""
-
-    def __init__(self) -> None:
-        import pyhessian  # noqa: F401 - its package attribute `hessian` is the class
-
-        ph = sys.modules["pyhessian.hessian"]
-        self.module = ph
-        self.count = 0
-        self._orig_hvp = ph.hessian_vector_product
-        self._orig_data = ph.hessian.dataloader_hv_product
-
-    def __enter__(self) -> ProductCounter:
-        counter = self
-
-        def hvp(*args: Any, **kwargs: Any) -> Any:
-            counter.count += 1
-            return counter._orig_hvp(*args, **kwargs)
-
-        def data_hvp(obj: Any, v: Any) -> Any:
-            counter.count += 1
-            return counter._orig_data(obj, v)
-
-        self.module.hessian_vector_product = hvp
-        self.module.hessian.dataloader_hv_product = data_hvp
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.module.hessian_vector_product = self._orig_hvp
-        self.module.hessian.dataloader_hv_product = self._orig_data
-
-
-def pyhessian_run(model: nn.Module, X: torch.Tensor, y: torch.Tensor, what: str, **kw: Any):
-    """Construct PyHessian on the full data (one batch, its retained-graph path) and run
-    ``what``; returns (value, products). Construction is part of the work timed."""
-    from pyhessian import hessian
-
-    net = copy.deepcopy(model).eval()
-    with ProductCounter() as counter:
-        h = hessian(net, nn.CrossEntropyLoss(), data=(X, y), cuda=False)
-        out = getattr(h, what)(**kw)
-    return out, counter.count
-
-
-def pyhessian_product_time(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeats: int
-) -> float:
-    """Median time of one PyHessian retained-graph product on the full data."""
-    from pyhessian import hessian
-
-    ph = sys.modules["pyhessian.hessian"]
-    h = hessian(copy.deepcopy(model).eval(), nn.CrossEntropyLoss(), data=(X, y), cuda=False)
-    v = [torch.randn_like(p) for p in h.params]
-    ph.hessian_vector_product(h.gradsH, h.params, v)
-    t, _ = timed(lambda: ph.hessian_vector_product(h.gradsH, h.params, v), repeats)
-    return t
-
-
-# ------------------------------------------------------------------------ references
-def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, Any]:
-    """Float64 top-k eigenvalues and trace."""
-    obj = fl.Objective(model, (X, y), dtype=torch.float64, batch_size=len(X))
-    if obj.dim <= 4000:
-        with HessianOperator(obj) as H:
-            dense = H.to_dense()
-        eig = torch.linalg.eigvalsh(dense).flip(0)
-        return {
-            "eigs": eig[:k].tolist(),
-            "trace": float(torch.trace(dense)),
-            "how": "dense float64 Hessian",
-        }
-    res = fl.hessian_eigenvalues(obj, k=k, tol=1e-8, max_matvecs=3000, seed=123)
-    tr = fl.hessian_trace(obj, method="exact")
-    worst = max(r / abs(e) for r, e in zip(res.residuals, res.eigenvalues, strict=True))
-    return {
-        "eigs": list(res.eigenvalues),
-        "trace": tr.estimate,
-        "how": f"float64 Lanczos (worst relative residual {worst:.1e}), exact float64 trace",
-    }
-
-
-def rel_err(a: float, b: float) -> float:
-    return abs(a - b) / abs(b)
-
-
-# ------------------------------------------------------------------------- one model
-def bench_model(
-    name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeats: int
-) -> dict[str, Any]:
-    row: dict[str, Any] = {"model": name, "params": sum(p.numel() for p in model.parameters())}
-    print(f"  reference for {name} ...", flush=True)
-    ref = reference(model, X, y, k=5)
-    row["reference"] = ref
-    obj = fl.Objective(model, (X, y), batch_size=len(X))
-
-    # gradient and products
-    t_grad, _ = timed(obj.gradient, max(repeats, 5))
-    row["grad_s"] = t_grad
-    v = torch.randn(obj.dim)
-    for strategy in ("auto", "retained", "double_backward", "forward_over_reverse"):
-        with HessianOperator(obj, strategy=strategy) as H:  # type: ignore[arg-type]
-            H.matvec(v)
-            t, _ = timed(lambda H=H: H.matvec(v), max(repeats, 5))
-            row[f"hvp_{strategy}_s"] = t
-            if strategy == "auto":
-                row["auto_choices"] = dict(H.choices)
-    row["hvp_pyhessian_s"] = pyhessian_product_time(model, X, y, max(repeats, 5))
-    V = torch.randn(obj.dim, 8)
-    for batched in (False, True):
-        with HessianOperator(obj, batched=batched) as H:
-            H.matmat(V)
-            t, _ = timed(lambda H=H: H.matmat(V), repeats)
-            row[f"block8_{'batched' if batched else 'sequential'}_s"] = t / 8
-    with HessianOperator(obj) as H:  # the automatic choice, timed on its first block
-        H.matmat(V)
-        row["block8_auto_batched"] = bool(H.choices["batched"])
-
-    # eigenvalues
-    for k, tag in ((1, "top1"), (5, "top5")):
-        t, (vals, prods) = timed(
-            lambda k=k: pyhessian_run(model, X, y, "eigenvalues", top_n=k), repeats
-        )
-        eigs = vals[0]
-        row[f"ph_{tag}"] = {
-            "s": t,
-            "products": prods,
-            "err": max(rel_err(e, r) for e, r in zip(eigs, ref["eigs"][:k], strict=True)),
-        }
-        t, res = timed(lambda k=k: fl.hessian_eigenvalues(obj, k=k, tol=1e-4, seed=0), repeats)
-        if k > 1:
-            t_nomc, res_nomc = timed(
-                lambda k=k: fl.hessian_eigenvalues(
-                    obj, k=k, tol=1e-4, seed=0, multiplicity_check=False
-                ),
-                repeats,
-            )
-            row[f"our_{tag}_nomc"] = {
-                "s": t_nomc,
-                "products": res_nomc.matvecs,
-                "converged": res_nomc.all_converged,
-            }
-        row[f"our_{tag}"] = {
-            "s": t,
-            "products": res.matvecs,
-            "err": max(
-                rel_err(e, r) for e, r in zip(res.eigenvalues, ref["eigs"][:k], strict=True)
-            ),
-            "certified": max(
-                r / abs(e) for r, e in zip(res.residuals, res.eigenvalues, strict=True)
-            ),
-            "converged": res.all_converged,
-        }
-
-    # trace
-    t, (samples, prods) = timed(lambda: pyhessian_run(model, X, y, "trace"), repeats)
-    row["ph_trace"] = {
-        "s": t,
-        "products": prods,
-        "probes": len(samples),
-        "err": rel_err(float(np.mean(samples)), ref["trace"]),
-    }
-    try:
-        t, res = timed(lambda: fl.hessian_trace(obj, method="exact"), repeats)
-        row["our_trace_exact"] = {"s": t, "err": rel_err(res.estimate, ref["trace"])}
-    except ValueError as err:
-        row["our_trace_exact"] = {"error": str(err)}
-    t, res = timed(lambda: fl.hessian_trace(obj, method="hutchpp", budget=60, seed=0), repeats)
-    row["our_trace_hutchpp"] = {
-        "s": t,
-        "products": res.matvecs,
-        "stderr": res.stderr,
-        "err": rel_err(res.estimate, ref["trace"]),
-        "z": abs(res.estimate - ref["trace"]) / res.stderr,
-    }
-
-    # density
-    try:
-        pyhessian_run(model, X, y, "density", iter=20, n_v=1)
-        row["ph_density"] = "ran"
-    except Exception as err:  # recorded for the report
-        row["ph_density"] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-    t, res = timed(lambda: fl.spectral_density(obj, steps=40, runs=3, seed=0), 1)
-    row["our_density"] = {"s": t, "products": res.matvecs}
-    return row
-
-
-# ----------------------------------------------------------------------- the report
-def fmt(x: float, digits: int = 2) -> str:
-    return f"{x:.{digits}g}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.{digits + 1}g}"
-
-
-def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    out = [
-        "# Curvature engine vs PyHessian 0.1",
-        "",
-        f"Generated by `{meta['command']}` on {meta['date']}.",
-        f"Machine: {meta['machine']}; torch {meta['torch']} ({meta['threads']} threads); "
-        f"device: {meta['device']}. GPU timings: {meta['gpu']}.",
-        "",
-        f"Data: MNIST-1D, {meta['n_train']} training examples (generated offline), all "
-        "used as one fixed full-data objective in float32, eval mode. Times are medians "
-        f"of {meta['repeats']} runs, in the same process, on the same model and data; "
-        "each includes building the operator (PyHessian: its constructor).",
-        "",
-        "## Hessian-vector products (time / full-data gradient time)",
-        "",
-        "| model | params | gradient | PyHessian product | auto | retained | double backward | "
-        "forward-over-reverse | block of 8, per vector: sequential / vectorized |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        g = r["grad_s"]
-        out.append(
-            f"| {r['model']} | {r['params']:,} | {g * 1e3:.1f} ms | "
-            f"{r['hvp_pyhessian_s'] / g:.2f} | {r['hvp_auto_s'] / g:.2f} | "
-            f"{r['hvp_retained_s'] / g:.2f} | "
-            f"{r['hvp_double_backward_s'] / g:.2f} | {r['hvp_forward_over_reverse_s'] / g:.2f} | "
-            f"{r['block8_sequential_s'] / g:.2f} / {r['block8_batched_s'] / g:.2f} |"
-        )
-    out += [
-        "",
-        "## Eigenvalues",
-        "",
-        "Relative error against the float64 reference; ours stops when every relative "
-        "residual ‖Hv − λv‖/|λ| ≤ 1e-4, which bounds the relative error of λ; PyHessian "
-        "stops when its estimate changes by less than 1e-3 between two iterations.",
-        "",
-        "| model | top-k | PyHessian s | products | error | ours s | products | error | "
-        "certified residual | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        for tag, k in (("top1", 1), ("top5", 5)):
-            ph, us = r[f"ph_{tag}"], r[f"our_{tag}"]
-            out.append(
-                f"| {r['model']} | {k} | {ph['s']:.2f} | {ph['products']} | {fmt(ph['err'])} | "
-                f"{us['s']:.2f} | {us['products']} | {fmt(us['err'])} | "
-                f"{fmt(us['certified'])}{'' if us['converged'] else ' (not converged)'} | "
-                f"{ph['s'] / us['s']:.2f}× |"
-            )
-    out += [
-        "",
-        "Our top-5 runs include the multiplicity check (a search, outside the eigenvectors "
-        "found, for a missed copy of a repeated eigenvalue). Without it "
-        "(`multiplicity_check=False`):",
-        "",
-    ]
-    for r in rows:
-        nomc, ph = r["our_top5_nomc"], r["ph_top5"]
-        out.append(
-            f"- {r['model']}: {nomc['s']:.2f} s, {nomc['products']} products, "
-            f"{'converged' if nomc['converged'] else 'NOT converged'}; "
-            f"{ph['s'] / nomc['s']:.2f}× faster than PyHessian's top_n=5."
-        )
-    out += [
-        "",
-        "## Trace",
-        "",
-        "| model | PyHessian s | probes | error | exact (ours) s | error | speed-up | "
-        "Hutch++ (60 products) s | error | stderr | |error|/stderr |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        ph, ex, hp = r["ph_trace"], r["our_trace_exact"], r["our_trace_hutchpp"]
-        exact = (
-            f"{ex['s']:.2f} | {fmt(ex['err'])} | {ph['s'] / ex['s']:.2f}×"
-            if "s" in ex
-            else "refused | – | –"
-        )
-        out.append(
-            f"| {r['model']} | {ph['s']:.2f} | {ph['probes']} | {fmt(ph['err'])} | {exact} | "
-            f"{hp['s']:.2f} | {fmt(hp['err'])} | {fmt(hp['stderr'] / abs(r['reference']['trace']))}"
-            f" (rel.) | {hp['z']:.2f} |"
-        )
-    out += ["", "## Spectral density", ""]
-    for r in rows:
-        out.append(
-            f"- {r['model']}: PyHessian `density()`: {r['ph_density']}. Ours (SLQ, 3 runs × 40 "
-            f"steps, full reorthogonalization): {r['our_density']['s']:.2f} s, "
-            f"{r['our_density']['products']} products."
-        )
-    out += ["", "## Against the targets", "", *summary(rows), "", "## References", ""]
-    for r in rows:
-        out.append(
-            f"- {r['model']}: {r['reference']['how']}; automatic strategy chose "
-            f"`{r['auto_choices']}`."
-        )
-    out.append("")
-    return "\n".join(out)
-
-
-def _span(values: list[float], spec: str = ".2f") -> str:
-    lo, hi = min(values), max(values)
-    return f"{lo:{spec}}" if lo == hi else f"{lo:{spec}}–{hi:{spec}}"
-
-
-def _met(values: list[float], ok: Callable[[float], bool], rows: list[dict[str, Any]]) -> str:
-    hits = [r["model"] for r, v in zip(rows, values, strict=True) if ok(v)]
-    if len(hits) == len(rows):
-        return "met on every model"
-    if not hits:
-        return "not met on any model"
-    return f"met on {', '.join(hits)} only"
-
-
-def summary(rows: list[dict[str, Any]]) -> list[str]:
-    """Each target of the benchmark, with the measured span and where it is met."""
-    auto = [r["hvp_auto_s"] / r["grad_s"] for r in rows]
-    ph_prod = [r["hvp_pyhessian_s"] / r["grad_s"] for r in rows]
-    top1 = [r["ph_top1"]["s"] / r["our_top1"]["s"] for r in rows]
-    top5 = [r["ph_top5"]["s"] / r["our_top5"]["s"] for r in rows]
-    top5n = [r["ph_top5"]["s"] / r["our_top5_nomc"]["s"] for r in rows]
-    exact = [
-        r["ph_trace"]["s"] / r["our_trace_exact"]["s"] for r in rows if "s" in r["our_trace_exact"]
-    ]
-    exact_rows = [r for r in rows if "s" in r["our_trace_exact"]]
-    block = [r["block8_sequential_s"] / r["block8_batched_s"] for r in rows]
-    right = sum(
-        1
-        for r in rows
-        if r["block8_auto_batched"] == (r["block8_batched_s"] < r["block8_sequential_s"])
-    )
-    return [
-        f"- Full-data product / gradient, automatic strategy: {_span(auto)} (target ≤ 1.5: "
-        f"{_met(auto, lambda v: v <= 1.5, rows)}). PyHessian's own retained-graph product "
-        f"in the same run: {_span(ph_prod)}.",
-        f"- Top-1 to a certified 1e-4 relative residual, PyHessian time / ours: {_span(top1)} "
-        f"(target ≥ 1: {_met(top1, lambda v: v >= 1.0, rows)}); PyHessian's errors were "
-        f"{_span([r['ph_top1']['err'] for r in rows], '.1e')}, ours "
-        f"{_span([r['our_top1']['err'] for r in rows], '.1e')}.",
-        f"- Top-5 to 1e-4, speed-up over PyHessian's top_n=5: {_span(top5)} with the "
-        f"multiplicity check, {_span(top5n)} without (target ≥ 3: "
-        f"{_met(top5, lambda v: v >= 3.0, rows)} with it; "
-        f"{_met(top5n, lambda v: v >= 3.0, rows)} without).",
-        f"- Exact trace, speed-up over PyHessian's Hutchinson: {_span(exact)} (target ≥ 4: "
-        f"{_met(exact, lambda v: v >= 4.0, exact_rows)}), with no sampling error where "
-        f"PyHessian's was {_span([r['ph_trace']['err'] for r in rows], '.1e')}.",
-        f"- Vectorized block products / sequential ones, per vector: {_span(block)}× as "
-        f"fast; the automatic choice (timed on its first block) picked the mode that was "
-        f"faster in this timing on {right}/{len(rows)} models.",
-    ]
-
-
-# -------------------------------------------------------------------- shared pieces
-def trained_checkpoints(data: Any, *, quick: bool) -> Iterator[tuple[str, str, nn.Module]]:
-    """Train the benchmark's networks SB then LB on ``data`` (MNIST-1D), one at a time:
-    yields ``(network label, regime, model in eval mode)``. Also used by
-    ``benchmark_sharpness.py``, so both benchmarks score the same checkpoints."""
-    models: list[tuple[str, TrainConfig]] = [
-        ("tiny MLP", TrainConfig(network="tiny_mlp", epochs=3)),
-    ]
-    if not quick:
-        models += [
+    Yields:
+        ``(network label, regime, model in eval mode)``.
+    """
+    if networks is None:
+        networks = [
+            ("tiny MLP", TrainConfig(network="tiny_mlp", epochs=3)),
             ("BN MLP", TrainConfig(network="mlp_bn", epochs=3)),
             (
                 "conv net",
@@ -417,7 +93,7 @@ def trained_checkpoints(data: Any, *, quick: bool) -> Iterator[tuple[str, str, n
                 ),
             ),
         ]
-    for label, cfg in models:
+    for label, cfg in networks[:1] if quick else networks:
         for regime, batch in (("SB", 64), ("LB", "10%")):
             config = TrainConfig(
                 **{
@@ -455,47 +131,301 @@ def with_sharpness_block(text: str, block: str) -> str:
     return f"{text.rstrip()}\n\n{block}\n"
 
 
+MLPS = [
+    ("MLP 3.4k", TrainConfig(network="tiny_mlp", network_kwargs={"width": 38}, epochs=3)),
+    ("BN MLP", TrainConfig(network="mlp_bn", epochs=3)),
+]
+
+
+def benchmark_models(
+    args: argparse.Namespace,
+) -> Iterator[tuple[str, str, nn.Module, Tensor, Tensor, int]]:
+    """The benchmark's models in order: ``(label, case name, model, X, y, n)``.
+
+    The MLPs are trained SB and LB on the first ``n`` MNIST-1D examples; ResNet-18 and
+    the Transformer stay at their seeded initialisation on random data. Only the cases
+    named by ``args.only`` (all when empty) are built.
+    """
+    wanted = set(args.only or [c for c, _ in MLPS] + ["ResNet-18", "Transformer"])
+    n = models.CASES["BN MLP"].n_quick if args.quick else models.CASES["BN MLP"].n
+    nets = [
+        (label, TrainConfig(**{**cfg.to_dict(), "epochs": 1 if args.quick else 3}))
+        for label, cfg in MLPS
+        if label in wanted
+    ]
+    if nets:
+        data = load_dataset("mnist1d", n_train=n, n_test=1000, seed=0)
+        X, y = data.train
+        for label, regime, model in trained_checkpoints(data, quick=False, networks=nets):
+            yield f"{label} {regime}", label, model, X, y, n
+    for name, n_big in (("ResNet-18", args.resnet_images), ("Transformer", args.sequences)):
+        if name in wanted:
+            spec = models.case(name)
+            size = spec.n_quick if args.quick else n_big
+            X, y = spec.data(size)
+            yield name, name, spec.build(args.quick), X, y, size
+
+
+# ----------------------------------------------------------------------- measurements
+def reference(model: nn.Module, X: Tensor, y: Tensor, k: int) -> dict[str, Any]:
+    """Float64 top-``k`` eigenvalues and trace: dense up to 4000 parameters, else Lanczos.
+
+    Returns:
+        ``{"eigs", "trace", "how"}``.
+    """
+    obj = fl.Objective(model, (X, y), dtype=torch.float64, batch_size=len(X))
+    if obj.dim <= 4000:
+        with HessianOperator(obj) as H:
+            dense = H.to_dense()
+        eig = torch.linalg.eigvalsh(dense).flip(0)
+        return {"eigs": eig[:k].tolist(), "trace": float(torch.trace(dense)), "how": "dense"}
+    res = fl.hessian_eigenvalues(obj, k=k, tol=1e-8, max_matvecs=3000, seed=123)
+    worst = max(r / abs(e) for r, e in zip(res.residuals, res.eigenvalues, strict=True))
+    try:
+        trace: float | None = fl.hessian_trace(obj, method="exact").estimate
+    except ValueError:
+        trace = None
+    return {
+        "eigs": list(res.eigenvalues),
+        "trace": trace,
+        "how": f"float64 Lanczos (worst relative residual {worst:.1e})",
+    }
+
+
+def product_costs(model: nn.Module, X: Tensor, y: Tensor, repeats: int) -> dict[str, Any]:
+    """Gradient, products and construction, in seconds (medians of ``repeats``).
+
+    Returns:
+        ``{"grad_s", "hvp_s", "hvp_one_batch_s", "hvp_pyhessian_s", "build_s",
+        "build_pyhessian_s", "choices"}``.
+    """
+    obj = peers.flatness_objective(model, X, y)
+    row: dict[str, Any] = {"grad_s": peers.gradient_seconds(obj, repeats)}
+    with HessianOperator(obj) as H:
+        row["hvp_s"] = peers.product_seconds(H, repeats)
+        row["choices"] = dict(H.numerics)
+    one = fl.Objective(model, (X, y), batch_size=len(X))
+    with HessianOperator(one) as H:
+        row["hvp_one_batch_s"] = peers.product_seconds(H, repeats)
+    builds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with HessianOperator(peers.flatness_objective(model, X, y)):
+            builds.append(time.perf_counter() - start)
+    row["build_s"] = float(np.median(builds))
+    try:
+        net = copy.deepcopy(model)
+        row["hvp_pyhessian_s"] = peers.pyhessian_product_seconds(net, X, y, repeats)
+        builds = []
+        for _ in range(repeats):
+            net = copy.deepcopy(model)
+            start = time.perf_counter()
+            peers._pyhessian(net, X, y)
+            builds.append(time.perf_counter() - start)
+        row["build_pyhessian_s"] = float(np.median(builds))
+    except Exception as err:
+        row["pyhessian_error"] = peers.first_line(err)
+    return row
+
+
+CALLS: dict[str, Callable[[nn.Module, Tensor, Tensor, int], peers.Run]] = {
+    "flatness": lambda m, X, y, k: peers.flatness_top_k(m, X, y, k, tol=TOL),
+    "pyhessian": lambda m, X, y, k: peers.pyhessian_top_k(copy.deepcopy(m), X, y, k),
+    "curvlinops": lambda m, X, y, k: peers.curvlinops_top_k(m, X, y, k, tol=TOL),
+}
+
+
+def interleaved(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    k: int,
+    repeats: int,
+    *,
+    tools: tuple[str, ...] = TOOLS,
+) -> dict[str, list[peers.Run]]:
+    """Top-``k`` of every tool ``repeats`` times, the order rotating each repeat.
+
+    Returns:
+        ``{tool: [Run per repeat]}``.
+    """
+    runs: dict[str, list[peers.Run]] = {t: [] for t in tools}
+    for r in range(repeats):
+        for tool in tools[r % len(tools) :] + tools[: r % len(tools)]:
+            runs[tool].append(CALLS[tool](model, X, y, k))
+    return runs
+
+
+def floors(model: nn.Module, X: Tensor, y: Tensor, k: int) -> dict[str, Any]:
+    """flatness's products against plain Lanczos and ARPACK from the same start.
+
+    Returns:
+        ``{"flatness", "no_check", "floor", "eigsh"}`` product counts (or an error).
+    """
+    obj = peers.flatness_objective(model, X, y)
+    try:
+        res = fl.hessian_eigenvalues(obj, k=k, tol=TOL, seed=0)
+        nomc = fl.hessian_eigenvalues(obj, k=k, tol=TOL, seed=0, multiplicity_check=False)
+        with HessianOperator(obj) as H:
+            floor = plain_lanczos_products(H, k, v0=peers.start_vector(obj.dim), tol=TOL)
+            arpack, _ = peers.eigsh_floor(H, k, tol=TOL)
+    except Exception as err:
+        return {"error": peers.first_line(err)}
+    return {
+        "flatness": res.matvecs,
+        "no_check": nomc.matvecs,
+        "checked": res.multiplicity_checked,
+        "floor": floor.products,
+        "floor_converged": floor.converged,
+        "eigsh": arpack,
+    }
+
+
+def traces(model: nn.Module, X: Tensor, y: Tensor) -> dict[str, Any]:
+    """Exact trace, Hutch++ with 100 products and PyHessian's ``trace()``.
+
+    Returns:
+        ``{"exact", "hutchpp100", "pyhessian"}`` as :class:`peers.Run`.
+    """
+    obj = peers.flatness_objective(model, X, y)
+
+    def hutchpp(budget: int) -> peers.Run:
+        res = fl.hessian_trace(obj, method="hutchpp", budget=budget, seed=0)
+        return peers.Run(products=res.matvecs, values=[res.estimate], extra={"stderr": res.stderr})
+
+    def exact() -> peers.Run:
+        return peers.Run(values=[fl.hessian_trace(obj, method="exact").estimate])
+
+    return {
+        "exact": peers.attempt(exact),
+        "hutchpp100": peers.attempt(lambda: hutchpp(100)),
+        "pyhessian": peers.pyhessian_trace(copy.deepcopy(model), X, y),
+    }
+
+
+def bench(
+    label: str, name: str, model: nn.Module, X: Tensor, y: Tensor, n: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every measurement of one model (see the module docstring).
+
+    Returns:
+        The model's row for :func:`curvature_report.render`.
+    """
+    big = name == "ResNet-18"
+    mlp = name in dict(MLPS)
+    row: dict[str, Any] = {
+        "model": label,
+        "case": name,
+        "examples": n,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    print(f"  products of {label} ...", flush=True)
+    row["costs"] = product_costs(model, X, y, 1 if big else max(args.repeats, 3))
+    ks = (1, 5) if not big or args.resnet_top5 else (1,)
+    if mlp:
+        print(f"  float64 reference of {label} ...", flush=True)
+        row["reference"] = reference(model, X, y, k=5)
+    state = model.state_dict() if mlp else None
+    row["memory"] = {}
+    for tool in TOOLS:
+        print(f"  peak memory of {label}, {tool} top-1 (fresh process) ...", flush=True)
+        row["memory"][tool] = peak_in_subprocess(
+            name, tool, 1, n=n, state=state, quick=args.quick, timeout=args.timeout
+        )
+    for k in ks:
+        print(f"  top-{k} of {label} ...", flush=True)
+        if big and k == 1:
+            row[f"top{k}"] = {t: [run_of(row["memory"][t])] for t in TOOLS}
+            row[f"top{k}_fresh_process"] = True
+        else:
+            row[f"top{k}"] = interleaved(model, X, y, k, 1 if big else args.repeats)
+        if not big:
+            row[f"floor{k}"] = floors(model, X, y, k)
+    if mlp:
+        print(f"  traces of {label} ...", flush=True)
+        row["trace"] = traces(model, X, y)
+    return row
+
+
+def run_of(memory: dict[str, Any]) -> peers.Run:
+    """A fresh-process measurement (:func:`peak_in_subprocess`) as a :class:`peers.Run`."""
+    return peers.Run(
+        seconds=memory.get("seconds") or float("nan"),
+        products=memory.get("products"),
+        values=memory.get("values") or [],
+        error=memory.get("error"),
+    )
+
+
+def _order(row: dict[str, Any]) -> tuple[int, str]:
+    cases = [c for c, _ in MLPS] + ["ResNet-18", "Transformer"]
+    return (cases.index(row["case"]) if row["case"] in cases else len(cases), row["model"])
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write the report.
+
+    Returns:
+        The exit status (0).
+    """
     warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny MLP only, one repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
+    parser.add_argument("--resnet-images", type=int, default=64, help="ResNet-18 images")
+    parser.add_argument("--resnet-top5", action="store_true", help="also top-5 on ResNet-18")
+    parser.add_argument("--sequences", type=int, default=128, help="Transformer sequences")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="models to (re)measure, e.g. 'BN MLP' 'ResNet-18'; the other rows are kept "
+        "from the last run's JSON beside the report",
+    )
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per fresh process")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmark-curvature.md"))
     args = parser.parse_args(argv)
-    repeats = 1 if args.quick else args.repeats
+    if args.quick:
+        args.repeats = 1
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-
-    n_train = 4000
-    data = load_dataset("mnist1d", n_train=n_train, n_test=1000, seed=0)
-    X, y = data.train
-    rows = []
-    for label, regime, model in trained_checkpoints(data, quick=args.quick):
-        print(f"benchmarking {label} {regime} ...", flush=True)
-        try:
-            rows.append(bench_model(f"{label} {regime}", model, X, y, repeats))
-        except Exception:  # keep what finished; say what failed
-            traceback.print_exc()
-            return 1
+    out = Path(args.out)
+    store = out.with_suffix(".json")
+    rows: dict[str, dict[str, Any]] = (
+        peers.decode_runs(json.loads(store.read_text())) if store.exists() and args.only else {}
+    )
+    for label, name, model, X, y, n in benchmark_models(args):
+        print(f"benchmarking {label} ...", flush=True)
+        started = time.perf_counter()
+        row = bench(label, name, model, X, y, n, args)
+        row["minutes"] = (time.perf_counter() - started) / 60
+        row["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        rows[label] = row
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(peers.encode_runs(rows), indent=1))  # progress is kept
     meta = {
-        "command": "python analyses/benchmark_curvature.py" + (" --quick" if args.quick else ""),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, "
-        f"Python {sys.version.split()[0]}",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-        "gpu": "pending (no GPU was lent to the session that produced this report)",
-        "n_train": n_train,
-        "repeats": repeats,
+        "command": "python analyses/benchmark_curvature.py"
+        + (" --quick" if args.quick else "")
+        + (
+            ""
+            if args.quick
+            else f" --repeats {args.repeats} --resnet-images "
+            f"{args.resnet_images} --sequences {args.sequences}"
+        ),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread, "
+        f"Python {sys.version.split()[0]}, torch {torch.__version__}",
+        "repeats": args.repeats,
+        "store": store.name,
+        "gpu": curvature_report.gpu_rows(ROOT / "reports" / "gpu-check.json"),
     }
-    text = render(rows, meta)
-    if Path(args.out).exists():  # keep the section benchmark_sharpness.py wrote
-        block = sharpness_block(Path(args.out).read_text())
+    text = curvature_report.render(sorted(rows.values(), key=_order), meta)
+    if out.exists():  # keep the section benchmark_sharpness.py wrote
+        block = sharpness_block(out.read_text())
         text = text if block is None else with_sharpness_block(text, block)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -285,7 +285,7 @@ def mnist1d(n: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
     """
     from flatness.zoo import load_dataset
 
-    X, y = load_dataset("mnist1d", n_train=n, n_test=100, seed=seed).train
+    X, y = load_dataset("mnist1d", n_train=n, n_test=1000, seed=seed).train
     return X, y
 
 
@@ -297,13 +297,17 @@ class ModelCase:
     Attributes:
         name: The label in reports.
         build: ``build(quick) -> model`` in evaluation mode.
-        data: ``data(quick) -> (inputs, targets)`` for ``F.cross_entropy``.
+        data: ``data(n) -> (inputs, targets)`` of ``n`` examples for ``F.cross_entropy``.
+        n: Examples at the CPU size.
+        n_quick: Examples at the quick size.
         about: One line for the report: architecture and data.
     """
 
     name: str
     build: Callable[[bool], nn.Module]
-    data: Callable[[bool], tuple[Tensor, Tensor]]
+    data: Callable[[int], tuple[Tensor, Tensor]]
+    n: int
+    n_quick: int
     about: str
 
 
@@ -320,42 +324,54 @@ CASES: dict[str, ModelCase] = {
         ModelCase(
             "MLP 3.4k",
             _mlp("tiny_mlp", width=38),
-            lambda quick: mnist1d(500 if quick else 4000),
-            "40-38-38-10 ReLU MLP (3,430 parameters), MNIST-1D, 4000 examples",
+            mnist1d,
+            4000,
+            500,
+            "40-38-38-10 ReLU MLP (3,430 parameters), MNIST-1D",
         ),
         ModelCase(
             "BN MLP",
             _mlp("mlp_bn"),
-            lambda quick: mnist1d(500 if quick else 4000),
+            mnist1d,
+            4000,
+            500,
             "F1-style 40-256-256-256-10 MLP with BatchNorm (146,186 parameters), "
-            "MNIST-1D, 4000 examples",
+            "MNIST-1D",
         ),
         ModelCase(
             "ResNet-18",
             lambda quick: resnet18(width=8 if quick else 64),
-            lambda quick: random_images(16 if quick else 256),
-            "ResNet-18 for 32×32 inputs (11.2 M parameters), 256 random images, 10 classes",
+            random_images,
+            256,
+            16,
+            "ResNet-18 for 32×32 inputs (11.2 M parameters), random 32×32 images, 10 classes",
         ),
         ModelCase(
             "Transformer",
             lambda quick: _seeded_eval(lambda: TransformerClassifier(d_model=16 if quick else 64)),
-            lambda quick: random_tokens(16 if quick else 256, length=32),
+            lambda n: random_tokens(n, length=32),
+            256,
+            16,
             "nn.TransformerEncoder, 2 layers, d_model 64, 4 heads (default settings), "
-            "256 random sequences of 32 tokens, 10 classes",
+            "random sequences of 32 tokens, 10 classes",
         ),
         ModelCase(
             "GPT-2 (tiny)",
             lambda quick: tiny_gpt2(n_embd=16 if quick else 64),
-            lambda quick: random_tokens(8 if quick else 128, length=32, classes=None),
+            lambda n: random_tokens(n, length=32, classes=None),
+            128,
+            8,
             "Hugging Face GPT2LMHeadModel from a config (2 layers, 64 wide, 2 heads, "
-            "SDPA attention), 128 random sequences of 32 tokens, next-token loss",
+            "SDPA attention), random sequences of 32 tokens, next-token loss",
         ),
         ModelCase(
             "LSTM",
             lambda quick: _seeded_eval(lambda: LSTMClassifier(hidden=16 if quick else 64)),
-            lambda quick: random_tokens(16 if quick else 256, length=32),
-            "LSTM classifier (embedding 32, 64 hidden units), 256 random sequences of "
-            "32 tokens, 10 classes",
+            lambda n: random_tokens(n, length=32),
+            256,
+            16,
+            "LSTM classifier (embedding 32, 64 hidden units), random sequences of 32 "
+            "tokens, 10 classes",
         ),
     )
 }
