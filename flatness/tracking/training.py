@@ -10,6 +10,7 @@ run) says what to measure while each run trains::
     seed = 0                             # the subset's and the measures' seed
     store = "results.sqlite"             # default: results.sqlite beside the manifest
     test = true                          # test loss/accuracy at each tracked step
+    on_store_error = "warn"              # a store that cannot be written: say so, train on
 
 Each run gets a tracker named by its run (``"<regime>/seed<k>"``,
 :func:`flatness.zoo.manifests.run_name`, the name its history gets when it is
@@ -28,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flatness.pipeline.objective_setup import training_subset
 from flatness.tracking.cadence import DEFAULT_EVERY, DEFAULT_PER_DECADE, Cadence, Every
@@ -53,7 +54,16 @@ __all__ = [
 DEFAULT_STORE = "results.sqlite"
 """The tracks' store, beside the manifest: where ``flatness score`` writes by default."""
 
-TRACK_KEYS = ("measures", "every", "examples", "seed", "store", "test", "per_decade")
+TRACK_KEYS = (
+    "measures",
+    "every",
+    "examples",
+    "seed",
+    "store",
+    "test",
+    "per_decade",
+    "on_store_error",
+)
 """The keys a ``[track]`` table takes."""
 
 
@@ -69,6 +79,8 @@ class TrackSettings:
         store: The results store (``None``: :data:`DEFAULT_STORE` in the output folder).
         test: Evaluate the test set at each tracked step.
         per_decade: Points per decade of ``every="log"``.
+        on_store_error: ``"warn"`` (the default here: training goes on, the records stay
+            in memory) or ``"raise"`` (stop training on a store that cannot be written).
     """
 
     measures: MeasureSpec = ("lambda_max",)
@@ -78,6 +90,7 @@ class TrackSettings:
     store: Path | None = None
     test: bool = True
     per_decade: int = DEFAULT_PER_DECADE
+    on_store_error: Literal["raise", "warn"] = "warn"
 
     def store_in(self, out: str | os.PathLike[str]) -> Path:
         """The store the tracks go to when the run's output folder is ``out``."""
@@ -127,6 +140,11 @@ def track_settings(
             raise ValueError(f"[track] {key} must be an integer, got {value!r}")
     if examples is not None and examples < 1:
         raise ValueError(f"[track] examples must be positive (or 'all'), got {examples}")
+    on_store_error = values.get("on_store_error", "warn")
+    if on_store_error not in ("raise", "warn"):
+        raise ValueError(
+            f"[track] on_store_error must be 'raise' or 'warn', got {on_store_error!r}"
+        )
     if not isinstance(values.get("test", True), bool):
         raise ValueError(f"[track] test must be true or false, got {values['test']!r}")
     every = values.get("every", DEFAULT_EVERY)
@@ -148,6 +166,7 @@ def track_settings(
         store=None if store is None else Path(base_dir) / store,
         test=values.get("test", True),
         per_decade=per_decade,
+        on_store_error=on_store_error,
     )
 
 
@@ -191,6 +210,7 @@ def tracked_run(
         run=run,
         seed=settings.seed,
         per_decade=settings.per_decade,
+        on_store_error=settings.on_store_error,
         device=device,
     )
     last: dict[str, Any] = {}

@@ -94,6 +94,8 @@ def test_track_settings_are_checked_by_name(tmp_path: Path) -> None:
         track_settings({"examples": 0})
     with pytest.raises(ValueError, match=r"\[track\] every"):
         track_settings({"every": -3})
+    with pytest.raises(ValueError, match=r"\[track\] on_store_error must be"):
+        track_settings({"on_store_error": "ignore"})
     assert track_settings({"store": "r.sqlite"}, base_dir="/x").store == Path("/x/r.sqlite")
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(TRACKED_SWEEP)
@@ -116,3 +118,16 @@ def test_train_tracked_keeps_the_records_in_the_store(
     assert tracks["step"].tolist() == [0, 5, 6]
     assert set(tracks["optimizer"]) == {"adam"}
     assert all(math.isnan(v) for v in tracks["stability_threshold"])
+
+
+def test_a_store_that_cannot_be_written_does_not_stop_training(
+    tmp_path: Path, small_mnist1d: Dataset
+) -> None:
+    config = TrainConfig(
+        network="tiny_mlp", dataset="mnist1d", dataset_kwargs=SMALL_MNIST1D, batch_size=100,
+        epochs=1,
+    )  # fmt: skip
+    settings = track_settings({"every": 2, "examples": 30, "store": str(tmp_path)})  # a folder
+    with pytest.warns(RuntimeWarning, match="keeps its records in memory"):
+        result = train_tracked(config, tmp_path / "run", settings, data=small_mnist1d)
+    assert result.checkpoint is not None and result.checkpoint.is_file()
