@@ -366,11 +366,6 @@ class Scorer:
 
     def _parametric_plot(self, sb: Checkpoint, lb: Checkpoint, pair: PairSpec) -> Any:
         data, loss = self.data(), self.loss()
-        if loss.loss_fn is None:
-            raise ValueError(
-                f"[scoring] loss {loss.name!r} is a batch loss; the parametric plot takes a "
-                "loss_fn(output, target) on (x, y) data"
-            )
         models = [load_into(self.builder()(), ckpt) for ckpt in (sb, lb)]
         lo, hi = pair.settings["alphas"]
         bs = int(self.manifest.scoring["batch_size"])
@@ -379,7 +374,7 @@ class Scorer:
             models[1],
             train=objective_data(data.train, bs),
             test=objective_data(data.test, bs) if data.n_test else None,
-            loss_fn=loss.loss_fn,
+            **loss.objective_kwargs(),
             alphas=np.linspace(float(lo), float(hi), int(pair.settings["points"])),
             path=pair.settings["curve"],
             bn=pair.settings["bn"],
