@@ -257,8 +257,8 @@ class CausalLMLoss:
                 ``input_ids``.
         """
         tokens = _token_batch(batch, "causal_lm_loss")
-        labels = tokens.get("labels")
-        labels = (tokens["input_ids"] if labels is None else labels).clone()
+        given = tokens.get("labels")
+        labels: Tensor = (tokens["input_ids"] if given is None else given).clone()
         mask = tokens.get("attention_mask")
         if isinstance(mask, Tensor):
             labels = labels.masked_fill(mask == 0, self.ignore_index)

@@ -254,7 +254,7 @@ class Objective:
         float16/bfloat16 ``dtype``, ``precision_error`` (the relative error of the
         first batch's loss against float32).
         """
-        out = {
+        out: dict[str, Any] = {
             "num_examples": self.num_examples,
             "num_batches": len(self.batches),
             "num_params": self.dim,
