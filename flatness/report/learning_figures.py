@@ -67,6 +67,9 @@ FIT_ON = {
 
 NOISE = "noise_scale"
 
+MIN_WIDTH = 6.4
+"""The narrowest figure (inches): a figure of one or two panels still holds its legend."""
+
 
 def group_palette(groups: Sequence[str]) -> dict[str, Any]:
     """One colour per schedule/regime, neighbours distinct (seaborn's colour-blind palette,
@@ -96,15 +99,16 @@ def _log_x(ax: Any, values: pd.Series) -> bool:
 
 
 def _draw(ax: Any, curve: pd.DataFrame, colour: Any, style: str, scale: float, log_x: bool) -> None:
-    """A curve's mean as a line and its band shaded (gaps where the mean is NaN)."""
+    """A curve's mean as a line and its band shaded (gaps where the mean is NaN); a solid
+    or dashed curve of few points marks them."""
     if log_x:
         curve = curve[curve["x"] > 0]
     if curve.empty:
         return
     x = curve["x"].to_numpy(dtype=float)
     mean = curve["mean"].to_numpy(dtype=float) * scale
-    few = len(curve) <= 30
-    ax.plot(x, mean, style, color=colour, lw=1.4, marker="o" if few else None, ms=2.5)
+    marked = len(curve) <= 30 and style != ":"
+    ax.plot(x, mean, style, color=colour, lw=1.4, marker="o" if marked else None, ms=2.5)
     low = curve["low"].to_numpy(dtype=float) * scale
     high = curve["high"].to_numpy(dtype=float) * scale
     if np.isfinite(low).any() and np.isfinite(high).any():
@@ -210,6 +214,7 @@ def measures_figure(
     x = x_column(tracks, "updates") or "step"
     groups = _groups(tracks, labels)
     fig, axes = panel_grid(len(measures))
+    fig.set_figwidth(max(fig.get_figwidth(), MIN_WIDTH))  # room for the legend
     threshold = False
     for ax, name in zip(axes, measures, strict=True):
         log_x = _updates_axis(ax, tracks, x)
@@ -298,6 +303,19 @@ def _threshold_note(tracks: pd.DataFrame, labels: pd.Series) -> str:
     return text
 
 
+def _infinite_text(tracks: pd.DataFrame) -> str:
+    """The caption's count of infinite noise scales (|G|² estimated at or below zero)."""
+    values = pd.to_numeric(tracks[NOISE], errors="coerce")
+    infinite = int(np.isinf(values).sum())
+    if not infinite:
+        return ""
+    return (
+        f" {infinite} of {int(values.notna().sum())} records have an infinite B_simple (the "
+        "squared mean gradient estimated at or below zero: the gradient is lost in its "
+        "noise); they are gaps in the lines."
+    )
+
+
 def training_figures(
     tracks: pd.DataFrame,
     labels: pd.Series,
@@ -365,7 +383,8 @@ def training_figures(
                 fig,
                 "training-noise-scale",
                 "The gradient noise scale B_simple = tr(Σ)/|G|² against updates (McCandlish et "
-                f"al. 2018), each schedule/regime's batch size dotted beside it. {band}{gap_text}",
+                f"al. 2018), each schedule/regime's batch size dotted beside it. {band}"
+                f"{_infinite_text(tracks)}{gap_text}",
             )
         )
     return blocks

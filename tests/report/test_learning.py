@@ -191,6 +191,8 @@ def test_nonfinite_records_are_gaps_and_unmeasured_steps_are_skipped(tmp_path: P
     unmeasured = (tracks.step == 300) & (tracks.source == "tracker")
     tracks.loc[unmeasured, "trace"] = math.nan  # trace taken at another cadence
     tracks.loc[tracks.run == "constant-seed1", "lambda_max"] = -math.inf  # never finite
+    late = (tracks.run == "step-seed1") & (tracks.step >= 400) & (tracks.source == "tracker")
+    tracks.loc[late, "noise_scale"] = math.inf
     rows = tracks[(tracks.source == "tracker") & (tracks.schedule == "step")]
     curve = trajectory(rows, "step", "lambda_max").set_index("x")
     assert math.isnan(curve.loc[200, "mean"]) and math.isfinite(curve.loc[250, "mean"])
@@ -198,6 +200,7 @@ def test_nonfinite_records_are_gaps_and_unmeasured_steps_are_skipped(tmp_path: P
     result = build(study_frame(), tmp_path, n_boot=100, tracks=tracks)
     md = result.markdown.read_text(encoding="utf-8")
     assert "non-finite loss (step-seed0)" in md
+    assert "3 of 44 records have an infinite B_simple" in md
     assert "training-measures.png" in {p.name for p in result.figures}
 
 
