@@ -29,7 +29,6 @@ data is missing is replaced by a note saying what to score to get it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -42,7 +41,7 @@ import pandas as pd
 from flatness.atomic import write_text_atomic
 from flatness.report.analysis import analyze
 from flatness.report.curves import pairs, summarize
-from flatness.report.outputs import read_manifest, remove_earlier, write_manifest
+from flatness.report.outputs import list_own_files, read_manifest
 from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
@@ -80,26 +79,6 @@ class Report(PlainData):
             f"Report(html={str(self.html)!r}, figures={len(self.figures)}, "
             f"sections left out={len(self.notes)}, seconds={self.seconds:.1f})"
         )
-
-
-def _list_own_files(base: Path, earlier: set[str], ctx: SectionContext, finished: bool) -> None:
-    """After a build: remove the earlier report's files not written again and list the new.
-
-    A build that failed removes nothing and lists what it wrote beside the earlier
-    report's files (all of them are still the report's to replace next time); an error
-    while listing them then is not allowed to hide the build's own error.
-    """
-    pages = [base / "report.md", base / "report.html"]
-    if finished:
-        written = [*ctx.figures, *ctx.data, *pages]
-        remove_earlier(base, earlier, {p.relative_to(base).as_posix() for p in written})
-        write_manifest(base, written)
-        return
-    own = [*ctx.figures, *ctx.data, *(p for p in pages if p.is_file())]
-    own += [base / name for name in earlier]
-    if own:
-        with contextlib.suppress(OSError):
-            write_manifest(base, own)
 
 
 def build(
@@ -207,7 +186,7 @@ def build(
         write_text_atomic(html_page, to_html(heading, sections, base))
         finished = True
     finally:
-        _list_own_files(base, earlier, ctx, finished)
+        list_own_files(base, earlier, [*ctx.figures, *ctx.data], finished)
     return Report(
         out=base,
         html=html_page,

@@ -11,13 +11,14 @@ the list (a report of an older version, or no report at all) has nothing removed
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from flatness.atomic import write_text_atomic
 
-__all__ = ["MANIFEST", "read_manifest", "remove_earlier", "write_manifest"]
+__all__ = ["MANIFEST", "list_own_files", "read_manifest", "remove_earlier", "write_manifest"]
 
 MANIFEST = ".flatness-report.json"
 """The list of a report's own files, in its folder."""
@@ -75,3 +76,29 @@ def write_manifest(base: Path, files: Iterable[Path | str]) -> None:
         {Path(f).resolve().relative_to(base.resolve()).as_posix() for f in files} - {MANIFEST}
     )
     write_text_atomic(base / MANIFEST, json.dumps({"version": 1, "files": names}, indent=1) + "\n")
+
+
+def list_own_files(base: Path, earlier: set[str], written: Sequence[Path], finished: bool) -> None:
+    """After a build: remove the earlier report's files not written again and list the new.
+
+    A build that failed removes nothing and lists what it wrote beside the earlier
+    report's files (all of them are still the report's to replace next time); an error
+    while listing them then is not allowed to hide the build's own error.
+
+    Args:
+        base: The report's folder.
+        earlier: The earlier report's list (:func:`read_manifest`).
+        written: The figures and data files this build wrote (its pages are added).
+        finished: Whether the build wrote its pages.
+    """
+    pages = [base / "report.md", base / "report.html"]
+    if finished:
+        done = [*written, *pages]
+        remove_earlier(base, earlier, {p.relative_to(base).as_posix() for p in done})
+        write_manifest(base, done)
+        return
+    own = [*written, *(p for p in pages if p.is_file())]
+    own += [base / name for name in earlier]
+    if own:
+        with contextlib.suppress(OSError):
+            write_manifest(base, own)
