@@ -113,7 +113,9 @@ def hessian_eigenvalues(
             ``True``: only where the values found suggest a cluster or the Krylov
             space became invariant (otherwise the result says
             ``multiplicity_checked=False``); ``"always"``: every time; ``False``: never.
-        verify: Measure the final residuals with one block product (``k`` products).
+        verify: Measure the final residuals: from the products the run kept (for
+            ``k >= 2`` where the basis plan holds them), else with one block product
+            (``k`` products).
         v0: A warm start instead of the random start vector: a vector of shape
             ``(dim,)``, a block ``(dim, m)`` of vectors (started from their sum), or a
             previous :class:`EigenResult` computed with ``return_eigenvectors=True``.
@@ -192,6 +194,7 @@ def hessian_eigenvalues(
             multiplicity_check=multiplicity_check,
             verify=verify,
             basis_device=plan.device,
+            keep_products=plan.products,
         )
     return EigenResult(
         eigenvalues=tuple(float(v) for v in pairs.values),
@@ -205,7 +208,7 @@ def hessian_eigenvalues(
         k=k,
         seed=seed,
         dim=op.dim,
-        iterations=meter.matvecs - (k if pairs.verified else 0),
+        iterations=meter.matvecs - pairs.verification_matvecs,
         restarts=pairs.restarts,
         multiplicity_checked=pairs.multiplicity_checked,
         eigenvectors=pairs.vectors.detach() if return_eigenvectors else None,

@@ -23,7 +23,12 @@ The rule (:func:`default_basis_size`, then :func:`plan_basis`):
    memory free at the time) never cuts ``m``: the size changes the products' last
    bits, which must not depend on what else the machine holds. Either way the retained
    gradient graphs get what the basis leaves of the budget when both share a device.
-3. ``basis_device="auto"`` keeps the basis on the operator's device, unless the
+3. For ``k >= 2`` the products :math:`W = A V` are kept beside the basis (``m``
+   vectors more), so that the ``k`` residuals are measured from them instead of ``k``
+   more products (:func:`~flatness.curvature.thick_restart.lanczos_eigenpairs`);
+   under an explicit budget only where both fit in its half. Top-1 keeps none: its
+   verification is one product.
+4. ``basis_device="auto"`` keeps the basis on the operator's device, unless the
    operator is on an accelerator and the basis of step 1 does not fit in its half of
    the budget there: then the basis lives in host memory (two vectors cross per
    product) with the host's budget. ``"cpu"`` keeps it on the host always,
@@ -79,8 +84,9 @@ class BasisPlan:
     Attributes:
         size: The vectors in the basis, ``m``.
         device: Where the basis lives.
-        nbytes: The bytes of the basis and the ``k`` Ritz vectors returned.
+        nbytes: The bytes of the basis, the kept products and the ``k`` Ritz vectors.
         capped: Whether the memory budget made ``size`` smaller than asked.
+        products: Whether the products :math:`A V` are kept beside the basis.
         graph_budget: The bytes left for retained gradient graphs on the operator's
             device (the budget less ``nbytes`` when the basis shares it), ``None``
             when no budget was given.
@@ -91,18 +97,20 @@ class BasisPlan:
     nbytes: int
     capped: bool
     graph_budget: int | None
+    products: bool = False
 
     def describe(self) -> dict[str, object]:
         """The plan as plain values, for a result's ``choices``.
 
         Returns:
-            ``{"size", "device", "bytes", "capped"}``.
+            ``{"size", "device", "bytes", "capped", "products"}``.
         """
         return {
             "size": self.size,
             "device": str(self.device),
             "bytes": self.nbytes,
             "capped": self.capped,
+            "products": self.products,
         }
 
 
@@ -168,9 +176,12 @@ def plan_basis(
         least = min(k + 2, dim)
         if fits < wanted:
             size, capped = max(fits, least), True
-    nbytes = (size + k) * per_vector
+    products = k >= 2
+    if products and cut and room is not None:
+        products = (2 * size + k) * per_vector <= BASIS_SHARE * room
+    nbytes = ((2 if products else 1) * size + k) * per_vector
     graph_budget = None if budget is None else (budget - nbytes if on_operator else budget)
-    return BasisPlan(size, where, nbytes, capped, graph_budget)
+    return BasisPlan(size, where, nbytes, capped, graph_budget, products)
 
 
 def restart_in_place(V: Tensor, s: int, coeffs: Tensor, *, chunk_bytes: int = 1 << 24) -> None:

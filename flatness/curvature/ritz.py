@@ -55,6 +55,10 @@ class RitzPairs(NamedTuple):
         invariant: Whether the last Krylov space was invariant (its :math:`\beta` at
             round-off level): its Ritz values are exact, and copies of them outside it
             are out of the start vector's reach.
+        products: :math:`A X`, the products of the Ritz vectors recombined from the
+            products kept during the run (``None`` unless asked for).
+        verification_matvecs: The products spent on the verification (``0`` when it
+            used the kept products), included in ``steps``.
     """
 
     values: np.ndarray
@@ -69,6 +73,8 @@ class RitzPairs(NamedTuple):
     verified: bool = False
     next_value: float = math.nan
     invariant: bool = False
+    products: Tensor | None = None
+    verification_matvecs: int = 0
 
 
 def order_by_which(values: np.ndarray, which: str) -> np.ndarray:

@@ -90,6 +90,7 @@ def thick_restart_lanczos(
     generator: torch.Generator | None = None,
     scale_hint: float = 0.0,
     basis_device: torch.device | str | None = None,
+    keep_products: bool = False,
 ) -> RitzPairs:
     r"""k extremal eigenpairs by thick-restart Lanczos (Wu & Simon 2000).
 
@@ -132,6 +133,10 @@ def thick_restart_lanczos(
         basis_device: Where the basis lives (default: the operator's device); each
             product moves one vector there and back
             (:mod:`flatness.curvature.lanczos_basis`).
+        keep_products: Keep the products :math:`W = A V` next to the basis (as many
+            vectors again, rotated with it at restarts) and return :math:`A X = W S`
+            with the Ritz vectors, so their residuals can be measured without
+            multiplying again.
 
     Returns:
         :class:`RitzPairs` with estimated residuals.
@@ -168,6 +173,7 @@ def thick_restart_lanczos(
 
     # vectors as rows: V[:, j] is contiguous, and V[:, :s] a transposed view for matmul
     V = torch.zeros(m, n, device=device, dtype=dtype).T
+    W = torch.zeros(m, n, device=device, dtype=dtype).T if keep_products else None
     T = np.zeros((m, m), dtype=np.float64)
     start = torch.as_tensor(v0).to(device=device, dtype=dtype).reshape(-1)
     if start.shape != (n,):
@@ -192,6 +198,8 @@ def thick_restart_lanczos(
     while steps < budget:
         w = op.matvec(V[:, s].to(op.device)).detach().to(device)
         steps += 1
+        if W is not None:
+            W[:, s] = w
         w, coef = reorthogonalize(w, V[:, : s + 1], known, locked)
         h = coef.detach().to(device="cpu", dtype=torch.float64).numpy()
         T[: s + 1, s] = h
@@ -223,6 +231,8 @@ def thick_restart_lanczos(
             keep = _restart_selection(theta, order, k, m, which)
             coeffs = torch.from_numpy(np.ascontiguousarray(S[:, keep])).to(device, dtype)
             restart_in_place(V, s, coeffs)
+            if W is not None:
+                restart_in_place(W, s, coeffs)
             if coupling.size:  # A y_i = theta_i y_i + beta s_{m,i} v_{m+1}: the arrow
                 coupling = beta * S[s - 1, keep]
             T[:] = 0.0
@@ -239,12 +249,15 @@ def thick_restart_lanczos(
     values = np.full(k, np.nan)
     res = np.full(k, np.inf)
     X = torch.zeros(n, k, device=device, dtype=dtype)
+    AX = None if W is None else torch.zeros_like(X)
     got = wanted.size
     if got:
         values[:got] = theta[wanted]
         res[:got] = residuals[wanted]
         coeffs = torch.from_numpy(np.ascontiguousarray(S[:, wanted])).to(device, dtype)
         X[:, :got] = V[:, : S.shape[0]] @ coeffs
+        if W is not None and AX is not None:
+            AX[:, :got] = W[:, : S.shape[0]] @ coeffs
     converged = np.zeros(k, dtype=bool)
     if got:
         converged[:got] = res[:got] <= residual_bounds(values[:got], tol, scale, dtype)
@@ -252,6 +265,7 @@ def thick_restart_lanczos(
     return RitzPairs(
         values, X, res, converged, steps, restarts, exhausted, scale,
         next_value=following_value, invariant=beta <= ROUNDOFF_FACTOR * eps * scale,
+        products=AX,
     )  # fmt: skip
 
 
@@ -277,6 +291,7 @@ def lanczos_eigenpairs(
     multiplicity_check: bool | Literal["always"] = True,
     verify: bool = True,
     basis_device: torch.device | str | None = None,
+    keep_products: bool | None = None,
 ) -> RitzPairs:
     r"""k extremal eigenpairs of ``op``: thick-restart Lanczos, a deflated check, a verification.
 
@@ -301,9 +316,13 @@ def lanczos_eigenpairs(
        ``"always"`` it always runs. ``multiplicity_checked`` says whether it ran to
        its end: an isolated missing copy shows in no Ritz value, so a result that was
        not searched says so rather than vouching for its completeness.
-    3. With ``verify``, the residuals are recomputed with one block product,
-       :math:`R = A X - X \Theta`, so the reported residuals are measured, not estimated
-       (``k`` products, reserved from the budget when it allows).
+    3. With ``verify``, the residuals are measured, not estimated from the recurrence:
+       :math:`R = A X - X \Theta` with :math:`A X` recombined from the products the
+       run kept (``keep_products``: no product more; :math:`A X = A V S = W S` by
+       linearity, with each column of :math:`W` an actual product of the operator, so
+       a basis that lost orthogonality or an operator that is not symmetric shows in
+       :math:`R`), or else by one block product (``k`` products, reserved from the
+       budget when it allows).
 
     Args:
         op: The symmetric operator.
@@ -320,6 +339,8 @@ def lanczos_eigenpairs(
         verify: Run step 3.
         basis_device: Where the Lanczos basis and the returned vectors live (default:
             the operator's device).
+        keep_products: Keep the products next to the basis for step 3 (twice the
+            basis memory, ``k`` products fewer); default: for ``k >= 2``.
 
     Returns:
         :class:`RitzPairs`; ``steps`` counts all products spent, verification included.
@@ -360,7 +381,9 @@ def lanczos_eigenpairs(
         thick_restart_lanczos, op, which=which, tol=tol, basis_size=basis_size,
         generator=gen, basis_device=basis_device,
     )  # fmt: skip
-    run = solve(start, k, max_matvecs=budget - reserve)
+    keep = bool(verify) and (k >= 2 if keep_products is None else keep_products)
+    run = solve(start, k, max_matvecs=budget - reserve, keep_products=keep)
+    products = run.products
     values, X, residuals = run.values.copy(), run.vectors, run.residuals.copy()
     restarts, scale = run.restarts, run.scale
     checked = run.exhausted
@@ -391,11 +414,15 @@ def lanczos_eigenpairs(
             merged = np.append(values, mu)
             order = order_by_which(merged, which)[:k]
             X = torch.cat([X, extra.vectors], dim=1)[:, torch.from_numpy(order)]
+            products = None  # the new vector's product was not kept
             values = merged[order]
             residuals = np.append(residuals, r_mu)[order]
-    verified = bool(reserve) and bool(np.all(np.isfinite(values)))
+    finite = bool(np.all(np.isfinite(values)))
+    verified = finite and (products is not None or bool(reserve))
+    spent = meter.matvecs
     if verified:
-        AX = op.matmat(X.to(op.device)).detach().to(X.device)
+        AX = products if products is not None else op.matmat(X.to(op.device)).detach()
+        AX = AX.to(X.device)
         theta_t = torch.from_numpy(values).to(X.device, op.dtype)
         measured = torch.linalg.vector_norm(AX - X * theta_t, dim=0)
         residuals = measured.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -412,4 +439,5 @@ def lanczos_eigenpairs(
         multiplicity_checked=checked,
         verified=verified,
         next_value=run.next_value,
+        verification_matvecs=meter.matvecs - spent,
     )

@@ -81,6 +81,19 @@ def test_invalid_multiplicity_check() -> None:
         lanczos_eigenpairs(A, 2, multiplicity_check="sometimes")  # type: ignore[arg-type]
 
 
+def test_residuals_measured_from_the_kept_products_cost_no_product() -> None:
+    A = DenseOperator.from_spectrum(_spectrum(10.0, 8.0, 6.0, bulk=200), seed=3)
+    kept = lanczos_eigenpairs(A, 3, tol=1e-10, basis_size=8)  # restarts rotate W too
+    fresh = lanczos_eigenpairs(A, 3, tol=1e-10, basis_size=8, keep_products=False)
+    assert kept.restarts > 0 and kept.verified and fresh.verified
+    assert kept.verification_matvecs == 0 and fresh.verification_matvecs == 3
+    assert kept.steps == fresh.steps - 3
+    X = kept.vectors
+    true = torch.linalg.vector_norm(A.matrix @ X - X * torch.from_numpy(kept.values), dim=0)
+    np.testing.assert_allclose(kept.residuals, true.numpy(), rtol=1e-6, atol=1e-14)
+    np.testing.assert_allclose(kept.values, fresh.values, rtol=1e-12)
+
+
 # ---------------------------------------------------------------- item 2: the basis
 def test_basis_size_rule() -> None:
     assert [default_basis_size(k, 10_000) for k in (1, 2, 5, 10)] == [12, 14, 20, 30]
@@ -94,6 +107,10 @@ def test_basis_size_rule() -> None:
     assert least.size == 5 and least.capped  # k + 2, the least a thick restart works with
     kept = plan_basis(1, 1000, dtype=f32, device=CPU, budget=20 * per, cut=False)
     assert kept.size == 12 and kept.graph_budget == 20 * per - 13 * per
+    top5 = plan_basis(5, 1000, dtype=f32, device=CPU)
+    assert top5.products and top5.nbytes == (2 * 20 + 5) * per  # W = AV beside V
+    tight5 = plan_basis(5, 1000, dtype=f32, device=CPU, budget=60 * per)
+    assert tight5.size == 20 and not tight5.products  # V fits in half, V and W do not
     given = plan_basis(1, 1000, dtype=f32, device=CPU, budget=0, basis_size=7)
     assert given.size == 7 and not given.capped
 
@@ -129,10 +146,13 @@ def test_basis_options_reach_the_solver_and_change_no_result() -> None:
         obj, k=2, tol=1e-8, hessian=fl.HessianOptions(memory_budget=8 * obj.dim * 8)
     )
     assert base.choices["basis"] == {
-        "size": 14, "device": "cpu", "bytes": 16 * obj.dim * 8, "capped": False,
+        "size": 14, "device": "cpu", "bytes": 30 * obj.dim * 8, "capped": False,
+        "products": True,
     }  # fmt: skip
     assert host.choices["basis"]["device"] == "cpu"
     assert small.choices["basis"]["size"] == 4 and small.choices["basis"]["capped"]  # k + 2
+    assert not small.choices["basis"]["products"]  # no room: verified by a block product
+    assert small.iterations == small.matvecs - 2 and base.iterations == base.matvecs
     assert small.choices["retained_batches"] == 0  # the basis took the budget's half
     for res in (host, small):
         assert res.all_converged
