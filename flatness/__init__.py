@@ -17,6 +17,7 @@ Examples:
 """
 
 from flatness import zoo
+from flatness.batchnorm import BatchNormCheck, batchnorm_check, recompute_batchnorm
 from flatness.curvature import (
     DenseOperator,
     DensityResult,
@@ -40,6 +41,7 @@ from flatness.curvature import (
     spectral_density,
     to_scipy,
 )
+from flatness.dataset import BatchData, coerce_data
 from flatness.losses import (
     CausalLMLoss,
     SequenceClassificationLoss,
@@ -151,6 +153,10 @@ __all__ = [
     "interpolate_checkpoints",
     "loss_landscape_2d",
     "parametric_plot",
+    # BatchNorm running statistics (stale ones are said; recomputed on demand)
+    "BatchNormCheck",
+    "batchnorm_check",
+    "recompute_batchnorm",
     # scoring checkpoints into a results store
     "CheckpointError",
     "Manifest",
@@ -171,7 +177,9 @@ __all__ = [
     "Tracker",
     "load_tracks",
     # built-in data, networks and training
+    "BatchData",
     "Dataset",
+    "coerce_data",
     "TrainConfig",
     "TrainResult",
     "build_network",

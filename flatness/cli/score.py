@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from flatness.cli.common import Subcommand, add_run_options, echo, set_threads
+from flatness.pipeline.scoring_settings import DTYPES
 
 
 def _description() -> str:
@@ -32,8 +33,28 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, help="results store (default: results.sqlite beside it)")
     p.add_argument("--measures", nargs="+", metavar="NAME", help="score only these measures")
     p.add_argument("--device", help="override [scoring] device (cpu, cuda, cuda:1, ...)")
-    p.add_argument("--dtype", choices=("float32", "float64"), help="override [scoring] dtype")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="override [scoring] dtype (default float32, also for bfloat16/float16 "
+        "checkpoints; a lower precision is measured against float32 and warned about)",
+    )
     p.add_argument("--examples", type=int, help="override [scoring] examples")
+    p.add_argument(
+        "--groups",
+        nargs="+",
+        metavar="GROUP",
+        help="override [scoring] groups: also score each parameter group's Hessian block "
+        "(names or module prefixes such as features.0 classifier, or 'blocks' for each "
+        "top-level child module)",
+    )
+    p.add_argument(
+        "--recompute-batchnorm",
+        action="store_true",
+        default=None,
+        help="recompute BatchNorm running statistics on the scoring data before measuring "
+        "([scoring] recompute_batchnorm = true)",
+    )
     p.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -64,6 +85,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     set_threads(args)
     measures = [m for item in args.measures or () for m in item.split(",") if m]
+    groups = [g for item in args.groups or () for g in item.split(",") if g]
     summary = score(
         args.manifest,
         store=args.store,
@@ -71,6 +93,8 @@ def run_score(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         examples=args.examples,
+        groups=(groups[0] if groups == ["blocks"] else groups) or None,
+        recompute_batchnorm=args.recompute_batchnorm,
         trust_pickle=args.trust_pickle,
         progress=not args.no_progress,
         log=echo,

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatness.batchnorm import recompute_batchnorm
 from flatness.curvature.objective import Objective
-from flatness.dataset import DataSplit, ScoringData, coerce_data, split_examples
+from flatness.dataset import DataSplit, ScoringData, coerce_data, objective_data, split_examples
 from flatness.factories import import_factory, import_plugin, is_factory_spec, search_folder
 from flatness.pipeline.checkpoints import load_checkpoint, load_into
 from flatness.pipeline.manifest import Manifest, manifest_from_dict, read_manifest
@@ -285,10 +286,11 @@ def scoring_objective(
 ) -> Objective:
     """The objective a manifest's measures are computed on, for one checkpoint.
 
-    The same model, the same seeded subset of ``[scoring] examples`` training examples,
-    batch size, device and dtype as :func:`flatness.score` uses, so a number computed on
-    it can be set beside the stored ones (an analysis of a store's checkpoints, for
-    example).
+    The same model (with BatchNorm statistics recomputed when ``[scoring]
+    recompute_batchnorm`` asks), the same seeded subset of ``[scoring] examples``
+    training examples, loss, batch size, device and dtype as :func:`flatness.score`
+    uses, so a number computed on it can be set beside the stored ones (an analysis of
+    a store's checkpoints, for example).
 
     Args:
         manifest: A manifest file, a :class:`~flatness.pipeline.manifest.Manifest` or
@@ -309,11 +311,15 @@ def scoring_objective(
     dtype = scoring_dtype(man)
     data = manifest_data(man)
     model = load_into(model_builder(man)(), load_checkpoint(checkpoint, trust_pickle=trust_pickle))
-    subset = training_subset(data, scoring["examples"], scoring["seed"])
+    model = model.to(device=device, dtype=dtype)
+    bs = int(scoring["batch_size"])
+    subset = objective_data(training_subset(data, scoring["examples"], scoring["seed"]), bs)
+    if scoring["recompute_batchnorm"]:
+        recompute_batchnorm(model, subset, batch_size=bs, inplace=True)
     return Objective(
-        model.to(device=device, dtype=dtype),
+        model,
         subset,
-        batch_size=int(scoring["batch_size"]),
+        batch_size=bs,
         device=device,
         dtype=dtype,
         **scoring_loss(man).objective_kwargs(),

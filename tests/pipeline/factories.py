@@ -113,3 +113,19 @@ class ItemDataset(torch.utils.data.Dataset):
 
 def item_data() -> tuple:
     return ItemDataset(24, 0), ItemDataset(8, 1)
+
+
+def bn_net(seed: int = 0) -> nn.Module:
+    """A BatchNorm MLP (5 -> 8 -> BN -> ReLU -> 3), the shape of Keskar's F1 at toy size."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(IN, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, CLASSES))
+
+
+def stale_bn_net() -> nn.Module:
+    """``bn_net`` whose running statistics describe other activations (a stale model)."""
+    net = bn_net()
+    with torch.no_grad():  # the inputs of BatchNorm grew; its statistics stayed (0, 1)
+        net[0].weight.mul_(10.0)
+        net[0].bias.copy_(20.0 * torch.sign(torch.randn(8)))
+        net[3].weight.mul_(3.0)
+    return net
