@@ -23,6 +23,7 @@ the contract in :mod:`flatness.results`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -83,7 +84,19 @@ class TrackedMeasure:
         Returns:
             The record fields (:func:`~flatness.tracking.records.measure_fields`).
         """
-        return measure_fields(self.name, self.function(obj, **self.arguments))
+        result = self.function(obj, **self.arguments)
+        self.checked()
+        return measure_fields(self.name, result)
+
+    def checked(self) -> None:
+        """After the first call: the model is known to be deterministic in evaluation.
+
+        Its Hessian operators skip the determinism check (two forward passes) from now
+        on: the tracker's model is the same module at every step.
+        """
+        options = self.arguments.get("hessian")
+        if isinstance(options, HessianOptions) and options.check_determinism:
+            self.arguments["hessian"] = dataclasses.replace(options, check_determinism=False)
 
 
 @dataclass
@@ -105,6 +118,7 @@ class WarmEigenvalues(TrackedMeasure):
             when the call was warm-started.
         """
         result = hessian_eigenvalues(obj, v0=self.previous, **self.arguments)
+        self.checked()
         warm = self.previous is not None
         finite = all(math.isfinite(v) for v in result.eigenvalues)
         self.previous = result if finite and result.eigenvectors is not None else None

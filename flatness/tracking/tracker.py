@@ -31,15 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness.curvature.batches import Batch, split_batches
+from flatness.curvature.batches import Batch, batch_size_of, split_batches
 from flatness.curvature.objective import BatchLossFn, LossFn, Objective
 from flatness.curvature.options import HessianOptions
 from flatness.evaluation import mean_loss_and_accuracy
 from flatness.pipeline.database import StoreError
 from flatness.pipeline.readers import records_frame
 from flatness.pipeline.store import ResultsStore
-from flatness.results import to_plain
-from flatness.tracking.cadence import DEFAULT_EVERY, DEFAULT_PER_DECADE, Cadence, Every
+from flatness.results import COST_FORWARD, to_plain
+from flatness.tracking.cadence import (
+    DEFAULT_EVERY,
+    DEFAULT_OVERHEAD,
+    DEFAULT_PER_DECADE,
+    Cadence,
+    Every,
+)
 from flatness.tracking.loop_state import loop_state_kept
 from flatness.tracking.measures import MeasureSpec, tracked_measures
 from flatness.tracking.records import hyperparameter_fields
@@ -85,7 +91,8 @@ class Tracker:
         measures: What to measure (:func:`~flatness.tracking.measures.tracked_measures`):
             ``("lambda_max", "trace")``, or ``{"lambda_max": {"k": 3}, ...}``.
         every: The cadence (:class:`~flatness.tracking.cadence.Cadence`): a number of
-            updates, ``"epoch"`` or ``"log"`` (the default: log-spaced steps).
+            updates, ``"epoch"``, ``"log"`` or ``"budget"`` (the default: log-spaced
+            steps while the measurements cost at most ``overhead`` of the training).
         store: A results store to write the records to (``None``: in memory only).
         run: The run's name in the store.
         loss_fn: ``loss_fn(output, target)``, the mean loss of a batch.
@@ -98,7 +105,8 @@ class Tracker:
         batch_size: Batch size that splits a tensor pair.
         dtype: The dtype of the evaluation (default: the model's).
         device: Where to evaluate (default: the model's device).
-        per_decade: Points per decade of ``every="log"``.
+        per_decade: Points per decade of ``every="log"`` and ``"budget"``.
+        overhead: The share of the training's work ``every="budget"`` may spend.
         source: The store's ``source`` column.
 
     Raises:
@@ -137,13 +145,14 @@ class Tracker:
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         per_decade: int = DEFAULT_PER_DECADE,
+        overhead: float = DEFAULT_OVERHEAD,
         source: str = "tracker",
     ) -> None:
         if on_store_error not in ("raise", "warn"):
             raise ValueError(f"on_store_error must be 'raise' or 'warn', got {on_store_error!r}")
         self.run, self.source = str(run), str(source)
         self.on_store_error = on_store_error
-        self.cadence = Cadence(every, per_decade)
+        self.cadence = Cadence(every, per_decade, overhead)
         self.measures = tracked_measures(measures, seed=seed, hessian=hessian)
         self._objective_kwargs: dict[str, Any] = {
             "loss_fn": loss_fn,
@@ -153,10 +162,12 @@ class Tracker:
         }
         self._train: list[Batch] = split_batches(train, batch_size)
         self._test: list[Batch] | None = None if test is None else split_batches(test, batch_size)
+        self._examples = sum(batch_size_of(b) for b in self._train)
+        self._test_examples = sum(batch_size_of(b) for b in self._test or [])
         self._records: list[dict[str, Any]] = []
         self._signature: Signature | None = None
         self._last_step: int | None = None
-        self._seen = 0
+        self._seen: int | None = None
         self._said_nonfinite = False
         self._last_nonfinite = False
         self.store_path = None if store is None else str(store)
@@ -212,19 +223,21 @@ class Tracker:
         """
         self._check_model(model)
         step = int(step)
-        if examples_seen is None and batch_size is not None:
-            self._seen += int(batch_size) * (step - (self._last_step or 0))
+        if examples_seen is not None:
+            self._seen = int(examples_seen)
+        elif batch_size is not None:
+            self._seen = (self._seen or 0) + int(batch_size) * (step - (self._last_step or 0))
         self._last_step = step
-        seen = self._seen if examples_seen is None else int(examples_seen)
+        seen = 0 if self._seen is None and step == 0 else self._seen
         bad_loss = not _finite(loss)
-        due = self.cadence.due(step, epoch_end=epoch_end) or force
+        due = self.cadence.due(step, epoch_end=epoch_end, examples_seen=seen) or force
         if not due and not (bad_loss and not self._last_nonfinite):
             return None
         start = time.perf_counter()
         record: dict[str, Any] = {"run": self.run, "source": self.source, "step": step}
         record.update(to_plain(extra))
         record.update(epoch=math.nan if epoch is None else float(epoch), updates=step)
-        record["examples_seen"] = seen
+        record["examples_seen"] = math.nan if seen is None else seen
         record.update(
             hyperparameter_fields(
                 lr=lr, batch_size=batch_size, momentum=momentum, optimizer=optimizer
@@ -236,6 +249,8 @@ class Tracker:
             record.update(self._measure(model, skip=bad_loss))
         record["nonfinite"] = int(bad_loss or not _finite(record.get("train_loss")))
         record["tracker_seconds"] = time.perf_counter() - start
+        record["tracker_example_gradients"] = self._cost(record)
+        self.cadence.charge(record["tracker_example_gradients"])
         self._nonfinite(record)
         self._keep(record)
         return record
@@ -258,6 +273,17 @@ class Tracker:
             for measure in self.measures:
                 out.update(measure.measure(obj))
         return out
+
+    def _cost(self, record: Mapping[str, Any]) -> float:
+        """A record's nominal cost in single-example gradients (what the budget counts).
+
+        Each measure's ``gradient_equivalents`` over the fixed subset, and a forward pass
+        (a third of a gradient) over each of the subset and the test data for the fit.
+        """
+        costs = (record.get(f"{m.name}_gradient_equivalents", 0.0) for m in self.measures)
+        measures = sum(float(c) for c in costs if math.isfinite(float(c)))
+        fit = COST_FORWARD * (self._examples + self._test_examples)
+        return measures * self._examples + (fit if "train_accuracy" in record else 0.0)
 
     def _check_model(self, model: nn.Module) -> None:
         signature = _signature(model)

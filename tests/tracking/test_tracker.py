@@ -83,3 +83,26 @@ def test_unknown_measures_and_settings_are_refused() -> None:
         Tracker(tiny_data(), measures=("sharpness",))
     with pytest.raises(ValueError, match=r"'lambda_max': unknown settings \['kk'\]"):
         Tracker(tiny_data(), measures={"lambda_max": {"kk": 2}})
+
+
+def test_the_default_budget_keeps_the_measurements_under_a_tenth_of_the_training() -> None:
+    X, y = tiny_data(64)
+    tracker = Tracker((X[:32], y[:32]), measures={"lambda_max": {}, "trace": {"budget": 10}})
+    assert tracker.cadence.every == "budget" and tracker.cadence.overhead == 0.1
+    net = tiny_net()
+    for step in range(3000):
+        tracker.update(net, step=step, lr=0.1, batch_size=16)
+    df = tracker.frame()
+    spent = df["tracker_example_gradients"].cumsum().shift(fill_value=0.0)
+    assert (spent <= 0.1 * df["examples_seen"]).all()  # each measurement was within budget
+    last = df["tracker_example_gradients"].iloc[-1]
+    assert df["tracker_example_gradients"].sum() - last <= 0.1 * 16 * 2999
+    assert 4 <= len(df) < 40  # thinned: the log grid has 41 steps below 3000
+    grid = {0}
+    s = 0
+    while s < 3000:
+        s = fl.tracking.log_spaced_after(s)
+        grid.add(s)
+    assert set(df["step"]) <= grid  # on the log grid, so seeds share steps
+    # after the first call the model is known to be deterministic: no check again
+    assert tracker.measures[0].arguments["hessian"].check_determinism is False

@@ -73,7 +73,8 @@ def test_gradient_descent_on_a_quadratic_tracks_the_exact_lambda_max_and_a_flat_
     assert len(df) == 6 and df["train_loss"].is_monotonic_decreasing
     np.testing.assert_allclose(df["lambda_max"], float(exact[-1]), rtol=1e-9)
     assert (df["lambda_max_converged"] == 1).all()
-    # The Hessian does not move, and neither do the common random probes: one value.
-    assert df["trace"].nunique() == 1 and df["trace_stderr"][0] > 0
+    # The Hessian does not move, and neither do the common random probes: one value (up to
+    # the last bits of the products), where other probes would differ by about the stderr.
+    assert np.ptp(df["trace"]) < 1e-9 * df["trace"][0] and df["trace_stderr"][0] > 1e-3
     assert abs(df["trace"][0] - float(exact.sum())) < 5 * df["trace_stderr"][0]
     assert df["stability_threshold"][0] == pytest.approx(2 * float(exact[-1]))
