@@ -133,8 +133,10 @@ def with_sharpness_block(text: str, block: str) -> str:
 
 MLPS = [
     ("MLP 3.4k", TrainConfig(network="tiny_mlp", network_kwargs={"width": 38}, epochs=3)),
-    ("BN MLP", TrainConfig(network="mlp_bn", epochs=3)),
+    ("BN MLP", TrainConfig(network="mlp_bn", network_kwargs={"width": 256}, epochs=3)),
 ]
+QUICK_WIDTH = {"MLP 3.4k": 8, "BN MLP": 32}
+"""The MLPs' widths at the quick size (``models.CASES``' quick builds)."""
 
 
 def benchmark_models(
@@ -149,9 +151,7 @@ def benchmark_models(
     wanted = set(args.only or [c for c, _ in MLPS] + ["ResNet-18", "Transformer"])
     n = models.CASES["BN MLP"].n_quick if args.quick else models.CASES["BN MLP"].n
     nets = [
-        (label, TrainConfig(**{**cfg.to_dict(), "epochs": 1 if args.quick else 3}))
-        for label, cfg in MLPS
-        if label in wanted
+        (label, _quick(label, cfg) if args.quick else cfg) for label, cfg in MLPS if label in wanted
     ]
     if nets:
         data = load_dataset("mnist1d", n_train=n, n_test=1000, seed=0)
@@ -164,6 +164,11 @@ def benchmark_models(
             size = spec.n_quick if args.quick else n_big
             X, y = spec.data(size)
             yield name, name, spec.build(args.quick), X, y, size
+
+
+def _quick(label: str, cfg: TrainConfig) -> TrainConfig:
+    kwargs = {**cfg.network_kwargs, "width": QUICK_WIDTH[label]}
+    return TrainConfig(**{**cfg.to_dict(), "epochs": 1, "network_kwargs": kwargs})
 
 
 # ----------------------------------------------------------------------- measurements
@@ -325,16 +330,10 @@ def bench(
     if mlp:
         print(f"  float64 reference of {label} ...", flush=True)
         row["reference"] = reference(model, X, y, k=5)
-    state = model.state_dict() if mlp else None
-    row["memory"] = {}
-    for tool in TOOLS:
-        print(f"  peak memory of {label}, {tool} top-1 (fresh process) ...", flush=True)
-        row["memory"][tool] = peak_in_subprocess(
-            name, tool, 1, n=n, state=state, quick=args.quick, timeout=args.timeout
-        )
+    row["memory"] = memory(name, TOOLS, n, model.state_dict() if mlp else None, args)
     for k in ks:
         print(f"  top-{k} of {label} ...", flush=True)
-        if big and k == 1:
+        if big and k == 1 and not args.no_memory:
             row[f"top{k}"] = {t: [run_of(row["memory"][t])] for t in TOOLS}
             row[f"top{k}_fresh_process"] = True
         else:
@@ -347,6 +346,30 @@ def bench(
     return row
 
 
+def memory(
+    name: str,
+    tools: tuple[str, ...],
+    n: int,
+    state: dict[str, Any] | None,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
+    """Peak memory of each tool's top-1 on case ``name``, each in a fresh process.
+
+    Returns:
+        ``{tool: peak_in_subprocess(...)}``; with ``--no-memory`` rows saying so.
+    """
+    found = {}
+    for tool in tools:
+        if args.no_memory:
+            found[tool] = {"peak_bytes": None, "error": "not measured (--no-memory)"}
+            continue
+        print(f"  peak memory of {name}, {tool} top-1 (fresh process) ...", flush=True)
+        found[tool] = peak_in_subprocess(
+            name, tool, 1, n=n, state=state, quick=args.quick, timeout=args.timeout
+        )
+    return found
+
+
 def run_of(memory: dict[str, Any]) -> peers.Run:
     """A fresh-process measurement (:func:`peak_in_subprocess`) as a :class:`peers.Run`."""
     return peers.Run(
@@ -357,9 +380,9 @@ def run_of(memory: dict[str, Any]) -> peers.Run:
     )
 
 
-def _order(row: dict[str, Any]) -> tuple[int, str]:
+def _order(row: dict[str, Any]) -> tuple[int, int]:
     cases = [c for c, _ in MLPS] + ["ResNet-18", "Transformer"]
-    return (cases.index(row["case"]) if row["case"] in cases else len(cases), row["model"])
+    return (cases.index(row["case"]) if row["case"] in cases else len(cases), 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         help="models to (re)measure, e.g. 'BN MLP' 'ResNet-18'; the other rows are kept "
         "from the last run's JSON beside the report",
+    )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the fresh-process memory runs"
     )
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per fresh process")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmark-curvature.md"))
@@ -419,9 +445,6 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": curvature_report.gpu_rows(ROOT / "reports" / "gpu-check.json"),
     }
     text = curvature_report.render(sorted(rows.values(), key=_order), meta)
-    if out.exists():  # keep the section benchmark_sharpness.py wrote
-        block = sharpness_block(out.read_text())
-        text = text if block is None else with_sharpness_block(text, block)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

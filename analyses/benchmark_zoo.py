@@ -44,7 +44,6 @@ import benchmark_curvature as curvature
 import models
 import peers
 from curvature_report import fmt, gpu_rows, mib, ratio_span, seconds_of
-from peak_memory import peak_in_subprocess
 
 import flatness as fl
 
@@ -92,12 +91,8 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     print(f"  products of {name} ...", flush=True)
     row["costs"] = curvature.product_costs(model, X, y, 1 if big else max(args.repeats, 3))
-    print(f"  peak memory of {name} (fresh processes) ...", flush=True)
-    row["memory"] = {
-        t: peak_in_subprocess(name, t, 1, n=n, quick=args.quick, timeout=args.timeout)
-        for t in TOOLS
-    }
-    if big:
+    row["memory"] = curvature.memory(name, TOOLS, n, None, args)
+    if big and not args.no_memory:
         row["top1"] = {t: [curvature.run_of(row["memory"][t])] for t in TOOLS}
         row["fresh_process"] = True
     else:
@@ -220,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=128, help="Transformer, LSTM")
     parser.add_argument("--gpt2-sequences", type=int, default=64)
     parser.add_argument("--only", nargs="*", choices=ZOO, help="models to run (default all)")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the fresh-process memory runs"
+    )
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per fresh process")
     parser.add_argument("--out", default=str(ROOT / "reports" / "benchmark-zoo.md"))
     args = parser.parse_args(argv)

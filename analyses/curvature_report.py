@@ -155,6 +155,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out += _memory_table(rows)
     out += _trace_table(rows)
     out += ["## GPU", "", *meta["gpu"], ""]
+    out += ["The sharpness measures' costs are in `reports/benchmark-sharpness.md`.", ""]
     out += ["## Against the targets of issue 19", "", *targets(rows), ""]
     out += ["## Choices and references", ""]
     for r in rows:

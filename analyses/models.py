@@ -296,7 +296,7 @@ class ModelCase:
 
     Attributes:
         name: The label in reports.
-        build: ``build(quick) -> model`` in evaluation mode.
+        build: ``build(quick) -> model`` in evaluation mode (quick: a narrower one).
         data: ``data(n) -> (inputs, targets)`` of ``n`` examples for ``F.cross_entropy``.
         n: Examples at the CPU size.
         n_quick: Examples at the quick size.
@@ -311,9 +311,10 @@ class ModelCase:
     about: str
 
 
-def _mlp(name: str, **kwargs: int) -> Callable[[bool], nn.Module]:
+def _mlp(name: str, width: int, quick_width: int) -> Callable[[bool], nn.Module]:
     def build(quick: bool) -> nn.Module:
-        return build_network(name, input_shape=[40], num_classes=10, seed=0, **kwargs).eval()
+        w = quick_width if quick else width
+        return build_network(name, input_shape=[40], num_classes=10, seed=0, width=w).eval()
 
     return build
 
@@ -323,7 +324,7 @@ CASES: dict[str, ModelCase] = {
     for case in (
         ModelCase(
             "MLP 3.4k",
-            _mlp("tiny_mlp", width=38),
+            _mlp("tiny_mlp", 38, 8),
             mnist1d,
             4000,
             500,
@@ -331,12 +332,11 @@ CASES: dict[str, ModelCase] = {
         ),
         ModelCase(
             "BN MLP",
-            _mlp("mlp_bn"),
+            _mlp("mlp_bn", 256, 32),
             mnist1d,
             4000,
             500,
-            "F1-style 40-256-256-256-10 MLP with BatchNorm (146,186 parameters), "
-            "MNIST-1D",
+            "F1-style 40-256-256-256-10 MLP with BatchNorm (146,186 parameters), MNIST-1D",
         ),
         ModelCase(
             "ResNet-18",

@@ -269,7 +269,7 @@ def pyhessian_top_k(model: nn.Module, X: Tensor, y: Tensor, k: int) -> Run:
     def call() -> Run:
         with ProductCounter() as counter:
             vals, _ = _pyhessian(model, X, y).eigenvalues(top_n=k)
-        return Run(products=counter.count, values=[float(v) for v in vals])
+        return Run(products=counter.count, values=sorted((float(v) for v in vals), reverse=True))
 
     return attempt(call)
 
