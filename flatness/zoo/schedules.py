@@ -36,10 +36,27 @@ shuffled training set in full batches).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from flatness.zoo.config import TrainConfig
+
+class ScheduleSettings(Protocol):
+    """The settings a schedule reads (a :class:`~flatness.zoo.TrainConfig` has them all)."""
+
+    @property
+    def schedule(self) -> str: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def factor(self) -> float: ...
+    @property
+    def milestone_epochs(self) -> tuple[int, ...]: ...
+    @property
+    def max_batch_fraction(self) -> float: ...
+    @property
+    def warmup_epochs(self) -> float: ...
+    @property
+    def reference_batch_size(self) -> int | None: ...
+
 
 SCHEDULES = ("constant", "step", "batch_increase", "constant_noise", "linear_scaling")
 """The schedule names :class:`~flatness.zoo.TrainConfig` accepts."""
@@ -92,7 +109,7 @@ def milestone_epochs(
     return tuple(sorted(found))
 
 
-def max_batch(config: TrainConfig, n_train: int) -> int:
+def max_batch(config: ScheduleSettings, n_train: int) -> int:
     """The largest batch a growing-batch schedule reaches: ``⌊max_batch_fraction · n_train⌋``.
 
     Examples:
@@ -104,7 +121,7 @@ def max_batch(config: TrainConfig, n_train: int) -> int:
 
 
 def scheduled(
-    config: TrainConfig, epoch: float, base_batch: int, n_train: int
+    config: ScheduleSettings, epoch: float, base_batch: int, n_train: int
 ) -> tuple[float, int]:
     """Learning rate and batch size at a position in training under the config's schedule.
 
