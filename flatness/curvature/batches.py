@@ -30,6 +30,7 @@ __all__ = [
     "batch_size_of",
     "map_tensors",
     "move_batch",
+    "require_fixed_order",
     "shuffles",
     "split_batches",
     "weigh_batches",
@@ -189,6 +190,21 @@ def shuffles(data: Any) -> bool:
     return isinstance(data, torch.utils.data.DataLoader) and not isinstance(
         sampler, torch.utils.data.SequentialSampler
     )
+
+
+def require_fixed_order(data: Any, train_mode: bool) -> None:
+    """Refuse a shuffling loader in training mode, where the batches' make-up matters.
+
+    Raises:
+        ValueError: For ``train_mode=True`` with a loader that shuffles.
+    """
+    if train_mode and shuffles(data):
+        raise ValueError(
+            "train_mode=True with a shuffling DataLoader: in training mode BatchNorm "
+            "normalizes with each batch's statistics, so the loss depends on which "
+            "examples share a batch and a shuffled loader makes it random. Pass a "
+            "loader with shuffle=False, a fixed list of batches, or use eval mode."
+        )
 
 
 def split_batches(data: Any, batch_size: int) -> list[Batch]:

@@ -44,7 +44,7 @@ from flatness.curvature.batches import (
     DeviceBatches,
     batch_size_of,
     move_batch,
-    shuffles,
+    require_fixed_order,
     split_batches,
     weigh_batches,
 )
@@ -54,6 +54,8 @@ from flatness.curvature.parameters import (
     ParameterBlock,
     ParamSelector,
     flatten,
+    parameter_blocks,
+    require_finite,
     select_parameter_names,
     unflatten,
 )
@@ -167,22 +169,11 @@ class Objective:
             n: self._cast(p) for n, p in all_params.items() if n not in set(names)
         }
         self._buffers: dict[str, Tensor] = {n: self._cast(b) for n, b in model.named_buffers()}
-        blocks, offset = [], 0
-        for n in names:
-            p = all_params[n]
-            blocks.append(ParameterBlock(n, tuple(p.shape), offset, p.numel()))
-            offset += p.numel()
-        self.blocks: tuple[ParameterBlock, ...] = tuple(blocks)
-        self.dim = offset
+        self.blocks: tuple[ParameterBlock, ...] = parameter_blocks(model, names)
+        self.dim = sum(b.numel for b in self.blocks)
         self.theta0: Tensor = torch.cat([self._cast(all_params[n]).reshape(-1) for n in names])
 
-        if self.train_mode and shuffles(data):
-            raise ValueError(
-                "train_mode=True with a shuffling DataLoader: in training mode BatchNorm "
-                "normalizes with each batch's statistics, so the loss depends on which "
-                "examples share a batch and a shuffled loader makes it random. Pass a "
-                "loader with shuffle=False, a fixed list of batches, or use eval mode."
-            )
+        require_fixed_order(data, self.train_mode)
         given = split_batches(data, batch_size)
         weighed = weigh_batches(given, self.dtype, batch_loss)
         self.batches: DeviceBatches = DeviceBatches(weighed.batches, self.device)
@@ -194,13 +185,7 @@ class Objective:
             c / sum(self.batch_weights) for c in self.batch_weights
         )
         self.weighted_by: str = weighed.unit
-        if not torch.isfinite(self.theta0).all():
-            bad = [
-                b.name
-                for b in self.blocks
-                if not torch.isfinite(self.theta0[b.offset : b.offset + b.numel]).all()
-            ]
-            raise ValueError(f"the parameters hold NaN or Inf values (in {', '.join(bad)})")
+        require_finite(self.blocks, self.theta0)
         self.precision_error: float | None = None
         if dtype is not None and dtype in LOW_PRECISION:
             self.precision_error = self._measure_precision(given[0])

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ParamSelector", "ParameterBlock", "flatten", "select_parameter_names", "unflatten"]
+__all__ = [
+    "ParamSelector",
+    "ParameterBlock",
+    "flatten",
+    "parameter_blocks",
+    "require_finite",
+    "select_parameter_names",
+    "unflatten",
+]
 
 ParamSelector = str | Sequence[str] | Callable[[str, nn.Parameter], bool] | None
 
@@ -100,3 +108,31 @@ def flatten(
     if isinstance(tensors, Mapping):
         tensors = [tensors[b.name] for b in blocks]
     return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def parameter_blocks(model: nn.Module, names: Sequence[str]) -> tuple[ParameterBlock, ...]:
+    """Lay the named parameters end to end in one flat vector.
+
+    Returns:
+        One :class:`ParameterBlock` per name, in order, with consecutive offsets.
+    """
+    params = dict(model.named_parameters())
+    blocks, offset = [], 0
+    for n in names:
+        p = params[n]
+        blocks.append(ParameterBlock(n, tuple(p.shape), offset, p.numel()))
+        offset += p.numel()
+    return tuple(blocks)
+
+
+def require_finite(blocks: Sequence[ParameterBlock], theta: Tensor) -> None:
+    """Refuse parameters that hold NaN or Inf, naming them.
+
+    Raises:
+        ValueError: If some block of ``theta`` is not finite.
+    """
+    if not torch.isfinite(theta).all():
+        bad = [
+            b.name for b in blocks if not torch.isfinite(theta[b.offset : b.offset + b.numel]).all()
+        ]
+        raise ValueError(f"the parameters hold NaN or Inf values (in {', '.join(bad)})")
