@@ -69,7 +69,7 @@ HISTORY_FIELDS = {
     "batch_size": "examples per update in the epoch",
     "lr_over_batch": "lr / batch_size",
     "momentum": "SGD's momentum, or Adam's first beta",
-    "optimizer": "'sgd' or 'adam'",
+    "optimizer": "'sgd', 'sgd_nesterov' or 'adam'",
     "train_loss": "training loss as fit_on says",
     "train_accuracy": "training accuracy as fit_on says",
     "fit_on": "'epoch_average' (running mean over the epoch's updates, train mode) or "
@@ -232,7 +232,8 @@ def train_network(
         on_step: Called with the initial model (step 0, epoch 0.0) and after every
             update with the model and the update's fields
             (``step`` and ``updates``: updates so far, ``epoch``: epochs done as a float,
-            ``lr``, ``batch_size``, ``momentum``, ``optimizer``, ``examples_seen``,
+            ``lr``, ``batch_size``, ``momentum``, ``optimizer`` (``"sgd_nesterov"`` for
+            Nesterov momentum), ``examples_seen``,
             ``epoch_end``: the epoch's last update, ``regime``, ``schedule``, ``seed``),
             the keywords of :meth:`flatness.Tracker.update`; it must leave the model,
             its mode and the random state as they were.
@@ -286,6 +287,8 @@ def train_network(
     if config.history_fit == "full_train" or config.target_accuracy is not None:
         fit_on = "full_train"
     identity = {"regime": meta["regime"], "schedule": config.schedule, "seed": int(config.seed)}
+    # Nesterov's stability threshold is not heavy-ball's (2 + 2β)/η: name it apart
+    optimizer_name = "sgd_nesterov" if config.nesterov else config.optimizer
 
     def snapshot() -> dict[str, Any]:
         train_loss, train_acc = evaluate(model, x_train, y_train)
@@ -313,7 +316,7 @@ def train_network(
         optimizer = _make_optimizer(config, model)
         shuffle = torch.Generator().manual_seed(config.seed)
         momentum = optimizer_momentum(optimizer)
-        step_fields = {"momentum": momentum, "optimizer": config.optimizer, **identity}
+        step_fields = {"momentum": momentum, "optimizer": optimizer_name, **identity}
         if on_step is not None:  # the initial model, step 0
             lr0, batch0 = scheduled(config, 0, base_batch, n_train)
             on_step(model, {"step": 0, "epoch": 0.0, "lr": lr0, "batch_size": batch0,
@@ -368,7 +371,7 @@ def train_network(
                 "batch_size": batch,
                 "lr_over_batch": lr / batch,
                 "momentum": momentum,
-                "optimizer": config.optimizer,
+                "optimizer": optimizer_name,
                 "train_loss": fit[0],
                 "train_accuracy": fit[1],
                 "fit_on": fit_on,
