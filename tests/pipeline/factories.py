@@ -129,3 +129,11 @@ def stale_bn_net() -> nn.Module:
         net[0].bias.copy_(20.0 * torch.sign(torch.randn(8)))
         net[3].weight.mul_(3.0)
     return net
+
+
+def three_layer_net(seed: int = 0) -> nn.Module:
+    """A 3-layer ReLU MLP (5 -> 4 -> 4 -> 3): blocks "0", "2" and "4"."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(IN, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, CLASSES)
+    )
