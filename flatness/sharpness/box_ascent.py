@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.optimize
@@ -36,6 +36,7 @@ from torch import Tensor
 __all__ = [
     "PGTOL",
     "Ascent",
+    "AscentReport",
     "Evaluate",
     "at_bound",
     "projected_gradient",
@@ -51,26 +52,20 @@ Evaluate = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True)
-class Ascent:
-    """What a box maximizer found and what it spent.
+class AscentReport:
+    """How a box maximizer ended and what it spent: the fields a result keeps.
 
     Attributes:
-        value: The largest :math:`f` evaluated.
-        point: Where (inside the box).
-        gradient: :math:`\\nabla f` there.
         success: The maximizer's convergence test passed.
         status: 0 converged, 1 iteration or evaluation limit, 2 abnormal stop.
         message: The maximizer's message.
         iterations: Iterations taken.
         evaluations: Evaluations of ``evaluate`` (each with its gradient).
         gradients: Gradients computed (equal to ``evaluations`` here).
-        at_bound: Fraction of the coordinates of ``point`` at a face of the box.
-        projected_gradient: :func:`projected_gradient` at ``point``.
+        at_bound: Fraction of the coordinates of the best point at a face of the box.
+        projected_gradient: :func:`projected_gradient` at the best point.
     """
 
-    value: float
-    point: Tensor
-    gradient: Tensor
     success: bool
     status: int
     message: str
@@ -79,6 +74,29 @@ class Ascent:
     gradients: int
     at_bound: float
     projected_gradient: float
+
+    def report(self) -> dict[str, object]:
+        """The report's fields by name.
+
+        Returns:
+            ``{field name: value}`` for the fields of :class:`AscentReport` only.
+        """
+        return {f.name: getattr(self, f.name) for f in fields(AscentReport)}
+
+
+@dataclass(frozen=True)
+class Ascent(AscentReport):
+    """What a box maximizer found, with its :class:`AscentReport`.
+
+    Attributes:
+        value: The largest :math:`f` evaluated.
+        point: Where (inside the box).
+        gradient: :math:`\nabla f` there.
+    """
+
+    value: float
+    point: Tensor
+    gradient: Tensor
 
 
 def projected_gradient(y: Tensor, g: Tensor, bound: Tensor) -> float:

@@ -86,7 +86,12 @@ from torch import Tensor
 
 from flatness.curvature.objective import Objective
 from flatness.results import Meter, format_float, gradient_equivalents
-from flatness.sharpness.box_ascent import Ascent, scipy_lbfgsb_ascent, sign_gradient_ascent
+from flatness.sharpness.box_ascent import (
+    Ascent,
+    AscentReport,
+    scipy_lbfgsb_ascent,
+    sign_gradient_ascent,
+)
 from flatness.sharpness.checks import require_deterministic
 from flatness.sharpness.contract import NoErrorBar, SharpnessResult
 from flatness.sharpness.projected_lbfgs import projected_lbfgs_ascent
@@ -114,7 +119,7 @@ _MAXIMIZERS = {
 
 
 @dataclass(frozen=True, eq=False)
-class KeskarResult(NoErrorBar, SharpnessResult):
+class KeskarResult(NoErrorBar, SharpnessResult, AscentReport):
     """The ε-sharpness of one point with the evidence behind it.
 
     Besides the fields below it has the result contract's names: ``converged`` (an
@@ -174,14 +179,6 @@ class KeskarResult(NoErrorBar, SharpnessResult):
     maxiter: int
     seed: int
     dim: int
-    success: bool
-    status: int
-    message: str
-    iterations: int
-    evaluations: int
-    gradients: int
-    at_bound: float
-    projected_gradient: float
     seconds: float
     subspace: str | None = None
 
@@ -346,15 +343,8 @@ def keskar_sharpness(
         maxiter=maxiter,
         seed=seed,
         dim=obj.dim,
-        success=out.success,
-        status=out.status,
-        message=out.message,
-        iterations=out.iterations,
-        evaluations=out.evaluations,
-        gradients=out.gradients,
-        at_bound=out.at_bound,
-        projected_gradient=out.projected_gradient,
         seconds=meter.seconds,
+        **out.report(),  # type: ignore[arg-type]
         subspace=None if A is None else "gaussian N(0, 1) entries",
     )
 
