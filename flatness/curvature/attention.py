@@ -29,6 +29,7 @@ PyTorch named and what to try.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -98,7 +99,9 @@ def calls_sdpa(forward: Callable[[], object]) -> bool:
         RuntimeError: Any other error of the forward, unchanged.
     """
     try:
-        with sdpa_kernel([]):
+        # CUDA warns why each fused kernel was not used; here that is the point
+        with sdpa_kernel([]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             forward()
     except RuntimeError as err:
         if any(text in str(err) for text in _NO_KERNEL):
