@@ -33,8 +33,8 @@ machine } \epsilon)` (L-BFGS-B's ``factr`` test), after ``maxiter`` iterations, 
 when the evaluation budget is spent: at most ``maxiter + 1 + max(1, maxiter // 3)``
 evaluations (14 for the paper's 10 iterations), so an ε-sharpness costs at most that
 many gradients plus one forward pass. Everything stays on the device of ``y0`` in its
-dtype; the host reads one number per evaluation. Memory: ``2 * memory`` vectors like
-``y`` (the pairs) plus a few.
+dtype; the host reads one number per evaluation. Memory: ``2 * min(memory, maxiter -
+1)`` vectors like ``y`` (the pairs) plus a few.
 
 Differences from L-BFGS-B: the target is the projected quasi-Newton point instead of
 the generalized Cauchy point followed by subspace minimization, and the search is
@@ -226,10 +226,10 @@ def projected_lbfgs_ascent(
             else:
                 status, message = 0, _ROUNDING
             break
-        # the pair for h = -f: s = the step, r = the change of ∇h
-        pairs.append((p if step == 1.0 else p.mul_(step), g - g_new))
-        del target, p
         iterations += 1
+        if iterations < maxiter:  # the pair for h = -f: s = the step, r = the change of ∇h
+            pairs.append((p if step == 1.0 else p.mul_(step), g - g_new))
+        del target, p
         y, f, g = y_new, f_new, g_new
         if gain <= ftol * abs(f):
             status, message = 0, _ROUNDING

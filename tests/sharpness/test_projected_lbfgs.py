@@ -164,3 +164,17 @@ def test_keskar_default_runs_in_the_objective_dtype(dtype: torch.dtype) -> None:
     res = keskar_sharpness(obj, eps=1e-2, subspace_dim=5)
     ref = keskar_sharpness(Objective(make_net("mlp"), (X, y)), eps=1e-2, subspace_dim=5)
     assert res.value == pytest.approx(ref.value, rel=1e-2 if dtype == torch.float32 else 1e-12)
+
+
+def test_the_new_default_is_a_new_task_key_and_lbfgsb_keeps_the_old_one() -> None:
+    from flatness.pipeline.measures import get_measure, settings_key
+
+    keskar = get_measure("keskar")
+    (default,) = keskar.tasks({"eps": 1e-3, "subspace": 0, "maxiter": 3})
+    assert default["solver"] == "projected-lbfgs"
+    (old,) = keskar.tasks({"eps": 1e-3, "subspace": 0, "maxiter": 3, "solver": "lbfgsb"})
+    # the key stores scored with version 0.1's default kept (tests/pipeline/test_measure_rows)
+    assert settings_key(old) == (
+        '{"eps": 0.001, "maxiter": 3, "seed": 0, "solver": "lbfgsb", "start": "random", '
+        '"subspace": 0}'
+    )
