@@ -94,7 +94,10 @@ def build_from_store(
 
     Raises:
         FileNotFoundError: If there is no store at ``store``.
-        flatness.report.ReportInputError: If the store holds no measurement yet.
+        flatness.report.ReportInputError: If the store holds no measurement and no
+            records taken during training yet (with such records and no measurement,
+            the report shows training alone:
+            :func:`~flatness.report.training.build_training`).
     """
     from flatness.pipeline.readers import load_tracks
     from flatness.pipeline.store import load_curves, load_failed_tasks, load_info, load_runs
@@ -107,7 +110,16 @@ def build_from_store(
         keep = set(checkpoints)
         runs = runs[runs["checkpoint"].isin(keep)]
         curves = curves[curves["sb"].isin(keep) & curves["lb"].isin(keep)]
+    tracks = load_tracks(path)
+    target = Path(out) if out is not None else default_out(path)
+    command = "flatness report " + shlex.join([str(path), "--out", str(target)])
     if df.empty:
+        if not tracks.empty:
+            from flatness.report.training import build_training
+
+            return build_training(
+                tracks, target, title=options.get("title"), command=options.get("command", command)
+            )
         from flatness.report.frames import ReportInputError
 
         raise ReportInputError(
@@ -136,18 +148,14 @@ def build_from_store(
             ],
             ignore_index=True,
         )
-    target = Path(out) if out is not None else default_out(path)
     options.setdefault("root", path.resolve().parent)
-    options.setdefault(
-        "command",
-        "flatness report " + shlex.join([str(path), "--out", str(target)]),
-    )
+    options.setdefault("command", command)
     return build(
         df,
         target,
         curves=curves,
         failed=failed,
-        tracks=load_tracks(path),
+        tracks=tracks,
         info=load_info(path),
         **options,
     )

@@ -1,4 +1,4 @@
-"""Learning curves and sharpness trajectories in a report: the "Training" section.
+"""Learning curves and sharpness trajectories in a report: the numbers behind them.
 
 A store's ``tracks`` table (:func:`flatness.load_tracks`) holds records taken during
 training: per-epoch training histories (``source == "history"``) and the tracker's
@@ -9,9 +9,10 @@ turns them into what the report shows:
   its seeds, and every curve is drawn as the mean over them with a min–max band
   (:func:`trajectory`);
 - a compact table per group: final train and test accuracy, updates used and examples
-  seen, mean ± sd over seeds, computed from every record (:func:`training_table`);
-- :func:`training_section` adds the section with the table and the figures of
-  :mod:`~flatness.report.learning_figures`; a store without tracks gets no section.
+  seen, mean ± sd over seeds, computed from every record (:func:`training_table`).
+
+:mod:`~flatness.report.learning_figures` draws the curves and
+:mod:`~flatness.report.training` puts the section together.
 
 Records taken where the loss was not finite (``nonfinite == 1``) and infinite values are
 kept as gaps in the curves; a value simply not recorded at a step (a measure taken at
@@ -23,18 +24,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from flatness.headlines import DISPLAY_NAMES
-from flatness.report.render import Paragraph, Section
 from flatness.report.stats import MeanStd, mean_std
 from flatness.report.tables import Table, stat_cell, values_frame
-
-if TYPE_CHECKING:
-    from flatness.report.sections import SectionContext
 
 __all__ = [
     "FIT",
@@ -45,7 +41,6 @@ __all__ = [
     "nonfinite_runs",
     "percent_axis",
     "trajectory",
-    "training_section",
     "training_table",
     "x_column",
 ]
@@ -332,38 +327,6 @@ def training_table(tracks: pd.DataFrame) -> Table:
         tuple(notes),
         values_frame(values),
     )
-
-
-def training_section(ctx: SectionContext) -> Section | None:
-    """The learning curves, the measures' trajectories and the table of each schedule/regime.
-
-    Returns:
-        The section, or ``None`` when the report has no tracks (no section, no note).
-    """
-    from flatness.report import learning_figures as lf
-
-    tracks = ctx.tracks
-    if tracks is None or tracks.empty:
-        return None
-    section = Section("Training", "training")
-    labels = group_labels(tracks)
-    runs_per_group = labels.value_counts()
-    single = sorted(g for g, n in runs_per_group.items() if n == 1)
-    intro = (
-        f"{tracks['run'].nunique()} runs in {len(runs_per_group)} schedules/regimes, "
-        f"{len(tracks)} records. Curves: the mean over each schedule/regime's runs (seeds) "
-        "with a band from their minimum to their maximum."
-    )
-    if single:
-        intro += (
-            f" One run only (no band over seeds): {', '.join(map(str, single))}; for a "
-            "measure with a standard error, that run's band is ±1 standard error."
-        )
-    section.blocks.append(Paragraph(intro))
-    ctx.table(section, training_table(tracks))
-    for block in lf.training_figures(tracks, labels, ctx.figure):
-        section.blocks.append(block)
-    return section
 
 
 def percent_axis(quantity: str) -> float:

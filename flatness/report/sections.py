@@ -30,7 +30,7 @@ from flatness.report.curves import (
     display_path,
 )
 from flatness.report.frames import density_curves, normalize
-from flatness.report.learning import training_section
+from flatness.report.layers import layers_section
 from flatness.report.provenance import provenance_table
 from flatness.report.render import Bullets, FigureBlock, Links, Paragraph, Section, TableBlock
 from flatness.report.summary import summary_sentences
@@ -42,6 +42,7 @@ from flatness.report.tables import (
     measures_table,
     scores_table,
 )
+from flatness.report.training import training_section
 
 __all__ = ["SECTIONS", "SectionContext"]
 
@@ -404,6 +405,7 @@ SECTIONS: tuple[Callable[[SectionContext], Section | None], ...] = (
     correlation_section,
     parametric_section,
     density_section,
+    layers_section,
     training_section,
     data_section,
 )

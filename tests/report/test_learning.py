@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import pytest
 import flatness as fl
 from flatness.cli import main
 from flatness.pipeline.store import ResultsStore
-from flatness.report import build
+from flatness.report import ReportInputError, build
 from flatness.report.learning import group_labels, measure_names, training_table, trajectory
 from flatness.report.learning_figures import fit_figure, group_palette, measures_figure
+from flatness.report.training import build_training
 from tests.pipeline.conftest import manifest_text, save_run
 
 SCHEDULES = {"step": ("sgd", 0.1), "constant": ("adam", 1e-3)}
@@ -265,3 +267,28 @@ def test_flatness_report_reads_the_tracks_of_a_store(tmp_path: Path) -> None:
     assert main(["report", str(store), "--out", str(out), "--bootstrap", "100"]) == 0
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "## Training" in md and "training-measures.png" in md
+
+
+def test_a_store_of_training_only_gets_a_training_report(tmp_path: Path, capsys) -> None:
+    store = tmp_path / "results.sqlite"
+    tracks = tracks_frame(steps=[0, 100, 200], seeds=(0,))
+    tracks = tracks[tracks.source == "tracker"]
+    with ResultsStore(store) as s:
+        for record in tracks.to_dict("records"):
+            s.put_track(record["run"], record["source"], record["step"], record)
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "mine.png").write_bytes(b"not the report's")
+    assert main(["report", str(store), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "left out  sharpness and accuracy comparisons: no checkpoint is scored yet" in printed
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Training" in md and f"Made by: flatness report {store} --out {out}" in md
+    assert "training-measures.png" in md and "Table 2" not in md
+    values = pd.read_csv(out / "data" / "training.csv")
+    assert values.set_index(["group", "quantity"])["mean"][("step", "updates")] == 200
+    listed = json.loads((out / ".flatness-report.json").read_text())["files"]
+    assert "data/training.csv" in listed and "figures/mine.png" not in listed
+    assert (out / "figures" / "mine.png").is_file()
+    with pytest.raises(ReportInputError, match="no records taken during training"):
+        build_training(tracks.iloc[:0], tmp_path / "empty")
