@@ -1,18 +1,31 @@
 """The memory that retained gradient graphs hold, and how much they may hold.
 
 :class:`~flatness.curvature.hessian.HessianOperator` keeps each batch's gradient graph
-while the graphs fit in a budget (:func:`default_memory_budget`); it sizes a graph on
-the host by the storages autograd saves while building it (:class:`SavedBytes`).
+while the graphs fit in a budget (:func:`default_memory_budget`), see
+:func:`retain_graphs`; it sizes a graph on the host by the storages autograd saves
+while building it (:class:`SavedBytes`), on a GPU by the memory allocated. Where the
+batches may be merged (:mod:`flatness.curvature.batch_merge`) and one graph of all the
+data fits, that one graph is kept instead.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["SavedBytes", "default_memory_budget"]
+from flatness.curvature.batch_merge import merged_batch
+from flatness.curvature.batches import DeviceBatches
+from flatness.curvature.objective import Objective
+
+__all__ = ["Graph", "RetainedGraphs", "SavedBytes", "default_memory_budget", "retain_graphs"]
+
+#: A batch's first-order graph: the parameter leaves and the gradients built on them.
+Graph = tuple[list[Tensor], list[Tensor | None]]
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -68,3 +81,78 @@ class SavedBytes:
     def nbytes(self) -> int:
         """The bytes of the distinct storages counted so far."""
         return sum(self.storages.values())
+
+
+@dataclass
+class RetainedGraphs:
+    """The gradient graphs an operator keeps, and the batches they belong to.
+
+    Attributes:
+        graphs: One graph per batch of :attr:`batches`, ``None`` where not kept.
+        batches: The batches products run over: the objective's, or one merged batch.
+        weights: Their weights in the mean.
+        nbytes: The bytes the kept graphs hold.
+        merged: Whether the objective's batches were merged into one.
+    """
+
+    graphs: list[Graph | None]
+    batches: Sequence[Any]
+    weights: tuple[float, ...]
+    nbytes: int
+    merged: bool
+
+
+def _measured(build: Callable[[Any], Graph], batch: Any, device: torch.device) -> tuple[Graph, int]:
+    cuda = device.type == "cuda"
+    before = torch.cuda.memory_allocated(device) if cuda else 0
+    with SavedBytes() as counter:
+        graph = build(batch)
+    after = torch.cuda.memory_allocated(device) if cuda else 0
+    return graph, after - before if cuda else counter.nbytes
+
+
+def retain_graphs(
+    objective: Objective, build: Callable[[Any], Graph], budget: int, *, merge: bool = False
+) -> RetainedGraphs:
+    """Build and keep each batch's gradient graph until the next would not fit ``budget``.
+
+    With ``merge`` (the caller has checked that merging is exact,
+    :func:`~flatness.curvature.batch_merge.merge_refusal`), the first batch's graph
+    size, scaled to all the examples, estimates the graph of all the data; where that
+    fits, the batches are merged into one and its graph kept instead (measured again,
+    and given up for the batches where it turns out not to fit).
+
+    Args:
+        objective: The objective whose batches are used.
+        build: Builds a batch's graph.
+        budget: The bytes the graphs may hold.
+        merge: Whether the batches may be merged into one.
+
+    Returns:
+        The :class:`RetainedGraphs`.
+    """
+    batches: Sequence[Any] = objective.batches
+    graphs: list[Graph | None] = []
+    used, full = 0, False
+    for i, batch in enumerate(batches):
+        graph = None
+        if not full:
+            graph, size = _measured(build, batch, objective.device)
+            if i == 0 and merge and len(batches) > 1:
+                estimate = size * objective.num_examples / objective.batch_sizes[0]
+                if estimate <= budget:
+                    graph = None  # freed before the merged graph is built
+                    host = getattr(batches, "host", batches)
+                    whole = DeviceBatches([merged_batch(host)], objective.device)
+                    merged, size_m = _measured(build, whole[0], objective.device)
+                    if size_m <= budget:
+                        return RetainedGraphs([merged], whole, (1.0,), size_m, True)
+                    del merged
+                    graph, size = _measured(build, batch, objective.device)
+            full = used + size > budget
+            if full:
+                graph = None  # the rest are multiplied without retaining
+            else:
+                used += size
+        graphs.append(graph)
+    return RetainedGraphs(graphs, batches, tuple(objective.weights), used, False)

@@ -23,6 +23,15 @@ times one product of each of the other two strategies and keeps the faster. Bloc
 are computed column by column or vectorized, whichever a timed first block shows to
 be faster. The choices and timings are kept in :attr:`HessianOperator.choices`.
 
+Where the batches are ``(inputs, targets)`` tensors with a plain ``loss_fn`` in eval
+mode, merging them into one batch changes the function not at all (the objective is
+the mean of per-example losses) and the products only by rounding, but pays a
+product's fixed overhead once instead of once per batch: ``"auto"`` and
+``"retained"`` then keep one graph of all the data where it fits the budget
+(:mod:`flatness.curvature.batch_merge`, :func:`~flatness.curvature.graph_memory.retain_graphs`;
+``numerics["merged"]``). Merging changes the last bits and depends on the memory free,
+so a ``deterministic`` operator does not merge.
+
 The strategies agree to rounding, not to the last bit, so choices made by timing make
 two identical runs differ in their last bits. ``deterministic=True`` makes no choice
 by timing: batches that are not retained use double backward (whose products equal
@@ -34,7 +43,7 @@ in their results' ``choices``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,7 +51,8 @@ import torch
 from torch import Tensor
 
 from flatness.curvature.attention import second_order_errors
-from flatness.curvature.graph_memory import SavedBytes, default_memory_budget
+from flatness.curvature.batch_merge import merge_refusal
+from flatness.curvature.graph_memory import Graph, default_memory_budget, retain_graphs
 from flatness.curvature.linear_operator import to_scipy
 from flatness.curvature.objective import Objective, second_derivative
 from flatness.curvature.options import (
@@ -117,7 +127,10 @@ class HessianOperator:
         self.deterministic = resolve_deterministic(deterministic)
         self._batched = False if batched is None and self.deterministic else batched
         self._matvecs = 0
-        self._graphs: list[tuple[list[Tensor], list[Tensor | None]] | None] = []
+        self._graphs: list[Graph | None] = []
+        self._batches: Sequence[Any] = objective.batches
+        self._weights: tuple[float, ...] = tuple(objective.weights)
+        self._merged = False
         self._fallback: str | None = (
             strategy if strategy in ("double_backward", "forward_over_reverse") else None
         )
@@ -127,7 +140,10 @@ class HessianOperator:
         if check_determinism:
             objective.check_determinism()
         if strategy in ("auto", "retained"):
-            self._retain_graphs()
+            refusal = merge_refusal(objective)
+            merge = refusal is None and not self.deterministic
+            self.choices["merge"] = refusal or ("allowed" if merge else "deterministic")
+            self._retain_graphs(merge)
         else:
             self._graphs = [None] * len(objective.batches)
 
@@ -168,7 +184,9 @@ class HessianOperator:
 
     @property
     def retained_batches(self) -> int:
-        """How many batches keep their gradient graph between products."""
+        """How many of the objective's batches keep their gradient graph between products."""
+        if self._merged and self._graphs[0] is not None:
+            return len(self.objective.batches)
         return sum(g is not None for g in self._graphs)
 
     @property
@@ -176,7 +194,8 @@ class HessianOperator:
         """The choices made so far that change the products' last bits.
 
         ``strategy`` and ``deterministic`` as asked; ``retained_batches`` of
-        ``batches``; ``fallback``, the strategy of the batches not retained (``None``
+        ``batches``; ``merged``, whether the batches were merged into one (module
+        docs); ``fallback``, the strategy of the batches not retained (``None``
         while none was needed); ``batched``, whether blocks are multiplied vectorized
         (``None`` while no block was multiplied); ``threads``, torch's intra-op
         threads during the last product (``None`` before any), which change the
@@ -189,7 +208,8 @@ class HessianOperator:
             "strategy": self.strategy,
             "deterministic": self.deterministic,
             "retained_batches": int(self.choices.get("retained_batches", 0)),
-            "batches": len(self._graphs),
+            "batches": len(self.objective.batches),
+            "merged": self._merged,
             "fallback": self._fallback,
             "batched": self._batched,
             "threads": self.choices.get("threads"),
@@ -204,28 +224,14 @@ class HessianOperator:
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         return params, list(grads)
 
-    def _retain_graphs(self) -> None:
-        """Build and keep each batch's gradient graph until the next would not fit."""
-        obj = self.objective
-        cuda = obj.device.type == "cuda"
-        used, full = 0, False
-        for batch in obj.batches:
-            graph = None
-            if not full:
-                before = torch.cuda.memory_allocated(obj.device) if cuda else 0
-                with SavedBytes() as counter:
-                    graph = self._build_graph(batch)
-                after = torch.cuda.memory_allocated(obj.device) if cuda else 0
-                size = after - before if cuda else counter.nbytes
-                full = used + size > self.memory_budget
-                if full:
-                    graph = None  # the rest are multiplied without retaining
-                else:
-                    used += size
-            self._graphs.append(graph)
-        self.choices["retained_bytes"] = used
+    def _retain_graphs(self, merge: bool) -> None:
+        """Keep the batches' gradient graphs while they fit (one merged graph if allowed)."""
+        kept = retain_graphs(self.objective, self._build_graph, self.memory_budget, merge=merge)
+        self._graphs, self._batches, self._weights = kept.graphs, kept.batches, kept.weights
+        self._merged = kept.merged
+        self.choices["retained_bytes"] = kept.nbytes
         self.choices["retained_batches"] = self.retained_batches
-        if self.retained_batches < len(obj.batches) and self._fallback is None:
+        if any(g is None for g in self._graphs) and self._fallback is None:
             self._fallback = "double_backward" if self.strategy == "retained" else None
 
     # ---------------------------------------------------------- the products
@@ -233,9 +239,7 @@ class HessianOperator:
         """(k, dim) → per-parameter (k, *shape) views."""
         return list(self.objective.unflatten(V).values())
 
-    def _retained_block(
-        self, graph: tuple[list[Tensor], list[Tensor | None]], V: Tensor, batched: bool
-    ) -> Tensor:
+    def _retained_block(self, graph: Graph, V: Tensor, batched: bool) -> Tensor:
         params, grads = graph
         if batched:
             parts = second_derivative(
@@ -267,7 +271,7 @@ class HessianOperator:
             obj = self.objective
 
             def grad_fn(theta: Tensor) -> Tensor:
-                batch = obj.batches[index]  # moved to the device now, not held between calls
+                batch = self._batches[index]  # moved to the device now, not held between calls
                 g: Tensor = torch.func.grad(
                     lambda t: obj.batch_mean_loss(t, batch, second_order=True)
                 )(theta)
@@ -290,7 +294,7 @@ class HessianOperator:
             return self._retained_block(graph, V, batched)
         if method == "forward_over_reverse":
             return self._forward_over_reverse_block(index, V, batched)
-        return self._double_backward_block(self.objective.batches[index], V, batched)
+        return self._double_backward_block(self._batches[index], V, batched)
 
     def _choose_fallback(self, V: Tensor) -> str:
         """Time one product of each non-retaining strategy on the first unretained batch."""
@@ -313,13 +317,12 @@ class HessianOperator:
             torch.cuda.synchronize(self.device)
 
     def _block(self, V: Tensor, batched: bool) -> Tensor:
-        obj = self.objective
         if self._fallback is None and any(g is None for g in self._graphs):
             self._fallback = "double_backward" if self.deterministic else self._choose_fallback(V)
         self.choices["fallback"] = self._fallback
         self.choices["threads"] = torch.get_num_threads()
         out = torch.zeros_like(V)
-        for i, w in enumerate(obj.weights):
+        for i, w in enumerate(self._weights):
             out.add_(self._batch_block(i, V, batched, self._fallback or "double_backward"), alpha=w)
         return out
 
