@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from flatness.dataset import Dataset
 from flatness.pipeline.objective_setup import training_subset
 from flatness.tracking.cadence import DEFAULT_EVERY, DEFAULT_PER_DECADE, Cadence, Every
 from flatness.tracking.measures import MeasureSpec, tracked_measures
 from flatness.tracking.tracker import Tracker
 from flatness.zoo.config import TrainConfig
-from flatness.zoo.data import Dataset, load_dataset
+from flatness.zoo.data import load_dataset
 from flatness.zoo.manifests import run_name
 from flatness.zoo.sweep import SweepResult, SweepSpec, load_sweep, train_sweep
 from flatness.zoo.train import StepHook, TrainResult, train_network

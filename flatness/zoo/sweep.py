@@ -60,8 +60,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from flatness.dataset import Dataset
 from flatness.zoo.config import TrainConfig
-from flatness.zoo.data import Dataset, load_dataset
+from flatness.zoo.data import load_dataset
 from flatness.zoo.manifests import MANIFEST_NAME, write_manifest
 from flatness.zoo.train import StepHook, train_network
 

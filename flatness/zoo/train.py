@@ -44,13 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flatness.dataset import Dataset
 from flatness.evaluation import evaluate
 from flatness.results import Meter
 from flatness.threads import intra_op_threads, threads_for
 from flatness.versions import package_versions
 from flatness.zoo.checkpoint import META_FORMAT, plain_meta, save_checkpoint
 from flatness.zoo.config import TrainConfig, resolve_batch_size, scheduled
-from flatness.zoo.data import Dataset, load_dataset
+from flatness.zoo.data import load_dataset
 from flatness.zoo.factories import is_factory_spec
 from flatness.zoo.manifests import MANIFEST_NAME, run_name, write_manifest
 from flatness.zoo.networks import build_network, load_network_factory, seeded
