@@ -67,8 +67,8 @@ def _describe(signature: Signature) -> str:
     return f"{len(signature)} parameters ({shown}{', ...' if len(signature) > 6 else ''})"
 
 
-def _finite(x: float | Tensor | None) -> bool:
-    return x is None or math.isfinite(float(x))
+def _finite(x: float | None) -> bool:
+    return x is None or math.isfinite(x)
 
 
 def _fit(obj: Objective) -> tuple[float, float]:
@@ -223,6 +223,8 @@ class Tracker:
         """
         self._check_model(model)
         step = int(step)
+        if isinstance(loss, Tensor):
+            loss = float(loss.detach())
         if examples_seen is not None:
             self._seen = int(examples_seen)
         elif batch_size is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -106,3 +107,13 @@ def test_the_default_budget_keeps_the_measurements_under_a_tenth_of_the_training
     assert set(df["step"]) <= grid  # on the log grid, so seeds share steps
     # after the first call the model is known to be deterministic: no check again
     assert tracker.measures[0].arguments["hessian"].check_determinism is False
+
+
+def test_the_loops_loss_tensor_is_recorded_quietly() -> None:
+    net = tiny_net()
+    X, y = tiny_data()
+    loss = F.cross_entropy(net(X), y)  # still attached to the graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec = Tracker((X, y), every=1).update(net, step=0, loss=loss)
+    assert rec is not None and rec["minibatch_loss"] == float(loss.detach())
