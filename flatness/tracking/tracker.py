@@ -4,7 +4,9 @@ A :class:`Tracker` is built once, before training, with the fixed evaluation dat
 seeded training subset, e.g. :func:`flatness.pipeline.training_subset`, and
 optionally a test set), the measures, a cadence and a destination; the loop then
 calls :meth:`Tracker.update` after every update. At the steps its cadence names, the
-tracker evaluates the model on the fixed data, takes the measures
+tracker evaluates the model on the fixed data (in evaluation mode, like
+:class:`~flatness.curvature.objective.Objective`: BatchNorm's running statistics,
+dropout off), takes the measures
 (:mod:`flatness.tracking.measures`, warm-started from the previous step) and keeps a
 record (:mod:`flatness.tracking.records`): in memory (:meth:`Tracker.frame`) and, with
 ``store=``, in the results store's ``tracks`` table (:func:`flatness.load_tracks`).
@@ -343,9 +345,7 @@ class Tracker:
                 "on_store_error='warn' to keep training with in-memory records",
                 getattr(exc, "kind", "other"),
             ) from exc
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        self.close()
         warnings.warn(
             f"{message}; the tracker keeps its records in memory from now on (tracker.frame())",
             RuntimeWarning,
