@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -83,6 +84,8 @@ def test_update_leaves_parameters_generators_grads_and_modes_as_they_were() -> N
             record = tracker.update(net, step=int(not grad_mode), lr=0.1, batch_size=48)
             after = _state(net)
         assert record is not None and record["lambda_max_converged"] == 1
+        for name in ("lambda_2", "trace", "noise_scale", "keskar_sharpness", "drawn"):
+            assert math.isfinite(record[name]) and f"{name}_stderr" in record, name
         _same(before, after)
 
 
