@@ -81,6 +81,13 @@ def check_strategy(strategy: str) -> Strategy:
     return strategy  # type: ignore[return-value]
 
 
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming the option."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def check_basis_device(basis_device: str) -> BasisDevice:
     """Validate a ``basis_device`` (``"auto"``, ``"cpu"`` or ``"operator"``).
 
@@ -90,9 +97,7 @@ def check_basis_device(basis_device: str) -> BasisDevice:
     Raises:
         ValueError: For any other value.
     """
-    if basis_device not in BASIS_DEVICES:
-        raise ValueError(f"basis_device must be one of {BASIS_DEVICES}, got {basis_device!r}")
-    return basis_device  # type: ignore[return-value]
+    return _one_of("basis_device", basis_device, BASIS_DEVICES)  # type: ignore[return-value]
 
 
 def check_which(which: str) -> Which:
@@ -104,9 +109,7 @@ def check_which(which: str) -> Which:
     Raises:
         ValueError: For any other value.
     """
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    return which  # type: ignore[return-value]
+    return _one_of("which", which, WHICH)  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)
