@@ -126,3 +126,35 @@ def test_keskar_sharpness_and_a_parametric_curve_take_the_same_loss() -> None:
     end_value = Objective(end, batches, loss_fn=None, batch_loss=causal_lm_loss).value()
     assert curve.train_loss[2] == pytest.approx(float(end_value), rel=1e-6)
     assert curve.train_accuracy is None  # per-token scores are not class scores
+
+
+@pytest.mark.parametrize(
+    ("num_labels", "problem", "labels"),
+    [
+        (1, "regression", lambda n: torch.randn(n)),
+        (3, "multi_label_classification", lambda n: torch.randint(0, 2, (n, 3)).float()),
+        (3, "single_label_classification", lambda n: torch.randint(0, 3, (n,))),
+    ],
+)
+def test_sequence_classification_loss_is_the_models_own_for_each_problem_type(
+    num_labels: int, problem: str, labels
+) -> None:  # type: ignore[no-untyped-def]
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=23,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        num_labels=num_labels,
+        problem_type=problem,
+    )
+    model = BertForSequenceClassification(config).eval()
+    batch = {**token_batches()[0], "labels": labels(2)}
+    with torch.no_grad():
+        own = model(**batch).loss
+        ours = sequence_classification_loss(lambda **kw: model(**kw), batch)
+    torch.testing.assert_close(ours, own)
