@@ -38,6 +38,9 @@ GROUP = "group"
 _HEADLINE_COMPONENTS = ("", "1")
 """A measure's headline row: its single value, or the top eigenvalue."""
 
+_FIRST = ("lambda_max", "trace")
+"""Measures shown first, in this order (the others follow by name)."""
+
 
 def _natural(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
@@ -64,8 +67,10 @@ def group_scores(
         settings = json.loads(str(row.settings))
         if GROUP not in settings or str(row.component) not in _HEADLINE_COMPONENTS:
             continue
+        rank = _FIRST.index(row.measure) if row.measure in _FIRST else len(_FIRST)
         rows.append(
             {
+                "rank": (rank, str(row.measure)),
                 "checkpoint": row.checkpoint,
                 "regime": row.regime,
                 "measure": DISPLAY_NAMES.get(str(row.measure), str(row.measure)),
@@ -73,12 +78,14 @@ def group_scores(
                 "value": float(row.value),
             }
         )
-    out = pd.DataFrame(rows, columns=["checkpoint", "regime", "measure", "group", "value"])
+    columns = ["rank", "checkpoint", "regime", "measure", "group", "value"]
+    out = pd.DataFrame(rows, columns=columns)
     out = out[out["checkpoint"].isin(list(checkpoints))]
     named = [g for g in order if g in set(out["group"])]
     rest = sorted(set(out["group"]) - set(named), key=_natural)
     out["group"] = pd.Categorical(out["group"], categories=named + rest, ordered=True)
-    return out.sort_values(["measure", "group", "checkpoint"]).reset_index(drop=True)
+    out = out.sort_values(["rank", "group", "checkpoint"]).drop(columns="rank")
+    return out.reset_index(drop=True)
 
 
 def _cell(value: float) -> str:
@@ -98,7 +105,11 @@ def layers_table(scores: pd.DataFrame, study: Study) -> Table:
         .reset_index()
     )
     cells, values = [], []
-    for (measure, group), part in medians.groupby(["measure", "group"], observed=True):
+    order = {m: i for i, m in enumerate(dict.fromkeys(scores["measure"]))}
+    medians = medians.sort_values(
+        ["measure", "group"], key=lambda c: c.map(order) if c.name == "measure" else c
+    )
+    for (measure, group), part in medians.groupby(["measure", "group"], observed=True, sort=False):
         by = part.set_index("regime")
         row: dict[str, str] = {"measure": str(measure), "group": str(group)}
         number: dict[str, Any] = {"measure": measure, "group": group}
