@@ -117,3 +117,17 @@ def test_the_loops_loss_tensor_is_recorded_quietly() -> None:
         warnings.simplefilter("error")
         rec = Tracker((X, y), every=1).update(net, step=0, loss=loss)
     assert rec is not None and rec["minibatch_loss"] == float(loss.detach())
+
+
+def test_dict_batches_with_a_batch_loss_are_tracked_without_accuracy() -> None:
+    X, y = tiny_data()
+    batches = [{"x": X[i : i + 16], "y": y[i : i + 16]} for i in range(0, 64, 16)]
+
+    def batch_loss(model_fn: object, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(model_fn(batch["x"]), batch["y"])  # type: ignore[operator]
+
+    net = tiny_net()
+    rec = Tracker(batches, loss_fn=None, batch_loss=batch_loss, every=1).update(net, step=0)
+    assert rec is not None and math.isnan(rec["train_accuracy"])
+    assert rec["train_loss"] == pytest.approx(float(F.cross_entropy(net(X), y)))
+    assert rec["lambda_max_converged"] == 1
