@@ -249,7 +249,7 @@ def main() -> None:
         )
         for n in networks
     ]
-    long = {"tiny_mlp": 20, "mlp_bn": 20, "f1": 3, "c1": 3}
+    long = {"tiny_mlp": 20, "mlp_bn": 10, "f1": 2, "c1": 2}
     costs = [overhead(n, data, epochs=1 if args.quick else long[n], repeats=2) for n in networks]
     text = render(warm, costs, quick=args.quick)
     Path(args.out).write_text(text, encoding="utf-8")
