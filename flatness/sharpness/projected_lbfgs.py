@@ -10,16 +10,18 @@ At iterate :math:`y` with gradient :math:`g = \nabla h(y)`:
    :math:`(y_i = -b_i,\ g_i > 0)` or :math:`(y_i = b_i,\ g_i < 0)`, is held where it
    is; the others are *free* (:math:`F`).
 2. **Target.** The L-BFGS two-loop recursion (Nocedal 1980) on the free coordinates:
-   :math:`t = P\bigl(y - H_F g_F\bigr)`, with :math:`H_F` built from the stored pairs
-   :math:`(s_F, r_F)` restricted to :math:`F` and :math:`P` the projection onto the
-   box. A pair is used only where its curvature on :math:`F` is positive
-   (:math:`s_F^\top r_F > \epsilon\, r_F^\top r_F`, the test of L-BFGS-B), so
-   :math:`H_F` is positive definite and :math:`t - y` is a descent direction for
-   :math:`h`. Without such a pair (the first iteration, or :math:`f` convex on
-   :math:`F`, as near a minimum of the loss) the target is the vertex that maximizes
-   the linear model of :math:`f` on the box, :math:`t_i = b_i \operatorname{sign}
-   (\partial_i f)` for free :math:`i` — where L-BFGS-B's generalized Cauchy point goes
-   when the box is small against the model's step, and the Frank–Wolfe vertex.
+   :math:`t = P\bigl(y - [H]_{FF}\, g_F\bigr)`, with :math:`H` the L-BFGS inverse
+   Hessian of the stored pairs, :math:`[H]_{FF}` its principal submatrix on
+   :math:`F` (Kim, Sra and Dhillon 2010) and :math:`P` the projection onto the box.
+   A pair :math:`(s, r)` is stored only if its curvature is positive,
+   :math:`s^\top r > \epsilon\, r^\top r` (L-BFGS-B's test, checked once), so
+   :math:`H` and :math:`[H]_{FF}` are positive definite and :math:`t - y` is a
+   descent direction for :math:`h`. Without a stored pair (the first iteration, or
+   :math:`f` convex along the steps, as near a minimum of the loss) the target is the
+   vertex that maximizes the linear model of :math:`f` on the box, :math:`t_i = b_i
+   \operatorname{sign}(\partial_i f)` — where L-BFGS-B's generalized Cauchy point
+   goes when the box is small against the model's step, and the Frank–Wolfe vertex.
+   The coordinates already at that vertex are exactly the binding ones.
 3. **Search.** :math:`y + \beta (t - y)` with :math:`\beta = 1` first, then
    backtracking by safeguarded quadratic interpolation (:math:`\beta \in [0.1, 0.5]`
    times the last) until the Armijo condition :math:`h(y + \beta p) \le h(y) + c_1
@@ -27,13 +29,16 @@ At iterate :math:`y` with gradient :math:`g = \nabla h(y)`:
    :math:`f` is convex along it the linear model underestimates :math:`f`, so the first
    trial is accepted: one evaluation per iteration.
 
-It stops at a first-order maximum (projected gradient :math:`\le 10^{-5}`, L-BFGS-B's
-test), at a relative gain below :math:`\max(2.2\cdot10^{-9}, \text{the dtype's
-machine } \epsilon)` (L-BFGS-B's ``factr`` test), after ``maxiter`` iterations, or
-when the evaluation budget is spent: at most ``maxiter + 1 + max(1, maxiter // 3)``
-evaluations (14 for the paper's 10 iterations), so an ε-sharpness costs at most that
-many gradients plus one forward pass. Everything stays on the device of ``y0`` in its
-dtype; the host reads one number per evaluation. Memory: ``2 * min(memory, maxiter -
+It stops at a first-order maximum (the linear model's gain over the box, the
+Frank–Wolfe gap, is at rounding level: a projected gradient of 0), when the steps gain
+only rounding (:math:`4\epsilon |f|` for the dtype's machine :math:`\epsilon`), after
+``maxiter`` iterations, or when the evaluation budget is spent: at most ``maxiter + 1 +
+max(1, maxiter // 3)`` evaluations (14 for the paper's 10 iterations), so an
+ε-sharpness costs at most that many gradients plus one forward pass. Unlike
+L-BFGS-B's absolute tolerances these tests do not stop early on a loss that is small
+or flat across the box. Everything stays on the device of ``y0`` in its dtype; the
+host reads a few numbers per iteration. Per iteration, besides the evaluation: about
+seven passes over ``n`` and four per stored pair. Memory: ``2 * min(memory, maxiter -
 1)`` vectors like ``y`` (the pairs) plus a few.
 
 Differences from L-BFGS-B: the target is the projected quasi-Newton point instead of
@@ -89,37 +94,27 @@ def evaluation_budget(maxiter: int) -> int:
     return maxiter + 1 + max(1, maxiter // 3)
 
 
-def _two_loop(
-    gf: Tensor, free: Tensor, pairs: deque[tuple[Tensor, Tensor]], eps: float
-) -> Tensor | None:
-    """:math:`H_F \nabla f_F` by the two-loop recursion on the free coordinates, or ``None``.
+def _two_loop(gf: Tensor, free: Tensor, pairs: deque[tuple[Tensor, Tensor, float]]) -> Tensor:
+    """:math:`[H]_{FF} \nabla f_F`: the two-loop recursion on the masked gradient, masked.
 
-    ``free`` is 1 on the free coordinates and 0 elsewhere; the pairs are :math:`(s, r)`
-    with :math:`r` the change of :math:`\nabla h = -\nabla f`. ``None`` when no pair
-    has positive curvature on the free coordinates. The vectors are updated in place
-    with fused operations, so the cost is about seven passes over ``n`` per usable pair
-    and three per unusable one.
+    ``free`` is 1 on the free coordinates and 0 elsewhere; the pairs are :math:`(s, r,
+    s^\top r)` with :math:`r` the change of :math:`\nabla h = -\nabla f` and
+    :math:`s^\top r > 0`, so :math:`H` is positive definite and so is its principal
+    submatrix :math:`[H]_{FF}` (Kim, Sra and Dhillon 2010). Four passes over ``n`` per
+    pair, in place.
     """
-    usable: list[tuple[Tensor, Tensor, float, float]] = []
-    for s, r in pairs:
-        r_free = r * free
-        sr, rr = float(torch.dot(s, r_free)), float(torch.dot(r, r_free))
-        del r_free
-        if sr > eps * rr and sr > 0:
-            usable.append((s, r, sr, rr))
-    if not usable:
-        return None
     q = gf * free
     alphas = []
-    for s, r, sr, _ in reversed(usable):
-        a = float(torch.dot(s, q)) / sr  # q is zero off F: s_F . q
-        q.addcmul_(r, free, value=-a)
+    for s, r, sr in reversed(pairs):
+        a = float(torch.dot(s, q)) / sr
+        q.add_(r, alpha=-a)
         alphas.append(a)
-    q.mul_(usable[-1][2] / usable[-1][3])  # H0 = (s'r / r'r) I on F
-    for (s, r, sr, _), a in zip(usable, reversed(alphas), strict=True):
+    s, r, sr = pairs[-1]
+    q.mul_(sr / float(torch.dot(r, r)))  # H0 = (s'r / r'r) I
+    for (s, r, sr), a in zip(pairs, reversed(alphas), strict=True):
         beta = float(torch.dot(r, q)) / sr
-        q.addcmul_(s, free, value=a - beta)
-    return q
+        q.add_(s, alpha=a - beta)
+    return q.mul_(free)
 
 
 def projected_lbfgs_ascent(
@@ -171,7 +166,7 @@ def projected_lbfgs_ascent(
     f = float(f_t)
     evaluations, iterations = 1, 0
     best = (f, y, g)
-    pairs: deque[tuple[Tensor, Tensor]] = deque(maxlen=memory)
+    pairs: deque[tuple[Tensor, Tensor, float]] = deque(maxlen=memory)
     status, message = 1, f"iteration limit reached ({maxiter} iterations)"
     while True:
         if not math.isfinite(f):
@@ -190,7 +185,7 @@ def projected_lbfgs_ascent(
         if evaluations >= budget:
             status, message = 1, f"evaluation limit reached ({budget} evaluations)"
             break
-        hg = _two_loop(g, free.to(g.dtype), pairs, eps) if pairs else None
+        hg = _two_loop(g, free.to(g.dtype), pairs) if pairs else None
         if hg is None:
             target, p, slope = vertex, vertex - y, gap
         else:
@@ -228,7 +223,10 @@ def projected_lbfgs_ascent(
             break
         iterations += 1
         if iterations < maxiter:  # the pair for h = -f: s = the step, r = the change of ∇h
-            pairs.append((p if step == 1.0 else p.mul_(step), g - g_new))
+            s_k, r_k = (p if step == 1.0 else p.mul_(step)), g - g_new
+            sr, rr = float(torch.dot(s_k, r_k)), float(torch.dot(r_k, r_k))
+            if sr > eps * rr:  # positive curvature (L-BFGS-B's test), else skipped
+                pairs.append((s_k, r_k, sr))
         del target, p
         y, f, g = y_new, f_new, g_new
         if gain <= ftol * abs(f):
