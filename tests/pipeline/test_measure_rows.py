@@ -86,8 +86,9 @@ BEFORE = [
     ("density", _DENSITY, "trace", 3.31771614560163, 1.2823079362680028, "stderr", None, None),
     ("keskar", _KESKAR.format(0), "", 0.1153583391454251, None, None, None, None),
     ("keskar", _KESKAR.format(5), "", 0.11268453979568847, None, None, None, None),
-    ("lambda_max", _LAMBDA, "1", 0.6597429538416114, 6.530513696569361e-12, "residual", True, 41),
-    ("lambda_max", _LAMBDA, "2", 0.4994426108875549, 8.2826499720204e-06, "residual", True, 41),
+    # issue 19: no complement search without a cluster, residuals from the kept products
+    ("lambda_max", _LAMBDA, "1", 0.6597429538416114, 3.52666907404911e-11, "residual", True, 22),
+    ("lambda_max", _LAMBDA, "2", 0.4994426108875549, 4.04048486195486e-05, "residual", True, 22),
     ("noise_scale", _NOISE, "", 18.61321680709057, 46.86656946118478, "stderr", None, None),
     (
         "noise_scale",
