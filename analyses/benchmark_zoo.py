@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_curvature as curvature
 import models
 import peers
-from curvature_report import fmt, gpu_rows, mib, ratio_span, seconds_of
+from curvature_report import fmt, gpu_rows, mib, ratio_span, seconds_of, span
 
 import flatness as fl
 
@@ -131,7 +131,9 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"default tolerance (1e-3). Times: medians of {meta['repeats']} interleaved repeats "
         "(construction included), ratios per repeat as median (min–max). Peak memory: each "
         "call in a fresh process, RSS sampled every 2 ms (and `ru_maxrss`) minus the setup "
-        "baseline (`peak_memory.py`).",
+        "baseline (`peak_memory.py`). PyHessian's power iteration converges to the "
+        "eigenvalue of largest magnitude, which at a random initialisation can be a negative "
+        "one: its λ is then another eigenvalue than flatness's λ_max (largest algebraic).",
         "",
         "| model | parameters | examples | gradient | product / gradient: flatness | "
         "PyHessian | top-1 flatness | top-1 PyHessian | PyHessian / flatness time | "
@@ -141,8 +143,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for r in rows:
         c, g = r["costs"], r["costs"]["grad_s"]
         ph = f"{c['hvp_pyhessian_s'] / g:.2f}" if "hvp_pyhessian_s" in c else "fails"
-        med, lo, hi = ratio_span(r["top1"]["pyhessian"], r["top1"]["flatness"])
-        ratio = "–" if med != med else f"{med:.2f}× ({lo:.2f}–{hi:.2f})"
+        ratio = span(ratio_span(r["top1"]["pyhessian"], r["top1"]["flatness"]))
         mem = [
             mib(r["memory"][t]["peak_bytes"]) if r["memory"][t].get("peak_bytes") else "fails"
             for t in TOOLS

@@ -1,8 +1,8 @@
 """The Markdown of ``reports/benchmark-curvature.md`` from ``benchmark_curvature.py``'s rows.
 
 Also used by ``benchmark_zoo.py``: :func:`ratio_span` (ratios per repeat, median and
-min–max), :func:`fmt`, :func:`mib` and :func:`gpu_rows` (the GPU section from
-``gpu_check.py``'s JSON, or "pending").
+min–max) and :func:`span` (its text), :func:`fmt`, :func:`mib` and :func:`gpu_rows` (the
+GPU section from ``gpu_check.py``'s JSON, or "pending").
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from peers import Run
 
-__all__ = ["PENDING", "fmt", "gpu_rows", "mib", "ratio_span", "render", "seconds_of"]
+__all__ = ["PENDING", "fmt", "gpu_rows", "mib", "ratio_span", "render", "seconds_of", "span"]
 
 PENDING = "pending (no GPU lent in this session)"
 TOOL_NAMES = {"flatness": "flatness", "pyhessian": "PyHessian", "curvlinops": "curvlinops"}
@@ -52,7 +52,8 @@ def ratio_span(num: Sequence[Run], den: Sequence[Run]) -> tuple[float, float, fl
     return float(np.median(r)), min(r), max(r)
 
 
-def _span(t: tuple[float, float, float]) -> str:
+def span(t: tuple[float, float, float]) -> str:
+    """A :func:`ratio_span` as ``"1.23× (1.10–1.40)"`` (``–`` when none)."""
     med, lo, hi = t
     if math.isnan(med):
         return "–"
@@ -189,9 +190,26 @@ def _top_k_table(rows: list[dict[str, Any]]) -> list[str]:
             out.append(
                 f"| {r['model']}{fresh} | {k} | {_cell(runs['flatness'], ref)} | "
                 f"{_cell(runs['pyhessian'], ref)} | {_cell(runs['curvlinops'], ref)} | "
-                f"{_span(ratio_span(runs['pyhessian'], runs['flatness']))} | "
-                f"{_span(ratio_span(runs['curvlinops'], runs['flatness']))} |"
+                f"{span(ratio_span(runs['pyhessian'], runs['flatness']))} | "
+                f"{span(ratio_span(runs['curvlinops'], runs['flatness']))} |"
             )
+    notes = [
+        f"- {r['model']}, top-{k}, {tool}: {_cell(r[f'top{k}'][tool], _ref(r, k))}; time / "
+        f"flatness {span(ratio_span(r[f'top{k}'][tool], r[f'top{k}']['flatness']))}."
+        for r in rows
+        for k in (1, 5)
+        for tool in r.get(f"top{k}", {})
+        if tool not in TOOL_NAMES
+    ]
+    if notes:
+        out += [
+            "",
+            "The peers with the math attention kernel forced by hand "
+            "(`torch.nn.attention.sdpa_kernel([SDPBackend.MATH])`, the workaround a "
+            "peer's user must know):",
+            "",
+            *notes,
+        ]
     return [*out, ""]
 
 

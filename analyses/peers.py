@@ -49,6 +49,7 @@ __all__ = [
     "pyhessian_top_k",
     "pyhessian_trace",
     "start_vector",
+    "with_math_attention",
 ]
 
 
@@ -154,7 +155,12 @@ def flatness_top_k(model: nn.Module, X: Tensor, y: Tensor, k: int, *, tol: float
         return Run(
             products=res.matvecs,
             values=list(res.eigenvalues),
-            extra={"certified": worst, "converged": res.all_converged, "choices": res.choices},
+            extra={
+                "certified": worst,
+                "converged": res.all_converged,
+                "multiplicity_checked": res.multiplicity_checked,
+                "choices": res.choices,
+            },
         )
 
     return attempt(call)
@@ -332,6 +338,26 @@ def curvlinops_top_k(model: nn.Module, X: Tensor, y: Tensor, k: int, *, tol: flo
         return Run(products=count[0], values=sorted((float(v) for v in vals), reverse=True))
 
     return attempt(call)
+
+
+def with_math_attention(call: Callable[..., Run]) -> Callable[..., Run]:
+    """``call`` run with PyTorch's math attention kernel forced by hand.
+
+    The fused scaled-dot-product kernels have no double backward and no forward AD, so a
+    peer's Hessian products through attention fail; inside
+    ``torch.nn.attention.sdpa_kernel([SDPBackend.MATH])`` they work (what a user of a
+    peer has to know and do).
+
+    Returns:
+        The wrapped call.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def wrapped(*args: Any, **kwargs: Any) -> Run:
+        with sdpa_kernel([SDPBackend.MATH]):
+            return call(*args, **kwargs)
+
+    return wrapped
 
 
 def evaluation_copy(model: nn.Module) -> nn.Module:
