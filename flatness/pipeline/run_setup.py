@@ -22,10 +22,11 @@ What it found goes into the run's metadata (:attr:`PreparedRun.notes`: ``batchno
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -39,19 +40,19 @@ from flatness.batchnorm import (
 )
 from flatness.curvature.batches import split_batches
 from flatness.curvature.objective import Objective
+from flatness.curvature.precision import LOW_PRECISION
 from flatness.dataset import DataSplit, ScoringData, objective_data, split_examples
 from flatness.evaluation import evaluate
 from flatness.pipeline.named_losses import ScoringLoss
 from flatness.pipeline.objective_setup import training_subset
 
-__all__ = ["LOW_PRECISION", "PreparedRun", "prepare_run", "split_metrics", "stored_precision"]
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-"""Checkpoint precisions noted with the run (they are analysed in ``[scoring] dtype``)."""
+__all__ = ["PreparedRun", "prepare_run", "split_metrics", "stored_precision"]
 
 
 def stored_precision(state: Mapping[str, Tensor]) -> str | None:
-    """The low precision a checkpoint's floating tensors are stored in, if any.
+    """The low precision a checkpoint's floating tensors are stored in, if any
+    (:data:`~flatness.curvature.precision.LOW_PRECISION`: they are analysed in
+    ``[scoring] dtype``, float32 unless asked).
 
     Returns:
         ``"bfloat16"`` or ``"float16"`` when a floating tensor has it, else ``None``.
@@ -129,8 +130,22 @@ def split_metrics(
         return value, accuracy if loss.classification else math.nan
     data = objective_data(split, batch_size)
     kwargs = loss.objective_kwargs()
-    value_t = Objective(model, data, batch_size=batch_size, device=device, dtype=dtype, **kwargs)
+    with _said_once():
+        value_t = Objective(
+            model, data, batch_size=batch_size, device=device, dtype=dtype, **kwargs
+        )
     return float(value_t.value()), math.nan
+
+
+@contextlib.contextmanager
+def _said_once() -> Iterator[None]:
+    """Quiet the measured-precision warning of the auxiliary objectives (metrics, the
+    BatchNorm check): the checkpoint's own objective says it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"computing in \w+ as asked", category=UserWarning
+        )
+        yield
 
 
 def _hint(data: ScoringData, loss: ScoringLoss) -> str:
