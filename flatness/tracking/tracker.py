@@ -219,11 +219,10 @@ class Tracker:
 
         Raises:
             ValueError: If the model's parameter names or shapes differ from the first
-                call's.
+                call's (checked when the model is measured).
             StoreError: If the store cannot be written and ``on_store_error="raise"``
                 (the record is kept in memory all the same).
         """
-        self._check_model(model)
         step = int(step)
         if isinstance(loss, Tensor):
             loss = float(loss.detach())
@@ -235,6 +234,8 @@ class Tracker:
         seen = 0 if self._seen is None and step == 0 else self._seen
         bad_loss = not _finite(loss)
         due = self.cadence.due(step, epoch_end=epoch_end, examples_seen=seen) or force
+        if self._signature is None or due or bad_loss:
+            self._check_model(model)  # on the calls that read the model (cheap otherwise)
         if not due and not (bad_loss and not self._last_nonfinite):
             return None
         start = time.perf_counter()
