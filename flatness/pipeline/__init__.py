@@ -7,11 +7,16 @@ follow the flow of the data:
 
 - :mod:`~flatness.pipeline.checkpoints` -- reading checkpoint files safely;
 - :mod:`~flatness.pipeline.manifest` -- reading and validating a manifest;
+  :mod:`~flatness.pipeline.scoring_settings` -- its ``[scoring]`` table;
+  :mod:`~flatness.pipeline.named_losses` -- the loss it names;
+  :mod:`~flatness.pipeline.groups` -- the parameter groups it scores one by one;
 - :mod:`~flatness.pipeline.measures` -- the measures a manifest may name (built-in and
   registered with :func:`register_measure`); :mod:`~flatness.pipeline.measure_tasks` --
   one measure's settings, the tasks they expand into and one task's rows;
   :mod:`~flatness.pipeline.task_plan` -- a manifest's tasks, through the registry;
 - :mod:`~flatness.pipeline.objective_setup` -- the objective a manifest describes;
+  :mod:`~flatness.pipeline.run_setup` -- one checkpoint made ready for its tasks (its
+  loss and accuracy, the BatchNorm check, the objectives of its parameter groups);
 - :mod:`~flatness.pipeline.scoring`, :mod:`~flatness.pipeline.scorer` -- :func:`score`
   and the per-checkpoint work (claims, tasks, pairs);
 - :mod:`~flatness.pipeline.store`, :mod:`~flatness.pipeline.schema`,
@@ -20,7 +25,8 @@ follow the flow of the data:
   :mod:`~flatness.pipeline.heartbeat` -- processes sharing a store (task claims,
   heartbeats, the objective); :mod:`~flatness.pipeline.database` -- opening the
   SQLite file, waiting out locks and full disks, one clear error per failure;
-- :mod:`~flatness.pipeline.summary` -- the table ``flatness score`` prints.
+- :mod:`~flatness.pipeline.summary` -- the table ``flatness score`` prints;
+  :mod:`~flatness.pipeline.progress` -- its progress bars.
 """
 
 from flatness.pipeline.checkpoints import (
@@ -31,6 +37,7 @@ from flatness.pipeline.checkpoints import (
     load_into,
 )
 from flatness.pipeline.database import StoreError, check_store
+from flatness.pipeline.groups import GroupError
 from flatness.pipeline.manifest import (
     Manifest,
     ManifestError,
@@ -45,6 +52,7 @@ from flatness.pipeline.measures import (
     Record,
     register_measure,
 )
+from flatness.pipeline.named_losses import BUILT_IN_LOSSES
 from flatness.pipeline.objective_setup import (
     scoring_device,
     scoring_objective,
@@ -59,6 +67,7 @@ from flatness.pipeline.readers import (
     load_runs,
 )
 from flatness.pipeline.scoring import ScoreSummary, score
+from flatness.pipeline.scoring_settings import SettingError
 from flatness.pipeline.store import ResultsStore
 from flatness.pipeline.summary import summary_table
 
@@ -80,6 +89,9 @@ __all__ = [
     "RunSpec",
     "read_manifest",
     "register_measure",
+    "BUILT_IN_LOSSES",
+    "GroupError",
+    "SettingError",
     # scoring and the store
     "ResultsStore",
     "ScoreSummary",
