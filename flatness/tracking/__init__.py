@@ -7,7 +7,8 @@ without disturbing the loop (:mod:`~flatness.tracking.loop_state`), and writes o
 record per measured step (:mod:`~flatness.tracking.records`) to memory and to the
 results store's ``tracks`` table (:func:`flatness.load_tracks`). The PyTorch Lightning
 callback (:mod:`flatness.tracking.lightning`, imported on first use: Lightning is an
-optional extra) wraps the same tracker.
+optional extra) and ``flatness train``'s ``[track]`` table
+(:mod:`flatness.tracking.training`) wrap the same tracker.
 
 Examples:
     >>> import torch, flatness as fl
