@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import matplotlib.colors as mcolors
@@ -19,6 +20,7 @@ from flatness.report.learning import group_labels, measure_names, training_table
 from flatness.report.learning_figures import fit_figure, group_palette, measures_figure
 from flatness.report.training import build_training
 from tests.pipeline.conftest import manifest_text, save_run
+from tests.report.chromium import check_page
 
 SCHEDULES = {"step": ("sgd", 0.1), "constant": ("adam", 1e-3)}
 """Two schedules: SGD with step decay (2/η applies) and Adam (it does not)."""
@@ -292,3 +294,16 @@ def test_a_store_of_training_only_gets_a_training_report(tmp_path: Path, capsys)
     assert (out / "figures" / "mine.png").is_file()
     with pytest.raises(ReportInputError, match="no records taken during training"):
         build_training(tracks.iloc[:0], tmp_path / "empty")
+
+
+def test_the_training_report_opens_in_headless_chromium(chromium: str, tmp_path: Path) -> None:
+    tracks = tracks_frame(steps=[0, 100, 200])
+    report = build_training(tracks, tmp_path / "report", title="Training report")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    page = Path(shutil.copy(report.html, alone / "report.html"))
+    check = check_page(page, timeout=90)
+    assert check.ok, check.problems()
+    assert len(check.images) == len(report.figures) == 4
+    assert all(img["naturalWidth"] > 100 for img in check.images)
+    assert check.title == "Training report"
