@@ -27,8 +27,9 @@ Where the batches are ``(inputs, targets)`` tensors with a plain ``loss_fn`` in 
 mode, merging them into one batch changes the function not at all (the objective is
 the mean of per-example losses) and the products only by rounding, but pays a
 product's fixed overhead once instead of once per batch: ``"auto"`` and
-``"retained"`` then keep one graph of all the data where it fits the budget
-(:mod:`flatness.curvature.batch_merge`, :func:`~flatness.curvature.graph_memory.retain_graphs`;
+``"retained"`` then keep one graph of all the data where it fits the budget (on the
+host, where it is small enough for the overhead to matter;
+:mod:`flatness.curvature.batch_merge`, :func:`~flatness.curvature.graph_memory.retain_graphs`;
 ``numerics["merged"]``). Merging changes the last bits and depends on the memory free,
 so a ``deterministic`` operator does not merge.
 

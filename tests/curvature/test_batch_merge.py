@@ -107,3 +107,12 @@ def test_merged_batch_concatenates_in_order() -> None:
     assert torch.equal(mx, X) and torch.equal(my, y)
     with pytest.raises(ValueError, match="inputs, targets"):
         merged_batch([{"x": X}])
+
+
+def test_large_graphs_on_the_host_are_not_merged(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flatness.curvature.graph_memory as graph_memory
+
+    monkeypatch.setattr(graph_memory, "HOST_MERGE_LIMIT", 1024)  # bytes: below any graph here
+    obj = fl.Objective(_net(), _data(), batch_size=10)
+    with fl.HessianOperator(obj, deterministic=False) as H:
+        assert not H.numerics["merged"] and H.retained_batches == 4
