@@ -5,8 +5,10 @@ r"""Extremal eigenpairs by the thick-restart Lanczos method (Wu & Simon 2000).
 thickly from the most wanted Ritz vectors, with a certified residual stopping rule
 (:func:`residual_bounds`). :func:`lanczos_eigenpairs` drives it: a warm or random
 start, a deflated search for eigenvalues that a single Krylov sequence misses
-(repeated or tightly clustered ones), and a final verification of the residuals with
-one block product.
+(repeated or tightly clustered ones) where the values found suggest them
+(:func:`~flatness.curvature.ritz.suggests_cluster`), and a final measurement of the
+residuals from the products the run kept, or with one block product. The basis, its
+size and its device are :mod:`flatness.curvature.lanczos_basis`'s.
 
 References:
     K. Wu and H. Simon (2000). Thick-restart Lanczos method for large symmetric
