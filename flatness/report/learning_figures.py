@@ -283,23 +283,27 @@ def _threshold_note(tracks: pd.DataFrame, labels: pd.Series) -> str:
     if "stability_threshold" not in tracks:
         return " No record holds a stability threshold, so none is drawn."
     finite = np.isfinite(pd.to_numeric(tracks["stability_threshold"], errors="coerce"))
-    drawn = set(tracks.loc[finite, "run"].astype(str).map(labels))
-    without = sorted(set(labels) - drawn, key=str)
-    text = " Dotted on the λ_max panel: the stability threshold 2/η of each run's optimizer "
-    text += "((2 + 2β)/η with heavy-ball momentum β), mean over seeds." if drawn else ""
-    if without:
-        note = "2/η does not apply to adaptive optimizers"
-        if "threshold_note" in tracks and tracks["threshold_note"].notna().any():
-            note = str(tracks["threshold_note"].dropna().iloc[0])
-        optimizers = ""
-        if "optimizer" in tracks:
-            rows = tracks[tracks["run"].astype(str).map(labels).isin(without)]
-            names = sorted(rows["optimizer"].dropna().astype(str).unique())
-            optimizers = f" (optimizer {', '.join(names)})" if names else ""
-        text += (
-            f" No threshold for {', '.join(without)}{optimizers}: {note.rstrip('.')}, so "
-            "none is drawn there."
+    group = tracks["run"].astype(str).map(labels)
+    drawn = set(group[finite])
+    text = (
+        " Dotted on the λ_max panel: the stability threshold 2/η of each run's optimizer "
+        "((2 + 2β)/η with heavy-ball momentum β), mean over seeds."
+        if drawn
+        else ""
+    )
+    reasons: dict[str, list[str]] = {}
+    for label in sorted(set(labels) - drawn, key=str):
+        rows = tracks[group == label]
+        notes = rows["threshold_note"].dropna() if "threshold_note" in rows else pd.Series()
+        names = (
+            sorted(rows["optimizer"].dropna().astype(str).unique()) if "optimizer" in rows else []
         )
+        reason = (
+            str(notes.iloc[0]).rstrip(".") if not notes.empty else "no learning rate recorded"
+        ) + (f" (optimizer {', '.join(names)})" if names else "")
+        reasons.setdefault(reason, []).append(label)
+    for reason, without in reasons.items():
+        text += f" No threshold drawn for {', '.join(without)}: {reason}."
     return text
 
 
@@ -340,7 +344,11 @@ def training_figures(
         if gaps
         else ""
     )
-    band = "Lines: mean over seeds; bands: their min–max."
+    band = (
+        "Lines: mean over seeds; bands: their min–max. Updates and examples seen are on a "
+        f"log scale where they span more than {DECADES:g} decades (records at 0 not shown "
+        "there)."
+    )
     sources = {
         "history": ("per-epoch training history", "the running average over each epoch's batches"),
         "tracker": ("tracker's records", FIT_ON["subset"]),

@@ -17,7 +17,13 @@ from flatness.cli import main
 from flatness.pipeline.store import ResultsStore
 from flatness.report import ReportInputError, build
 from flatness.report.learning import group_labels, measure_names, training_table, trajectory
-from flatness.report.learning_figures import fit_figure, group_palette, measures_figure
+from flatness.report.learning_figures import (
+    fit_figure,
+    group_palette,
+    measures_figure,
+    training_figures,
+)
+from flatness.report.render import FigureBlock
 from flatness.report.training import build_training
 from tests.pipeline.conftest import manifest_text, save_run
 from tests.report.chromium import check_page
@@ -307,3 +313,21 @@ def test_the_training_report_opens_in_headless_chromium(chromium: str, tmp_path:
     assert len(check.images) == len(report.figures) == 4
     assert all(img["naturalWidth"] > 100 for img in check.images)
     assert check.title == "Training report"
+
+
+def test_the_caption_says_why_a_schedule_has_no_threshold(tmp_path: Path) -> None:
+    tracks = tracks_frame(steps=[0, 100])
+    tracks = tracks[tracks.source == "tracker"].copy()
+    no_lr = tracks.schedule == "step"
+    tracks.loc[no_lr, ["lr", "stability_threshold"]] = math.nan
+    captions: dict[str, str] = {}
+
+    def keep(fig, name: str, caption: str) -> FigureBlock:
+        captions[name] = caption
+        return FigureBlock(f"figures/{name}.png", caption)
+
+    training_figures(tracks, group_labels(tracks), keep)
+    text = captions["training-measures"]
+    assert "Dotted on the λ_max panel" not in text
+    assert "No threshold drawn for constant: 2/η does not apply to adaptive optimizers " in text
+    assert "No threshold drawn for step: no learning rate recorded (optimizer sgd)." in text
