@@ -3,7 +3,8 @@
 Models (``analyses/models.py``): a 3.4k-parameter MLP and the F1-style BatchNorm MLP,
 each trained small-batch (SB) and large-batch (LB) on MNIST-1D (4000 examples, generated
 offline); ResNet-18 on random 32×32 images and an ``nn.TransformerEncoder`` classifier on
-random tokens (both at their seeded initialisation). On one thread
+random tokens (both after 20 full-batch SGD steps on their data, ``models.fit``). On one
+thread
 (``torch.set_num_threads(1)``), in one process, for each model:
 
 * the cost of a product: a full-data gradient, one Hessian-vector product of flatness
@@ -145,7 +146,8 @@ def benchmark_models(
     """The benchmark's models in order: ``(label, case name, model, X, y, n)``.
 
     The MLPs are trained SB and LB on the first ``n`` MNIST-1D examples; ResNet-18 and
-    the Transformer stay at their seeded initialisation on random data. Only the cases
+    the Transformer are fitted to their random data by a few full-batch steps
+    (:func:`models.prepare`). Only the cases
     named by ``args.only`` (all when empty) are built.
     """
     wanted = set(args.only or [c for c, _ in MLPS] + ["ResNet-18", "Transformer"])
@@ -162,8 +164,9 @@ def benchmark_models(
         if name in wanted:
             spec = models.case(name)
             size = spec.n_quick if args.quick else n_big
-            X, y = spec.data(size)
-            yield name, name, spec.build(args.quick), X, y, size
+            print(f"fitting {name} ({spec.steps} full-batch steps) ...", flush=True)
+            model, X, y = models.prepare(name, size, quick=args.quick)
+            yield name, name, model, X, y, size
 
 
 def _quick(label: str, cfg: TrainConfig) -> TrainConfig:
@@ -350,7 +353,7 @@ def bench(
     if mlp:
         print(f"  float64 reference of {label} ...", flush=True)
         row["reference"] = reference(model, X, y, k=5)
-    row["memory"] = memory(name, TOOLS, n, model.state_dict() if mlp else None, args)
+    row["memory"] = memory(name, TOOLS, n, model.state_dict(), args)
     for k in ks:
         print(f"  top-{k} of {label} ...", flush=True)
         if big and k == 1 and not args.no_memory:
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats")
-    parser.add_argument("--resnet-images", type=int, default=64, help="ResNet-18 images")
+    parser.add_argument("--resnet-images", type=int, default=32, help="ResNet-18 images")
     parser.add_argument("--resnet-top5", action="store_true", help="also top-5 on ResNet-18")
     parser.add_argument("--sequences", type=int, default=128, help="Transformer sequences")
     parser.add_argument(

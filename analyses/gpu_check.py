@@ -216,8 +216,8 @@ def _resnet_memory(checks: Checks, quick: bool) -> str:
 
     spec = models.case("ResNet-18")
     device = checks.device
-    net = spec.build(quick).to(device)
     X, y = (t.to(device) for t in spec.data(spec.n_quick if quick else spec.n))
+    net = models.fit(spec.build(quick).to(device), X, y, steps=spec.steps)
     base = checks.peak_reset()
     start = time.perf_counter()
     res = fl.hessian_eigenvalues(fl.Objective(net, (X, y)), k=1, tol=1e-4, seed=0)

@@ -42,7 +42,9 @@ __all__ = [
     "ResNet",
     "TransformerClassifier",
     "case",
+    "fit",
     "mnist1d",
+    "prepare",
     "random_images",
     "random_tokens",
     "resnet18",
@@ -289,6 +291,49 @@ def mnist1d(n: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
     return X, y
 
 
+# ------------------------------------------------------------------------ training
+def fit(model: nn.Module, X: Tensor, y: Tensor, *, steps: int, lr: float = 0.05) -> nn.Module:
+    """A few full-batch SGD steps (momentum 0.9), then BatchNorm statistics recomputed.
+
+    At a random initialisation the Hessian's most negative eigenvalue can be as large in
+    magnitude as the largest, so power iteration (PyHessian) may not settle in its 100
+    iterations and answers another eigenvalue; after a few steps λ_max dominates, as in
+    the trained networks these tools are used on. The running statistics are then
+    recomputed as exact averages over ``X`` (momentum ``None``), so evaluation mode
+    matches the trained state (no stale statistics, see issue 16).
+
+    Returns:
+        ``model``, trained in place, in evaluation mode.
+    """
+    if steps > 0:
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        with seeded(0):  # dropout draws
+            for _ in range(steps):
+                opt.zero_grad()
+                F.cross_entropy(model(X), y).backward()
+                opt.step()
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: exact over the passes below
+        if norms:
+            with torch.no_grad():
+                model(X)
+    return model.eval()
+
+
+def prepare(name: str, n: int, *, quick: bool) -> tuple[nn.Module, Tensor, Tensor]:
+    """A case's model fitted to its data as :attr:`ModelCase.steps` says, and the data.
+
+    Returns:
+        ``(model in evaluation mode, inputs, targets)``.
+    """
+    spec = case(name)
+    model, (X, y) = spec.build(quick), spec.data(n)
+    return fit(model, X, y, steps=spec.steps // 4 if quick else spec.steps), X, y
+
+
 # --------------------------------------------------------------------------- cases
 @dataclass(frozen=True)
 class ModelCase:
@@ -301,6 +346,8 @@ class ModelCase:
         n: Examples at the CPU size.
         n_quick: Examples at the quick size.
         about: One line for the report: architecture and data.
+        steps: Full-batch SGD steps :func:`prepare` takes before the analysis (a quarter
+            at the quick size; the MLPs are trained by the benchmarks themselves).
     """
 
     name: str
@@ -309,6 +356,7 @@ class ModelCase:
     n: int
     n_quick: int
     about: str
+    steps: int = 0
 
 
 def _mlp(name: str, width: int, quick_width: int) -> Callable[[bool], nn.Module]:
@@ -345,6 +393,7 @@ CASES: dict[str, ModelCase] = {
             256,
             16,
             "ResNet-18 for 32×32 inputs (11.2 M parameters), random 32×32 images, 10 classes",
+            20,
         ),
         ModelCase(
             "Transformer",
@@ -354,6 +403,7 @@ CASES: dict[str, ModelCase] = {
             16,
             "nn.TransformerEncoder, 2 layers, d_model 64, 4 heads (default settings), "
             "random sequences of 32 tokens, 10 classes",
+            20,
         ),
         ModelCase(
             "GPT-2 (tiny)",
@@ -363,6 +413,7 @@ CASES: dict[str, ModelCase] = {
             8,
             "Hugging Face GPT2LMHeadModel from a config (2 layers, 64 wide, 2 heads, "
             "SDPA attention), random sequences of 32 tokens, next-token loss",
+            20,
         ),
         ModelCase(
             "LSTM",
@@ -372,6 +423,7 @@ CASES: dict[str, ModelCase] = {
             16,
             "LSTM classifier (embedding 32, 64 hidden units), random sequences of 32 "
             "tokens, 10 classes",
+            20,
         ),
     )
 }

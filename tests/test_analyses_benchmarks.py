@@ -47,6 +47,17 @@ def test_next_token_logits_is_the_hugging_face_loss() -> None:
     assert torch.allclose(ours, theirs, rtol=1e-5)
 
 
+def test_fit_leaves_batchnorm_statistics_of_the_fitted_state() -> None:
+    X, y = models.random_images(8)
+    net = models.fit(models.resnet18(width=4), X, y, steps=3)
+    assert not net.training
+    eval_loss = torch.nn.functional.cross_entropy(net(X), y)
+    net.train()
+    with torch.no_grad():
+        train_loss = torch.nn.functional.cross_entropy(net(X), y)
+    assert torch.isclose(eval_loss, train_loss, rtol=2e-2)  # not stale statistics
+
+
 def test_unknown_case_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="ResNet-18"):
         models.case("ResNet-50")
