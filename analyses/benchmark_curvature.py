@@ -409,18 +409,46 @@ def _order(row: dict[str, Any]) -> tuple[int, int]:
     return (cases.index(row["case"]) if row["case"] in cases else len(cases), 0)
 
 
+def bench_parser(doc: str | None, out: Path) -> argparse.ArgumentParser:
+    """The options both benchmarks take: sizes, repeats, memory runs, the report's path.
+
+    Returns:
+        A parser to add the benchmark's own options to.
+    """
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats")
+    parser.add_argument("--resnet-images", type=int, default=32, help="ResNet-18 images")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the fresh-process memory runs"
+    )
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per fresh process")
+    parser.add_argument("--out", default=str(out), help="the report (Markdown)")
+    return parser
+
+
+def bench_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, and set up the run: one torch thread, one repeat when quick, quiet warnings.
+
+    Returns:
+        The arguments.
+    """
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = 1
+    warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    torch.set_num_threads(1)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the report.
 
     Returns:
         The exit status (0).
     """
-    warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats")
-    parser.add_argument("--resnet-images", type=int, default=32, help="ResNet-18 images")
+    parser = bench_parser(__doc__, ROOT / "reports" / "benchmark-curvature.md")
     parser.add_argument("--resnet-top5", action="store_true", help="also top-5 on ResNet-18")
     parser.add_argument("--sequences", type=int, default=128, help="Transformer sequences")
     parser.add_argument(
@@ -429,15 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         help="models to (re)measure, e.g. 'BN MLP' 'ResNet-18'; the other rows are kept "
         "from the last run's JSON beside the report",
     )
-    parser.add_argument(
-        "--no-memory", action="store_true", help="skip the fresh-process memory runs"
-    )
-    parser.add_argument("--timeout", type=float, default=1200, help="seconds per fresh process")
-    parser.add_argument("--out", default=str(ROOT / "reports" / "benchmark-curvature.md"))
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats = 1
-    torch.set_num_threads(1)
+    args = bench_arguments(parser, argv)
     torch.manual_seed(0)
     out = Path(args.out)
     store = out.with_suffix(".json")

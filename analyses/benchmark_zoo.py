@@ -33,7 +33,6 @@ import json
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -211,30 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status (0).
     """
-    warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
-    parser.add_argument("--resnet-images", type=int, default=32)
+    parser = curvature.bench_parser(__doc__, ROOT / "reports" / "benchmark-zoo.md")
     parser.add_argument("--sequences", type=int, default=128, help="Transformer, LSTM")
     parser.add_argument("--gpt2-sequences", type=int, default=64)
     parser.add_argument("--only", nargs="*", choices=ZOO, help="models to run (default all)")
-    parser.add_argument(
-        "--no-memory", action="store_true", help="skip the fresh-process memory runs"
-    )
-    parser.add_argument("--timeout", type=float, default=1200, help="seconds per fresh process")
-    parser.add_argument("--out", default=str(ROOT / "reports" / "benchmark-zoo.md"))
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats = 1
+    args = curvature.bench_arguments(parser, argv)
     args.sizes = {
         "ResNet-18": args.resnet_images,
         "Transformer": args.sequences,
         "LSTM": args.sequences,
         "GPT-2 (tiny)": args.gpt2_sequences,
     }
-    torch.set_num_threads(1)
     started = time.perf_counter()
     rows = []
     for name in args.only or ZOO:

@@ -234,8 +234,9 @@ def _floor_table(rows: list[dict[str, Any]]) -> list[str]:
             if "error" in f:
                 out.append(f"| {r['model']} | {k} | fails: `{f['error']}` | | | | |")
                 continue
+            ran = " (check ran)" if f["checked"] else ""
             out.append(
-                f"| {r['model']} | {k} | {f['flatness']} | {f['no_check']} | {f['floor']}"
+                f"| {r['model']} | {k} | {f['flatness']}{ran} | {f['no_check']} | {f['floor']}"
                 f"{'' if f['floor_converged'] else ' (not converged)'} | {f['eigsh']} | "
                 f"{f['flatness'] / f['floor']:.2f} |"
             )
