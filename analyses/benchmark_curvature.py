@@ -242,6 +242,8 @@ CALLS: dict[str, Callable[[nn.Module, Tensor, Tensor, int], peers.Run]] = {
     "curvlinops": lambda m, X, y, k: peers.curvlinops_top_k(m, X, y, k, tol=TOL),
 }
 MATH = ("pyhessian (math attention)", "curvlinops (math attention)")
+SLOW = ("curvlinops", "curvlinops (math attention)")
+"""Peers timed in the first round only (several times slower than the others)."""
 """The peers with the math attention kernel forced by hand (the issue's workaround)."""
 for _peer in MATH:
     CALLS[_peer] = peers.with_math_attention(CALLS[_peer.split()[0]])
@@ -255,16 +257,27 @@ def interleaved(
     repeats: int,
     *,
     tools: tuple[str, ...] = TOOLS,
+    once: tuple[str, ...] = (),
 ) -> dict[str, list[peers.Run]]:
     """Top-``k`` of every tool ``repeats`` times, the order rotating each repeat.
 
+    Args:
+        model: The network.
+        X: Inputs.
+        y: Targets.
+        k: How many eigenvalues.
+        repeats: How many rounds.
+        tools: The tools (keys of :data:`CALLS`).
+        once: Tools run in the first round only (the slow peers, to save time).
+
     Returns:
-        ``{tool: [Run per repeat]}``.
+        ``{tool: [Run per round it ran in]}``.
     """
     runs: dict[str, list[peers.Run]] = {t: [] for t in tools}
     for r in range(repeats):
         for tool in tools[r % len(tools) :] + tools[: r % len(tools)]:
-            runs[tool].append(CALLS[tool](model, X, y, k))
+            if r == 0 or tool not in once:
+                runs[tool].append(CALLS[tool](model, X, y, k))
     return runs
 
 
@@ -361,7 +374,9 @@ def bench(
             row[f"top{k}_fresh_process"] = True
         else:
             tools = TOOLS + MATH if name == "Transformer" else TOOLS
-            row[f"top{k}"] = interleaved(model, X, y, k, 1 if big else args.repeats, tools=tools)
+            row[f"top{k}"] = interleaved(
+                model, X, y, k, 1 if big else args.repeats, tools=tools, once=SLOW
+            )
         if not big:
             row[f"floor{k}"] = floors(model, X, y, k, row[f"top{k}"]["flatness"][-1])
     if mlp:
@@ -457,22 +472,37 @@ def main(argv: list[str] | None = None) -> int:
         help="models to (re)measure, e.g. 'BN MLP' 'ResNet-18'; the other rows are kept "
         "from the last run's JSON beside the report",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="measure nothing: add the rows of these stores (runs with another --out, "
+        "e.g. in parallel) to this report's and write it",
+    )
     args = bench_arguments(parser, argv)
     torch.manual_seed(0)
     out = Path(args.out)
     store = out.with_suffix(".json")
     rows: dict[str, dict[str, Any]] = (
-        peers.decode_runs(json.loads(store.read_text())) if store.exists() and args.only else {}
+        peers.decode_runs(json.loads(store.read_text()))
+        if store.exists() and (args.only or args.merge)
+        else {}
     )
-    for label, name, model, X, y, n in benchmark_models(args):
+    for other in args.merge or []:  # rows measured by runs with another --out
+        rows.update(peers.decode_runs(json.loads(Path(other).read_text())))
+    for label, name, model, X, y, n in [] if args.merge else benchmark_models(args):
         print(f"benchmarking {label} ...", flush=True)
         started = time.perf_counter()
         row = bench(label, name, model, X, y, n, args)
         row["minutes"] = (time.perf_counter() - started) / 60
         row["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        row["command"] = " ".join(
+            ["python analyses/benchmark_curvature.py", *(argv or sys.argv[1:])]
+        )
         rows[label] = row
         store.parent.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(peers.encode_runs(rows), indent=1))  # progress is kept
+    store.write_text(json.dumps(peers.encode_runs(rows), indent=1))
     meta = {
         "command": "python analyses/benchmark_curvature.py"
         + (" --quick" if args.quick else "")

@@ -81,6 +81,10 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """
     spec = models.case(name)
     n = spec.n_quick if args.quick else args.sizes.get(name, spec.n)
+    same = reused(name, n, args)
+    if same is not None:
+        print(f"  {name}: the curvature benchmark's row of {same['date']} (same model and data)")
+        return same
     print(f"  fitting {name} ({spec.steps} full-batch steps) ...", flush=True)
     model, X, y = models.prepare(name, n, quick=args.quick)
     big = name == "ResNet-18"
@@ -103,6 +107,38 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
         print("  GPT-2 as a Hugging Face model ...", flush=True)
         row["hf"] = hf_native(model, X, y)
     return row
+
+
+def reused(name: str, n: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The curvature benchmark's measurement of the same model on the same data, if any.
+
+    ``benchmark_curvature.py`` measures ResNet-18 and the Transformer the same way (the
+    same fitted model, data, calls and fresh-process memory runs), so its row is taken
+    rather than measured twice; ``--fresh`` measures again.
+
+    Returns:
+        The zoo's row, or ``None`` when there is no such row.
+    """
+    store = Path(args.reuse)
+    if args.quick or args.fresh or not store.exists():
+        return None
+    rows = peers.decode_runs(json.loads(store.read_text()))
+    row = rows.get(name)
+    if row is None or row.get("case") != name or row.get("examples") != n:
+        return None
+    spec = models.case(name)
+    return {
+        "model": name,
+        "about": spec.about,
+        "examples": n,
+        "params": row["params"],
+        "costs": row["costs"],
+        "memory": {t: row["memory"][t] for t in TOOLS},
+        "top1": {t: row["top1"][t] for t in TOOLS},
+        "fresh_process": bool(row.get("top1_fresh_process")),
+        "date": row["date"],
+        "from": "benchmark-curvature",
+    }
 
 
 def _top1(runs: list[peers.Run]) -> str:
@@ -183,7 +219,11 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"next tokens))`: {_top1([theirs])}."
             )
     out += ["", "## Models", ""]
-    out += [f"- {r['model']}: {r['about']}; operator `{r['costs']['choices']}`." for r in rows]
+    out += [
+        f"- {r['model']}: {r['about']}; operator `{r['costs']['choices']}`"
+        + (f"; measured by benchmark_curvature.py on {r['date']}." if r.get("from") else ".")
+        for r in rows
+    ]
     out += ["", "## GPU", "", *meta["gpu"], ""]
     return "\n".join(out)
 
@@ -214,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=128, help="Transformer, LSTM")
     parser.add_argument("--gpt2-sequences", type=int, default=64)
     parser.add_argument("--only", nargs="*", choices=ZOO, help="models to run (default all)")
+    parser.add_argument(
+        "--reuse",
+        default=str(ROOT / "reports" / "benchmark-curvature.json"),
+        help="the curvature benchmark's rows: ResNet-18 and the Transformer are taken from "
+        "it when measured there on the same data",
+    )
+    parser.add_argument("--fresh", action="store_true", help="measure every model here")
     args = curvature.bench_arguments(parser, argv)
     args.sizes = {
         "ResNet-18": args.resnet_images,

@@ -113,7 +113,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "`eigsh(k, which='LA', tol=1e-4)` from flatness's start vector). flatness stops when "
         "every relative residual is ≤ 1e-4 (a certificate); PyHessian when its estimate "
         f"changes by < 1e-3. Times are medians of {meta['repeats']} interleaved repeats (the "
-        "tool order rotates each repeat); ratios are taken per repeat, shown as median "
+        "tool order rotates each repeat; curvlinops, several times slower, runs in the first "
+        "only); ratios are taken per repeat, shown as median "
         "(min–max). Errors are relative, against float64 references on the MLPs, else "
         "against flatness's certified values.",
         "",
@@ -161,7 +162,10 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out += ["## Choices and references", ""]
     for r in rows:
         ref = r.get("reference", {}).get("how", "flatness's certified values")
-        out.append(f"- {r['model']}: reference {ref}; operator `{r['costs']['choices']}`.")
+        out.append(
+            f"- {r['model']}: reference {ref}; operator `{r['costs']['choices']}`; measured by "
+            f"`{r.get('command', '')}`."
+        )
     out.append("")
     return "\n".join(out)
 

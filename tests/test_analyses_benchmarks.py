@@ -115,7 +115,10 @@ def test_curvature_benchmark_quick(tmp_path: Path) -> None:
                     "## Against the targets of issue 19", "pending (no GPU lent"):  # fmt: skip
         assert section in text
     assert "MLP 3.4k SB" in text and "MLP 3.4k LB" in text
-    assert out.with_suffix(".json").exists()
+    merged = tmp_path / "merged.md"  # rows of a run with another --out, measured nothing
+    argv = ["--merge", str(out.with_suffix(".json")), "--out", str(merged)]
+    assert benchmark_curvature.main(argv) == 0
+    assert "| MLP 3.4k LB | 1 |" in merged.read_text()
 
 
 @pytest.mark.slow
