@@ -6,13 +6,15 @@ each ``[[pairs]]`` entry of a manifest to a :class:`Scorer`, which
 1. reads the checkpoint safely and identifies it by its SHA-256
    (:mod:`flatness.pipeline.checkpoints`);
 2. builds the model (:mod:`flatness.pipeline.objective_setup`) and loads the weights;
-3. evaluates the train and test loss and accuracy (eval mode) and stores them with
+3. checks its BatchNorm statistics and evaluates the train and test loss and accuracy
+   with the manifest's loss (:mod:`flatness.pipeline.run_setup`), and stores them with
    the metadata (the checkpoint's own ``meta`` first, then the manifest's entry) and
    its per-epoch training history as ``tracks`` (:mod:`flatness.pipeline.histories`);
 4. builds the :class:`~flatness.curvature.objective.Objective` on the fixed, seeded
-   subset of the training set and runs every measure task not yet in the store:
-   each task is *claimed* first (so several processes share a store without computing
-   anything twice) and committed the moment it finishes;
+   subset of the training set (one per parameter group a task names) and runs every
+   measure task not yet in the store: each task is *claimed* first (so several
+   processes share a store without computing anything twice) and committed the moment
+   it finishes;
 5. computes Keskar's parametric plot for a pair into the ``curves`` table;
 6. waits for the tasks other processes hold, saying what it waits for, and takes over
    those whose owner died or stopped refreshing its claim (``stale_after``).
