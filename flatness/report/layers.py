@@ -30,7 +30,7 @@ from flatness.report.tables import Table
 if TYPE_CHECKING:
     from flatness.report.sections import SectionContext
 
-__all__ = ["group_scores", "layers_figure", "layers_section", "layers_table"]
+__all__ = ["group_scores", "layers_figure", "layers_section", "layers_table", "without_groups"]
 
 GROUP = "group"
 """The setting that names a row's parameter group (:data:`flatness.pipeline.task_plan.GROUP`)."""
@@ -40,6 +40,37 @@ _HEADLINE_COMPONENTS = ("", "1")
 
 _FIRST = ("lambda_max", "trace")
 """Measures shown first, in this order (the others follow by name)."""
+
+
+def without_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a results frame that are not taken per parameter group.
+
+    The report's other sections compare whole networks; the per-group rows belong to
+    this section (they would otherwise be read as measures of their own, labelled
+    ``λ_max (group=...)``).
+
+    Returns:
+        ``df`` without the rows whose settings name a group (all of it when it has no
+        ``settings`` column).
+
+    Examples:
+        >>> frame = pd.DataFrame({"settings": ['{"k": 1}', '{"group": "0", "k": 1}']})
+        >>> len(without_groups(frame))
+        1
+    """
+    if "settings" not in df.columns:
+        return df
+    grouped = [_names_group(s) for s in df["settings"].tolist()]
+    return df[[not g for g in grouped]]
+
+
+def _names_group(settings: Any) -> bool:
+    if isinstance(settings, str) and settings:
+        try:
+            settings = json.loads(settings)
+        except json.JSONDecodeError:
+            return False
+    return isinstance(settings, Mapping) and GROUP in settings
 
 
 def _natural(name: str) -> tuple[Any, ...]:

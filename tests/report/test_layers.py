@@ -67,3 +67,13 @@ def test_groups_come_in_natural_order_without_a_list() -> None:
 def test_no_group_rows_no_section(tmp_path: Path) -> None:
     report = fl.report.build(_frame(groups=False), out=tmp_path / "r")
     assert "Per-layer" not in Path(report.markdown).read_text()
+
+
+def test_without_groups_keeps_the_whole_networks_rows() -> None:
+    from flatness.report.layers import without_groups
+
+    frame = _frame()
+    kept = without_groups(frame)
+    assert len(kept) == 12 and set(kept["settings"]) == {"{}"}
+    mapped = frame.assign(settings=[json.loads(s) for s in frame["settings"]])
+    assert len(without_groups(mapped)) == 12
