@@ -137,3 +137,26 @@ def three_layer_net(seed: int = 0) -> nn.Module:
     return nn.Sequential(
         nn.Linear(IN, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, CLASSES)
     )
+
+
+def tiny_bert() -> nn.Module:
+    """A tiny BertForSequenceClassification built from a config (3 labels)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, max_position_embeddings=16, num_labels=CLASSES,
+    )  # fmt: skip
+    return BertForSequenceClassification(config)
+
+
+def bert_data() -> dict:
+    """``input_ids``, ``attention_mask`` (one padded sequence) and ``labels``."""
+    splits = {}
+    for split, (n, seed) in {"train": (12, 0), "test": (4, 1)}.items():
+        ids, labels = _tokens(n, seed)
+        mask = torch.ones_like(ids)
+        mask[0, -2:] = 0
+        splits[split] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return splits

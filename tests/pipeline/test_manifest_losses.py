@@ -7,6 +7,7 @@ beside the manifest, random tokens from a data factory beside it, ``loss =
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -181,3 +182,23 @@ def test_a_tiny_gpt2_beside_its_manifest_is_scored_by_the_command(tmp_path: Path
         ]
     assert 2.0 < train_loss < 5.0  # about log(32) = 3.47 for a random network
     assert lam > 0
+
+
+def test_a_tiny_bert_with_the_sequence_classification_loss(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.pipeline.factories import tiny_bert
+
+    torch.save(tiny_bert().state_dict(), tmp_path / "bert.pt")
+    (tmp_path / "m.toml").write_text(
+        '[model]\nfactory = "tests.pipeline.factories:tiny_bert"\n'
+        '[data]\nfactory = "tests.pipeline.factories:bert_data"\n'
+        '[scoring]\nloss = "sequence_classification"\nbatch_size = 5\n'
+        '[measures]\nlambda_max = { k = 1 }\n[[runs]]\npath = "bert.pt"\n'
+    )
+    summary = score(tmp_path / "m.toml", store=tmp_path / "s.sqlite", groups="blocks")
+    assert summary.ok, summary.failures
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        settings = [s for (s,) in db.execute("SELECT settings FROM measurements")]
+        (train_loss,) = db.execute("SELECT train_loss FROM runs").fetchone()
+    assert 0.5 < train_loss < 2.0  # about log(3) for a random classifier
+    assert sorted(json.loads(s).get("group", "") for s in settings) == ["", "bert", "classifier"]
