@@ -257,8 +257,8 @@ def _memory_table(rows: list[dict[str, Any]]) -> list[str]:
         "the peak is the largest sample (or `ru_maxrss` where it rose during the call) minus "
         "the baseline.",
         "",
-        "| model | flatness | PyHessian | curvlinops | flatness / PyHessian |",
-        "|---|---|---|---|---|",
+        "| model | flatness | its Lanczos basis | PyHessian | curvlinops | flatness / PyHessian |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         m = r["memory"]
@@ -270,7 +270,15 @@ def _memory_table(rows: list[dict[str, Any]]) -> list[str]:
         ]
         a, b = m["flatness"].get("peak_bytes"), m["pyhessian"].get("peak_bytes")
         ratio = f"{a / b:.2f}" if a and b else "–"
-        out.append(f"| {r['model']} | {' | '.join(cells)} | {ratio} |")
+        basis = m["flatness"].get("basis") or {}
+        basis_cell = (
+            f"{basis['size']} vectors, {mib(basis['bytes'])} on {basis['device']}"
+            if "bytes" in basis
+            else "–"
+        )
+        out.append(
+            f"| {r['model']} | {cells[0]} | {basis_cell} | {' | '.join(cells[1:])} | {ratio} |"
+        )
     return [*out, ""]
 
 

@@ -12,7 +12,8 @@ the next call's peak. So each measured call runs alone in a new Python process
 3. runs the call while a thread samples the RSS every 2 ms (:func:`peak_during`); the
    peak is the largest sample, or ``ru_maxrss`` if the kernel's own high-water mark rose
    during the call (then it is exact);
-4. prints the peak minus the baseline, the call's seconds and products as JSON.
+4. prints the peak minus the baseline, the call's seconds and products as JSON (and, for
+   flatness, its Lanczos basis: vectors, device, bytes).
 
 Usage (the benchmarks call it; by hand)::
 
@@ -95,7 +96,7 @@ def peak_in_subprocess(
         timeout: Seconds before the child is stopped.
 
     Returns:
-        ``{"peak_bytes", "seconds", "products", "values", "error"}``; a child that dies
+        ``{"peak_bytes", "seconds", "products", "values", "error", "basis"}``; a child that dies
         gives its error (the last line of its stderr) and no peak.
     """
     import torch
@@ -162,6 +163,7 @@ def _child(argv: list[str]) -> int:
                 "products": run.products,
                 "values": run.values,
                 "error": run.error,
+                "basis": (run.extra.get("choices") or {}).get("basis"),
             }
         ),
         flush=True,
