@@ -1,0 +1,43 @@
+"""Beyond one machine: ``torch.distributed`` process groups, data-parallel work, sweeps.
+
+Launched by ``torchrun`` (under SLURM or not), flatness uses ``torch.distributed``;
+without an initialized process group the same code runs in one process.
+
+* :mod:`flatness.distributed.group`: the process-group basics (rank and world size,
+  backend, timeouts, sub-groups, sums and broadcasts).
+* :mod:`flatness.distributed.sweep`: a sweep across ranks (``flatness score`` under
+  ``torchrun``): rank 0 owns the results store and hands out checkpoints.
+"""
+
+from flatness.distributed.group import (
+    DEFAULT_TIMEOUT,
+    TIMEOUT_VARIABLE,
+    ProcessGroupInfo,
+    all_reduce_sum,
+    auto_group,
+    backend_for,
+    broadcast_object,
+    group_info,
+    is_initialized,
+    launched_group,
+    objective_group,
+    split_groups,
+    timeout_seconds,
+)
+
+__all__ = [
+    # process groups
+    "DEFAULT_TIMEOUT",
+    "TIMEOUT_VARIABLE",
+    "ProcessGroupInfo",
+    "all_reduce_sum",
+    "auto_group",
+    "backend_for",
+    "broadcast_object",
+    "group_info",
+    "is_initialized",
+    "launched_group",
+    "objective_group",
+    "split_groups",
+    "timeout_seconds",
+]
