@@ -16,9 +16,11 @@ manifest's ``kwargs`` and returns the two splits, as ``(train, test)``, as
    them (``[scoring] loss = "causal_lm"``, for example).
 3. a list of batches (each a tuple or a dict of tensors), used as given: they are not
    re-split by ``[scoring] batch_size`` and no subset of them is drawn (``examples``
-   stays unset or ``"all"``).
-4. a map-style data set (a :class:`torch.utils.data.Dataset` with ``__len__``) whose
-   items are ``(x, y)`` pairs (torchvision style) or dicts (Hugging Face style, e.g.
+   stays unset or ``"all"``). A list of exactly two tensors is read as ``[X, y]``
+   (form 1).
+4. a map-style data set (a :class:`torch.utils.data.Dataset` with ``__len__``, or any
+   object with ``__len__`` and ``__getitem__`` by position) whose items are ``(x, y)``
+   pairs (torchvision style) or dicts (Hugging Face style, e.g.
    ``datasets.Dataset.with_format("torch")``): it is read once and stacked into form
    1 or 2. Dict items must have one shape per key (pad them to one length), and
    columns that are not numbers (the text a tokenizer read) are dropped.
@@ -283,8 +285,16 @@ def _stack_items(value: Any, name: str, split: str) -> tuple[Tensor, Tensor] | d
     return xs, ys
 
 
+def _map_style(value: Any) -> bool:
+    """A torch map-style data set, or anything indexable by position that is not a plain
+    container (a Hugging Face ``datasets.Dataset``, which is not a torch one)."""
+    if isinstance(value, Tensor | np.ndarray | Mapping | tuple | list | str | bytes):
+        return False
+    return hasattr(value, "__len__") and hasattr(value, "__getitem__")
+
+
 def _as_split(value: Any, name: str, split: str) -> DataSplit:
-    if isinstance(value, torch.utils.data.Dataset) and hasattr(value, "__len__"):
+    if _map_style(value):
         value = _stack_items(value, name, split)
     if isinstance(value, Mapping):
         columns = {str(k): _tensor(v) for k, v in value.items()}

@@ -140,3 +140,20 @@ def test_modules_beside_the_manifest_are_found_when_factories_are_called(
     )
     assert out.returncode == 0, out.stderr
     assert "1 tasks computed" in out.stdout
+
+
+def test_an_indexable_data_set_that_is_not_torch_s_is_read_too() -> None:
+    class Rows:  # what a Hugging Face datasets.Dataset looks like: no torch base class
+        def __init__(self, n: int) -> None:
+            self.items = item_data()[0]
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int) -> dict:
+            return self.items[i]
+
+    data = coerce_data((Rows(10), Rows(3)), name="hf", settings={})
+    assert isinstance(data, BatchData) and data.n_train == 10
+    assert data.train["labels"].dtype == torch.int64
