@@ -24,6 +24,7 @@ import torch
 
 from flatness.factories import search_folder
 from flatness.pipeline.database import store_error
+from flatness.pipeline.groups import BLOCKS
 from flatness.pipeline.manifest import Manifest
 from flatness.pipeline.objective_setup import (
     ManifestLike,
@@ -174,7 +175,7 @@ def score(
         device=device,
         dtype=dtype,
         examples=examples,
-        groups=[groups] if isinstance(groups, str) and groups != "blocks" else groups,
+        groups=_groups_setting(groups),
         recompute_batchnorm=recompute_batchnorm,
     )
     try:
@@ -227,6 +228,13 @@ def score(
         failures=tuple(scorer.failures),
         seconds=meter.seconds,
     )
+
+
+def _groups_setting(groups: str | Sequence[str] | None) -> str | list[str] | None:
+    """``score(groups=...)`` as ``[scoring] groups`` writes it: ``"blocks"`` or a list."""
+    if groups is None or groups == BLOCKS:
+        return groups
+    return [groups] if isinstance(groups, str) else list(groups)
 
 
 OBJECTIVE_SETTINGS = ("examples", "seed", "dtype", "loss", "recompute_batchnorm")

@@ -102,7 +102,7 @@ def test_named_groups_and_a_group_that_matches_nothing(tmp_path: Path) -> None:
         GroupError,
         match=r"m\.toml: \[scoring\] groups: 'features' matches no.*names: 0, 2, 4, 0\.weight",
     ):
-        score(tmp_path / "m.toml", store=tmp_path / "t.sqlite", groups=["features"])
+        score(tmp_path / "m.toml", store=tmp_path / "t.sqlite", groups=("features",))
     with pytest.raises(ManifestError, match=r"\[scoring\] groups: must be \"blocks\" or a list"):
         read_manifest(_sweep(tmp_path, "groups = 3\n"))
 
