@@ -208,7 +208,7 @@ def evaluate(
         >>> net = nn.Linear(2, 3)
         >>> X, y = torch.randn(5, 2), torch.randint(0, 3, (5,))
         >>> loss, acc = evaluate(net, X, y, batch_size=2)
-        >>> abs(loss - float(F.cross_entropy(net(X), y))) < 1e-6, 0.0 <= acc <= 1.0
+        >>> abs(loss - F.cross_entropy(net(X), y).item()) < 1e-6, 0.0 <= acc <= 1.0
         (True, True)
     """
     if batch_size < 1:
