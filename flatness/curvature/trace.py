@@ -83,9 +83,11 @@ def hessian_trace(
         method: ``"hutchpp"`` (default; Meyer et al. 2021), ``"hutchinson"``
             (Hutchinson 1989) or ``"exact"`` (piecewise-linear networks with
             cross-entropy: about C backward passes for C classes, no sampling error).
-        budget: Most operator products the stochastic methods may spend.
+        budget: Most operator products the stochastic methods may spend (without a
+            target: exactly this many).
         target_stderr: Stop once the standard error is at most this fraction of
-            ``|estimate|`` (with ``absolute=True``: this many trace units).
+            ``|estimate|`` (with ``absolute=True``: this many trace units); ``budget``
+            is then a cap, and Hutch++ sketches only as much as pays for itself.
         seed: Seed of the random probes.
         absolute: Read ``target_stderr`` in the units of the trace.
         min_probes: Probes required before ``target_stderr`` may stop the run.
