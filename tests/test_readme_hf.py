@@ -54,6 +54,5 @@ def test_the_example_runs_and_routes_attention(capsys: pytest.CaptureFixture[str
 
 def test_the_readme_shows_this_example() -> None:
     block = _readme_block()
-    if block is None:
-        pytest.skip("the README has no 'Transformers and Hugging Face' section yet")
+    assert block is not None, "the README has no 'Transformers and Hugging Face' section"
     assert block.strip() == SNIPPET.strip()
