@@ -181,3 +181,17 @@ def test_one_sweep_orthogonalizes_a_lanczos_product() -> None:
         V[:, s + 1] = w / w.norm()
         known = w.norm().reshape(1)
     torch.testing.assert_close(V.T @ V, torch.eye(12, dtype=F64), atol=1e-13, rtol=0)
+
+
+def test_the_benchmarks_floor_agrees_with_an_unrestarted_run() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+    from lanczos_floor import plain_lanczos_products
+
+    A = DenseOperator.from_spectrum(_spectrum(10.0, 8.0, 6.0, 5.0, 4.5), seed=1)
+    start = torch.randn(A.dim, generator=torch.Generator().manual_seed(0), dtype=F64)
+    floor = plain_lanczos_products(A, 5, v0=start, tol=1e-8)
+    assert floor.converged and floor.products == _floor(A, 5, 1e-8)
+    np.testing.assert_allclose(floor.values, [10.0, 8.0, 6.0, 5.0, 4.5], rtol=1e-8)
