@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,44 +40,12 @@ import pandas as pd
 from flatness.atomic import write_text_atomic
 from flatness.report.analysis import analyze
 from flatness.report.curves import pairs, summarize
-from flatness.report.outputs import list_own_files, read_manifest
+from flatness.report.outputs import Report, list_own_files, read_manifest
 from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
-from flatness.results import PlainData
 
 __all__ = ["Report", "build"]
-
-
-@dataclass(frozen=True)
-class Report(PlainData):
-    """What :func:`build` wrote.
-
-    Attributes:
-        out: The report's folder.
-        html: The self-contained HTML page.
-        markdown: The Markdown version (figures beside it in ``figures/``).
-        figures: The PNG files.
-        data: The CSV files (``scores.csv`` and one per table).
-        summary: The generated summary sentences.
-        notes: The sections left out and why.
-        seconds: Wall-clock seconds to build it.
-    """
-
-    out: Path
-    html: Path
-    markdown: Path
-    figures: tuple[Path, ...]
-    data: tuple[Path, ...]
-    summary: tuple[str, ...]
-    notes: tuple[str, ...]
-    seconds: float
-
-    def __repr__(self) -> str:
-        return (
-            f"Report(html={str(self.html)!r}, figures={len(self.figures)}, "
-            f"sections left out={len(self.notes)}, seconds={self.seconds:.1f})"
-        )
 
 
 def build(

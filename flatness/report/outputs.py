@@ -7,6 +7,7 @@ the next build of that folder removes the listed files it does not write again, 
 nothing else. The list is read as untrusted: only plain relative paths inside the folder
 are honoured, so an edited or forged list cannot remove files elsewhere. A folder without
 the list (a report of an older version, or no report at all) has nothing removed.
+:class:`Report` is what a build wrote.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from flatness.atomic import write_text_atomic
+from flatness.results import PlainData
 
-__all__ = ["MANIFEST", "list_own_files", "read_manifest", "remove_earlier", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "Report",
+    "list_own_files",
+    "read_manifest",
+    "remove_earlier",
+    "write_manifest",
+]
 
 MANIFEST = ".flatness-report.json"
 """The list of a report's own files, in its folder."""
@@ -102,3 +112,34 @@ def list_own_files(base: Path, earlier: set[str], written: Sequence[Path], finis
     if own:
         with contextlib.suppress(OSError):
             write_manifest(base, own)
+
+
+@dataclass(frozen=True)
+class Report(PlainData):
+    """What :func:`build` wrote.
+
+    Attributes:
+        out: The report's folder.
+        html: The self-contained HTML page.
+        markdown: The Markdown version (figures beside it in ``figures/``).
+        figures: The PNG files.
+        data: The CSV files (``scores.csv`` and one per table).
+        summary: The generated summary sentences.
+        notes: The sections left out and why.
+        seconds: Wall-clock seconds to build it.
+    """
+
+    out: Path
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+    data: tuple[Path, ...]
+    summary: tuple[str, ...]
+    notes: tuple[str, ...]
+    seconds: float
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(html={str(self.html)!r}, figures={len(self.figures)}, "
+            f"sections left out={len(self.notes)}, seconds={self.seconds:.1f})"
+        )

@@ -42,7 +42,7 @@ from flatness.report.tables import (
     measures_table,
     scores_table,
 )
-from flatness.report.training import training_section
+from flatness.report.training import training_content
 
 __all__ = ["SECTIONS", "SectionContext"]
 
@@ -366,6 +366,17 @@ def density_section(ctx: SectionContext) -> Section:
             "the results with load_results(store, details=True) to keep its quadrature).",
         )
     return section
+
+
+def training_section(ctx: SectionContext) -> Section | None:
+    """Learning curves, the measures' trajectories and a table per schedule/regime.
+
+    Returns:
+        The section, or ``None`` when the report has no tracks (no section, no note).
+    """
+    if ctx.tracks is None or ctx.tracks.empty:
+        return None
+    return training_content(ctx.tracks, ctx.figure, ctx.table)
 
 
 def data_section(ctx: SectionContext) -> Section:

@@ -1,12 +1,12 @@
 """The report's "Training" section, and the report of a store that holds training only.
 
-:func:`training_section` is one of the report's sections
-(:data:`flatness.report.sections.SECTIONS`): with records taken during training
-(:func:`flatness.load_tracks`: a tracker's measurements, per-epoch histories) it shows
-the table of :func:`~flatness.report.learning.training_table` and the figures of
-:mod:`~flatness.report.learning_figures`; without any it adds nothing (no section, no
-note). :func:`build_training` writes a report of that section alone, for a store whose
-checkpoints are not scored yet (a training loop's tracker writes such a store):
+:func:`training_content` is the section of records taken during training
+(:func:`flatness.load_tracks`: a tracker's measurements, per-epoch histories): the table
+of :func:`~flatness.report.learning.training_table` and the figures of
+:mod:`~flatness.report.learning_figures`. A report shows it when it has such records
+(``training_section`` in :data:`flatness.report.sections.SECTIONS`; no section, no note
+without them). :func:`build_training` writes a report of that section alone, for a store
+whose checkpoints are not scored yet (a training loop's tracker writes such a store):
 ``flatness report`` runs it there.
 """
 
@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -26,7 +25,7 @@ from flatness.report import figures as figs
 from flatness.report.frames import ReportInputError
 from flatness.report.learning import group_labels, training_table
 from flatness.report.learning_figures import training_figures
-from flatness.report.outputs import list_own_files, read_manifest
+from flatness.report.outputs import Report, list_own_files, read_manifest
 from flatness.report.render import (
     FigureBlock,
     Links,
@@ -38,11 +37,7 @@ from flatness.report.render import (
 )
 from flatness.report.tables import Table
 
-if TYPE_CHECKING:
-    from flatness.report.build import Report
-    from flatness.report.sections import SectionContext
-
-__all__ = ["build_training", "training_content", "training_section"]
+__all__ = ["build_training", "training_content"]
 
 SaveFigure = Callable[[Figure, str, str], FigureBlock]
 """Saves a figure under a name with a caption and returns the block that shows it."""
@@ -81,17 +76,6 @@ def training_content(tracks: pd.DataFrame, figure: SaveFigure, table: ShowTable)
     return section
 
 
-def training_section(ctx: SectionContext) -> Section | None:
-    """The learning curves, the measures' trajectories and the table of each schedule/regime.
-
-    Returns:
-        The section, or ``None`` when the report has no tracks (no section, no note).
-    """
-    if ctx.tracks is None or ctx.tracks.empty:
-        return None
-    return training_content(ctx.tracks, ctx.figure, ctx.table)
-
-
 def build_training(
     tracks: pd.DataFrame,
     out: str | os.PathLike[str],
@@ -112,14 +96,12 @@ def build_training(
         command: The command that regenerates the report, printed on the page.
 
     Returns:
-        The :class:`~flatness.report.build.Report` written (no summary; its note says
+        The :class:`~flatness.report.outputs.Report` written (no summary; its note says
         that the comparison sections need scored checkpoints).
 
     Raises:
         flatness.report.ReportInputError: If ``tracks`` is empty.
     """
-    from flatness.report.build import Report  # build imports the sections, which import this
-
     started = time.perf_counter()
     if tracks.empty:
         raise ReportInputError("no records taken during training (the tracks are empty)")
