@@ -6,6 +6,7 @@ Runs :func:`flatness.score`, then prints the store's summary table and the count
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from flatness.cli.common import Subcommand, add_run_options, echo, set_threads
@@ -67,6 +68,22 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="take over another process's task after this long without its heartbeat (600)",
     )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=1,
+        metavar="G",
+        help="under torchrun: ranks per group; a group scores one checkpoint at a time, "
+        "data-parallel, and groups take different checkpoints (1: each rank scores "
+        "whole checkpoints; G must divide the number of ranks)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="under torchrun: fail the job, naming the rank, when a rank dies or sends "
+        "nothing for this long (default $FLATNESS_DIST_TIMEOUT, else 300)",
+    )
     add_run_options(p)
 
 
@@ -100,7 +117,15 @@ def run_score(args: argparse.Namespace) -> int:
         log=echo,
         echo=echo,
         stale_after=args.stale_after,
+        group_size=args.group_size,
+        timeout=args.timeout,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 prints the job's table
+        print(
+            f"rank {os.environ['RANK']}: {summary.computed} tasks computed, "
+            f"{summary.failed} failed ({summary.seconds:.1f} s)"
+        )
+        return 0 if summary.ok else 1
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         table = summary_table(summary.store, root=args.manifest.parent)
         print(table.to_string(index=False, float_format="{:.4g}".format))

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "TIMEOUT_VARIABLE",
     "ProcessGroupInfo",
+    "RankError",
     "all_reduce_sum",
     "auto_group",
     "backend_for",
@@ -53,6 +54,10 @@ DEFAULT_TIMEOUT = 300.0
 
 TIMEOUT_VARIABLE = "FLATNESS_DIST_TIMEOUT"
 """The environment variable that sets the timeout when no argument does."""
+
+
+class RankError(RuntimeError):
+    """Another rank died, hung or could not be reached; the message names the rank."""
 
 
 def timeout_seconds(value: float | None = None, env: Mapping[str, str] | None = None) -> float:
@@ -175,7 +180,8 @@ def launched_group(
         world = int(env.get("WORLD_SIZE", "1"))
         rank = int(env.get("RANK", "0"))
     except ValueError as exc:
-        raise ValueError(f"$WORLD_SIZE and $RANK must be whole numbers (torchrun sets them): {exc}")
+        message = f"$WORLD_SIZE and $RANK must be whole numbers (torchrun sets them): {exc}"
+        raise ValueError(message) from None
     if world <= 1:
         yield None
         return

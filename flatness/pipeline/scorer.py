@@ -26,10 +26,9 @@ file and the cause, and the others are scored.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from flatness.dataset import ScoringData, objective_data
+from flatness.distributed.group import RankError
 from flatness.pipeline.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -58,13 +58,24 @@ from flatness.pipeline.objective_setup import (
 )
 from flatness.pipeline.progress import Progress
 from flatness.pipeline.run_setup import PreparedRun, prepare_run, stored_precision
-from flatness.pipeline.store import Claim, ResultsStore
+from flatness.pipeline.store import ResultsStore
 from flatness.pipeline.task_plan import GROUP, Task, plan_tasks
+from flatness.pipeline.task_store import TaskStore
+from flatness.pipeline.waiting import Waiting
 from flatness.results import Meter
 from flatness.sharpness.interpolation import parametric_plot
 from flatness.versions import package_versions
 
-__all__ = ["CLAMPED", "META_DROPPED", "Progress", "Scorer", "Task", "plan_tasks"]
+__all__ = [
+    "CLAMPED",
+    "META_DROPPED",
+    "Progress",
+    "Scorer",
+    "Task",
+    "TaskStore",
+    "duplicate_message",
+    "plan_tasks",
+]
 
 T = TypeVar("T")
 
@@ -98,6 +109,11 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+_FATAL = (StoreError, RankError, torch.distributed.DistError)
+"""Failures that stop a sweep instead of failing one checkpoint: the store's, another
+rank's (died, hung, unreachable)."""
+
+
 class _Once(Generic[T]):
     """A resource built on first use; a failure to build it is kept and raised again."""
 
@@ -116,15 +132,15 @@ class _Once(Generic[T]):
         return self._value
 
 
-class Scorer:
+class Scorer(Waiting):
     """Scores a manifest's checkpoints and pairs into an open store (see the module doc);
-    :func:`flatness.score` sums up its ``counts``, ``failures``, ``busy`` (run index and
-    checkpoint key -> the tasks other processes hold) and ``busy_pairs``."""
+    :func:`flatness.score` sums up its ``counts``, ``failures`` and ``pending`` (the
+    tasks other processes hold: :class:`~flatness.pipeline.waiting.Waiting`)."""
 
     def __init__(
         self,
         manifest: Manifest,
-        store: ResultsStore,
+        store: TaskStore,
         *,
         trust_pickle: bool,
         progress: Progress,
@@ -185,16 +201,7 @@ class Scorer:
         network twice in every statistic. The first run is scored; the manifest should
         list the file once.
         """
-        same = (
-            "is listed twice"
-            if path.resolve() == first.resolve()
-            else (f"is byte-identical to {first.resolve()}")
-        )
-        message = (
-            f"{path.resolve()}: {same} (the same network as an earlier run; a store keys "
-            "checkpoints by content, and counting it twice would bias every comparison): "
-            "scored once; list it once in the manifest"
-        )
+        message = duplicate_message(path, first)
         self.failures.append(message)
         self.log(f"FAILED {message}")
 
@@ -228,8 +235,8 @@ class Scorer:
             return
         try:
             prepared = self._prepare(run.meta, checkpoint)
-        except StoreError:
-            raise  # the store's failure, not the checkpoint's
+        except _FATAL:
+            raise  # the store's or another rank's failure, not the checkpoint's
         except Exception as exc:
             self._fail_run(key, path, f"{path}: {_reason(exc)}")
             return
@@ -275,7 +282,8 @@ class Scorer:
             error=None,
             **prepared.metrics,
         )
-        put_history(self.store, {**run_meta, **checkpoint.meta})  # the learning curve
+        # the learning curve (put_history writes through put_track alone)
+        put_history(cast(ResultsStore, self.store), {**run_meta, **checkpoint.meta})
         return prepared
 
     def _run_task(self, index: int, key: str, prepared: PreparedRun, task: Task) -> None:
@@ -295,6 +303,8 @@ class Scorer:
                 records, details = measure.run(objective, settings)
         except (KeyboardInterrupt, SystemExit):
             self.store.release(key, task.measure, task.key)
+            raise
+        except _FATAL:
             raise
         except Exception as exc:
             message = f"{self.manifest.runs[index].path}: {task.measure} {task.key}: {_reason(exc)}"
@@ -345,6 +355,8 @@ class Scorer:
         except (KeyboardInterrupt, SystemExit):
             self.store.release(task, "parametric_plot", key)
             raise
+        except _FATAL:
+            raise
         except Exception as exc:
             message = f"pair {pair.label}: {_reason(exc)}"
             self.store.fail(task, "parametric_plot", key, message)
@@ -385,52 +397,23 @@ class Scorer:
             dtype=self.dtype,
         )
 
-    def wait_for_others(self, poll: float) -> None:
-        """Wait for tasks other processes hold, saying what for; take over stalled ones.
 
-        A task is taken over once its owner died or has not refreshed its claim for the
-        store's ``stale_after`` seconds; until then, :attr:`echo` is told which task
-        waits on which host and process, and how long until it would be taken over.
-        """
-        while self.busy_pairs:
-            time.sleep(poll)
-            held, self.busy_pairs = self.busy_pairs, []
-            for pair in held:
-                self.score_pair(pair)
-        while self.busy:
-            time.sleep(poll)
-            waiting, self.busy = self.busy, {}
-            for (index, key), tasks in waiting.items():
-                path = self.manifest.runs[index].path
-                free = []
-                for task in tasks:
-                    claim = self.store.holder(key, task.measure, task.key)
-                    if claim.state == "done":
-                        self.counts["by_others"] += 1
-                    elif claim.state == "failed":
-                        self.failures.append(f"{path}: {task.measure} failed in another process")
-                    elif claim.state == "busy":
-                        self._say_waiting(f"{task.measure} {task.key} on {path}", claim)
-                        self.busy.setdefault((index, key), []).append(task)
-                    else:
-                        free.append(task)
-                if free:
-                    self.score_run(index, only=free)
+def duplicate_message(path: Path, first: Path) -> str:
+    """The failure line for a run whose file is byte-identical to an earlier run's.
 
-    def _say_waiting(self, what: str, claim: Claim) -> None:
-        """Tell :attr:`echo` what this process waits for (once per owner, then each minute)."""
-        said = self._said.get(what)
-        now = time.monotonic()
-        if said is not None and said[0] == claim.owner and now - said[1] < 60.0:
-            return
-        self._said[what] = (claim.owner, now)
-        stale_after = self.store.stale_after
-        age = claim.age or 0.0
-        self.echo(
-            f"waiting for {what}: claimed by {claim.host} pid "
-            f"{claim.pid}, no heartbeat for {age:.1f} s; taken over after {stale_after:g} s "
-            f"without one (about {max(stale_after - age, 0.0):.0f} s from now; --stale-after)"
-        )
+    Returns:
+        One line naming both files and the remedy.
+    """
+    same = (
+        "is listed twice"
+        if path.resolve() == first.resolve()
+        else (f"is byte-identical to {first.resolve()}")
+    )
+    return (
+        f"{path.resolve()}: {same} (the same network as an earlier run; a store keys "
+        "checkpoints by content, and counting it twice would bias every comparison): "
+        "scored once; list it once in the manifest"
+    )
 
 
 def _sha_or_path(path: Path) -> str:

@@ -13,15 +13,18 @@ public names stay importable from here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from flatness.distributed.group import launched_group
+from flatness.distributed.sweep import score_across_ranks
 from flatness.factories import search_folder
 from flatness.pipeline.database import store_error
 from flatness.pipeline.groups import BLOCKS
@@ -32,6 +35,7 @@ from flatness.pipeline.objective_setup import (
     import_plugins,
     manifest_code,
     manifest_folder,
+    model_builder,
     scoring_device,
     scoring_loss,
     scoring_objective,
@@ -41,6 +45,7 @@ from flatness.pipeline.scorer import CLAMPED, META_DROPPED, Progress, Scorer
 from flatness.pipeline.scoring_settings import SCORING_DEFAULTS
 from flatness.pipeline.store import DEFAULT_STALE_AFTER, ResultsStore
 from flatness.pipeline.summary import summary_table
+from flatness.pipeline.task_store import TaskStore
 from flatness.results import Meter, PlainData
 from flatness.threads import intra_op_threads, threads_for_model
 
@@ -111,6 +116,8 @@ def score(
     stale_after: float = DEFAULT_STALE_AFTER,
     groups: str | Sequence[str] | None = None,
     recompute_batchnorm: bool | None = None,
+    group_size: int = 1,
+    timeout: float | None = None,
 ) -> ScoreSummary:
     """Score every checkpoint of a manifest into a results store (``flatness score``).
 
@@ -141,6 +148,19 @@ def score(
             (:mod:`flatness.pipeline.groups`).
         recompute_batchnorm: Override ``[scoring] recompute_batchnorm``: recompute
             BatchNorm running statistics on the scoring data before measuring.
+        group_size: Under ``torchrun``: ranks per group; a group scores one checkpoint
+            at a time, its objectives data-parallel over the group, and groups take
+            different checkpoints (``--group-size``; 1: each rank scores whole
+            checkpoints).
+        timeout: Under ``torchrun``: seconds any wait on another rank may last before
+            the job fails naming the rank (``--timeout``; default
+            ``$FLATNESS_DIST_TIMEOUT``, else 300).
+
+    Under ``torchrun`` (an initialized process group, or the environment ``torchrun``
+    sets, from which the group is initialized for the call) rank 0 is the only process
+    that opens the store: it hands out checkpoints and writes what the other ranks
+    send back (:mod:`flatness.distributed.sweep`); its summary is the job's, the
+    other ranks' their own part.
 
     The manifest's folder is first on ``sys.path`` while the sweep runs, so its model,
     data and loss factories may import modules beside it when they are called.
@@ -160,6 +180,9 @@ def score(
             the store holds scores computed on another objective (other model, data,
             examples, example seed, dtype, loss or BatchNorm statistics than this
             manifest's), or the loss it names cannot be imported.
+        RankError: Under ``torchrun``, if a rank died, hung or could not be reached
+            within ``timeout`` (the message names it; finished tasks stay stored and a
+            rerun resumes).
     """
     meter = Meter()
     log = log or (lambda line: None)
@@ -188,46 +211,82 @@ def score(
     man = man.with_scoring(device=str(dev))
     if store is None:
         store = (man.path.parent if man.path is not None else Path.cwd()) / DEFAULT_STORE
-    bars = Progress(progress)
+    info = _manifest_info(man)
+
+    @contextlib.contextmanager
+    def open_store() -> Iterator[ResultsStore]:
+        with ResultsStore(store, stale_after=stale_after, echo=echo) as db, db.heartbeat():
+            _claim_objective(db, info, Path(store))
+            yield db
+
+    def make_scorer(db: TaskStore, talks: bool = True) -> Scorer:
+        quiet = (lambda line: None) if not talks else None
+        return Scorer(
+            man,
+            db,
+            trust_pickle=trust_pickle,
+            progress=Progress(progress and talks),
+            log=quiet or log,
+            echo=quiet or echo,
+        )
+
+    count = threads_for_model(
+        lambda: model_builder(man)(), int(man.scoring["batch_size"]), threads=threads
+    )
     try:
         with (
             search_folder(manifest_folder(man)),
-            ResultsStore(store, stale_after=stale_after, echo=echo) as db,
-            db.heartbeat(),
+            launched_group(dev, timeout=timeout) as world,
+            intra_op_threads(count),
         ):
-            _claim_objective(db, _manifest_info(man), Path(store))
-            scorer = Scorer(man, db, trust_pickle=trust_pickle, progress=bars, log=log, echo=echo)
-            outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
-            count = threads_for_model(
-                lambda: scorer.builder()(), int(man.scoring["batch_size"]), threads=threads
-            )
-            try:
-                with intra_op_threads(count):
-                    for index in range(len(man.runs)):
-                        scorer.score_run(index)
-                        if outer is not None:
-                            outer.update(1)
-                    for pair in man.pairs:
-                        scorer.score_pair(pair)
-                    if wait:
-                        scorer.wait_for_others(poll)
-            finally:
-                if outer is not None:
-                    outer.close()
+            if world is not None and world.world_size > 1:
+                outcome = score_across_ranks(
+                    make_scorer,
+                    open_store,
+                    paths=[run.path for run in man.runs],
+                    pairs=len(man.pairs),
+                    group_size=group_size,
+                    timeout=timeout,
+                    wait=wait,
+                    poll=poll,
+                )
+                counts, failures, pending = outcome.counts, outcome.failures, outcome.pending
+            else:
+                with open_store() as db:
+                    scorer = make_scorer(db)
+                    _score_here(scorer, Progress(progress), wait=wait, poll=poll)
+                counts, failures, pending = scorer.counts, scorer.failures, scorer.pending
     except sqlite3.Error as exc:  # a failure the store's own handling did not name
         raise store_error(store, exc, "scoring") from exc
-    pending = sum(len(t) for t in scorer.busy.values()) + len(scorer.busy_pairs)
     return ScoreSummary(
         store=str(store),
         checkpoints=len(man.runs),
-        computed=scorer.counts["computed"],
-        reused=scorer.counts["reused"],
-        by_others=scorer.counts["by_others"],
-        failed=len(scorer.failures),
+        computed=counts["computed"],
+        reused=counts["reused"],
+        by_others=counts["by_others"],
+        failed=len(failures),
         pending=pending,
-        failures=tuple(scorer.failures),
+        failures=tuple(failures),
         seconds=meter.seconds,
     )
+
+
+def _score_here(scorer: Scorer, bars: Progress, *, wait: bool, poll: float) -> None:
+    """Score every run and pair of the scorer's manifest in this process."""
+    man = scorer.manifest
+    outer = bars.bar(len(man.runs), desc="checkpoints", leave=True)
+    try:
+        for index in range(len(man.runs)):
+            scorer.score_run(index)
+            if outer is not None:
+                outer.update(1)
+        for pair in man.pairs:
+            scorer.score_pair(pair)
+        if wait:
+            scorer.wait_for_others(poll)
+    finally:
+        if outer is not None:
+            outer.close()
 
 
 def _groups_setting(groups: str | Sequence[str] | None) -> str | list[str] | None:
