@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import flatness.pipeline.scorer as scorer_module
+import flatness.pipeline.waiting as waiting_module
 from flatness.pipeline.checkpoints import file_sha256
 from flatness.pipeline.objective_setup import as_manifest
 from flatness.pipeline.scorer import Progress, Scorer
@@ -42,7 +43,7 @@ def test_waiting_for_another_process_does_not_rehash_the_checkpoint_each_poll(
                     other.finish(key, task.measure, task.key, [], **FINISH)
 
         monkeypatch.setattr(scorer_module, "file_sha256", counting_sha)
-        monkeypatch.setattr(scorer_module.time, "sleep", poll)
+        monkeypatch.setattr(waiting_module.time, "sleep", poll)
         scorer.wait_for_others(0.5)
     assert len(polls) == 5 and not scorer.busy
     assert scorer.counts["by_others"] == len(scorer.tasks)
