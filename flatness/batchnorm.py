@@ -147,7 +147,7 @@ def recompute_batchnorm(
         ValueError: If ``data`` holds no example.
 
     Examples:
-        >>> torch.manual_seed(0)
+        >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
         >>> X = 5 + torch.randn(64, 3)
         >>> fresh = recompute_batchnorm(net, (X, torch.zeros(64)))
@@ -234,9 +234,9 @@ def batchnorm_check(
         The two losses.
 
     Examples:
-        >>> torch.manual_seed(0)
+        >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-        >>> X, y = 10 + 5 * torch.randn(32, 3), torch.randint(0, 2, (32,))
+        >>> X, y = 100 + 50 * torch.randn(32, 3), torch.randint(0, 2, (32,))
         >>> batchnorm_check(net, (X, y)).stale  # the statistics never saw these inputs
         True
         >>> batchnorm_check(recompute_batchnorm(net, (X, y)), (X, y)).stale

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,13 +24,17 @@ from flatness.headlines import DISPLAY_NAMES
 from flatness.report import figures as figs
 from flatness.report.analysis import Study
 from flatness.report.frames import normalize
-from flatness.report.render import Paragraph, Section
+from flatness.report.render import FigureBlock, Paragraph, Section
 from flatness.report.tables import Table
 
-if TYPE_CHECKING:
-    from flatness.report.sections import SectionContext
-
-__all__ = ["group_scores", "layers_figure", "layers_section", "layers_table", "without_groups"]
+__all__ = [
+    "LayersContext",
+    "group_scores",
+    "layers_figure",
+    "layers_section",
+    "layers_table",
+    "without_groups",
+]
 
 GROUP = "group"
 """The setting that names a row's parameter group (:data:`flatness.pipeline.task_plan.GROUP`)."""
@@ -201,7 +205,22 @@ def layers_figure(scores: pd.DataFrame, study: Study) -> Figure:
     return fig
 
 
-def layers_section(ctx: SectionContext) -> Section | None:
+class LayersContext(Protocol):
+    """What the section reads of the report's
+    :class:`~flatness.report.sections.SectionContext`."""
+
+    df: pd.DataFrame
+    study: Study
+    info: Mapping[str, Any] | None
+
+    def table(self, section: Section, table: Table) -> None:
+        """Show a table in a section and keep its numbers for ``data/``."""
+
+    def figure(self, fig: Figure, name: str, caption: str) -> FigureBlock:
+        """Save a figure and return the block that shows it."""
+
+
+def layers_section(ctx: LayersContext) -> Section | None:
     """The per-layer section, or ``None`` when nothing was scored per parameter group.
 
     Args:

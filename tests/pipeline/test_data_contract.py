@@ -105,17 +105,20 @@ def test_items_of_different_lengths_are_refused_with_the_remedy() -> None:
 def test_modules_beside_the_manifest_are_found_when_factories_are_called(
     tmp_path: Path,
 ) -> None:
-    """A factory that imports a sibling module when called, run from another folder."""
+    """A factory that imports a sibling module when called, run from another folder
+    (module names no other test imports: a module already imported is not looked up)."""
     folder = tmp_path / "study"
     folder.mkdir()
-    (folder / "models.py").write_text(
-        "def build():\n    import helpers\n    return helpers.net()\n"
+    (folder / "h2_models.py").write_text(
+        "def build():\n    import h2_helpers\n    return h2_helpers.net()\n"
     )
-    (folder / "helpers.py").write_text(
+    (folder / "h2_helpers.py").write_text(
         "from torch import nn\n\ndef net():\n    return nn.Sequential(nn.Linear(5, 3))\n"
     )
-    (folder / "data.py").write_text("def load():\n    import tokens\n    return tokens.pairs()\n")
-    (folder / "tokens.py").write_text(
+    (folder / "h2_data.py").write_text(
+        "def load():\n    import h2_tokens\n    return h2_tokens.pairs()\n"
+    )
+    (folder / "h2_tokens.py").write_text(
         "import torch\n\ndef pairs():\n    g = torch.Generator().manual_seed(0)\n"
         "    x = torch.randn(20, 5, generator=g)\n    y = torch.arange(20) % 3\n"
         "    return (x, y), (x, y)\n"
@@ -123,7 +126,7 @@ def test_modules_beside_the_manifest_are_found_when_factories_are_called(
     torch.manual_seed(0)
     torch.save(torch.nn.Sequential(torch.nn.Linear(5, 3)).state_dict(), folder / "r.pt")
     (folder / "m.toml").write_text(
-        '[model]\nfactory = "models:build"\n[data]\nfactory = "data:load"\n'
+        '[model]\nfactory = "h2_models:build"\n[data]\nfactory = "h2_data:load"\n'
         '[measures]\nlambda_max = {}\n[[runs]]\npath = "r.pt"\n'
     )
     before = list(sys.path)
