@@ -354,6 +354,7 @@ def exact_hessian_trace(
                     objective, x, chunk_size, memory_bytes
                 )
         total += weight * batch_total / x.shape[0]
+    total = objective.reduce(total)
     meter.count(gradients=classes)
     meter.stop()
     return TraceResult(

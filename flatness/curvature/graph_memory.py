@@ -156,15 +156,16 @@ def retain_graphs(
         if not full:
             graph, size = _measured(build, batch, objective.device)
             if i == 0 and merge and len(batches) > 1:
-                estimate = size * objective.num_examples / objective.batch_sizes[0]
+                estimate = size * sum(objective.batch_sizes) / objective.batch_sizes[0]
                 limit = budget if objective.device.type != "cpu" else min(budget, HOST_MERGE_LIMIT)
                 if estimate <= limit:
                     graph = None  # freed before the merged graph is built
                     host = getattr(batches, "host", batches)
                     whole = DeviceBatches([merged_batch(host)], objective.device)
                     merged, size_m = _measured(build, whole[0], objective.device)
-                    if size_m <= budget:
-                        return RetainedGraphs([merged], whole, (1.0,), size_m, True)
+                    if size_m <= budget:  # weighs this rank's share of the examples
+                        share = objective.local_examples / objective.num_examples
+                        return RetainedGraphs([merged], whole, (share,), size_m, True)
                     del merged
                     graph, size = _measured(build, batch, objective.device)
             full = used + size > budget

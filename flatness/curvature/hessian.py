@@ -325,7 +325,7 @@ class HessianOperator:
         out = torch.zeros_like(V)
         for i, w in enumerate(self._weights):
             out.add_(self._batch_block(i, V, batched, self._fallback or "double_backward"), alpha=w)
-        return out
+        return self.objective.reduce(out)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -46,7 +46,6 @@ from flatness.curvature.batches import (
     move_batch,
     require_fixed_order,
     split_batches,
-    weigh_batches,
 )
 from flatness.curvature.determinism import require_same_loss
 from flatness.curvature.double_backward import second_derivative, zeros_for_none
@@ -65,6 +64,9 @@ from flatness.curvature.precision import (
     model_dtype,
     precision_warning,
 )
+from flatness.curvature.shards import objective_data
+from flatness.distributed.group import ProcessGroupInfo, all_reduce_sum
+from flatness.distributed.sharding import Distributed, resolve_group
 from flatness.losses import BatchLossFn, LossFn, default_batch_loss
 
 __all__ = [
@@ -117,11 +119,23 @@ class Objective:
             ``settings["model_dtype"]``). ``torch.float64`` gives reference-quality
             results; an explicit float16/bfloat16 warns with the loss's measured
             relative error against float32 on the first batch.
+        distributed: The process group the objective is data-parallel over:
+            ``"auto"`` (the world under ``torchrun``, or the group
+            :func:`~flatness.distributed.group.objective_group` sets; none in a single
+            process), ``None``/``False`` (this process alone), ``True`` or a process
+            group. Under a group every rank passes the same data and keeps its own
+            contiguous block of the examples (:mod:`flatness.curvature.shards`);
+            :attr:`num_examples` counts all ranks' examples, :attr:`local_examples`
+            this rank's, :attr:`weights` are ``n_b / N`` with the global ``N``, and
+            every sum over :attr:`batches` is completed by :meth:`reduce`.
+        presharded: Under a group, each rank was given its own part of the data
+            already (a ``DistributedSampler``): it is kept as it is.
 
     Raises:
         ValueError: For a non-positive ``batch_size``, a parameter selector that
             matches nothing, training mode with a shuffling loader, an empty data set
-            (or one whose batches all weigh 0), or parameters holding NaN or Inf.
+            (or one whose batches all weigh 0), or parameters holding NaN or Inf;
+            under a group, an empty shard or ranks with another model or data (named).
         TypeError: For data of another kind (see :func:`split_batches`).
 
     Examples:
@@ -146,6 +160,8 @@ class Objective:
         batch_size: int = 1024,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        distributed: Distributed = "auto",
+        presharded: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -175,14 +191,27 @@ class Objective:
 
         require_fixed_order(data, self.train_mode)
         given = split_batches(data, batch_size)
-        weighed = weigh_batches(given, self.dtype, batch_loss)
+        #: the process group the sums over :attr:`batches` are reduced over, or ``None``
+        self.group: ProcessGroupInfo | None = resolve_group(distributed)
+        self.presharded = bool(presharded)
+        shard = objective_data(
+            given,
+            self.dtype,
+            batch_loss,
+            self.group,
+            presharded=self.presharded,
+            whole_batches=self.train_mode,
+            model=[self.theta0, *self._fixed.values(), *self._buffers.values()],
+        )
+        weighed = shard.weighed
         self.batches: DeviceBatches = DeviceBatches(weighed.batches, self.device)
         self.batch_sizes: tuple[int, ...] = weighed.sizes
-        self.num_examples = sum(self.batch_sizes)
+        self.num_examples = shard.num_examples
+        self.local_examples = shard.local_examples
         #: what each batch mean counts: its examples, or the weight the loss declares
         self.batch_weights: tuple[int, ...] = weighed.weights
         self.weights: tuple[float, ...] = tuple(
-            c / sum(self.batch_weights) for c in self.batch_weights
+            c / shard.total_weight for c in self.batch_weights
         )
         self.weighted_by: str = weighed.unit
         require_finite(self.blocks, self.theta0)
@@ -208,6 +237,7 @@ class Objective:
             train_mode=self.train_mode,
             device=self.device,
             dtype=torch.float32,
+            distributed=None,
         ).value()
         with torch.no_grad():
             low = self.batch_mean_loss(self.theta0, self.batches[0])
@@ -256,7 +286,21 @@ class Objective:
         }
         if self.precision_error is not None:
             out["precision_error"] = self.precision_error
+        if self.group is not None:
+            out["world_size"] = self.group.world_size
         return out
+
+    def reduce(self, partial: Tensor) -> Tensor:
+        """Complete a weighted partial sum over :attr:`batches` by summing it over the ranks.
+
+        Every sum over the objective's batches (value, gradient, Hessian products,
+        accuracy, ...) calls it once on the finished partial sum; without a process
+        group it returns ``partial`` unchanged.
+
+        Returns:
+            ``partial``, overwritten in place by the sum over the group's ranks.
+        """
+        return partial if self.group is None else all_reduce_sum(partial, self.group.group)
 
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
         """Split a flat vector into named views shaped like the selected parameters.
@@ -390,7 +434,7 @@ class Objective:
             total = torch.zeros((), device=self.device, dtype=self.dtype)
             for w, b in zip(self.weights, self.batches, strict=True):
                 total = total + w * self.batch_mean_loss(theta, b)
-        return total
+        return self.reduce(total)
 
     def value_and_gradient(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The mean loss and its gradient.
@@ -406,7 +450,8 @@ class Objective:
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
             grad.add_(self.flatten(zeros_for_none(grads, leaves)), alpha=w)
             total = total + w * loss.detach()
-        return total, grad
+        both = self.reduce(torch.cat([total.reshape(1), grad]))  # one collective
+        return both[0], both[1:]
 
     def gradient(self, theta: Tensor | None = None) -> Tensor:
         """The gradient of the mean loss.
@@ -438,7 +483,7 @@ class Objective:
                 allow_unused=True,
             )
             out.add_(self.flatten(second_derivative(grads, params, v_parts)), alpha=w)
-        return out
+        return self.reduce(out)
 
     def check_determinism(self, *, rtol: float | None = None) -> None:
         """Evaluate the first batch twice and raise if the two losses differ.
