@@ -103,6 +103,7 @@ def mean_loss_and_accuracy(
     *,
     batch_loss: BatchLossFn | None = None,
     what: str = "data",
+    reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, float | None]:
     r"""The weighted mean loss and the accuracy of a model over batches.
 
@@ -120,14 +121,22 @@ def mean_loss_and_accuracy(
         batch_loss: A ``batch_loss(model_fn, batch)`` hook instead of ``loss_fn``
             (e.g. :data:`flatness.causal_lm_loss`, whose batches weigh their tokens).
         what: How to name the data in errors.
+        reduce: Under a process group, the sum over the ranks that completes a partial
+            sum in place (a data-parallel objective's
+            :meth:`~flatness.Objective.reduce`): ``batches`` are then this rank's
+            shard, the weights are taken over all ranks' total weight and the loss,
+            the correct predictions and the examples are summed over the ranks (two
+            collectives), so every rank gets the values of one process on all the
+            data. ``None``: the batches are all the data.
 
     Returns:
         The mean loss (a 0-d tensor) and the accuracy, or ``None`` when the outputs are
         not ``(n, classes)`` scores with integer labels ``(n,)`` (the targets of a pair,
-        a dict batch's ``labels``) in every batch.
+        a dict batch's ``labels``) in every batch (of every rank).
 
     Raises:
-        ValueError: If the batches hold no examples (or no batch weighs anything).
+        ValueError: If the batches hold no examples (or no batch weighs anything; under
+            a process group, on all ranks together).
 
     Examples:
         >>> net = nn.Linear(2, 3)
@@ -144,7 +153,12 @@ def mean_loss_and_accuracy(
     ]
     counts = [n if c is None else c for n, c in zip(sizes, declared, strict=True)]
     total_w = sum(counts)
-    if sum(sizes) == 0 or total_w == 0:
+    if reduce is not None:  # the global weight and examples, before any weighting
+        both = reduce(torch.tensor([float(total_w), float(sum(sizes))], dtype=torch.float64))
+        total_w, examples = int(both[0]), int(both[1])
+    else:
+        examples = sum(sizes)
+    if examples == 0 or total_w == 0:
         raise ValueError(f"{what} holds no examples")
     outputs: list[Any] = []
 
@@ -173,8 +187,29 @@ def mean_loss_and_accuracy(
                 correct += int((out.argmax(dim=-1) == y).sum())
             else:
                 labelled = False
+    if reduce is not None:
+        return _reduced(reduce, total, correct, labelled, examples, model_fn)
     assert total is not None
-    return total, (correct / sum(sizes) if labelled else None)
+    return total, (correct / examples if labelled else None)
+
+
+def _reduced(
+    reduce: Callable[[Tensor], Tensor],
+    total: Tensor | None,
+    correct: int,
+    labelled: bool,
+    examples: int,
+    model_fn: Callable[..., Any],
+) -> tuple[Tensor, float | None]:
+    """Complete a rank's partial loss and counts with one sum over the ranks."""
+    if total is None:  # a rank whose batches weigh nothing adds zeros
+        device = next((p.device for p in getattr(model_fn, "parameters", list)()), None)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+    counts = torch.tensor([float(correct), 0.0 if labelled else 1.0], dtype=torch.float64)
+    both = reduce(torch.cat([total.detach().to(torch.float64).reshape(1), counts.to(total.device)]))
+    loss = both[0].to(total.dtype)
+    accuracy = float(both[1]) / examples if float(both[2]) == 0 else None
+    return loss, accuracy
 
 
 def evaluate(

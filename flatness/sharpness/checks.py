@@ -145,7 +145,9 @@ def require_deterministic(obj: Objective, measure: str) -> None:
 
     Evaluates the objective's first batch twice at :math:`\theta_0` (two forward
     passes, not counted in the measure's cost) with
-    :meth:`~flatness.Objective.check_determinism`.
+    :meth:`~flatness.Objective.check_determinism`. Under a process group each rank
+    checks its own first batch and all ranks raise when one fails
+    (:func:`~flatness.sharpness.ranks.agree_on_error`).
 
     Args:
         obj: The objective the measure is about to evaluate.
@@ -157,8 +159,10 @@ def require_deterministic(obj: Objective, measure: str) -> None:
             prefixed with ``measure``.
         FloatingPointError: If the loss at :math:`\theta_0` is NaN or infinite.
     """
+    from flatness.sharpness.ranks import agree_on_error  # ranks imports the objective
+
     try:
-        obj.check_determinism()
+        agree_on_error(obj, obj.check_determinism)
     except FloatingPointError as err:
         raise FloatingPointError(f"{measure}: {err}") from None
     except RuntimeError as err:

@@ -170,7 +170,11 @@ class PacBayesFlatnessResult(ForwardPassesOnly, NoErrorBar, SharpnessResult):
 
 
 def _accuracy(obj: Objective, theta: Tensor) -> float:
-    """Fraction of examples whose top-scoring class is the target, at ``theta``."""
+    """Fraction of examples whose top-scoring class is the target, at ``theta``.
+
+    Under a process group each rank's weighted partial sum is completed by the
+    objective's ``reduce`` (the weights are over all ranks' examples).
+    """
     fn = obj.model_fn(theta)
     total = 0.0
     with torch.no_grad():
@@ -178,7 +182,7 @@ def _accuracy(obj: Objective, theta: Tensor) -> float:
             scores = fn(x)
             target = y.argmax(-1) if y.is_floating_point() and y.ndim == scores.ndim else y
             total += weight * float((scores.argmax(-1) == target).double().mean())
-    return total
+    return float(obj.reduce(torch.tensor(total, dtype=torch.float64, device=obj.device)))
 
 
 def _check_accuracy_batches(obj: Objective) -> None:

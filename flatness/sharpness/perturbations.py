@@ -30,7 +30,9 @@ from torch import Tensor
 
 from flatness.curvature.batches import map_tensors
 from flatness.curvature.objective import Batch, Objective
+from flatness.losses import batch_weight
 from flatness.sharpness.checks import check_nonnegative, check_norm, check_positive
+from flatness.sharpness.ranks import block_start
 
 __all__ = [
     "Chunk",
@@ -132,7 +134,7 @@ def whole_data(obj: Objective) -> Chunk:
     """All the objective's examples as one chunk.
 
     Returns:
-        The objective's ``(weight, batch)`` pairs.
+        The objective's ``(weight, batch)`` pairs (under a process group, this rank's).
     """
     return list(zip(obj.weights, obj.batches, strict=True))
 
@@ -141,34 +143,52 @@ def example_chunks(obj: Objective, m: int) -> list[Chunk]:
     """Split the examples, in the objective's order, into consecutive chunks of ``m``.
 
     A chunk may span batch boundaries. When ``m`` does not divide the number of
-    examples, the last chunk holds the remainder. Each chunk's weights are its
-    segments' sizes over the chunk's size, so its weighted sum of batch means is the
-    chunk's mean loss.
+    examples, the last chunk holds the remainder. Each part of a chunk weighs what the
+    objective's batches weigh (its examples, or the tokens a token-mean loss declares,
+    :func:`~flatness.losses.batch_weight`) over the chunk's total weight, so its
+    weighted sum of batch means is the chunk's mean loss as the objective defines it;
+    parts without weight (no token enters the loss) are left out, and so are chunks
+    without any.
+
+    Under a process group the chunks are the global ones (examples ``c*m`` to
+    ``(c+1)*m - 1`` of all ranks' examples in rank order), every rank has every chunk
+    and holds the parts that fall in its block (possibly none), and the weights use
+    the chunk's total weight over all ranks; :func:`chunk_value` completes the sums
+    with the objective's ``reduce``.
 
     Returns:
         The chunks, each a list of ``(weight, batch)`` pairs.
     """
-    chunks: list[Chunk] = []
-    segments: list[tuple[int, Batch]] = []
-    filled = 0
+    start, total = block_start(obj, obj.local_examples)
+    count = -(-total // m)
+    parts: list[tuple[int, float, Batch]] = []
+    position = start
     for batch, size in zip(obj.batches, obj.batch_sizes, strict=True):
-        start = 0
-        while start < size:
-            take = min(m - filled, size - start)
-            part = batch if take == size else slice_batch(batch, start, start + take)
-            segments.append((take, part))
-            filled += take
-            start += take
-            if filled == m:
-                chunks.append([(n / m, b) for n, b in segments])
-                segments, filled = [], 0
-    if segments:
-        chunks.append([(n / filled, b) for n, b in segments])
-    return chunks
+        lo = 0
+        while lo < size:
+            take = min(m - position % m, size - lo)
+            part = batch if take == size else slice_batch(batch, lo, lo + take)
+            declared = batch_weight(obj.batch_loss, part)
+            weight = float(take if declared is None else declared)
+            if weight > 0:
+                parts.append((position // m, weight, part))
+            position += take
+            lo += take
+    totals = torch.zeros(count, dtype=torch.float64, device=obj.device)
+    for c, weight, _ in parts:
+        totals[c] += weight
+    totals = obj.reduce(totals).cpu()
+    chunks: list[Chunk] = [[] for _ in range(count)]
+    for c, weight, part in parts:
+        chunks[c].append((weight / float(totals[c]), part))
+    return [chunk for chunk, weight in zip(chunks, totals.tolist(), strict=True) if weight > 0]
 
 
 def chunk_value(obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batch]]) -> Tensor:
     """The mean loss of the chunk's examples at ``theta``.
+
+    Under a process group every rank calls it with its parts of the same chunk and
+    the weighted sum is completed over the ranks (:meth:`~flatness.Objective.reduce`).
 
     Returns:
         A 0-d tensor, without a graph.
@@ -177,13 +197,16 @@ def chunk_value(obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batc
         total = torch.zeros((), device=obj.device, dtype=obj.dtype)
         for w, b in chunk:
             total = total + w * obj.batch_mean_loss(theta, b)
-    return total
+    return obj.reduce(total)
 
 
 def chunk_value_and_gradient(
     obj: Objective, theta: Tensor, chunk: Sequence[tuple[float, Batch]]
 ) -> tuple[Tensor, Tensor]:
     """The chunk's mean loss at ``theta`` and its gradient (one backward per batch).
+
+    Under a process group the loss and the gradient are completed over the ranks with
+    one sum (:meth:`~flatness.Objective.reduce`), as :func:`chunk_value` does.
 
     Returns:
         ``(loss, gradient)``: a 0-d tensor without a graph and a ``(obj.dim,)`` tensor.
@@ -198,4 +221,5 @@ def chunk_value_and_gradient(
             if g is not None:
                 grad.add_(g, alpha=w)
         total = total + w * loss.detach()
-    return total, grad
+    both = obj.reduce(torch.cat([total.reshape(1), grad]))  # one collective
+    return both[0], both[1:]
