@@ -187,6 +187,8 @@ __all__ = [
     "train_network",
     "train_sweep",
     "zoo",
+    # torch.distributed (imported on first use: flatness.distributed.launched_group())
+    "distributed",
     # comparison reports (imported on first use: flatness.report.build(df, out))
     "report",
     # studies (imported on first use: flatness.study.run_study, flatness.studies.get_study)
@@ -201,7 +203,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # ``flatness.report`` pulls in matplotlib and seaborn, and the studies and
     # ``flatness.demo`` the whole pipeline; import them only when asked for.
-    if name in ("report", "demo", "study", "studies"):
+    if name in ("report", "demo", "study", "studies", "distributed"):
         import importlib
 
         return importlib.import_module(f"flatness.{name}")

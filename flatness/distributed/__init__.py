@@ -5,6 +5,11 @@ without an initialized process group the same code runs in one process.
 
 * :mod:`flatness.distributed.group`: the process-group basics (rank and world size,
   backend, timeouts, sub-groups, sums and broadcasts).
+* :mod:`flatness.distributed.sharding`: which examples each rank of a data-parallel
+  :class:`~flatness.curvature.objective.Objective` keeps (``distributed=``,
+  ``presharded=``; the shard itself is taken in :mod:`flatness.curvature.shards`).
+* :mod:`flatness.distributed.fingerprint`: the model and data hashes ranks compare
+  before they compute together (mismatches refused naming the rank).
 * :mod:`flatness.distributed.sweep`: a sweep across ranks (``flatness score`` under
   ``torchrun``): rank 0 owns the results store and hands out checkpoints.
 """
@@ -25,6 +30,7 @@ from flatness.distributed.group import (
     split_groups,
     timeout_seconds,
 )
+from flatness.distributed.sharding import resolve_group, shard_bounds
 
 __all__ = [
     # process groups
@@ -42,4 +48,7 @@ __all__ = [
     "objective_group",
     "split_groups",
     "timeout_seconds",
+    # data-parallel objectives
+    "resolve_group",
+    "shard_bounds",
 ]
