@@ -16,7 +16,8 @@ tokens of a language model's loss, :class:`~flatness.losses.WeightedBatchLoss`),
 the way :mod:`flatness.losses` takes it (``loss_fn`` of ``(x, y)`` pairs or dict
 batches, Hugging Face outputs, or a ``batch_loss`` hook) and accumulated in the same
 order and dtype as :meth:`flatness.Objective.value`, so the two agree exactly for the
-same model, batches and loss. This module depends only on
+same model, batches and loss. Under a process group, a data-parallel objective's
+``reduce`` completes each rank's partial sums (``reduce=``). This module depends only on
 :mod:`flatness.curvature.batches` and :mod:`flatness.losses`, never on ``zoo`` or the
 pipeline, so every layer may import it.
 """
@@ -127,7 +128,8 @@ def mean_loss_and_accuracy(
             shard, the weights are taken over all ranks' total weight and the loss,
             the correct predictions and the examples are summed over the ranks (two
             collectives), so every rank gets the values of one process on all the
-            data. ``None``: the batches are all the data.
+            data (the loss equals :meth:`~flatness.Objective.value`'s). ``None``: the
+            batches are all the data.
 
     Returns:
         The mean loss (a 0-d tensor) and the accuracy, or ``None`` when the outputs are
@@ -206,9 +208,13 @@ def _reduced(
         device = next((p.device for p in getattr(model_fn, "parameters", list)()), None)
         total = torch.zeros((), dtype=torch.float64, device=device)
     counts = torch.tensor([float(correct), 0.0 if labelled else 1.0], dtype=torch.float64)
-    both = reduce(torch.cat([total.detach().to(torch.float64).reshape(1), counts.to(total.device)]))
-    loss = both[0].to(total.dtype)
-    accuracy = float(both[1]) / examples if float(both[2]) == 0 else None
+    counts = counts.to(total.device)
+    if total.dtype == torch.float64:  # one collective
+        both = reduce(torch.cat([total.detach().reshape(1), counts]))
+        loss, counts = both[0], both[1:]
+    else:  # the loss summed in its dtype, as Objective.value sums it
+        loss, counts = reduce(total.detach().clone()), reduce(counts)
+    accuracy = float(counts[0]) / examples if float(counts[1]) == 0 else None
     return loss, accuracy
 
 

@@ -68,11 +68,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flatness.curvature.batches import DeviceBatches, split_batches, weigh_batches
-from flatness.curvature.objective import Batch, batch_size_of
+from flatness.curvature.objective import Batch
+from flatness.distributed.sharding import Distributed, resolve_group
 from flatness.evaluation import mean_loss_and_accuracy
 from flatness.losses import BatchLossFn, LossFn
 from flatness.results import Meter
 from flatness.sharpness.interpolation_result import InterpolationResult
+from flatness.sharpness.path_ranks import rank_data, shared_statistics
 from flatness.sharpness.paths import (
     BN_MODES,
     PATHS,
@@ -83,7 +85,6 @@ from flatness.sharpness.paths import (
     check_compatible,
     norm_layers,
     path_coefficients,
-    recompute_statistics,
     state_of,
 )
 
@@ -131,6 +132,8 @@ def interpolate_checkpoints(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    distributed: Distributed = "auto",
+    presharded: bool = False,
 ) -> InterpolationResult:
     r"""Loss and accuracy at points :math:`x(\alpha)` on a path from ``start`` to ``end``.
 
@@ -180,6 +183,13 @@ def interpolate_checkpoints(
         device: Where to evaluate (default: the device of ``start``'s or ``model``'s
             parameters).
         dtype: Floating dtype of the evaluation (default: the model's).
+        distributed: The process group the evaluation is data-parallel over, as for
+            :class:`~flatness.Objective`: ``"auto"`` (the world under ``torchrun``,
+            none in a single process), ``None``/``False``, ``True`` or a group. Every
+            rank passes the same checkpoints and data, evaluates its block of the
+            examples and gets the values of one process on all the data
+            (:mod:`flatness.sharpness.path_ranks`).
+        presharded: Under a group, each rank was given its own part of the data.
 
     Returns:
         An :class:`InterpolationResult`.
@@ -187,7 +197,8 @@ def interpolate_checkpoints(
     Raises:
         ValueError: For an unknown ``path`` or ``bn``, checkpoints whose keys or shapes
             differ, or data the loss cannot take (not ``(inputs, targets)``, nor dicts
-            with ``labels``, nor what ``batch_loss`` takes).
+            with ``labels``, nor what ``batch_loss`` takes); under a group, a rank
+            without training examples or with other checkpoints or data (named).
         TypeError: If ``start`` or ``end`` is neither a model nor a state dict.
 
     Examples:
@@ -233,12 +244,17 @@ def interpolate_checkpoints(
 
     with Meter() as meter:
         work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-        train_batches = _device_batches(train, batch_size, device, dtype, batch_loss, "train")
-        test_batches = (
+        ranks = rank_data(
+            _device_batches(train, batch_size, device, dtype, batch_loss, "train"),
             None
             if test is None
-            else _device_batches(test, batch_size, device, dtype, batch_loss, "test")
+            else _device_batches(test, batch_size, device, dtype, batch_loss, "test"),
+            resolve_group(distributed),
+            presharded=presharded,
+            states=(state0, state1),
         )
+        train_batches, test_batches = ranks.train, ranks.test
+        reduce = None if ranks.info is None else ranks.reduce
         layers = norm_layers(work)
         variance_keys = {f"{n}.running_var" if n else "running_var" for n, _ in layers}
 
@@ -264,18 +280,18 @@ def interpolate_checkpoints(
                         point[k] = point[k].clamp_min(0.0)
             work.load_state_dict({**fixed, **point}, strict=True)
             if bn == "recompute" and layers:
-                recompute_statistics(work, train_batches)
+                shared_statistics(work, ranks)
                 meter.count(evaluations=1)
             work.eval()
             loss, acc = mean_loss_and_accuracy(
-                work, train_batches, loss_fn, batch_loss=batch_loss, what="train"
+                work, train_batches, loss_fn, batch_loss=batch_loss, what="train", reduce=reduce
             )
             series["train_loss"].append(float(loss))
             accs["train_acc"].append(acc)
             meter.count(evaluations=1)
             if test_batches is not None:
                 loss, acc = mean_loss_and_accuracy(
-                    work, test_batches, loss_fn, batch_loss=batch_loss, what="test"
+                    work, test_batches, loss_fn, batch_loss=batch_loss, what="test", reduce=reduce
                 )
                 series["test_loss"].append(float(loss))
                 accs["test_acc"].append(acc)
@@ -297,8 +313,8 @@ def interpolate_checkpoints(
         seconds=meter.seconds,
         evaluations=meter.evaluations,
         clamped_alphas=tuple(clamped),
-        num_train=sum(batch_size_of(b) for b in train_batches),
-        num_test=0 if test_batches is None else sum(batch_size_of(b) for b in test_batches),
+        num_train=ranks.num_train,
+        num_test=ranks.num_test,
         device=str(device),
         dtype=str(dtype).replace("torch.", ""),
         batch_size=batch_size,
@@ -320,6 +336,8 @@ def parametric_plot(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    distributed: Distributed = "auto",
+    presharded: bool = False,
 ) -> InterpolationResult:
     r"""Keskar et al.'s parametric plot: :math:`f(\alpha x_{LB} + (1 - \alpha) x_{SB})`.
 
@@ -360,4 +378,6 @@ def parametric_plot(
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+        distributed=distributed,
+        presharded=presharded,
     )

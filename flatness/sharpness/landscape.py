@@ -287,7 +287,11 @@ def loss_landscape_2d(
                 theta = theta0 + float(a) * d1 + float(b) * d2
                 if acc is not None:
                     value, hit = mean_loss_and_accuracy(
-                        obj.model_fn(theta), obj.batches, obj.loss_fn, batch_loss=obj.batch_loss
+                        obj.model_fn(theta),
+                        obj.batches,
+                        obj.loss_fn,
+                        batch_loss=obj.batch_loss,
+                        reduce=obj.reduce,
                     )
                     loss[i, j] = float(value)
                     if hit is None:

@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeAlias, get_args
+from typing import ClassVar, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
@@ -68,6 +68,8 @@ from flatness.curvature.objective import Batch, Objective
 from flatness.results import Meter, Record, finite_or_none, format_float, gradient_equivalents
 from flatness.sharpness.checks import check_integer
 from flatness.sharpness.contract import NoConvergenceTest, SharpnessResult
+from flatness.sharpness.noise_statistics import GroupAccumulator, GroupSums, jackknife
+from flatness.sharpness.ranks import block_start, rank_of
 
 __all__ = ["NoiseScaleMethod", "NoiseScaleResult", "gradient_noise_scale"]
 
@@ -198,60 +200,6 @@ class NoiseScaleResult(NoConvergenceTest, SharpnessResult):
         )
 
 
-# ---------------------------------------------------------------- statistics
-@dataclass(frozen=True)
-class _GroupSums:
-    """Per-group sums, from which any union of groups' estimates follows exactly.
-
-    With a reference vector :math:`r` and :math:`h_u = g_u - r` (the shift keeps the
-    subtraction below well conditioned): ``gram[j, k]`` is :math:`H_j^\\top H_k` with
-    :math:`H_k = \\sum_{u \\in k} n_u h_u`, ``r_dot[k]`` is :math:`r^\\top H_k`,
-    ``sq[k]`` is :math:`\\sum_{u\\in k} n_u \\lVert h_u\\rVert^2`, ``examples[k]`` and
-    ``units[k]`` count examples and units.
-    """
-
-    gram: np.ndarray
-    r_dot: np.ndarray
-    r_sq: float
-    sq: np.ndarray
-    examples: np.ndarray
-    units: np.ndarray
-
-    def estimate(self, keep: np.ndarray) -> tuple[float, float, float, float]:
-        """``(tr Σ, |G|² unbiased, B_simple, |ḡ|²)`` from the groups in ``keep``."""
-        n = float(self.examples[keep].sum())
-        k = float(self.units[keep].sum())
-        hh = float(self.gram[np.ix_(keep, keep)].sum())
-        rh = float(self.r_dot[keep].sum())
-        spread = max(float(self.sq[keep].sum()) - hh / n, 0.0)  # sum n_u |g_u - g_bar|^2
-        trace = spread / (k - 1.0) if k > 1 else math.nan
-        plug_in = self.r_sq + 2.0 * rh / n + hh / (n * n)
-        g2 = plug_in - trace / n
-        b = trace / g2 if g2 > 0 else math.inf
-        return trace, g2, b, plug_in
-
-
-def _jackknife(sums: _GroupSums) -> tuple[float, float, float]:
-    """Delete-a-group jackknife standard errors of ``(tr Σ, |G|², B_simple)``."""
-    m = len(sums.units)
-    total_units = int(sums.units.sum())
-    if m < 2 or any(total_units - int(u) < 2 for u in sums.units):
-        return math.nan, math.nan, math.nan
-    rows = []
-    for k in range(m):
-        keep = np.ones(m, dtype=bool)
-        keep[k] = False
-        rows.append(sums.estimate(keep)[:3])
-    values = np.asarray(rows, dtype=np.float64)
-    out = []
-    for col in values.T:
-        if not np.isfinite(col).all():
-            out.append(math.nan)
-            continue
-        out.append(float(math.sqrt((m - 1) / m * np.sum((col - col.mean()) ** 2))))
-    return out[0], out[1], out[2]
-
-
 # ---------------------------------------------------------------- gradients
 def _check_examples_method(obj: Objective) -> None:
     if obj.batch_loss is not None or obj.loss_fn is None:
@@ -343,46 +291,29 @@ def _group_sums(
     chunk_size: int,
     vectorize: bool,
     seed: int,
-) -> _GroupSums:
-    """The unit gradients, accumulated into ``m`` randomly (seeded) assigned groups."""
-    gen = torch.Generator().manual_seed(seed)
-    assign = torch.empty(num_units, dtype=torch.long)
-    assign[torch.randperm(num_units, generator=gen)] = torch.arange(num_units) % m
+) -> GroupSums:
+    """The unit gradients, accumulated into ``m`` randomly (seeded) assigned groups.
+
+    Under a process group each rank accumulates its own units at their global
+    positions and the groups are summed over the ranks
+    (:meth:`~flatness.sharpness.noise_statistics.GroupAccumulator.combine`).
+    """
+    rank, world = rank_of(obj)
+    local = obj.local_examples if method == "examples" else len(obj.batches)
+    start = block_start(obj, local)[0] if world > 1 else 0
     work_dtype = obj.dtype if obj.dtype in (torch.float32, torch.float64) else torch.float32
-    H = torch.zeros(m, obj.dim, device=obj.device, dtype=work_dtype)
-    sq = torch.zeros(m, dtype=torch.float64)
-    examples = torch.zeros(m, dtype=torch.float64)
-    units = torch.zeros(m, dtype=torch.float64)
-    state: dict[str, Any] = {"ref": None, "pos": 0}
-
-    def consume(g: Tensor, sizes: Tensor) -> None:
-        g = g.to(dtype=work_dtype)
-        w = sizes.to(device=g.device, dtype=work_dtype)
-        if state["ref"] is None:
-            state["ref"] = (w[:, None] * g).sum(0) / w.sum()
-        h = g - state["ref"]
-        idx = assign[state["pos"] : state["pos"] + g.shape[0]]
-        H.index_add_(0, idx.to(g.device), w[:, None] * h)
-        sq.index_add_(0, idx, sizes * (h * h).sum(1).cpu().double())
-        examples.index_add_(0, idx, sizes)
-        units.index_add_(0, idx, torch.ones_like(sizes))
-        state["pos"] += g.shape[0]
-
+    acc = GroupAccumulator(
+        num_units, m, obj.dim, seed=seed, device=obj.device, dtype=work_dtype, start=start
+    )
     if method == "examples":
-        _example_gradients(obj, chunk_size, vectorize, consume)
+        _example_gradients(obj, chunk_size, vectorize, acc.consume)
     else:
         for b, n in zip(obj.batches, obj.batch_sizes, strict=True):
-            consume(_batch_gradient(obj, b)[None], torch.tensor([float(n)], dtype=torch.float64))
-
-    ref: Tensor = state["ref"]
-    return _GroupSums(
-        gram=(H @ H.T).cpu().double().numpy(),
-        r_dot=(H @ ref).cpu().double().numpy(),
-        r_sq=float(ref.cpu().double() @ ref.cpu().double()),
-        sq=sq.numpy(),
-        examples=examples.numpy(),
-        units=units.numpy(),
-    )
+            sizes = torch.tensor([float(n)], dtype=torch.float64)
+            acc.consume(_batch_gradient(obj, b)[None], sizes)
+    if world > 1:
+        acc.combine(obj.reduce, rank)
+    return acc.sums()
 
 
 def gradient_noise_scale(
@@ -441,7 +372,7 @@ def gradient_noise_scale(
         _check_examples_method(obj)
         num_units = obj.num_examples
     else:
-        num_units = len(obj.batches)
+        num_units = block_start(obj, len(obj.batches))[1]
     if num_units < 2:
         raise ValueError(
             f"method={method!r} needs at least two {method} to estimate a covariance, got "
@@ -455,7 +386,7 @@ def gradient_noise_scale(
             obj, method, num_units, m, chunk_size=chunk_size, vectorize=vectorize, seed=seed
         )
         trace, g2, b, plug_in = sums.estimate(np.ones(m, dtype=bool))
-        se_trace, se_g2, se_b = _jackknife(sums)
+        se_trace, se_g2, se_b = jackknife(sums)
     if not math.isfinite(b):
         se_b = math.nan
     return NoiseScaleResult(
