@@ -1,16 +1,24 @@
 """``flatness score``: score a manifest's checkpoints into a results store.
 
 Runs :func:`flatness.score`, then prints the store's summary table and the counts.
+Under ``torchrun`` every rank runs it; rank 0 prints the job's table, the others a
+line of their own part, and a lost rank is one error line naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flatness.cli.common import Subcommand, add_run_options, echo, set_threads
+from flatness.distributed.group import RankError
 from flatness.pipeline.scoring_settings import DTYPES
+
+if TYPE_CHECKING:
+    from flatness.pipeline.scoring import ScoreSummary
 
 
 def _description() -> str:
@@ -98,28 +106,16 @@ def run_score(args: argparse.Namespace) -> int:
     """
     import pandas as pd
 
-    from flatness.pipeline.scoring import score, summary_table
+    from flatness.pipeline.scoring import summary_table
 
     set_threads(args)
     measures = [m for item in args.measures or () for m in item.split(",") if m]
     groups = [g for item in args.groups or () for g in item.split(",") if g]
-    summary = score(
-        args.manifest,
-        store=args.store,
-        measures=measures or None,
-        device=args.device,
-        dtype=args.dtype,
-        examples=args.examples,
-        groups=(groups[0] if groups == ["blocks"] else groups) or None,
-        recompute_batchnorm=args.recompute_batchnorm,
-        trust_pickle=args.trust_pickle,
-        progress=not args.no_progress,
-        log=echo,
-        echo=echo,
-        stale_after=args.stale_after,
-        group_size=args.group_size,
-        timeout=args.timeout,
-    )
+    try:
+        summary = _score(args, measures, groups)
+    except RankError as exc:  # under torchrun: a rank was lost (named in the message)
+        print(f"flatness score: error: {exc}", file=sys.stderr)
+        return 1
     if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 prints the job's table
         print(
             f"rank {os.environ['RANK']}: {summary.computed} tasks computed, "
@@ -136,6 +132,33 @@ def run_score(args: argparse.Namespace) -> int:
         f"store {summary.store}"
     )
     return 0 if summary.ok else 1
+
+
+def _score(args: argparse.Namespace, measures: list[str], groups: list[str]) -> ScoreSummary:
+    """Run :func:`flatness.score` with the command line's settings.
+
+    Returns:
+        Its summary.
+    """
+    from flatness.pipeline.scoring import score
+
+    return score(
+        args.manifest,
+        store=args.store,
+        measures=measures or None,
+        device=args.device,
+        dtype=args.dtype,
+        examples=args.examples,
+        groups=(groups[0] if groups == ["blocks"] else groups) or None,
+        recompute_batchnorm=args.recompute_batchnorm,
+        trust_pickle=args.trust_pickle,
+        progress=not args.no_progress,
+        log=echo,
+        echo=echo,
+        stale_after=args.stale_after,
+        group_size=args.group_size,
+        timeout=args.timeout,
+    )
 
 
 COMMAND = Subcommand(

@@ -5,13 +5,14 @@ Under ``torchrun`` (an initialized process group), :func:`flatness.score` runs
 
 * **One writer.** SQLite's WAL mode needs shared memory, so a store on a network file
   system cannot be shared by processes on several machines. Here one thread of rank 0
-  (:class:`Coordinator`) opens the store and is the only code that touches it; every
-  other rank's store calls (reads of what is done, the run's row, claims, finished
-  rows) travel to it as messages, and it answers each (:class:`StoreClient`). Rank 0's
-  own scorer talks to that thread through a queue, the others over point-to-point
-  messages on a ``gloo`` group of their own (pickled objects between the ranks of
-  one job). The claims of :mod:`flatness.pipeline.claims` stay, so a store shared
-  with other jobs on one machine is still safe.
+  (:class:`~flatness.distributed.coordinator.Coordinator`) opens the store and is the
+  only code that touches it; every other rank's store calls (reads of what is done,
+  the run's row, claims, finished rows) travel to it as messages, and it answers each
+  (:class:`StoreClient`). Rank 0's own scorer talks to that thread through a queue,
+  the others over point-to-point messages on a ``gloo`` group of their own
+  (:mod:`flatness.distributed.messages`: pickled objects between the ranks of one
+  job). The claims of :mod:`flatness.pipeline.claims` stay, so a store shared with
+  other jobs on one machine is still safe.
 * **Work.** Ranks form groups of ``group_size`` consecutive ranks
   (:func:`~flatness.distributed.group.split_groups`); each group's first rank, its
   *leader*, asks rank 0 for the next unit (a checkpoint, or a pair for Keskar's
@@ -25,8 +26,9 @@ Under ``torchrun`` (an initialized process group), :func:`flatness.score` runs
   (at most every 30 s) while it computes; rank 0 fails the job, naming the rank and
   its checkpoint, when a leader's connection closes (it died) or nothing came from it
   for the timeout (it hangs or was stopped); a leader fails the same way when rank 0
-  does not answer. Each finished task is stored the moment it arrives, claims of the
-  lost rank are released, and a rerun of the same command resumes.
+  does not answer, and every other leader is told to stop at its next heartbeat.
+  Each finished task is stored the moment it arrives, claims of the lost rank are
+  released, and a rerun of the same command resumes.
 
 Without a process group :func:`flatness.score` keeps its claims-based design: each
 process opens the store itself.
@@ -34,20 +36,15 @@ process opens the store itself.
 
 from __future__ import annotations
 
-import _thread
-import dataclasses
 import datetime
-import pickle
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch.distributed import ProcessGroup
 
+from flatness.distributed.coordinator import Coordinator, SweepOutcome
 from flatness.distributed.group import (
     RankError,
     broadcast_object,
@@ -55,96 +52,21 @@ from flatness.distributed.group import (
     split_groups,
     timeout_seconds,
 )
-from flatness.pipeline.checkpoints import file_sha256
+from flatness.distributed.messages import Channel, MainGuard
 from flatness.pipeline.claims import Claim
-from flatness.pipeline.heartbeat import heartbeat_interval
-from flatness.pipeline.scorer import Scorer, duplicate_message
+from flatness.pipeline.scorer import Scorer
 from flatness.pipeline.store import ResultsStore
 
-__all__ = ["STORE_CALLS", "Coordinator", "StoreClient", "SweepOutcome", "score_across_ranks"]
-
-STORE_CALLS = frozenset(
-    {
-        "run",
-        "task_status",
-        "put_run",
-        "put_track",
-        "claim",
-        "holder",
-        "release",
-        "fail",
-        "finish",
-        "finish_curve",
-    }
-)
-"""The :class:`~flatness.pipeline.store.ResultsStore` methods other ranks may call."""
-
-_REQUEST, _REPLY = 1, 2  # message tags: leader -> rank 0, rank 0 -> leader
+__all__ = ["StoreClient", "score_across_ranks"]
 
 Ask = Callable[[str, Any], Any]
 """Send one request (kind, payload) to the store's owner and return its answer."""
 
 
-@dataclasses.dataclass
-class SweepOutcome:
-    """What a rank's part of a sweep did (on rank 0: the whole job's totals).
-
-    Attributes:
-        counts: ``computed``, ``reused`` and ``by_others`` task counts.
-        failures: One line per failure.
-        pending: Tasks other jobs still held when the sweep ended.
-    """
-
-    counts: dict[str, int]
-    failures: list[str]
-    pending: int
-
-    def add(self, counts: dict[str, int], failures: Sequence[str], pending: int) -> None:
-        """Add another leader's part."""
-        for key, value in counts.items():
-            self.counts[key] = self.counts.get(key, 0) + int(value)
-        self.failures.extend(failures)
-        self.pending += int(pending)
-
-
-def _delta(seconds: float) -> datetime.timedelta:
-    return datetime.timedelta(seconds=seconds)
-
-
-def _send(obj: Any, dst: int, group: ProcessGroup, tag: int, timeout: float) -> None:
-    """Send a picklable object to rank ``dst`` (its size, then its bytes)."""
-    data = pickle.dumps(obj)
-    size = torch.tensor([len(data)], dtype=torch.long)
-    payload = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    for tensor in (size, payload):
-        work = dist.isend(tensor, dst, group=group, tag=tag)
-        if work is not None:
-            work.wait(_delta(timeout))
-
-
-def _recv(src: int, group: ProcessGroup, tag: int, timeout: float) -> Any:
-    """Receive an object :func:`_send` sent from rank ``src``, waiting at most ``timeout``."""
-    size = torch.zeros(1, dtype=torch.long)
-    work = dist.irecv(size, src, group=group, tag=tag)
-    if work is not None:
-        work.wait(_delta(timeout))
-    payload = torch.empty(int(size.item()), dtype=torch.uint8)
-    work = dist.irecv(payload, src, group=group, tag=tag)
-    if work is not None:
-        work.wait(_delta(timeout))
-    return pickle.loads(payload.numpy().tobytes())
-
-
-def _lost(rank: int, exc: BaseException, timeout: float) -> str:
-    """How rank ``rank`` was lost, from the exception a wait on it raised."""
-    if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
-        return f"rank {rank} sent nothing for {timeout:g} s (no heartbeat: it hangs or was stopped)"
-    return f"rank {rank} closed its connection (it died or was killed: see its log)"
-
-
 class StoreClient:
     """The store a :class:`~flatness.pipeline.scorer.Scorer` writes, on a rank that does
-    not own it: each call is a request to rank 0's :class:`Coordinator`.
+    not own it: each call is a request to rank 0's
+    :class:`~flatness.distributed.coordinator.Coordinator`.
 
     Args:
         ask: Sends ``("store", (method, args, kwargs))`` and returns the answer.
@@ -206,290 +128,6 @@ class StoreClient:
         return bool(self._call("finish_curve", sb, lb, settings, label, frame))
 
 
-class Coordinator:
-    """Rank 0's side of a sweep: the thread that owns the store, one per remote leader.
-
-    Args:
-        open_store: Opens the store (and claims its objective) as a context manager;
-            called in the store's thread.
-        units: The work: ``("run", i)`` and ``("pair", j)``, handed out in order.
-        paths: The runs' checkpoint files (byte-identical ones are refused once).
-        leaders: The remote leaders' ranks.
-        group: The ``gloo`` group the messages travel on.
-        timeout: Seconds any wait may last.
-    """
-
-    def __init__(
-        self,
-        open_store: Callable[[], AbstractContextManager[ResultsStore]],
-        units: Sequence[tuple[str, int]],
-        paths: Sequence[Any],
-        leaders: Sequence[int],
-        group: ProcessGroup | None,
-        timeout: float,
-    ) -> None:
-        self._open = open_store
-        self._units = list(units)
-        self._paths = list(paths)
-        self._leaders = list(leaders)
-        self._group = group
-        self.timeout = timeout
-        self._requests: queue.Queue[tuple[str, Any, queue.Queue[Any]] | None] = queue.Queue()
-        self._ready = threading.Event()
-        self._store_thread = threading.Thread(target=self._own_store, name="flatness-store")
-        self._served: list[threading.Thread] = []
-        self._seen: dict[str, int] = {}
-        self._held: dict[int, str] = {}  # leader -> what it scores
-        self._claims: dict[tuple[str, str, str], int] = {}  # running task -> leader
-        self._done: set[int] = set()
-        self.outcome = SweepOutcome({"computed": 0, "reused": 0, "by_others": 0}, [], 0)
-        self.stale_after = 0.0
-        self.store_path = ""
-        self.error: BaseException | None = None
-        self.fault: str | None = None
-        self.guard = _MainGuard()
-        self._lock = threading.Lock()
-
-    # ------------------------------------------------------------ the store's thread
-    def start(self) -> BaseException | None:
-        """Open the store in its thread; then serve the remote leaders.
-
-        Returns:
-            The exception opening the store raised (its objective is another, it
-            cannot be written, ...), or ``None``.
-        """
-        self._store_thread.start()
-        self._ready.wait()
-        if self.error is None:
-            for rank in self._leaders:
-                thread = threading.Thread(
-                    target=self._serve, args=(rank,), name=f"flatness-rank-{rank}", daemon=True
-                )
-                thread.start()
-                self._served.append(thread)
-        return self.error
-
-    def _own_store(self) -> None:
-        try:
-            with self._open() as db:
-                self.stale_after, self.store_path = db.stale_after, str(db.path)
-                self._ready.set()
-                self._answer_all(db)
-                for (checkpoint, measure, settings), _ in list(self._claims.items()):
-                    db.release(checkpoint, measure, settings)  # a lost rank's running task
-        except BaseException as exc:
-            self.error = exc
-            self._ready.set()
-
-    def _answer_all(self, db: ResultsStore) -> None:
-        while (item := self._requests.get()) is not None:
-            kind, payload, reply = item
-            try:
-                reply.put(("ok", self._answer(db, kind, payload)))
-            except BaseException as exc:
-                reply.put(("error", exc))
-
-    def _answer(self, db: ResultsStore, kind: str, payload: Any) -> Any:
-        if kind == "next":
-            return self._next(int(payload))
-        if kind == "done":
-            leader, counts, failures, pending = payload
-            self.outcome.add(counts, failures, pending)
-            self._done.add(int(leader))
-            self._held.pop(int(leader), None)
-            return None
-        leader, (method, args, kwargs) = payload
-        if method not in STORE_CALLS:
-            raise ValueError(f"rank {leader} asked for store call {method!r}, which is not served")
-        try:
-            value = getattr(db, method)(*args, **kwargs)
-        except Exception as exc:
-            return ("error", exc)
-        task = tuple(str(a) for a in args[:3]) if method != "finish_curve" else None
-        if method == "claim" and value.state == "claimed" and task is not None:
-            self._claims[task] = int(leader)  # type: ignore[index]
-        elif method in ("finish", "fail", "release") and task is not None:
-            self._claims.pop(task, None)  # type: ignore[arg-type]
-        elif method == "finish_curve":
-            self._claims.pop((f"{args[0]}+{args[1]}", "parametric_plot", str(args[2])), None)
-        return ("ok", value)
-
-    def _next(self, leader: int) -> tuple[str, int] | None:
-        """The next unit for ``leader``; byte-identical runs are refused here, once."""
-        while self._units and self.fault is None:
-            kind, index = self._units.pop(0)
-            if kind == "run":
-                path = self._paths[index]
-                try:
-                    sha = file_sha256(path)
-                except OSError:
-                    sha = f"missing:{index}"  # the leader fails it with the reason
-                first = self._seen.setdefault(sha, index)
-                if first != index:
-                    message = duplicate_message(path, self._paths[first])
-                    self.outcome.failures.append(message)
-                    continue
-            self._held[leader] = f"{kind} {index}: " + (
-                str(self._paths[index]) if kind == "run" else "a parametric plot"
-            )
-            return (kind, index)
-        return None
-
-    def ask(self, kind: str, payload: Any) -> Any:
-        """A request from rank 0's own scorer (through the queue).
-
-        Returns:
-            The answer (as the remote leaders get it).
-
-        Raises:
-            RankError: If a rank was lost, or the store's thread has stopped.
-        """
-        if self.fault is not None:
-            raise RankError(self.fault)
-        reply: queue.Queue[Any] = queue.Queue()
-        self._requests.put((kind, payload, reply))
-        while True:
-            try:
-                status, value = reply.get(timeout=1.0)
-            except queue.Empty:
-                if not self._store_thread.is_alive():
-                    raise RankError(f"rank 0's store thread stopped: {self.error}") from None
-                continue
-            if status == "error":
-                raise value
-            return value
-
-    # ------------------------------------------------------------ remote leaders
-    def _serve(self, rank: int) -> None:
-        assert self._group is not None
-        while True:
-            try:
-                kind, payload = _recv(rank, self._group, _REQUEST, self.timeout)
-            except RuntimeError as exc:
-                self._lose(rank, exc)
-                return
-            if kind == "beat":
-                answer: Any = ("ok", None)
-            else:
-                reply: queue.Queue[Any] = queue.Queue()
-                self._requests.put((kind, payload, reply))
-                answer = reply.get()
-            try:
-                _send(answer, rank, self._group, _REPLY, self.timeout)
-            except RuntimeError as exc:
-                self._lose(rank, exc)
-                return
-            if kind == "done":
-                return
-
-    def _lose(self, rank: int, exc: BaseException) -> None:
-        with self._lock:
-            if self.fault is not None or rank in self._done:
-                return
-            held = self._held.get(rank)
-            self.fault = (
-                f"{_lost(rank, exc, self.timeout)}"
-                + (f" while scoring {held}" if held else "")
-                + f"; the sweep stops. Finished tasks are stored in {self.store_path}: rerun "
-                "the same command to resume (the timeout is "
-                f"{self.timeout:g} s: --timeout or $FLATNESS_DIST_TIMEOUT)"
-            )
-        self.guard.interrupt()  # rank 0's main thread may be inside its own task
-
-    def wait_for_leaders(self) -> None:
-        """Wait until every remote leader said it is done.
-
-        Raises:
-            RankError: If a leader was lost (the message names it).
-        """
-        while True:
-            if self.fault is not None:
-                raise RankError(self.fault)
-            if all(not t.is_alive() for t in self._served):
-                if self.fault is not None:
-                    raise RankError(self.fault)
-                return
-            for thread in self._served:
-                thread.join(timeout=0.05)
-
-    def close(self) -> None:
-        """Release what lost ranks held, close the store and stop its thread."""
-        self._requests.put(None)
-        self._store_thread.join()
-
-
-class _MainGuard:
-    """Interrupts the main thread (``KeyboardInterrupt``) only while it is armed.
-
-    A thread that sees a rank lost stops the main thread inside its task instead of
-    after it; outside the guarded block the main thread is left alone.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._armed = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self._armed = True
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._armed = False
-
-    def interrupt(self) -> None:
-        with self._lock:
-            if self._armed:
-                _thread.interrupt_main()
-
-
-class _Channel:
-    """A remote leader's line to rank 0: requests under a lock, and a heartbeat thread."""
-
-    def __init__(self, group: ProcessGroup, timeout: float) -> None:
-        self._group = group
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.fault: str | None = None
-        self.guard = _MainGuard()
-        self._beats = threading.Thread(target=self._beat, name="flatness-beat", daemon=True)
-
-    def ask(self, kind: str, payload: Any) -> Any:
-        with self._lock:
-            if self.fault is not None:
-                raise RankError(self.fault)
-            try:
-                _send((kind, payload), 0, self._group, _REQUEST, self._timeout)
-                status, value = _recv(0, self._group, _REPLY, self._timeout)
-            except RuntimeError as exc:
-                self.fault = (
-                    _lost(0, exc, self._timeout).replace("(no heartbeat: ", "(")
-                    + " (rank 0 owns the results store and hands out the work): see "
-                    "rank 0's error; rerun the same command to resume"
-                )
-                raise RankError(self.fault) from None
-        if status == "error":
-            raise value
-        return value
-
-    def _beat(self) -> None:
-        while not self._stop.wait(heartbeat_interval(self._timeout)):
-            try:
-                self.ask("beat", None)
-            except RankError:
-                self.guard.interrupt()
-                return
-
-    def start(self) -> None:
-        self._beats.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._beats.is_alive():
-            self._beats.join()
-
-
 def _error_text(exc: BaseException | None) -> tuple[str, str, str] | None:
     if exc is None:
         return None
@@ -543,11 +181,11 @@ def score_across_ranks(
     """
     seconds = timeout_seconds(timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
-    messages = dist.new_group(backend="gloo", timeout=_delta(seconds))
+    messages = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
     sub = split_groups(group_size, timeout=seconds)
     leader = rank - rank % group_size
     coordinator: Coordinator | None = None
-    channel: _Channel | None = None
+    channel: Channel | None = None
     ask: Ask
     if rank == 0:
         units = [("run", i) for i in range(len(paths))] + [("pair", j) for j in range(pairs)]
@@ -564,7 +202,7 @@ def score_across_ranks(
         if setup[0] is not None:
             raise _reraise(setup[0])
         if rank == leader:
-            channel = _Channel(messages, seconds)
+            channel = Channel(messages, seconds)
             channel.start()
             ask = channel.ask
     if sub is not None:
@@ -575,7 +213,7 @@ def score_across_ranks(
 
     scorer = make_scorer(StoreClient(mine, float(setup[1])), rank == leader)
     guard = coordinator.guard if coordinator is not None else None
-    guard = guard or (channel.guard if channel is not None else _MainGuard())
+    guard = guard or (channel.guard if channel is not None else MainGuard())
     try:
         with guard, objective_group(sub):
             while (unit := mine("next", rank)) is not None:

@@ -158,7 +158,7 @@ def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_completes(tmp_path: P
     assert code == 1, results[0]
     assert "rank 1 closed its connection" in err and "rerun the same command" in err, err
     assert "Traceback" not in err
-    assert results[2][0] != 0  # rank 2 stops too: rank 0 is gone
+    assert results[2][0] == 1 and "rank 0 stopped the sweep: rank 1" in results[2][2], results[2]
     tasks = _tasks(store)
     before = _done(store)
     assert 2 <= before < 8
