@@ -171,3 +171,23 @@ def test_a_killed_rank_fails_the_job_naming_it_and_a_rerun_completes(tmp_path: P
     assert f"{8 - before} tasks computed, {before} already stored" in rerun[0][1], rerun[0]
     df = fl.load_results(store)
     assert len(df) == 8 and df["checkpoint"].is_unique
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_a_stopped_rank_fails_the_job_within_the_timeout(tmp_path: Path) -> None:
+    manifest = _sweep(tmp_path, 6, slow=True)
+    store = tmp_path / "results.sqlite"
+    procs = _ranks(2, str(manifest), "--store", str(store), timeout=8.0)
+    deadline = time.monotonic() + WAIT
+    while _done(store) < 1 and time.monotonic() < deadline and procs[1].poll() is None:
+        time.sleep(0.05)
+    assert procs[1].poll() is None, "the sweep finished before rank 1 could be stopped"
+    procs[1].send_signal(signal.SIGSTOP)
+    try:
+        code, _, err = _finish(procs[:1])[0]
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
+    assert code == 1, err
+    assert "rank 1 sent nothing for 8 s (it hangs or was stopped)" in err, err
+    assert {status for *_, status in _tasks(store)} == {"done"}
