@@ -36,6 +36,8 @@ from torch import Tensor, nn
 from flatness.curvature.batches import Batch, batch_size_of, split_batches
 from flatness.curvature.objective import BatchLossFn, LossFn, Objective
 from flatness.curvature.options import HessianOptions
+from flatness.distributed.group import ProcessGroupInfo
+from flatness.distributed.sharding import Distributed, resolve_group
 from flatness.evaluation import mean_loss_and_accuracy
 from flatness.pipeline.database import StoreError
 from flatness.pipeline.readers import records_frame
@@ -50,6 +52,7 @@ from flatness.tracking.cadence import (
 )
 from flatness.tracking.loop_state import loop_state_kept
 from flatness.tracking.measures import MeasureSpec, tracked_measures
+from flatness.tracking.ranks import LoopInputs, agree, objective_distributed
 from flatness.tracking.records import hyperparameter_fields
 
 __all__ = ["STORE_PATIENCE", "Tracker"]
@@ -77,7 +80,9 @@ def _fit(obj: Objective) -> tuple[float, float]:
     """Mean loss and accuracy (NaN where undefined) of the objective's model on its data."""
     if obj.batch_loss is not None or obj.loss_fn is None:
         return float(obj.value()), math.nan
-    loss, accuracy = mean_loss_and_accuracy(obj.model_fn(), obj.batches, obj.loss_fn)
+    loss, accuracy = mean_loss_and_accuracy(
+        obj.model_fn(), obj.batches, obj.loss_fn, reduce=obj.reduce
+    )
     return float(loss), math.nan if accuracy is None else float(accuracy)
 
 
@@ -110,6 +115,13 @@ class Tracker:
         per_decade: Points per decade of ``every="log"`` and ``"budget"``.
         overhead: The share of the training's work ``every="budget"`` may spend.
         source: The store's ``source`` column.
+        distributed: The process group the measurements are data-parallel over, as
+            for :class:`~flatness.Objective` (``"auto"``: the world under
+            ``torchrun``, none in a single process). Every rank builds the tracker with
+            the same data and calls :meth:`update` at every step; the ranks agree at
+            each call on whether to measure, get the same records, and only the
+            group's rank 0 writes ``store`` (:mod:`flatness.tracking.ranks`).
+        presharded: Under a group, each rank was given its own part of the data.
 
     Raises:
         ValueError: For an unknown measure or setting, a bad cadence or
@@ -149,6 +161,8 @@ class Tracker:
         per_decade: int = DEFAULT_PER_DECADE,
         overhead: float = DEFAULT_OVERHEAD,
         source: str = "tracker",
+        distributed: Distributed = "auto",
+        presharded: bool = False,
     ) -> None:
         if on_store_error not in ("raise", "warn"):
             raise ValueError(f"on_store_error must be 'raise' or 'warn', got {on_store_error!r}")
@@ -156,11 +170,15 @@ class Tracker:
         self.on_store_error = on_store_error
         self.cadence = Cadence(every, per_decade, overhead)
         self.measures = tracked_measures(measures, seed=seed, hessian=hessian)
+        #: the process group the measurements reduce over, or ``None``
+        self.group: ProcessGroupInfo | None = resolve_group(distributed)
         self._objective_kwargs: dict[str, Any] = {
             "loss_fn": loss_fn,
             "batch_loss": batch_loss,
             "device": device,
             "dtype": dtype,
+            "distributed": objective_distributed(self.group),
+            "presharded": presharded,
         }
         self._train: list[Batch] = split_batches(train, batch_size)
         self._test: list[Batch] | None = None if test is None else split_batches(test, batch_size)
@@ -174,7 +192,7 @@ class Tracker:
         self._last_nonfinite = False
         self.store_path = None if store is None else str(store)
         self._store: ResultsStore | None = None
-        if store is not None:
+        if store is not None and (self.group is None or self.group.rank == 0):
             try:
                 self._store = ResultsStore(store, timeout=1.0, patience=STORE_PATIENCE)
             except (StoreError, OSError) as exc:
@@ -204,7 +222,8 @@ class Tracker:
             step: Updates so far.
             epoch: The epoch (a fraction of an epoch is fine).
             lr: The learning rate of the last update.
-            batch_size: Its batch size.
+            batch_size: Its batch size (under a process group, this rank's: the
+                record holds the ranks' sum, as ``examples_seen``).
             momentum: Its heavy-ball momentum.
             optimizer: Its optimizer's name (``"sgd"``, ``"adam"``, ...).
             epoch_end: Whether this call ends an epoch (``every="epoch"`` measures then).
@@ -231,9 +250,21 @@ class Tracker:
         elif batch_size is not None:
             self._seen = (self._seen or 0) + int(batch_size) * (step - (self._last_step or 0))
         self._last_step = step
-        seen = 0 if self._seen is None and step == 0 else self._seen
+        said = agree(
+            self.group,
+            model,
+            LoopInputs(
+                0 if self._seen is None and step == 0 else self._seen,
+                batch_size,
+                loss,
+                bool(epoch_end),
+                bool(force),
+                True,
+            ),
+        )
+        seen, loss, batch_size = said.examples_seen, said.loss, said.batch_size
         bad_loss = not _finite(loss)
-        due = self.cadence.due(step, epoch_end=epoch_end, examples_seen=seen) or force
+        due = self.cadence.due(step, epoch_end=said.epoch_end, examples_seen=seen) or said.force
         if self._signature is None or due or bad_loss:
             self._check_model(model)  # on the calls that read the model (cheap otherwise)
         if not due and not (bad_loss and not self._last_nonfinite):
@@ -251,7 +282,7 @@ class Tracker:
         if loss is not None:
             record["minibatch_loss"] = float(loss)
         with loop_state_kept(model):
-            record.update(self._measure(model, skip=bad_loss))
+            record.update(self._measure(model, skip=bad_loss or not said.finite_model))
         record["nonfinite"] = int(bad_loss or not _finite(record.get("train_loss")))
         record["tracker_seconds"] = time.perf_counter() - start
         record["tracker_example_gradients"] = self._cost(record)
@@ -265,6 +296,7 @@ class Tracker:
         if skip or not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             return {"train_loss": math.nan, "fit_on": "subset"}
         obj = Objective(model, self._train, **self._objective_kwargs)
+        self._examples = obj.num_examples  # all ranks' (the budget's unit)
         train_loss, train_accuracy = _fit(obj)
         out: dict[str, Any] = {
             "train_loss": train_loss,
@@ -273,6 +305,7 @@ class Tracker:
         }
         if self._test is not None:
             test = Objective(model, self._test, **self._objective_kwargs)
+            self._test_examples = test.num_examples
             out["test_loss"], out["test_accuracy"] = _fit(test)
         if math.isfinite(train_loss):
             for measure in self.measures:
