@@ -308,7 +308,7 @@ def _group_sums(
     if method == "examples":
         _example_gradients(obj, chunk_size, vectorize, acc.consume)
     else:
-        for b, n in zip(obj.batches, obj.batch_sizes, strict=True):
+        for b, n in zip(obj.batches, obj.batch_weights, strict=True):  # examples or tokens
             sizes = torch.tensor([float(n)], dtype=torch.float64)
             acc.consume(_batch_gradient(obj, b)[None], sizes)
     if world > 1:
@@ -335,6 +335,9 @@ def gradient_noise_scale(
             ``loss_fn`` and an eval-mode objective). ``"batches"``: the mean gradient of
             each of the objective's batches (works with any objective, needs at least two
             batches; batches should be random samples, i.e. the data in random order).
+            A batch weighs what the objective weighs it by (``obj.batch_weights``: its
+            examples, or the tokens of a token-mean loss, when :math:`\bar g` is the
+            objective's gradient and :math:`B_\mathrm{simple}` counts tokens).
         chunk_size: Examples per vectorized chunk (memory grows as
             ``chunk_size * obj.dim``).
         groups: Jackknife groups for the standard errors (at most one per unit). One

@@ -65,3 +65,12 @@ def test_chunk_weights_are_token_shares() -> None:
     first_tokens = [int(b["mask"].sum()) for _, b in chunks[1]]
     weights = [w for w, _ in chunks[1]]
     assert weights == pytest.approx([t / sum(first_tokens) for t in first_tokens])
+
+
+def test_noise_scale_batches_weigh_tokens() -> None:
+    from flatness.sharpness import gradient_noise_scale
+
+    obj = _objective()
+    res = gradient_noise_scale(obj, method="batches", groups=2)
+    g = obj.gradient()
+    assert res.grad_norm_sq_biased == pytest.approx(float(g @ g), rel=1e-10)
