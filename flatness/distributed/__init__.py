@@ -11,7 +11,10 @@ without an initialized process group the same code runs in one process.
 * :mod:`flatness.distributed.fingerprint`: the model and data hashes ranks compare
   before they compute together (mismatches refused naming the rank).
 * :mod:`flatness.distributed.sweep`: a sweep across ranks (``flatness score`` under
-  ``torchrun``): rank 0 owns the results store and hands out checkpoints.
+  ``torchrun``): rank 0 owns the results store and hands out checkpoints
+  (:mod:`flatness.distributed.coordinator`), leaders talk to it in pickled messages
+  with heartbeats (:mod:`flatness.distributed.messages`). These three import the
+  pipeline, so this package does not import them.
 """
 
 from flatness.distributed.group import (
