@@ -119,17 +119,13 @@ class Objective:
             ``settings["model_dtype"]``). ``torch.float64`` gives reference-quality
             results; an explicit float16/bfloat16 warns with the loss's measured
             relative error against float32 on the first batch.
-        distributed: The process group the objective is data-parallel over:
-            ``"auto"`` (the world under ``torchrun``, or the group
-            :func:`~flatness.distributed.group.objective_group` sets; none in a single
-            process), ``None``/``False`` (this process alone), ``True`` or a process
-            group. Under a group every rank passes the same data and keeps its own
-            contiguous block of the examples (:mod:`flatness.curvature.shards`);
-            :attr:`num_examples` counts all ranks' examples, :attr:`local_examples`
-            this rank's, :attr:`weights` are ``n_b / N`` with the global ``N``, and
-            every sum over :attr:`batches` is completed by :meth:`reduce`.
-        presharded: Under a group, each rank was given its own part of the data
-            already (a ``DistributedSampler``): it is kept as it is.
+        distributed: The process group to be data-parallel over: ``"auto"`` (the
+            world under ``torchrun``; none in one process), ``None``/``False``,
+            ``True`` or a group. Every rank passes the same data and keeps its block
+            of the examples (:mod:`flatness.curvature.shards`): :attr:`num_examples`
+            counts all ranks', :attr:`local_examples` this rank's, and :meth:`reduce`
+            completes every weighted sum over :attr:`batches`.
+        presharded: Each rank was given its own part already (a ``DistributedSampler``).
 
     Raises:
         ValueError: For a non-positive ``batch_size``, a parameter selector that
@@ -291,14 +287,10 @@ class Objective:
         return out
 
     def reduce(self, partial: Tensor) -> Tensor:
-        """Complete a weighted partial sum over :attr:`batches` by summing it over the ranks.
-
-        Every sum over the objective's batches (value, gradient, Hessian products,
-        accuracy, ...) calls it once on the finished partial sum; without a process
-        group it returns ``partial`` unchanged.
+        """Sum a finished weighted partial sum over :attr:`batches` over the ranks, in place.
 
         Returns:
-            ``partial``, overwritten in place by the sum over the group's ranks.
+            ``partial``, now the sum over the group's ranks (unchanged without a group).
         """
         return partial if self.group is None else all_reduce_sum(partial, self.group.group)
 

@@ -100,7 +100,16 @@ def _rank_estimates(rank: int, world: int) -> dict[str, Any]:
     out["presharded_value"], out["presharded_gradient"] = pre.value_and_gradient()
     out["presharded_examples"] = pre.num_examples
     out["opted_out_examples"] = Objective(net, (X, y), distributed=None).num_examples
+    out["train_value"], out["train_gradient"] = _train_mode_objective().value_and_gradient()
     return out
+
+
+def _train_mode_objective() -> Objective:
+    """BatchNorm in training mode: ranks share out whole batches (batch statistics)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3)).double()
+    _, X, y = _problem()
+    return Objective(net, (X, y), batch_size=3, train_mode=True)
 
 
 def _float64(x: Any) -> torch.Tensor:
@@ -123,6 +132,7 @@ def test_every_estimator_equals_one_process(world: int) -> None:
         N // world + (1 if i < N % world else 0) for i in range(world)
     ]
     token_value, token_gradient = _token_objective().value_and_gradient()
+    train_value, train_gradient = _train_mode_objective().value_and_gradient()
     for r in ranks:
         assert r["world_size"] == world and r["num_examples"] == N
         for key, ref in single.items():
@@ -136,6 +146,8 @@ def test_every_estimator_equals_one_process(world: int) -> None:
         assert _close(r["presharded_value"], single["value"])[1] < 1e-12
         assert _close(r["presharded_gradient"], single["gradient"])[1] < 1e-12
         assert r["opted_out_examples"] == N  # distributed=None: all the data, alone
+        assert _close(r["train_value"], train_value)[1] < 1e-12
+        assert _close(r["train_gradient"], train_gradient)[1] < 1e-12
     for key in single:  # every rank ends with the same bits
         assert _close(ranks[0][key], ranks[-1][key])[0] == 0.0, key
 
@@ -172,7 +184,16 @@ def _no_tokens_on_a_rank() -> None:
     Objective(net, batches, batch_loss=causal_lm_loss, presharded=True)
 
 
+def _fewer_batches_than_ranks_in_train_mode() -> None:
+    net, X, y = _problem()
+    Objective(net, (X, y), batch_size=8, train_mode=True)
+
+
 BAD_INPUT = {
+    "train mode": (
+        _fewer_batches_than_ranks_in_train_mode,
+        "rank(s) [2] would hold no data: 2 batches (training mode shares out whole batches)",
+    ),
     "mismatched model": (_mismatched_model, "rank(s) [1] hold another model"),
     "mismatched data": (_mismatched_data, "rank(s) [1, 2] hold another data"),
     "empty shard": (_too_many_ranks, "rank(s) [2] would hold no data: 2 examples over 3 ranks"),
