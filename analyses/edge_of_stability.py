@@ -80,7 +80,7 @@ def run(
         tracker.update(net, step=step, lr=lr, batch_size=len(X), epoch=float(step))
         optimizer.zero_grad()
         loss = half_square_loss(net(X), Y)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step < steps:
             loss.backward()
             optimizer.step()
