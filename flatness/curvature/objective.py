@@ -83,6 +83,11 @@ __all__ = [
 ]
 
 
+def _loss_name(loss: Any) -> str:
+    """A loss's name that is the same in every process (no address in it)."""
+    return str(getattr(loss, "__qualname__", type(loss).__qualname__))
+
+
 class Objective:
     """The mean loss of a model over a fixed data set, as a function of flat parameters.
 
@@ -198,6 +203,9 @@ class Objective:
             presharded=self.presharded,
             whole_batches=self.train_mode,
             model=[self.theta0, *self._fixed.values(), *self._buffers.values()],
+            setup=repr(
+                (self.param_names, self.train_mode, *map(_loss_name, (loss_fn, batch_loss)))
+            ),
         )
         weighed = shard.weighed
         self.batches: DeviceBatches = DeviceBatches(weighed.batches, self.device)
@@ -206,9 +214,7 @@ class Objective:
         self.local_examples = shard.local_examples
         #: what each batch mean counts: its examples, or the weight the loss declares
         self.batch_weights: tuple[int, ...] = weighed.weights
-        self.weights: tuple[float, ...] = tuple(
-            c / shard.total_weight for c in self.batch_weights
-        )
+        self.weights: tuple[float, ...] = tuple(c / shard.total_weight for c in self.batch_weights)
         self.weighted_by: str = weighed.unit
         require_finite(self.blocks, self.theta0)
         self.precision_error: float | None = None

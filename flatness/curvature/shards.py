@@ -105,6 +105,7 @@ def objective_data(
     presharded: bool,
     whole_batches: bool,
     model: Iterable[Tensor],
+    setup: str = "",
 ) -> ObjectiveData:
     """Weigh this rank's batches and agree on the totals with the other ranks.
 
@@ -117,6 +118,8 @@ def objective_data(
         presharded: Each rank was given its own part already.
         whole_batches: Share out whole batches (training mode).
         model: The tensors that define the model (hashed in the fingerprint).
+        setup: What else must agree across ranks (the variables' names, the mode, the
+            loss), hashed with the model.
 
     Returns:
         The :class:`ObjectiveData`.
@@ -140,7 +143,9 @@ def objective_data(
     prints = gather_fingerprints(
         Fingerprint(
             rank=info.rank,
-            model=tensor_digest(model),
+            model=tensor_digest(
+                [*model, torch.frombuffer(bytearray(setup.encode()) or b"-", dtype=torch.uint8)]
+            ),
             data=data_digest,
             examples=sum(weighed.sizes),
             weight=sum(weighed.weights),

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-TIMEOUT = 60.0
-"""Seconds the whole run may take before its processes are killed."""
+TIMEOUT = 240.0
+"""Seconds the whole run may take before its processes are killed (a loaded CI host)."""
 
 
 def _entry(
@@ -34,7 +34,7 @@ def _entry(
             init_method=f"file://{folder}/rendezvous",
             rank=rank,
             world_size=world,
-            timeout=datetime.timedelta(seconds=30),
+            timeout=datetime.timedelta(seconds=120),
         )
         try:
             out: Any = ("ok", fn(rank, world, *args))

@@ -160,6 +160,11 @@ def _mismatched_model() -> None:
     Objective(net, (X, y), batch_size=BATCH)
 
 
+def _mismatched_mode() -> None:
+    net, X, y = _problem()
+    Objective(net, (X, y), batch_size=BATCH, train_mode=dist.get_rank() == 2)
+
+
 def _mismatched_data() -> None:
     net, X, y = _problem()
     Objective(net, (X + dist.get_rank(), y), batch_size=BATCH)
@@ -195,6 +200,7 @@ BAD_INPUT = {
         "rank(s) [2] would hold no data: 2 batches (training mode shares out whole batches)",
     ),
     "mismatched model": (_mismatched_model, "rank(s) [1] hold another model"),
+    "mismatched mode": (_mismatched_mode, "rank(s) [2] hold another model"),
     "mismatched data": (_mismatched_data, "rank(s) [1, 2] hold another data"),
     "empty shard": (_too_many_ranks, "rank(s) [2] would hold no data: 2 examples over 3 ranks"),
     "empty presharded": (_presharded_empty, "rank 2: the data set is empty"),
