@@ -252,6 +252,8 @@ def interpolate_checkpoints(
             resolve_group(distributed),
             presharded=presharded,
             states=(state0, state1),
+            dtype=dtype,
+            batch_loss=batch_loss,
         )
         train_batches, test_batches = ranks.train, ranks.test
         reduce = None if ranks.info is None else ranks.reduce

@@ -47,6 +47,15 @@ and :math:`\mathrm{se}^2 = \frac{m-1}{m}\sum_k (\hat\theta_{(k)} - \bar\theta)^2
 the :math:`m` groups. Only per-group sums are kept (``groups`` vectors of the parameter
 dimension), never all per-example gradients.
 
+Under a process group (a data-parallel objective) each rank takes the gradients of its
+own units at their global positions, so the seeded split into groups is one process's,
+and the per-group sums are summed over the ranks
+(:mod:`flatness.sharpness.noise_statistics` says what is reduced): the result is one
+process's on all the data. With ``method="batches"`` the units are the objective's
+batches on each rank: the same as one process's in training mode (whole batches are
+shared out) and wherever the shards' boundaries fall between batches; a batch that an
+evaluation-mode objective cuts at a shard boundary counts as two smaller units.
+
 It accepts a non-deterministic objective (:mod:`flatness.sharpness.checks`): with
 ``method="batches"`` the dropout masks of a training-mode objective are part of the
 training gradient noise it measures.

@@ -15,30 +15,26 @@ averages weighted by their numbers of batches:
 :math:`\bar s = \sum_\rho k_\rho \bar s_\rho / \sum_\rho k_\rho`. A rank may then hold
 no batch (fewer batches than ranks); it contributes nothing.
 
-Before any work the ranks compare fingerprints of the two checkpoints and the data
-(:mod:`flatness.distributed.fingerprint`) and refuse, naming the ranks, a rank that
-holds other ones.
+Before any work the ranks compare fingerprints of the two checkpoints and of each data
+set (:mod:`flatness.distributed.fingerprint`, through
+:func:`~flatness.curvature.shards.objective_data`) and refuse, naming the ranks, a rank
+that holds other ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from flatness.batchnorm import norm_layers, recompute_running_statistics
-from flatness.curvature.batches import Batch, batch_size_of, map_tensors
-from flatness.curvature.shards import shard_batches
-from flatness.distributed.fingerprint import (
-    Fingerprint,
-    gather_fingerprints,
-    require_agreement,
-    tensor_digest,
-)
+from flatness.curvature.batches import Batch, batch_size_of
+from flatness.curvature.shards import ObjectiveData, objective_data
 from flatness.distributed.group import ProcessGroupInfo, all_reduce_sum
 from flatness.distributed.sharding import shard_bounds
+from flatness.losses import BatchLossFn
 
 __all__ = ["RankData", "rank_data", "shared_statistics"]
 
@@ -69,13 +65,6 @@ class RankData:
         return partial if self.info is None else all_reduce_sum(partial, self.info.group)
 
 
-def _tensors(batches: Iterable[Batch]) -> list[Tensor]:
-    found: list[Tensor] = []
-    for b in batches:
-        map_tensors(lambda t: found.append(t) or t, b)  # type: ignore[func-returns-value]
-    return found
-
-
 def _count(batches: Sequence[Batch] | None) -> int:
     return 0 if batches is None else sum(batch_size_of(b) for b in batches)
 
@@ -87,8 +76,14 @@ def rank_data(
     *,
     presharded: bool,
     states: Sequence[Mapping[str, Tensor]],
+    dtype: torch.dtype,
+    batch_loss: BatchLossFn | None,
 ) -> RankData:
     """This rank's batches of a path's evaluation, after the ranks agree on their inputs.
+
+    The training and the test data are each shared out as a data-parallel objective
+    shares its data (:func:`~flatness.curvature.shards.objective_data`: blocks of
+    examples, the checkpoints and the data fingerprinted).
 
     Args:
         train: The training batches as given (the same on every rank unless
@@ -97,43 +92,44 @@ def rank_data(
         info: The group, or ``None`` for one process.
         presharded: Each rank was given its own part of the data.
         states: The checkpoints' state dicts (fingerprinted).
+        dtype: The evaluation's floating dtype.
+        batch_loss: The loss hook (it may weigh batches by tokens), or ``None``.
 
     Returns:
         The :class:`RankData`.
 
     Raises:
-        ValueError: For a rank without training examples, or ranks with other
-            checkpoints or data than rank 0 (naming the ranks, on every rank).
+        ValueError: For a rank without examples, or ranks with other checkpoints or
+            data than rank 0 (naming the ranks, on every rank).
     """
     if info is None:
         return RankData(train, test, train, _count(train), _count(test), None)
-    data = [*train, *(test or [])]
-    digest = tensor_digest(_tensors(data), structure_only=presharded)
+    model = [t for state in states for t in state.values()]
+
+    def share(batches: list[Batch]) -> ObjectiveData:
+        return objective_data(
+            batches,
+            dtype,
+            batch_loss,
+            info,
+            presharded=presharded,
+            whole_batches=False,
+            model=model,
+        )
+
+    mine_train = share(train)
+    mine_test = None if test is None else share(test)
     if presharded:
-        mine_train, mine_test, statistics = train, test, train
+        statistics = train
     else:
-        mine_train = shard_batches(train, info)
-        mine_test = None if test is None else shard_batches(test, info)
         start, stop = shard_bounds(len(train), info.world_size)[info.rank]
         statistics = train[start:stop]
-    prints = gather_fingerprints(
-        Fingerprint(
-            rank=info.rank,
-            model=tensor_digest(t for state in states for t in state.values()),
-            data=digest,
-            examples=_count(mine_train),
-            weight=_count(mine_test),  # the path's second count: its test examples
-            error=None if mine_train else "no training example",
-        ),
-        info,
-    )
-    require_agreement(prints)
     return RankData(
-        mine_train,
-        mine_test,
+        list(mine_train.weighed.batches),
+        None if mine_test is None else list(mine_test.weighed.batches),
         statistics,
-        num_train=sum(f.examples for f in prints),
-        num_test=sum(f.weight for f in prints),
+        num_train=mine_train.num_examples,
+        num_test=0 if mine_test is None else mine_test.num_examples,
         info=info,
     )
 

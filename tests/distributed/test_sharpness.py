@@ -23,6 +23,8 @@ from flatness.sharpness import (
 )
 from tests.distributed.spawn_ranks import run_ranks
 
+LIMIT = 180.0  # seconds for all ranks: the shared CI machine may be loaded
+
 N, BATCH = 11, 4
 
 
@@ -69,10 +71,13 @@ def _as_array(v: Any) -> np.ndarray:
 def test_sharpness_measures_equal_one_process(world: int) -> None:
     net, X, y = _problem()
     single = _measures(Objective(net, (X, y), batch_size=BATCH))
-    ranks = run_ranks(_rank_measures, world)
+    ranks = run_ranks(_rank_measures, world, timeout=LIMIT)
     for key, want in single.items():
         for rank, got in enumerate(ranks):
             np.testing.assert_allclose(
-                _as_array(got[key]), _as_array(want), rtol=1e-9, atol=1e-12,
+                _as_array(got[key]),
+                _as_array(want),
+                rtol=1e-9,
+                atol=1e-12,
                 err_msg=f"{key} on rank {rank} of {world}",
             )

@@ -19,6 +19,8 @@ from flatness.evaluation import mean_loss_and_accuracy
 from flatness.sharpness import gradient_noise_scale, loss_landscape_2d, parametric_plot
 from tests.distributed.spawn_ranks import run_ranks
 
+LIMIT = 180.0  # seconds for all ranks: the shared CI machine may be loaded
+
 N, BATCH = 11, 4
 
 
@@ -49,8 +51,13 @@ def _values(distributed: Any) -> dict[str, Any]:
     for method, groups, on in (("examples", 4, obj), ("batches", 3, whole)):
         res = gradient_noise_scale(on, method=method, groups=groups, chunk_size=3)
         out[f"noise_{method}"] = (
-            res.b_simple, res.trace_cov, res.grad_norm_sq, res.grad_norm_sq_biased,
-            res.trace_cov_stderr, res.grad_norm_sq_stderr, res.num_gradients,
+            res.b_simple,
+            res.trace_cov,
+            res.grad_norm_sq,
+            res.grad_norm_sq_biased,
+            res.trace_cov_stderr,
+            res.grad_norm_sq_stderr,
+            res.num_gradients,
         )
     land = loss_landscape_2d(obj, steps=3, span=(-0.5, 0.5))
     out["landscape_loss"], out["landscape_accuracy"] = land.loss, land.accuracy
@@ -60,11 +67,24 @@ def _values(distributed: Any) -> dict[str, Any]:
     )
     for bn in ("interpolate", "recompute"):
         plot = parametric_plot(
-            a, b, train=(X, y), test=(X[:7], y[:7]), alphas=[-0.5, 0.0, 0.5, 1.0],
-            bn=bn, batch_size=BATCH, distributed=distributed,
+            a,
+            b,
+            train=(X, y),
+            test=(X[:7], y[:7]),
+            alphas=[-0.5, 0.0, 0.5, 1.0],
+            bn=bn,
+            batch_size=BATCH,
+            distributed=distributed,
         )
-        out[f"plot_{bn}"] = (plot.train_loss, plot.train_accuracy, plot.test_loss,
-                             plot.test_accuracy, plot.value, plot.num_train, plot.num_test)
+        out[f"plot_{bn}"] = (
+            plot.train_loss,
+            plot.train_accuracy,
+            plot.test_loss,
+            plot.test_accuracy,
+            plot.value,
+            plot.num_train,
+            plot.num_test,
+        )
     return out
 
 
@@ -83,11 +103,14 @@ def _flat(v: Any) -> np.ndarray:
 @pytest.mark.parametrize("world", [2, 3])
 def test_paths_noise_scale_and_evaluation_equal_one_process(world: int) -> None:
     single = _values(None)
-    ranks = run_ranks(_rank_values, world)
+    ranks = run_ranks(_rank_values, world, timeout=LIMIT)
     for key, want in single.items():
         for rank, got in enumerate(ranks):
             np.testing.assert_allclose(
-                _flat(got[key]), _flat(want), rtol=1e-9, atol=1e-12,
+                _flat(got[key]),
+                _flat(want),
+                rtol=1e-9,
+                atol=1e-12,
                 err_msg=f"{key} on rank {rank} of {world}",
             )
 

@@ -22,6 +22,8 @@ from flatness.distributed.sharding import shard_bounds
 from flatness.tracking import Tracker
 from tests.distributed.spawn_ranks import run_ranks
 
+LIMIT = 180.0  # seconds for all ranks: the shared CI machine may be loaded
+
 N = 11
 TIMING = "seconds"  # wall-clock fields (tracker_seconds, lambda_max_seconds, ...)
 
@@ -34,8 +36,13 @@ def _train(store: str | None, distributed: Any, nan_on: int | None = None) -> di
     world = torch.distributed.get_world_size() if distributed == "auto" else 1
     share = shard_bounds(N, world)[rank]  # the examples this rank's DDP batch holds
     tracker = Tracker(
-        (X, y), test=(X[:7], y[:7]), measures=("lambda_max", "trace"), every=3,
-        store=store, batch_size=4, distributed=distributed,
+        (X, y),
+        test=(X[:7], y[:7]),
+        measures=("lambda_max", "trace"),
+        every=3,
+        store=store,
+        batch_size=4,
+        distributed=distributed,
     )
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for step in range(7):
@@ -71,7 +78,7 @@ def _same(got: dict[str, Any], want: dict[str, Any], where: str) -> None:
 def test_tracker_records_equal_one_process_and_rank0_writes(world: int) -> None:
     want = _train(None, None)["records"]
     with tempfile.TemporaryDirectory() as folder:
-        ranks = run_ranks(_rank, world, folder, None)
+        ranks = run_ranks(_rank, world, folder, None, timeout=LIMIT)
         stored = fl.load_tracks(os.path.join(folder, "tracks.sqlite"))
     assert [r["wrote"] for r in ranks] == [True] + [False] * (world - 1)
     assert len(stored) == len(want) == 4  # steps 0, 3, 6 and the forced 7
@@ -83,7 +90,7 @@ def test_tracker_records_equal_one_process_and_rank0_writes(world: int) -> None:
 
 def test_one_rank_nonfinite_loss_is_everyones() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        ranks = run_ranks(_rank, 2, folder, 1)  # rank 1 alone reports NaN at step 4
+        ranks = run_ranks(_rank, 2, folder, 1, timeout=LIMIT)  # rank 1 alone reports NaN at step 4
     for got in ranks:
         by_step = {r["step"]: r for r in got["records"]}
         assert by_step[4]["nonfinite"] == 1 and math.isnan(by_step[4]["minibatch_loss"])
