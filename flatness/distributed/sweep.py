@@ -211,10 +211,10 @@ def score_across_ranks(
     def mine(kind: str, payload: Any) -> Any:
         return ask(kind, (rank, payload) if kind == "store" else payload)
 
-    scorer = make_scorer(StoreClient(mine, float(setup[1])), rank == leader)
     guard = coordinator.guard if coordinator is not None else None
     guard = guard or (channel.guard if channel is not None else MainGuard())
     try:
+        scorer = make_scorer(StoreClient(mine, float(setup[1])), rank == leader)
         with guard, objective_group(sub):
             while (unit := mine("next", rank)) is not None:
                 kind, index = unit
@@ -244,6 +244,9 @@ def score_across_ranks(
             channel.stop()
         if coordinator is not None:
             coordinator.close()
+        for group in (sub, messages):  # this call's groups; the caller's stay
+            if group is not None:
+                dist.destroy_process_group(group)
 
 
 def _following(ask: Ask | None, leader: int, group: ProcessGroup) -> Ask:
