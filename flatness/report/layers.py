@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,7 +29,7 @@ from flatness.report.render import FigureBlock, Paragraph, Section
 from flatness.report.tables import Table
 
 __all__ = [
-    "LayersContext",
+    "SectionInputs",
     "group_scores",
     "layers_figure",
     "layers_section",
@@ -205,13 +206,15 @@ def layers_figure(scores: pd.DataFrame, study: Study) -> Figure:
     return fig
 
 
-class LayersContext(Protocol):
-    """What the section reads of the report's
-    :class:`~flatness.report.sections.SectionContext`."""
+class SectionInputs(Protocol):
+    """What the sections built outside :mod:`flatness.report.sections` read of its
+    :class:`~flatness.report.sections.SectionContext` (typed here, so that they need
+    not import the module that lists them)."""
 
     df: pd.DataFrame
     study: Study
     info: Mapping[str, Any] | None
+    root: Path | None
 
     def table(self, section: Section, table: Table) -> None:
         """Show a table in a section and keep its numbers for ``data/``."""
@@ -220,7 +223,7 @@ class LayersContext(Protocol):
         """Save a figure and return the block that shows it."""
 
 
-def layers_section(ctx: LayersContext) -> Section | None:
+def layers_section(ctx: SectionInputs) -> Section | None:
     """The per-layer section, or ``None`` when nothing was scored per parameter group.
 
     Args:

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from flatness.atomic import atomic_path
 from flatness.report import figures as figs
 from flatness.report.analysis import Study
+from flatness.report.batchnorm_notes import batchnorm_section
 from flatness.report.comparisons import comparison_table, correlation_table, trend_table
 from flatness.report.curves import (
     CurveSummary,
@@ -417,6 +418,7 @@ SECTIONS: tuple[Callable[[SectionContext], Section | None], ...] = (
     parametric_section,
     density_section,
     layers_section,
+    batchnorm_section,
     training_section,
     data_section,
 )
