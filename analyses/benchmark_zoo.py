@@ -110,35 +110,39 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def reused(name: str, n: int, args: argparse.Namespace) -> dict[str, Any] | None:
-    """The curvature benchmark's measurement of the same model on the same data, if any.
+    """An earlier measurement of the same model on the same data, if any.
 
     ``benchmark_curvature.py`` measures ResNet-18 and the Transformer the same way (the
     same fitted model, data, calls and fresh-process memory runs), so its row is taken
-    rather than measured twice; ``--fresh`` measures again.
+    rather than measured twice; so is a row of an earlier zoo run (``--only`` parts run
+    in parallel with another ``--out``). ``--fresh`` measures again.
 
     Returns:
         The zoo's row, or ``None`` when there is no such row.
     """
-    store = Path(args.reuse)
-    if args.quick or args.fresh or not store.exists():
+    if args.quick or args.fresh:
         return None
-    rows = peers.decode_runs(json.loads(store.read_text()))
-    row = rows.get(name)
-    if row is None or row.get("case") != name or row.get("examples") != n:
-        return None
-    spec = models.case(name)
-    return {
-        "model": name,
-        "about": spec.about,
-        "examples": n,
-        "params": row["params"],
-        "costs": row["costs"],
-        "memory": {t: row["memory"][t] for t in TOOLS},
-        "top1": {t: row["top1"][t] for t in TOOLS},
-        "fresh_process": bool(row.get("top1_fresh_process")),
-        "date": row["date"],
-        "from": "benchmark-curvature",
-    }
+    for path in map(Path, args.reuse):
+        if not path.exists():
+            continue
+        row = peers.decode_runs(json.loads(path.read_text())).get(name)
+        if row is None or row.get("examples") != n:
+            continue
+        if "case" not in row:  # a zoo row
+            return dict(row)
+        return {
+            "model": name,
+            "about": models.case(name).about,
+            "examples": n,
+            "params": row["params"],
+            "costs": row["costs"],
+            "memory": {t: row["memory"][t] for t in TOOLS},
+            "top1": {t: row["top1"][t] for t in TOOLS},
+            "fresh_process": bool(row.get("top1_fresh_process")),
+            "date": row["date"],
+            "from": "benchmark_curvature.py",
+        }
+    return None
 
 
 def _top1(runs: list[peers.Run]) -> str:
@@ -221,7 +225,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out += ["", "## Models", ""]
     out += [
         f"- {r['model']}: {r['about']}; operator `{r['costs']['choices']}`"
-        + (f"; measured by benchmark_curvature.py on {r['date']}." if r.get("from") else ".")
+        + f"; measured {r.get('date', '')}"
+        + (" by benchmark_curvature.py." if r.get("from") else ".")
         for r in rows
     ]
     out += ["", "## GPU", "", *meta["gpu"], ""]
@@ -256,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=ZOO, help="models to run (default all)")
     parser.add_argument(
         "--reuse",
-        default=str(ROOT / "reports" / "benchmark-curvature.json"),
-        help="the curvature benchmark's rows: ResNet-18 and the Transformer are taken from "
-        "it when measured there on the same data",
+        nargs="+",
+        default=[str(ROOT / "reports" / "benchmark-curvature.json")],
+        metavar="JSON",
+        help="rows of the curvature benchmark or of earlier zoo runs, taken for models "
+        "measured there on the same data",
     )
     parser.add_argument("--fresh", action="store_true", help="measure every model here")
     args = curvature.bench_arguments(parser, argv)
@@ -273,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or ZOO:
         print(f"benchmarking {name} ...", flush=True)
         rows.append(bench(name, args))
+        if "date" not in rows[-1]:
+            rows[-1]["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = {
         "command": "python analyses/benchmark_zoo.py"
         + (
@@ -292,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(peers.encode_runs(rows), indent=1))
+    store = {r["model"]: r for r in rows}
+    out.with_suffix(".json").write_text(json.dumps(peers.encode_runs(store), indent=1))
     print(text)
     print(f"wrote {out}")
     return 0
