@@ -76,6 +76,19 @@ def hessian_trace(
 
     Settings that do not apply to the chosen method are ignored.
 
+    What accuracy each budget buys (``reports/benchmark-sharpness.md``: trained
+    MNIST-1D MLPs of 2.7k and 146k parameters, SB and LB, median relative error against
+    the exact trace over 3 seeds): Hutch++ 4–23 % at 10 products, 2–23 % at 30, 0.5–2.6 %
+    at 100; Hutchinson 2.5–14 %, 1.5–9 %, 0–2 %. With a target and the budget as a cap,
+    ``target_stderr=0.1`` stopped after 32–56 (Hutch++) or 16–40 (Hutchinson) products
+    with median errors of 1.6–6.2 % and 2.3–7 %, and ``0.05`` after 32–112 with 0.7–4.2 %
+    and 0.9–3.9 %; PyHessian's ``trace()`` (it stops when the running mean moves less
+    than 1e-3) took 13–27 products for 4.8–13 % and reports no error bar. The reported
+    standard error tracks the error, so a target is the way to buy a known accuracy; the
+    default stays a fixed budget of 100 products (the same cost and bits on every call,
+    and the results store's task key of the ``trace`` measure), and a relative target
+    cannot be met by a trace near 0 (an absolute one can).
+
     Args:
         target: A :class:`flatness.Objective` (its Hessian is used) or a
             :class:`~flatness.curvature.operator.SymmetricOperator` (not for
