@@ -472,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         help="models to (re)measure, e.g. 'BN MLP' 'ResNet-18'; the other rows are kept "
         "from the last run's JSON beside the report",
     )
+    parser.add_argument("--note", default="", help="a paragraph for the report's head")
     parser.add_argument(
         "--merge",
         nargs="+",
@@ -516,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         "repeats": args.repeats,
         "store": store.name,
+        "note": args.note,
         "gpu": curvature_report.gpu_rows(ROOT / "reports" / "gpu-check.json"),
     }
     text = curvature_report.render(sorted(rows.values(), key=_order), meta)

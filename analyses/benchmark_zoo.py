@@ -178,6 +178,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "one: its λ is then another eigenvalue than flatness's λ_max (largest algebraic); the "
         "few training steps make λ_max dominate, as on trained networks.",
         "",
+        *([meta["note"], ""] if meta.get("note") else []),
         "| model | parameters | examples | gradient | product / gradient: flatness | "
         "PyHessian | top-1 flatness | top-1 PyHessian | PyHessian / flatness time | "
         "peak flatness | peak PyHessian | attention |",
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "measured there on the same data",
     )
     parser.add_argument("--fresh", action="store_true", help="measure every model here")
+    parser.add_argument("--note", default="", help="a paragraph for the report's head")
     args = curvature.bench_arguments(parser, argv)
     args.sizes = {
         "ResNet-18": args.resnet_images,
@@ -295,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, 1 torch thread, Python {sys.version.split()[0]}, "
         f"torch {torch.__version__}",
         "repeats": args.repeats,
+        "note": args.note,
         "gpu": gpu_rows(ROOT / "reports" / "gpu-check.json"),
     }
     text = render(rows, meta)

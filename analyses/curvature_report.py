@@ -118,6 +118,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "(min–max). Errors are relative, against float64 references on the MLPs, else "
         "against flatness's certified values.",
         "",
+        *([meta["note"], ""] if meta.get("note") else []),
         "## Models",
         "",
         "| model | parameters | examples | measured | minutes |",
