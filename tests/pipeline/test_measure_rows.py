@@ -25,7 +25,7 @@ ALL_MEASURES = """\
 lambda_max = { k = 2 }
 trace = { method = "hutchpp", budget = 12 }
 density = { steps = 8, runs = 2 }
-keskar = { eps = [1e-3], subspace = [0, 5], maxiter = 3 }
+keskar = { eps = [1e-3], subspace = [0, 5], maxiter = 3, solver = "lbfgsb" }
 adaptive_sharpness = { rho = 0.05, steps = 3 }
 average_sharpness = { sigma = 0.01, samples = 4 }
 pacbayes = { samples = 4, max_iterations = 8 }
