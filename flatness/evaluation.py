@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness.curvature.batches import Batch, batch_size_of
+from flatness.curvature.batches import Batch, batch_size_of, map_tensors
 from flatness.losses import (
     BatchLossFn,
     LossFn,
@@ -155,8 +155,12 @@ def mean_loss_and_accuracy(
     ]
     counts = [n if c is None else c for n, c in zip(sizes, declared, strict=True)]
     total_w = sum(counts)
+    device = torch.device("cpu")
     if reduce is not None:  # the global weight and examples, before any weighting
-        both = reduce(torch.tensor([float(total_w), float(sum(sizes))], dtype=torch.float64))
+        device = _device_of(data)  # where the sums over the ranks are taken (nccl: the GPU)
+        both = reduce(
+            torch.tensor([float(total_w), float(sum(sizes))], dtype=torch.float64, device=device)
+        )
         total_w, examples = int(both[0]), int(both[1])
     else:
         examples = sum(sizes)
@@ -190,9 +194,17 @@ def mean_loss_and_accuracy(
             else:
                 labelled = False
     if reduce is not None:
-        return _reduced(reduce, total, correct, labelled, examples, model_fn)
+        return _reduced(reduce, total, correct, labelled, examples, device)
     assert total is not None
     return total, (correct / examples if labelled else None)
+
+
+def _device_of(data: list[Batch]) -> torch.device:
+    """The device of the first tensor of the batches (the CPU when there is none)."""
+    found: list[torch.device] = []
+    for batch in data[:1]:
+        map_tensors(lambda t: found.append(t.device) or t, batch)  # type: ignore[func-returns-value]
+    return found[0] if found else torch.device("cpu")
 
 
 def _reduced(
@@ -201,11 +213,10 @@ def _reduced(
     correct: int,
     labelled: bool,
     examples: int,
-    model_fn: Callable[..., Any],
+    device: torch.device,
 ) -> tuple[Tensor, float | None]:
     """Complete a rank's partial loss and counts with one sum over the ranks."""
     if total is None:  # a rank whose batches weigh nothing adds zeros
-        device = next((p.device for p in getattr(model_fn, "parameters", list)()), None)
         total = torch.zeros((), dtype=torch.float64, device=device)
     counts = torch.tensor([float(correct), 0.0 if labelled else 1.0], dtype=torch.float64)
     counts = counts.to(total.device)
