@@ -90,7 +90,9 @@ def agree(info: ProcessGroupInfo | None, model: nn.Module, mine: LoopInputs) -> 
         0.0 if finite else 1.0,
     ]
     total = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device), info.group)
-    seen, with_seen, batch, with_batch, losses, with_loss, bad, ends, forced, broken = total.tolist()
+    seen, with_seen, batch, with_batch, losses, with_loss, bad, ends, forced, broken = (
+        total.tolist()
+    )
     agreed_loss = None if not with_loss else (math.nan if bad else losses / with_loss)
     return LoopInputs(
         examples_seen=int(seen) if with_seen else None,
