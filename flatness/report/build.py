@@ -40,6 +40,7 @@ import pandas as pd
 from flatness.atomic import write_text_atomic
 from flatness.report.analysis import analyze
 from flatness.report.curves import pairs, summarize
+from flatness.report.layers import without_groups
 from flatness.report.outputs import Report, list_own_files, read_manifest
 from flatness.report.provenance import report_title
 from flatness.report.render import to_html, to_markdown
@@ -124,7 +125,11 @@ def build(
         from flatness.report.reference import keskar_reference
 
         keskar_reference(reference)  # fail before any work on an unknown network
-    study = analyze(df, sb=sb, lb=lb, n_boot=n_boot, confidence=confidence, seed=seed)
+    # rows taken per parameter group belong to the per-layer section alone: the other
+    # sections compare whole networks
+    study = analyze(
+        without_groups(df), sb=sb, lb=lb, n_boot=n_boot, confidence=confidence, seed=seed
+    )
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
     earlier = read_manifest(base)

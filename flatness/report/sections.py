@@ -31,7 +31,7 @@ from flatness.report.curves import (
     display_path,
 )
 from flatness.report.frames import density_curves, normalize
-from flatness.report.layers import layers_section
+from flatness.report.layers import layers_section, without_groups
 from flatness.report.provenance import provenance_table
 from flatness.report.render import Bullets, FigureBlock, Links, Paragraph, Section, TableBlock
 from flatness.report.summary import summary_sentences
@@ -197,7 +197,7 @@ def sharpness_section(ctx: SectionContext) -> Section:
     other = measures_table(ctx.study)
     if other is not None:
         ctx.table(section, other)
-    top = eigenvalues_table(normalize(ctx.df), ctx.study)
+    top = eigenvalues_table(normalize(without_groups(ctx.df)), ctx.study)
     if top is not None:
         ctx.table(section, top)
     elif not ctx.study.columns:
@@ -349,7 +349,7 @@ def density_section(ctx: SectionContext) -> Section:
         The section.
     """
     section = Section("Hessian spectral density", "density")
-    fig = figs.density_figure(ctx.study, density_curves(ctx.df))
+    fig = figs.density_figure(ctx.study, density_curves(without_groups(ctx.df)))
     if fig is not None:
         section.blocks.append(
             ctx.figure(

@@ -77,3 +77,13 @@ def test_without_groups_keeps_the_whole_networks_rows() -> None:
     assert len(kept) == 12 and set(kept["settings"]) == {"{}"}
     mapped = frame.assign(settings=[json.loads(s) for s in frame["settings"]])
     assert len(without_groups(mapped)) == 12
+
+
+def test_the_other_sections_compare_whole_networks_only(tmp_path: Path) -> None:
+    report = fl.report.build(
+        _frame(), out=tmp_path / "r", info={"scoring": {"groups": list(GROUPS)}}
+    )
+    text = Path(report.markdown).read_text()
+    before_layers = text.split("## Per-layer sharpness")[0]
+    assert "group" not in " ".join(report.summary)
+    assert "group=" not in before_layers
