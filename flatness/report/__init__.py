@@ -41,6 +41,7 @@ from flatness.report.stats import (
     paired_wins,
     rank_test,
 )
+from flatness.report.training import build_training
 
 __all__ = [
     # building reports
@@ -48,6 +49,7 @@ __all__ = [
     "ReportInputError",
     "build",
     "build_from_store",
+    "build_training",
     "default_out",
     # the numbers behind them
     "Comparison",

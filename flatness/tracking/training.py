@@ -5,7 +5,7 @@ run) says what to measure while each run trains::
 
     [track]
     measures = ["lambda_max", "trace"]   # or { lambda_max = { k = 2 }, trace = { budget = 40 } }
-    every = 100                          # updates, "epoch" or "log" (the default)
+    every = 100                          # updates, "epoch", "log" or "budget" (the default)
     examples = 1000                      # the fixed, seeded training subset ("all": every example)
     seed = 0                             # the subset's and the measures' seed
     store = "results.sqlite"             # default: results.sqlite beside the manifest
@@ -74,7 +74,7 @@ class TrackSettings:
 
     Attributes:
         measures: The tracked measures (:func:`~flatness.tracking.tracked_measures`).
-        every: The cadence: updates, ``"epoch"`` or ``"log"``.
+        every: The cadence: updates, ``"epoch"``, ``"log"`` or ``"budget"`` (the default).
         examples: Size of the fixed training subset (``None``: every example).
         seed: Seeds the subset and the measures.
         store: The results store (``None``: :data:`DEFAULT_STORE` in the output folder).
