@@ -46,10 +46,12 @@ DISPLAY_NAMES: dict[str, str] = {
     "average_sharpness": "average sharpness",
     "pacbayes": "PAC-Bayes 1/σ²",
     "noise_scale": "noise scale B_simple",
+    "gradient_norm": "gradient norm",
+    "weight_norm": "weight norm",
 }
 """How a measure is called in a report (others keep their own name)."""
 
-NOT_SHARPNESS = frozenset({"noise_scale"})
+NOT_SHARPNESS = frozenset({"noise_scale", "gradient_norm", "weight_norm"})
 """Measures that are scored and correlated but are not a sharpness (higher is not sharper)."""
 
 FIGURES = frozenset({"density"})

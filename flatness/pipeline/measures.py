@@ -6,6 +6,8 @@ A manifest's ``[measures]`` table names measures with their settings::
     lambda_max = { k = 5 }
     trace = { method = "hutchpp", budget = 100 }
     keskar = { eps = [1e-3, 5e-4], subspace = [0, 100] }
+    gradient_norm = {}
+    weight_norm = {}
 
 Each name maps to a :class:`~flatness.pipeline.measure_tasks.Measure`
 (:mod:`flatness.pipeline.measure_tasks`): the estimator it calls, which settings it
@@ -138,6 +140,20 @@ BUILT_IN: tuple[Measure, ...] = (
         "flatness.sharpness.noise_scale:gradient_noise_scale",
         summary="gradient noise scale B_simple (McCandlish et al. 2018)",
         accepts=("method", "chunk_size", "groups", "vectorize", "seed"),
+    ),
+    Measure(
+        "gradient_norm",
+        "flatness.sharpness.norms:gradient_norm",
+        summary="2-norm (and inf-norm) of the mean loss's gradient over the scoring examples",
+        accepts=(),
+        groups=True,
+    ),
+    Measure(
+        "weight_norm",
+        "flatness.sharpness.norms:weight_norm",
+        summary="2-norm of the parameters, and of the weights without normalization layers/biases",
+        accepts=(),
+        groups=True,
     ),
 )
 """The measures flatness ships."""

@@ -30,6 +30,8 @@ adaptive_sharpness = { rho = 0.05, steps = 3 }
 average_sharpness = { sigma = 0.01, samples = 4 }
 pacbayes = { samples = 4, max_iterations = 8 }
 noise_scale = { groups = 4 }
+gradient_norm = {}
+weight_norm = {}
 """
 
 _LAMBDA = (
@@ -84,6 +86,10 @@ BEFORE = [
     ("density", _DENSITY, "ritz_max", 0.6595479530208231, None, None, None, None),
     ("density", _DENSITY, "ritz_min", -0.422556687070277, None, None, None, None),
     ("density", _DENSITY, "trace", 3.31771614560163, 1.2823079362680028, "stderr", None, None),
+    # gradient_norm and weight_norm came after the contract; their values are hand-checked
+    # in tests/sharpness/test_norms.py
+    ("gradient_norm", "{}", "", 0.4275706942616635, None, None, None, None),
+    ("gradient_norm", "{}", "inf", 0.21871572892049612, None, None, None, None),
     ("keskar", _KESKAR.format(0), "", 0.1153583391454251, None, None, None, None),
     ("keskar", _KESKAR.format(5), "", 0.11268453979568847, None, None, None, None),
     # issue 19: no complement search without a cluster, residuals from the kept products
@@ -112,6 +118,8 @@ BEFORE = [
     ),
     ("pacbayes", _PACBAYES, "", 11.547819846894583, None, None, False, None),
     ("trace", _TRACE, "", 1.6340142301476557, 0.48216254828980654, "stderr", True, 12),
+    ("weight_norm", "{}", "", 1.7097754756448622, None, None, None, None),
+    ("weight_norm", "{}", "weights", 1.5227869285623785, None, None, None, None),
 ]
 
 # What the store kept as ``details`` beside the rows (new keys may be added, none lost).
@@ -126,6 +134,8 @@ DETAILS_KEYS = {
             "adaptive eta evaluations loss perturbed_loss samples seconds seed sigma stderr value"
         ),
         "density": "dim lanczos_steps nodes runs sigma steps weights",
+        "gradient_norm": "dim inf_norm loss seconds value",
+        "weight_norm": "dim seconds value weights weights_dim",
         "keskar": (
             "at_bound dim eps evaluations gradients iterations loss max_loss maxiter message "
             "projected_gradient seconds seed solver start status subspace subspace_dim "
