@@ -2,9 +2,11 @@ r"""Bootstrap resamples and permutations of rank correlations, vectorized over t
 
 :func:`bootstrap` draws resamples of the points (with replacement, seeded) and computes
 Kendall's τ-b or Spearman's ρ of all of them at once (:func:`resample_statistics`);
-:func:`percentile_interval` turns them into an interval; :func:`permutation_p_value` is
-the exact p-value of a few points, from every permutation of one variable. Used by
-:mod:`flatness.report.correlation`.
+:func:`percentile_interval` turns them into an interval, :func:`clip_interval` clips it
+to the τ-b the data's ties can reach (:func:`tau_bounds`); :func:`permutation_p_value` is
+the exact p-value of a few points, from every permutation of one variable;
+:func:`pooled_tau` is the within-group τ-b of many rows at once. Used by
+:mod:`flatness.report.correlation` and :mod:`flatness.report.paired`.
 
 Reference:
     B. Efron and R. J. Tibshirani (1993). An Introduction to the Bootstrap, ch. 13
@@ -14,13 +16,22 @@ Reference:
 from __future__ import annotations
 
 import itertools
+import math
 from functools import lru_cache
 
 import numpy as np
 import scipy.stats
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["bootstrap", "percentile_interval", "permutation_p_value", "resample_statistics"]
+__all__ = [
+    "bootstrap",
+    "clip_interval",
+    "percentile_interval",
+    "permutation_p_value",
+    "pooled_tau",
+    "resample_statistics",
+    "tau_bounds",
+]
 
 # Bootstrap resamples are processed in chunks of about this many (resample, point) cells.
 _CHUNK_CELLS = 1 << 20
@@ -173,3 +184,105 @@ def permutation_p_value(x: NDArray[np.float64], y: NDArray[np.float64], method: 
         numerators = (signs * np.sign(x[i] - x[j]).astype(np.int8)).sum(axis=1, dtype=np.int64)
     observed = abs(numerators[0])
     return float(np.mean(np.abs(numerators) >= observed))
+
+
+def _pair_signs(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """sgn(v_i - v_j) for every pair i < j of the last axis: shape (..., n(n-1)/2)."""
+    i, j = np.triu_indices(values.shape[-1], k=1)
+    return np.sign(values[..., i] - values[..., j])
+
+
+def pooled_tau(
+    groups: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+) -> NDArray[np.float64]:
+    r"""Pooled within-group τ-b of many rows at once; NaN where undefined.
+
+    For groups g with values :math:`x_g, y_g` (last axis: the group's points; leading
+    axes: rows such as permutations, resamples or simulations, broadcast against each
+    other), :math:`\tau_w = \sum_g S_g / \sqrt{\sum_g (n_{0g}-n_{1g}) \sum_g (n_{0g}-n_{2g})}`
+    with :math:`S_g` the concordant minus discordant pairs of group g.
+
+    Args:
+        groups: ``(x, y)`` per group, arrays of shape ``(..., n_g)``.
+
+    Returns:
+        τ_w per row (the broadcast leading shape).
+    """
+    num: NDArray[np.float64] | float = 0.0
+    den_x: NDArray[np.float64] | float = 0.0
+    den_y: NDArray[np.float64] | float = 0.0
+    for xs, ys in groups:
+        sx, sy = _pair_signs(xs), _pair_signs(ys)
+        num = num + (sx * sy).sum(axis=-1)
+        den_x = den_x + np.abs(sx).sum(axis=-1)
+        den_y = den_y + np.abs(sy).sum(axis=-1)
+    den = np.sqrt(np.asarray(den_x, dtype=float) * np.asarray(den_y, dtype=float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.asarray(num, dtype=float) / np.where(den > 0, den, 1), np.nan)
+
+
+def tau_bounds(x: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None) -> tuple[float, float]:
+    r"""The smallest and largest τ-b any pairing of these x and y values can reach.
+
+    Ties cap τ-b below 1 in size: with x tied in a pair, no pairing makes that pair
+    concordant, while the denominator :math:`\sqrt{(n_0-n_1)(n_0-n_2)}` does not change
+    with the pairing. The largest τ-b pairs the sorted x with the sorted y (every pair
+    untied in both is concordant), the smallest pairs the sorted x with the reversed
+    sorted y. With ``groups``, the same holds for the pooled within-group τ-b
+    (:func:`pooled_tau`), sorting inside every group. A bootstrap resample can fall
+    outside this range (a resample that draws no tied point is untied), so intervals are
+    clipped to it (:func:`clip_interval`). Non-finite pairs are dropped.
+
+    Args:
+        x: Values of the first variable.
+        y: Values of the second variable, same length.
+        groups: Optional group label per point (pairs count only within a group).
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` where τ-b is undefined (a constant variable, no
+        pair).
+
+    Examples:
+        >>> tau_bounds([1, 2, 3, 4], [4, 3, 2, 1])
+        (-1.0, 1.0)
+        >>> low, high = tau_bounds([1, 1, 2, 3], [1, 2, 3, 4])   # x tied once
+        >>> round(low, 4), round(high, 4)
+        (-0.9129, 0.9129)
+    """
+    xa = np.asarray(x, dtype=np.float64).ravel()
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    labels = (
+        np.zeros(xa.shape, dtype=object) if groups is None else np.asarray(groups, dtype=object)
+    )
+    if not xa.shape == ya.shape == labels.shape:
+        raise ValueError(
+            f"x, y and groups must have the same length, got {xa.size}, {ya.size}, {labels.size}"
+        )
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    up, down = [], []
+    for label in dict.fromkeys(labels[keep].tolist()):
+        member = keep & (labels == label)
+        xs, ys = np.sort(xa[member]), np.sort(ya[member])
+        up.append((xs, ys))
+        down.append((xs, ys[::-1].copy()))
+    if not up:
+        return float("nan"), float("nan")
+    return float(pooled_tau(down)), float(pooled_tau(up))
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float]) -> tuple[float, float]:
+    """Clip an interval's ends to ``bounds`` (NaN bounds or ends are left as they are).
+
+    Returns:
+        The clipped ``(low, high)``.
+
+    Examples:
+        >>> clip_interval(-0.4, 1.0, (-0.91, 0.91))
+        (-0.4, 0.91)
+    """
+    lo, hi = bounds
+    if math.isfinite(lo) and math.isfinite(low):
+        low = min(max(low, lo), hi)
+    if math.isfinite(hi) and math.isfinite(high):
+        high = max(min(high, hi), lo)
+    return low, high

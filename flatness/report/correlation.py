@@ -29,9 +29,16 @@ from typing import Any
 
 import numpy as np
 import scipy.stats
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-from flatness.report.bootstrap import bootstrap, percentile_interval, permutation_p_value
+from flatness.report.bootstrap import (
+    bootstrap,
+    clip_interval,
+    percentile_interval,
+    permutation_p_value,
+    pooled_tau,
+    tau_bounds,
+)
 from flatness.report.stats import as_vector, check_choice, format_p_value
 from flatness.results import PlainData
 
@@ -150,7 +157,9 @@ def rank_correlation(
     (vectorized, in chunks of bounded memory), and the interval is the
     :math:`(1 \mp \text{confidence})/2` quantiles of those values. Resamples in which
     x or y is constant have no correlation; they are skipped and counted as
-    ``degenerate``.
+    ``degenerate``. A Kendall interval is clipped to the τ-b the data's ties can reach
+    (:func:`~flatness.report.bootstrap.tau_bounds`): a resample that draws no tied
+    point can reach ±1 where the data cannot.
 
     Never raises on degenerate data: with fewer than 3 finite pairs, or a constant x or
     y, the estimate, interval and p-value are ``nan`` and ``note`` says why.
@@ -237,6 +246,8 @@ def rank_correlation(
         note = "all bootstrap resamples degenerate"
     else:
         low, high = percentile_interval(valid, confidence)
+        if method == "kendall":
+            low, high = clip_interval(low, high, tau_bounds(xa, ya))
     return Correlation(
         estimate=estimate,
         low=low,
@@ -246,27 +257,6 @@ def rank_correlation(
         note=note,
         **common,
     )
-
-
-def _pair_signs(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """sgn(v_i - v_j) for every pair i < j of the last axis: shape (..., n(n-1)/2)."""
-    i, j = np.triu_indices(values.shape[-1], k=1)
-    return np.sign(values[..., i] - values[..., j])
-
-
-def _pooled_tau(
-    groups: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
-) -> NDArray[np.float64]:
-    """Pooled within-group tau-b of (x, y) arrays of shape (rows, n_g); nan where undefined."""
-    num = den_x = den_y = 0.0
-    for xs, ys in groups:
-        sx, sy = _pair_signs(xs), _pair_signs(ys)
-        num = num + (sx * sy).sum(axis=-1)
-        den_x = den_x + np.abs(sx).sum(axis=-1)
-        den_y = den_y + np.abs(sy).sum(axis=-1)
-    den = np.sqrt(np.asarray(den_x, dtype=float) * np.asarray(den_y, dtype=float))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, np.asarray(num, dtype=float) / np.where(den > 0, den, 1), np.nan)
 
 
 def within_kendall(
@@ -296,8 +286,10 @@ def within_kendall(
     which :math:`n_{1g}`, :math:`n_{2g}` are tied in x, in y). The p-value is a
     permutation test: y is shuffled within every group ``n_perm`` times, and
     p = (1 + #{|τ_perm| ≥ |τ_w|}) / (1 + n_perm). The interval is a percentile
-    bootstrap that resamples checkpoints within each group. Pairs with a non-finite x
-    or y are dropped; groups with fewer than two checkpoints add no pair.
+    bootstrap that resamples checkpoints within each group, clipped to the pooled τ-b
+    the data's ties can reach (:func:`~flatness.report.bootstrap.tau_bounds`). Pairs
+    with a non-finite x or y are dropped; groups with fewer than two checkpoints add no
+    pair.
 
     Args:
         x: A measure per checkpoint.
@@ -354,7 +346,7 @@ def within_kendall(
         "seed": seed,
     }
     nan = float("nan")
-    estimate = float(_pooled_tau([(px[None], py[None]) for px, py in parts])[0]) if parts else nan
+    estimate = float(pooled_tau([(px[None], py[None]) for px, py in parts])[0]) if parts else nan
     if not math.isfinite(estimate):
         note = "no group has two checkpoints" if not parts else "x or y is constant in every group"
         return Correlation(
@@ -367,7 +359,7 @@ def within_kendall(
             (np.broadcast_to(px, (n_perm, px.size)), rng.permuted(np.tile(py, (n_perm, 1)), axis=1))
             for px, py in parts
         ]
-        null = _pooled_tau(permuted)
+        null = pooled_tau(permuted)
         p_value = float((1 + np.sum(np.abs(null) >= abs(estimate) - 1e-12)) / (1 + n_perm))
     low = high = nan
     degenerate = 0
@@ -377,11 +369,12 @@ def within_kendall(
         for px, py in parts:
             idx = rng.integers(0, px.size, size=(n_boot, px.size))
             draws.append((px[idx], py[idx]))
-        boot = _pooled_tau(draws)
+        boot = pooled_tau(draws)
         valid = boot[np.isfinite(boot)]
         degenerate = int(boot.size - valid.size)
         if valid.size:
             low, high = percentile_interval(valid, confidence)
+            low, high = clip_interval(low, high, tau_bounds(xa, ya, labels))
         else:
             note = "all bootstrap resamples degenerate"
     else:

@@ -38,6 +38,7 @@ __all__ = [
     "as_vector",
     "check_choice",
     "format_p_value",
+    "mann_whitney_min_p",
     "mean_std",
     "paired_wins",
     "rank_test",
@@ -188,6 +189,8 @@ class RankTest(PlainData):
             = U / (n_a n_b)`.
         dropped: Non-finite values dropped from a and b together.
         note: Why a value is undefined (``""`` when everything is defined).
+        min_p: The smallest p the test can reach for these sample sizes
+            (:func:`mann_whitney_min_p`), e.g. 0.0079 two-sided for 5 vs 5.
     """
 
     statistic: float
@@ -198,6 +201,7 @@ class RankTest(PlainData):
     effect: float
     dropped: int
     note: str = ""
+    min_p: float = float("nan")
 
     def text(self) -> str:
         """Short human form, e.g. ``"U = 25, p = 0.008 (5 vs 5)"``.
@@ -220,6 +224,33 @@ class RankTest(PlainData):
         if self.dropped:
             parts.append(f"dropped={self.dropped}")
         return f"RankTest({', '.join(parts)})"
+
+
+def mann_whitney_min_p(n1: int, n2: int, *, alternative: str = "two-sided") -> float:
+    r"""The smallest p an exact Mann–Whitney test can reach with samples of n1 and n2.
+
+    Under the null hypothesis all :math:`\binom{n_1+n_2}{n_1}` assignments of the ranks
+    to the groups are equally likely; the most extreme one has probability
+    :math:`1/\binom{n_1+n_2}{n_1}`, doubled for the two-sided test. With ties the
+    reachable p is larger still.
+
+    Args:
+        n1: Size of one sample.
+        n2: Size of the other.
+        alternative: ``"two-sided"``, ``"less"`` or ``"greater"``.
+
+    Returns:
+        The smallest p (at most 1); NaN when a sample is empty.
+
+    Examples:
+        >>> round(mann_whitney_min_p(5, 5), 4), round(mann_whitney_min_p(3, 3), 3)
+        (0.0079, 0.1)
+    """
+    check_choice(alternative, _ALTERNATIVES, "alternative")
+    if n1 <= 0 or n2 <= 0:
+        return float("nan")
+    sides = 2.0 if alternative == "two-sided" else 1.0
+    return min(1.0, sides / math.comb(n1 + n2, n1))
 
 
 def rank_test(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") -> RankTest:
@@ -270,6 +301,7 @@ def rank_test(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") -> 
             effect=nan,
             dropped=dropped,
             note=f"{empty} {verb} no finite values",
+            min_p=mann_whitney_min_p(n_a, n_b, alternative=alternative),
         )
     res = scipy.stats.mannwhitneyu(aa, ba, alternative=alternative, method="auto")
     u = float(res.statistic)
@@ -281,6 +313,7 @@ def rank_test(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") -> 
         alternative=alternative,
         effect=u / (n_a * n_b),
         dropped=dropped,
+        min_p=mann_whitney_min_p(n_a, n_b, alternative=alternative),
     )
 
 
