@@ -1,0 +1,286 @@
+"""Figures a study's answer draws from tidy frames: curves with seed bands, points by group.
+
+A built-in study's answer function (``StudyPlan.answer``) reads its cases' stores into
+tidy frames (one row per seed × x, say) and draws its overview figures with these two
+helpers, so every study's figures follow the report's rules
+(:mod:`~flatness.report.figure_style`): one colour per group from a qualitative palette
+in the study's order, log axes where the data span more than two decades, enough
+labelled ticks, and the numbers of seeds behind every band stated by the caller.
+
+- :func:`curves_figure` -- ``y`` against ``x`` per group: the mean over seeds as a line
+  and the min–max over seeds as a band (learning curves, sharpness against updates);
+- :func:`points_figure` -- ``y`` against ``x`` per group: one small point per seed and
+  the group's mean at each ``x`` as a large marker joined by a line (final accuracy
+  against η/B or batch size, say).
+
+Both draw one panel per value of an optional ``panel`` column, save the figure as a PNG
+atomically (creating the folder) and return its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from flatness.report.figure_style import log_scale, regime_colors, style_axis
+from flatness.report.figures import panel_grid, save
+from flatness.report.learning import trajectory
+
+__all__ = ["LINE_STYLES", "curves_figure", "group_order", "points_figure"]
+
+LINE_STYLES = ("-", "--", ":", "-.")
+"""The line styles of the values of a ``style`` column, in order (train solid, test dashed)."""
+
+MAX_TICKED = 12
+"""An x axis of at most this many distinct values is labelled at those values."""
+
+
+def group_order(frame: pd.DataFrame, group: str, order: Sequence[Any] | None = None) -> list[str]:
+    """The groups of ``frame`` in drawing (and colour) order, as text.
+
+    Args:
+        frame: The data.
+        group: The group column.
+        order: The study's order of the groups (all of them, so that a group has the
+            same colour in every figure); groups not in it follow, sorted.
+
+    Returns:
+        The group names present in ``frame``, ordered: by ``order``, then numerically
+        when the values are numbers, else by name.
+
+    Examples:
+        >>> group_order(pd.DataFrame({"B": [256, 32, 1024]}), "B")
+        ['32', '256', '1024']
+    """
+    values = frame[group].dropna().unique()
+    if pd.api.types.is_numeric_dtype(frame[group]):
+        values = np.sort(values)
+        present = [str(v) for v in values]
+    else:
+        present = sorted(str(v) for v in values)
+    named = [str(g) for g in order or ()]
+    return [g for g in named if g in present] + [g for g in present if g not in named]
+
+
+def _colours(frame: pd.DataFrame, group: str, order: Sequence[Any] | None) -> dict[str, Any]:
+    named = [str(g) for g in order or ()]
+    shown = group_order(frame, group, order)
+    return regime_colors(named + [g for g in shown if g not in named])
+
+
+def _panels(frame: pd.DataFrame, panel: str | None) -> list[tuple[str, pd.DataFrame]]:
+    if panel is None:
+        return [("", frame)]
+    names = list(dict.fromkeys(frame[panel].dropna().astype(str)))
+    return [(name, frame[frame[panel].astype(str) == name]) for name in names]
+
+
+def _legend(fig: Figure, colours: dict[str, Any], title: str, extra: list[Line2D]) -> None:
+    handles = [Line2D([], [], color=c, lw=2, label=g) for g, c in colours.items()] + extra
+    fig.legend(
+        handles=handles,
+        title=title,
+        loc="outside lower center",
+        ncols=min(len(handles), 8),
+        fontsize=7,
+        title_fontsize=7,
+        frameon=False,
+    )
+
+
+def _decide(values: pd.Series, forced: bool | None, zeros: Literal["linear", "drop"]) -> bool:
+    if forced is not None:
+        return forced
+    return log_scale(pd.to_numeric(values, errors="coerce"), zeros=zeros)
+
+
+def curves_figure(
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    group: str,
+    path: Path,
+    seed: str = "seed",
+    panel: str | None = None,
+    style: str | None = None,
+    order: Sequence[Any] | None = None,
+    logx: bool | None = None,
+    logy: bool | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Path:
+    """Draw ``y`` against ``x`` per group: the mean over seeds and the min–max band.
+
+    At each ``x`` the seeds recorded there give the mean (line) and the band (their
+    minimum to maximum; none with one seed). Non-finite ``y`` values are gaps. With
+    ``x`` on a log scale, rows at ``x`` ≤ 0 (updates 0, say) are not drawn.
+
+    Args:
+        frame: Tidy data: one row per (group, seed, x[, panel][, style]).
+        x: The x column (epochs, updates, examples seen, ...).
+        y: The y column.
+        group: The column whose values get one colour each (regime, schedule).
+        path: The PNG to write (its folder is created).
+        seed: The column of the seed (the band is over its values).
+        panel: A column with one panel per value (a measure's name, say), in order of
+            first appearance.
+        style: A column whose values get the line styles of :data:`LINE_STYLES` in
+            order of first appearance (``split``: train solid, test dashed, say).
+        order: The study's order of the groups, for colours that match its other
+            figures (see :func:`group_order`).
+        logx: Force a log (``True``) or linear x axis; ``None`` applies the two-decade
+            rule of :func:`~flatness.report.figure_style.log_scale` (zeros dropped).
+        logy: The same for y (per panel); values ≤ 0 keep it linear under the rule.
+        title: The figure's title.
+        xlabel: The x axis label, with its unit (default ``x``).
+        ylabel: The y axis label, with its unit (default ``y``, or the panel's name).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: If a named column is missing or the frame is empty.
+    """
+    _check(frame, [x, y, group, seed, *(c for c in (panel, style) if c)])
+    colours = _colours(frame, group, order)
+    styles = (
+        {v: LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(dict.fromkeys(frame[style]))}
+        if style
+        else {None: "-"}
+    )
+    use_logx = _decide(frame[x], logx, "drop")
+    panels = _panels(frame, panel)
+    fig, axes = panel_grid(len(panels))
+    fig.set_figwidth(max(fig.get_figwidth(), 6.4))
+    for ax, (name, rows) in zip(axes, panels, strict=True):
+        if use_logx:
+            rows = rows[pd.to_numeric(rows[x], errors="coerce") > 0]
+        shown: list[float] = []
+        for g in group_order(rows, group, order):
+            members = rows[rows[group].astype(str) == g]
+            for value, line in styles.items():
+                part = members if style is None else members[members[style] == value]
+                curve = trajectory(part.assign(run=part[seed].astype(str)), x, y)
+                if curve.empty:
+                    continue
+                xs = curve["x"].to_numpy(dtype=float)
+                ax.plot(xs, curve["mean"].to_numpy(dtype=float), line, color=colours[g], lw=1.4)
+                low, high = curve["low"].to_numpy(dtype=float), curve["high"].to_numpy(dtype=float)
+                if (curve["n"] > 1).any():
+                    ax.fill_between(xs, low, high, color=colours[g], alpha=0.2, lw=0)
+                shown += [*curve["mean"].dropna(), *curve["low"].dropna(), *curve["high"].dropna()]
+        style_axis(ax, "x", rows[x], log=use_logx, label=xlabel or x, zeros="drop")
+        style_axis(ax, "y", np.asarray(shown, dtype=float), log=logy, label=ylabel or name or y)
+        if name:
+            ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    extra = (
+        [Line2D([], [], color="0.3", ls=s, lw=1.2, label=str(v)) for v, s in styles.items()]
+        if style
+        else []
+    )
+    _legend(fig, {g: colours[g] for g in group_order(frame, group, order)}, group, extra)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def points_figure(
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    group: str,
+    path: Path,
+    panel: str | None = None,
+    order: Sequence[Any] | None = None,
+    logx: bool | None = None,
+    logy: bool | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Path:
+    """Draw ``y`` against ``x``: a small point per row (seed), each group's mean at each
+    ``x`` as a large marker, the means of a group joined by a line.
+
+    An x axis with at most :data:`MAX_TICKED` distinct values (batch sizes, η/B levels)
+    is labelled at those values.
+
+    Args:
+        frame: Tidy data: one row per seed (and group, x[, panel]).
+        x: The x column (η/B, batch size, ...).
+        y: The y column (test accuracy in %, λ_max, ...).
+        group: The column whose values get one colour each.
+        path: The PNG to write (its folder is created).
+        panel: A column with one panel per value, in order of first appearance.
+        order: The study's order of the groups (see :func:`group_order`).
+        logx: Force a log (``True``) or linear x axis; ``None``: the two-decade rule.
+        logy: The same for y (per panel).
+        title: The figure's title.
+        xlabel: The x axis label, with its unit (default ``x``).
+        ylabel: The y axis label, with its unit (default ``y``, or the panel's name).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: If a named column is missing or the frame is empty.
+    """
+    _check(frame, [x, y, group, *(c for c in (panel,) if c)])
+    colours = _colours(frame, group, order)
+    values = pd.to_numeric(frame[x], errors="coerce")
+    distinct = sorted(set(values[np.isfinite(values)].tolist()))
+    ticks = distinct if len(distinct) <= MAX_TICKED else []
+    use_logx = _decide(frame[x], logx, "linear")
+    panels = _panels(frame, panel)
+    fig, axes = panel_grid(len(panels))
+    fig.set_figwidth(max(fig.get_figwidth(), 6.4))
+    for ax, (name, rows) in zip(axes, panels, strict=True):
+        for g in group_order(rows, group, order):
+            members = rows[rows[group].astype(str) == g]
+            xs = pd.to_numeric(members[x], errors="coerce").to_numpy(dtype=float)
+            ys = pd.to_numeric(members[y], errors="coerce").to_numpy(dtype=float)
+            ax.scatter(xs, ys, s=12, color=colours[g], alpha=0.55, lw=0, zorder=2)
+            means = pd.Series(ys).groupby(xs).mean().dropna()
+            ax.plot(
+                means.index.to_numpy(dtype=float),
+                means.to_numpy(),
+                "-o",
+                color=colours[g],
+                ms=6,
+                mec="white",
+                mew=0.6,
+                lw=1.2,
+                zorder=3,
+            )
+        style_axis(ax, "x", rows[x], log=use_logx, ticks=ticks, label=xlabel or x)
+        style_axis(
+            ax, "y", pd.to_numeric(rows[y], errors="coerce"), log=logy, label=ylabel or name or y
+        )
+        if name:
+            ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    extra = [
+        Line2D([], [], color="0.3", marker="o", ls="", ms=3, alpha=0.55, label="one seed"),
+        Line2D([], [], color="0.3", marker="o", ls="-", ms=6, label="mean over seeds"),
+    ]
+    _legend(fig, {g: colours[g] for g in group_order(frame, group, order)}, group, extra)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)
+
+
+def _check(frame: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"no column {missing} in the frame (columns: {list(frame.columns)})")
+    if frame.empty:
+        raise ValueError("nothing to draw: the frame is empty")
