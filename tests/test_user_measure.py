@@ -28,7 +28,7 @@ PLUGIN = '''\
 import flatness as fl
 
 
-def weight_norm(objective, *, p: float = 2.0) -> float:
+def p_norm(objective, *, p: float = 2.0) -> float:
     """The p-norm of the weights."""
     return float(objective.theta0.norm(p))
 
@@ -43,11 +43,11 @@ def loss_spread(objective, *, seed: int = 0) -> fl.MeasureValue:
     return fl.MeasureValue(mean, stderr=math.sqrt(var / len(losses)))
 
 
-fl.register_measure("weight_norm", weight_norm, sweep=["p"], summary="the weights' p-norm")
+fl.register_measure("p_norm", p_norm, sweep=["p"], summary="the weights' p-norm")
 fl.register_measure("loss_spread", loss_spread, summary="mean batch loss and its error")
 '''
 
-MEASURES_TOML = "weight_norm = { p = [1.0, 2.0] }\nloss_spread = {}\nlambda_max = {}"
+MEASURES_TOML = "p_norm = { p = [1.0, 2.0] }\nloss_spread = {}\nlambda_max = {}"
 RUNS = ["sb0.pt", "lb1.pt", "sb2.pt", "lb3.pt"]
 
 
@@ -62,7 +62,7 @@ def study(tmp_path: Path) -> Iterator[Path]:
     )
     (tmp_path / "manifest.toml").write_text(text)
     yield tmp_path / "manifest.toml"
-    for name in ("weight_norm", "loss_spread"):
+    for name in ("p_norm", "loss_spread"):
         MEASURES.pop(name, None)
     sys.modules.pop("user_measures_e2e", None)
 
@@ -77,7 +77,7 @@ def _expected_norms(folder: Path) -> dict[str, dict[float, float]]:
 
 def _check_store(store: Path, expected: dict[str, dict[float, float]]) -> pd.DataFrame:
     df = fl.load_results(store)
-    norms = df[df["measure"] == "weight_norm"]
+    norms = df[df["measure"] == "p_norm"]
     assert len(norms) == 2 * len(RUNS)
     for _, row in norms.iterrows():
         p = float(json.loads(row["settings"])["p"])
@@ -96,7 +96,7 @@ def test_a_registered_measure_is_scored_stored_and_reported(study: Path, tmp_pat
     summary = fl.score(study, store=tmp_path / "py.sqlite")
     assert summary.ok and summary.computed == 4 * len(RUNS)
     in_process = _check_store(tmp_path / "py.sqlite", expected)
-    assert "weight_norm" in MEASURES and "loss_spread" in MEASURES
+    assert "p_norm" in MEASURES and "loss_spread" in MEASURES
 
     # In a new process, run from elsewhere: the plugin is found beside the manifest.
     cli_store = tmp_path / "cli.sqlite"
@@ -108,7 +108,7 @@ def test_a_registered_measure_is_scored_stored_and_reported(study: Path, tmp_pat
         timeout=300,
     )
     assert cli.returncode == 0, cli.stderr
-    assert "weight_norm (p=1)" in cli.stdout and "loss_spread" in cli.stdout  # the table
+    assert "p_norm (p=1)" in cli.stdout and "loss_spread" in cli.stdout  # the table
     from_cli = _check_store(cli_store, expected)
     keys = ["path", "measure", "settings", "component"]
     pd.testing.assert_series_equal(
@@ -119,23 +119,23 @@ def test_a_registered_measure_is_scored_stored_and_reported(study: Path, tmp_pat
     # The report: its own label, the measures table and the CSV files.
     report = fl.report.build_from_store(tmp_path / "py.sqlite", tmp_path / "report", n_boot=20)
     scores = pd.read_csv(report.out / "data" / "scores.csv")
-    for label in ("weight_norm (p=1)", "weight_norm (p=2)", "loss_spread"):
+    for label in ("p_norm (p=1)", "p_norm (p=2)", "loss_spread"):
         assert label in scores.columns
     by_name = scores.set_index(scores["path"].map(lambda p: Path(p).name))
     for path, norms in expected.items():
-        shown = by_name.loc[Path(path).name, "weight_norm (p=2)"]
+        shown = by_name.loc[Path(path).name, "p_norm (p=2)"]
         assert shown == pytest.approx(norms[2.0], rel=1e-9)
     measures = pd.read_csv(report.out / "data" / "measures.csv")
     shown = set(measures.columns) | set(measures.astype(str).to_numpy().ravel())
-    assert {"weight_norm (p=1)", "weight_norm (p=2)", "loss_spread"} <= shown
+    assert {"p_norm (p=1)", "p_norm (p=2)", "loss_spread"} <= shown
     markdown = report.markdown.read_text(encoding="utf-8")
-    assert "weight_norm (p=2)" in markdown and "loss_spread" in markdown
+    assert "p_norm (p=2)" in markdown and "loss_spread" in markdown
 
 
 def test_a_registered_measure_is_checked_like_a_built_in_one(study: Path) -> None:
     fl.read_manifest(study)  # imports the plugin
     with pytest.raises(KeyError, match="has no setting 'q'"):
-        list(MEASURES["weight_norm"].tasks({"q": 1}))
+        list(MEASURES["p_norm"].tasks({"q": 1}))
     with pytest.raises(ValueError, match="built-in measure"):
         fl.register_measure("trace", lambda objective: 0.0)
     with pytest.raises(TypeError, match="keyword-only"):

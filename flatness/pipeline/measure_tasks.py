@@ -111,6 +111,11 @@ class Measure:
         groups: Whether the measure is also taken per parameter group when
             ``[scoring] groups`` asks (its estimator reads the objective's Hessian,
             which an objective over a group's parameters restricts to that block).
+        canonical: A function (or ``"module:function"``) that rewrites a task's
+            complete settings into those its store key keeps, leaving out settings that
+            change nothing for that task; a setting added to a measure later leaves the
+            tasks that do not use it under the keys they had (``keskar``'s ``draws``).
+            ``None``: every setting is kept.
     """
 
     name: str
@@ -122,6 +127,7 @@ class Measure:
     summary: str = ""
     accepts: tuple[str, ...] | None = None
     groups: bool = False
+    canonical: str | Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def estimator(self) -> Callable[..., Any]:
         """The estimator function.
@@ -178,7 +184,7 @@ class Measure:
 
         Returns:
             An iterator over the tasks' complete settings, one per combination of the
-            sweep settings' values.
+            sweep settings' values (rewritten by :attr:`canonical` when it is set).
 
         Raises:
             KeyError: For a setting the measure does not accept (the message lists them).
@@ -212,8 +218,13 @@ class Measure:
                 )
             else:
                 axes.append([(key, value)])
+        canonical = (
+            import_factory(self.canonical, kind=f"measure {self.name!r} canonical")
+            if isinstance(self.canonical, str)
+            else self.canonical
+        )
         for combo in itertools.product(*axes):
-            yield dict(combo)
+            yield dict(combo) if canonical is None else canonical(dict(combo))
 
     def compute(self, objective: Objective, settings: Mapping[str, Any]) -> ResultContract:
         """Call the estimator with one task's settings.

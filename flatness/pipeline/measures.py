@@ -98,11 +98,13 @@ BUILT_IN: tuple[Measure, ...] = (
     ),
     Measure(
         "keskar",
-        "flatness.sharpness.keskar:keskar_sharpness",
+        "flatness.sharpness.keskar_draws:keskar_measure",
         sweep=("eps", "subspace"),
         rename={"subspace": "subspace_dim"},
-        summary="Keskar et al.'s epsilon-sharpness in full space (subspace=0) or a subspace",
-        accepts=("eps", "subspace_dim", "solver", "maxiter", "start", "seed"),
+        summary="Keskar et al.'s epsilon-sharpness in full space (subspace=0) or a subspace "
+        "(draws > 1: the mean over that many random subspaces, each draw a component)",
+        accepts=("eps", "subspace_dim", "solver", "maxiter", "start", "seed", "draws"),
+        canonical="flatness.sharpness.keskar_draws:keskar_task_key",
     ),
     Measure(
         "adaptive_sharpness",
