@@ -236,6 +236,6 @@ def style_axis(
         target.set_major_formatter(FuncFormatter(lambda v, _: tick_text(v)))
         target.set_minor_locator(NullLocator())
     else:
-        target.set_major_locator(MaxNLocator(6, min_n_ticks=3))
+        target.set_major_locator(MaxNLocator(6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
         ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 4))
     return False

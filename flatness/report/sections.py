@@ -27,11 +27,11 @@ from flatness.report.curves import (
     CurveSummary,
     Pair,
     curve_sentence,
-    curve_table,
     display_path,
 )
 from flatness.report.frames import density_curves, normalize
 from flatness.report.layers import layers_section, without_groups
+from flatness.report.parametric import parametric_content
 from flatness.report.provenance import provenance_table
 from flatness.report.render import Bullets, FigureBlock, Links, Paragraph, Section, TableBlock
 from flatness.report.summary import summary_sentences
@@ -309,31 +309,15 @@ def correlation_section(ctx: SectionContext) -> Section:
 
 
 def parametric_section(ctx: SectionContext) -> Section:
-    """The parametric plot of each stored pair (Keskar et al.'s Figure 3).
+    """The parametric plots of the stored pairs (Keskar et al.'s Figure 3): one figure with
+    a band per family of seed pairs (:mod:`~flatness.report.parametric`).
 
     Returns:
         The section.
     """
     section = Section("Parametric plots (Keskar et al., Figure 3)", "parametric")
-    for index, pair in enumerate(ctx.pairs):
-        extra = ""
-        if pair.settings:
-            extra = (
-                f" Path: {pair.settings.get('curve', 'linear')}; BatchNorm statistics, if the "
-                f"network has any: {pair.settings.get('bn', '?')}."
-            )
-        title = f"{pair.label}: {pair.sb_path} (α=0) → {pair.lb_path} (α=1)"
-        section.blocks.append(
-            ctx.figure(
-                figs.parametric_figure(pair.frame, title=title),
-                f"parametric-{index + 1}-{pair.label}",
-                f"Parametric plot, {title}: cross-entropy loss (blue, left axis) and accuracy "
-                f"(red, right axis) on the training (solid) and test (dashed) sets.{extra}",
-            )
-        )
-    if ctx.pairs:
-        section.blocks.append(TableBlock(curve_table(ctx.summaries)))
-    else:
+    parametric_content(section, ctx.pairs, ctx.summaries, ctx.figure, ctx.table)
+    if not ctx.pairs:
         ctx.left_out(
             section,
             "no SB/LB pair was interpolated; name one in the manifest "
