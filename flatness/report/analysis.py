@@ -11,9 +11,11 @@ says so), else none (one regime: no comparison).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from flatness.report.frames import (
     scores_frame,
     wide_scores,
 )
+from flatness.report.paired import PairedTest, holm, paired_test, within_tau_power
 from flatness.report.stats import (
     MeanStd,
     RankTest,
@@ -39,6 +42,22 @@ from flatness.report.stats import (
 
 TARGETS = {"test_accuracy": "test accuracy", "generalization_gap": "generalization gap"}
 """What sharpness is correlated with, and how the report names it."""
+
+WITHIN_MIN_GROUP = 3
+"""τ within regime is reported only when some regime has at least this many checkpoints:
+with two per regime every regime adds one pair, a ±1 coin."""
+
+PINNED_SD_POINTS = 0.5
+"""Training accuracy counts as pinned (every run stopped at the same target) when its
+standard deviation over all runs is below this many points."""
+
+POWER_TAUS = (0.3, 0.5)
+"""The true within-regime τ at which a report states the power of its τ test."""
+
+
+@lru_cache(maxsize=64)
+def _power(sizes: tuple[int, ...], tau: float, alpha: float) -> float:
+    return within_tau_power(sizes, tau, n_sim=1000, alpha=alpha, seed=0)
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,9 @@ class Comparison:
         wins: ``(k, n)``: LB above SB in ``k`` of ``n`` seeds present in both.
         losses: ``(k, n)``: LB below SB in ``k`` of those ``n`` seeds.
         test: Mann–Whitney U test of LB vs SB (two-sided).
+        paired: Wilcoxon signed-rank and sign test of LB vs SB over the paired seeds.
+        holm_p: The Wilcoxon p Holm-adjusted over the measures of the report (NaN for
+            the accuracies, which are not in that family).
     """
 
     sb: MeanStd
@@ -58,6 +80,8 @@ class Comparison:
     wins: tuple[int, int]
     losses: tuple[int, int]
     test: RankTest
+    paired: PairedTest
+    holm_p: float = math.nan
 
     @property
     def ratio(self) -> float:
@@ -169,6 +193,40 @@ class Study:
         raise ValueError(f"by={by!r}: choose 'batch_size' or 'lr_over_batch'")
 
     @property
+    def train_pinned(self) -> bool:
+        """Whether every run stopped at the same training accuracy (sd below
+        :data:`PINNED_SD_POINTS` points over two or more runs): then the generalization
+        gap only repeats the test accuracy."""
+        train = self.runs["train_accuracy"].to_numpy(dtype=float)
+        train = train[np.isfinite(train)]
+        return bool(train.size >= 2 and 100 * float(np.std(train, ddof=1)) < PINNED_SD_POINTS)
+
+    @property
+    def n_test(self) -> int | None:
+        """The test-set size the accuracies were measured on (the runs' median), if known."""
+        if "n_test" not in self.runs:
+            return None
+        sizes = pd.to_numeric(self.runs["n_test"], errors="coerce").dropna()
+        return int(sizes.median()) if len(sizes) else None
+
+    @property
+    def within_enough(self) -> bool:
+        """Whether some regime has :data:`WITHIN_MIN_GROUP` checkpoints (τ within regime
+        is computed only then)."""
+        return max(self.seeds_per_regime.values(), default=0) >= WITHIN_MIN_GROUP
+
+    def within_power(self, tau: float, alpha: float = 0.05) -> float:
+        """Simulated power of the within-regime τ test for this design's regime sizes
+        (:func:`~flatness.report.paired.within_tau_power`, 1000 data sets).
+
+        Returns:
+            The share of simulated designs with a true within-regime τ of ``tau`` where
+            the test gives p ≤ ``alpha``.
+        """
+        sizes = tuple(sorted(n for n in self.seeds_per_regime.values() if n >= 2))
+        return _power(sizes, float(tau), float(alpha))
+
+    @property
     def has_accuracy(self) -> bool:
         """Whether the runs carry test accuracies."""
         return bool(self.runs["test_accuracy"].notna().any())
@@ -239,6 +297,7 @@ def _compare(sb_rows: pd.DataFrame, lb_rows: pd.DataFrame, column: str) -> Compa
         wins=paired_wins(small, large),
         losses=paired_wins(large, small),
         test=rank_test(b, a),
+        paired=paired_test(small, large),
     )
 
 
@@ -316,6 +375,10 @@ def analyze(
         for column in columns:
             if column.label in table:
                 comparisons[column.label] = _compare(sb_rows, lb_rows, column.label)
+        measured = [c.label for c in columns if c.label in comparisons]
+        adjusted = holm([comparisons[label].paired.wilcoxon_p for label in measured])
+        for label, p in zip(measured, adjusted, strict=True):
+            comparisons[label] = dataclasses.replace(comparisons[label], holm_p=float(p))
 
     correlations = {}
     batch_trend: dict[str, Correlation] = {}
@@ -325,6 +388,7 @@ def analyze(
     noise = rates / sizes
     lr_varies = len(set(rates[np.isfinite(rates)])) >= 2
     groups = table["regime"].astype(str).to_numpy()
+    enough = max(table.groupby("regime", observed=True).size(), default=0) >= WITHIN_MIN_GROUP
     for column in columns:
         if column.label not in table:
             continue
@@ -335,15 +399,22 @@ def analyze(
                 correlations[(column.label, target, method)] = rank_correlation(
                     x, y, method=method, n_boot=n_boot, confidence=confidence, seed=seed
                 )
-            correlations[(column.label, target, "within")] = within_kendall(
+            within = within_kendall(
                 x,
                 y,
                 groups,
-                n_boot=n_boot,
-                n_perm=n_boot,
+                n_boot=n_boot if enough else 0,
+                n_perm=n_boot if enough else 0,
                 confidence=confidence,
                 seed=seed,
             )
+            if not enough:
+                nan = math.nan
+                within = dataclasses.replace(
+                    within, estimate=nan, low=nan, high=nan, p_value=nan,
+                    note="too few seeds per regime",
+                )  # fmt: skip
+            correlations[(column.label, target, "within")] = within
     trended = [(TARGETS[t], table[t]) for t in TARGETS if table[t].notna().any()]
     trended += [(c.label, table[c.label]) for c in columns if c.label in table]
     for label, values in trended:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from flatness.report.analysis import Study
 from flatness.report.correlation import Correlation
 from flatness.report.overview_case import OverviewCase
-from flatness.report.stats import format_p_value
-from flatness.report.summary import significant
+from flatness.report.paired import paired_min_p
+from flatness.report.summary import ALPHA, design_limits_text, significant, tests_text
 from flatness.report.tables import percent, stat_cell
 
 __all__ = ["answers"]
@@ -37,9 +37,32 @@ def _ranking_sentence(study: Study, within: dict[str, Correlation], confidence: 
     taus = [tau.estimate for _, tau in pooled if tau is not None and math.isfinite(tau.estimate)]
     if taus:
         text += f" from {min(taus):+.2f} to {max(taus):+.2f}"
+    if not study.within_enough:
+        return (
+            text + "); too few seeds per regime to count only checkpoints of the same batch size."
+        )
     text += "); counting only checkpoints of the same batch size, "
     text += f"{len(inside)} do ({', '.join(inside)})." if inside else "none does."
-    return text
+    return text + ("" if inside else design_limits_text(study))
+
+
+def _holm_sentence(study: Study, labels: Sequence[str], paired: int) -> str:
+    """How many of ``labels`` differ between LB and SB after Holm over the measures."""
+    adjusted = [
+        study.comparisons[label].holm_p
+        for label in labels
+        if label in study.comparisons and math.isfinite(study.comparisons[label].holm_p)
+    ]
+    if not adjusted:
+        return ""
+    k = sum(c.label in study.comparisons for c in study.columns)
+    passed = sum(p < ALPHA for p in adjusted)
+    return (
+        f" After Holm's correction over the {k} measures (Wilcoxon signed-rank, two-sided), "
+        f"{passed} of these {len(adjusted)} differences {'is' if passed == 1 else 'are'} "
+        f"significant at {ALPHA:g}; with {paired} paired seeds no p can fall below "
+        f"{paired_min_p(paired):.2g}."
+    )
 
 
 def answers(
@@ -85,6 +108,8 @@ def answers(
             )
         else:
             text = f"{case.name}: no ε-sharpness was scored."
+        if keskar and paired:
+            text += _holm_sentence(study, [c.label for c in keskar], paired)
         others = [c for c in study.columns if c.measure != "keskar" and c.sharpness]
         agree = [c.label for c in others if _every(study, c.label, paired)]
         disagree = [
@@ -135,10 +160,8 @@ def _accuracy_sentence(study: Study) -> str:
     lb = stat_cell(comp.lb, 100.0)
     sb = stat_cell(comp.sb, 100.0)
     diff = percent(comp.lb.mean - comp.sb.mean)
-    tail = (
-        f"lower in {comp.losses[0]}/{comp.losses[1]} seeds, Mann–Whitney "
-        f"p = {format_p_value(comp.test.p_value)})."
-    )
+    tests = tests_text(comp)
+    tail = f"lower in {comp.losses[0]}/{comp.losses[1]} seeds" + (f"; {tests})." if tests else ").")
     if diff == 0:
         return f" LB and SB test accuracies are equal on average ({lb} % vs {sb} %; {tail}"
     word = "below" if diff < 0 else "above"

@@ -17,22 +17,34 @@ import math
 import pandas as pd
 
 from flatness.report.analysis import TARGETS, Study
+from flatness.report.paired import mann_whitney_min_p, paired_min_p
 from flatness.report.reference import DASH
 from flatness.report.stats import format_p_value
 from flatness.report.tables import Table, stat_cell, values_frame
 
-__all__ = ["comparison_table", "correlation_table", "trend_table"]
+__all__ = [
+    "comparison_table",
+    "correlation_table",
+    "mann_whitney_floor_text",
+    "paired_floor_text",
+    "trend_table",
+]
 
 
 def comparison_table(study: Study) -> Table | None:
     """SB vs LB for the test accuracy and each measure.
 
     Returns:
-        Means ± std, LB − SB, LB / SB, seeds where LB is higher and the Mann–Whitney p
-        per quantity; ``None`` when the study has no SB/LB pair.
+        Means ± std, LB − SB, LB / SB, seeds where LB is higher, the Mann–Whitney p, the
+        paired Wilcoxon signed-rank and sign-test p and the Wilcoxon p Holm-adjusted
+        over the measures, per quantity; ``None`` when the study has no SB/LB pair.
     """
     if study.sb is None or study.lb is None:
         return None
+    n_sb, n_lb = study.seeds_per_regime[study.sb], study.seeds_per_regime[study.lb]
+    pairs = (
+        study.comparisons["test_accuracy"].paired.n if "test_accuracy" in study.comparisons else 0
+    )
     rows, values = [], []
     names = [("test_accuracy", "test accuracy (%)", 100.0)]
     names += [(c.label, c.label, 1.0) for c in study.columns]
@@ -52,6 +64,9 @@ def comparison_table(study: Study) -> Table | None:
                 "LB / SB": _fmt(comp.ratio, 3, keep_zeros=True),
                 "LB higher (seeds)": f"{k}/{n}" if n else DASH,
                 "Mann–Whitney p": _p(comp.test.p_value),
+                "Wilcoxon p": _p(comp.paired.wilcoxon_p),
+                "sign-test p": _p(comp.paired.sign_p),
+                "Holm p": "" if key == "test_accuracy" else _p(comp.holm_p),
             }
         )
         values.append(
@@ -70,25 +85,63 @@ def comparison_table(study: Study) -> Table | None:
                 "seeds_paired": n,
                 "mann_whitney_u": comp.test.statistic,
                 "mann_whitney_p": comp.test.p_value,
+                "mann_whitney_min_p": comp.test.min_p,
                 "effect_p_lb_greater": comp.test.effect,
+                "wilcoxon_p": comp.paired.wilcoxon_p,
+                "wilcoxon_method": comp.paired.method,
+                "sign_test_p": comp.paired.sign_p,
+                "paired_min_p": comp.paired.min_p,
+                "holm_wilcoxon_p": comp.holm_p,
             }
         )
+    k_measures = sum(c.label in study.comparisons for c in study.columns)
     notes = [
-        "LB higher (seeds): seeds where the LB run's value exceeds the SB run's of the "
-        "same seed. Mann–Whitney U test of LB vs SB, two-sided.",
+        "LB higher (seeds): seeds whose LB run's value exceeds the SB run's of the same "
+        "seed; LB − SB of the test accuracy is in points. All tests are two-sided: "
+        "Mann–Whitney U treats the runs as two unpaired samples; the Wilcoxon "
+        "signed-rank and the sign test use the seed pairing (exact).",
+        f"Smallest attainable p: {mann_whitney_floor_text(n_sb, n_lb)}; "
+        f"{paired_floor_text(pairs)}.",
     ]
-    n_sb, n_lb = study.seeds_per_regime[study.sb], study.seeds_per_regime[study.lb]
-    if n_sb and n_lb:
-        floor = 2.0 / math.comb(n_sb + n_lb, n_sb)
-        if floor > 0.01:
-            notes.append(
-                f"With {n_sb} SB and {n_lb} LB runs, the smallest two-sided Mann–Whitney "
-                f"p-value possible is {floor:.2g}."
-            )
+    if k_measures:
+        notes.append(
+            f"Holm p: the Wilcoxon signed-rank p Holm-adjusted over the {k_measures} "
+            f"measure{'s' if k_measures != 1 else ''}; a measure is called significant "
+            "only when it is below 0.05."
+        )
     if study.sb_lb_note:
         notes.append(study.sb_lb_note[0].upper() + study.sb_lb_note[1:] + ".")
     notes.append("LB / SB is shown only when both means are positive.")
     return Table("sb-vs-lb", "SB vs LB", pd.DataFrame(rows), tuple(notes), values_frame(values))
+
+
+def mann_whitney_floor_text(n_sb: int, n_lb: int) -> str:
+    """``"Mann–Whitney p ≥ 0.0079 with 5 vs 5 runs"`` (the exact test's smallest p).
+
+    Examples:
+        >>> mann_whitney_floor_text(5, 5)
+        'Mann–Whitney p ≥ 0.0079 with 5 vs 5 runs'
+        >>> mann_whitney_floor_text(0, 3)
+        'no Mann–Whitney test (a regime has no run)'
+    """
+    floor = mann_whitney_min_p(n_sb, n_lb) if n_sb and n_lb else math.nan
+    if not math.isfinite(floor):
+        return "no Mann–Whitney test (a regime has no run)"
+    return f"Mann–Whitney p ≥ {floor:.2g} with {n_sb} vs {n_lb} runs"
+
+
+def paired_floor_text(pairs: int) -> str:
+    """``"Wilcoxon and sign-test p ≥ 0.062 with 5 paired seeds"``.
+
+    Examples:
+        >>> paired_floor_text(5)
+        'Wilcoxon and sign-test p ≥ 0.062 with 5 paired seeds'
+        >>> paired_floor_text(0)
+        'no paired test (no seed was trained in both regimes)'
+    """
+    if not pairs:
+        return "no paired test (no seed was trained in both regimes)"
+    return f"Wilcoxon and sign-test p ≥ {paired_min_p(pairs):.2g} with {pairs} paired seeds"
 
 
 def _regime_header(role: str, regime: str | None) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "RESERVED_LABELS",
     "Column",
     "DensityCurve",
+    "META_COLUMNS",
     "ReportInputError",
     "column_label",
     "density_curves",
@@ -193,15 +194,56 @@ def regime_order(runs: pd.DataFrame) -> list[str]:
     return sorted(sizes.index.astype(str), key=key)
 
 
+META_COLUMNS = ("updates", "stop_reason", "n_test", "target_accuracy", "target_loss")
+"""Run columns read from a checkpoint's training metadata (the ``meta`` column) when the
+frame has no such column: updates taken, why training stopped (``"target_accuracy"``,
+``"target_loss"``, ``"epochs"``, ``"max_updates"``), the test-set size and the targets."""
+
+
+def _meta_fields(meta: Any) -> dict[str, Any]:
+    """The :data:`META_COLUMNS` of one checkpoint's training metadata (JSON text or dict)."""
+    if isinstance(meta, str) and meta:
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError:
+            meta = None
+    if not isinstance(meta, Mapping):
+        return {}
+    raw = meta.get("config")
+    config: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    stop = meta.get("stop_reason")
+    if stop is None and meta.get("reached_target") and config.get("target_accuracy") is not None:
+        stop = "target_accuracy"  # checkpoints trained before stop_reason was recorded
+    return {
+        "updates": meta.get("updates"),
+        "stop_reason": stop,
+        "n_test": meta.get("n_test"),
+        "target_accuracy": config.get("target_accuracy"),
+        "target_loss": config.get("target_loss"),
+    }
+
+
 def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
     """One row per checkpoint: its run metadata and evaluated accuracies.
+
+    The :data:`META_COLUMNS` come from the frame's own columns of those names, else from
+    its ``meta`` column (``load_results(details=True)``), else are NaN.
 
     Returns:
         The frame, ordered by regime (see :func:`regime_order`) and seed; the regime
         column is an ordered categorical.
     """
     columns = ["checkpoint", *RUN_COLUMNS, *ACCURACY_COLUMNS, "generalization_gap"]
-    runs = df[columns].drop_duplicates("checkpoint").reset_index(drop=True)
+    first = df.drop_duplicates("checkpoint")
+    runs = first[columns].reset_index(drop=True)
+    parsed = [_meta_fields(m) for m in first["meta"]] if "meta" in first else []
+    for column in META_COLUMNS:
+        if column in first:
+            runs[column] = first[column].to_numpy()
+        else:
+            runs[column] = [p.get(column) for p in parsed] if parsed else np.nan
+        if column != "stop_reason":
+            runs[column] = pd.to_numeric(runs[column], errors="coerce").astype(float)
     order = regime_order(runs)
     runs["regime"] = pd.Categorical(runs["regime"], categories=order, ordered=True)
     return runs.sort_values(["regime", "seed", "checkpoint"]).reset_index(drop=True)

@@ -12,10 +12,95 @@ from __future__ import annotations
 
 import math
 
-from flatness.report.analysis import TARGETS, Study
+import numpy as np
+
+from flatness.report.analysis import POWER_TAUS, TARGETS, Comparison, Study
 from flatness.report.correlation import Correlation
 from flatness.report.frames import Column
+from flatness.report.paired import binomial_floor
 from flatness.report.stats import format_mean_std, format_p_value
+
+ALPHA = 0.05
+"""The level below which a Holm-adjusted p makes an SB-vs-LB difference "significant"."""
+
+
+def tests_text(comp: Comparison) -> str:
+    """The SB-vs-LB tests of one quantity, each p with the smallest the design can reach.
+
+    Returns:
+        E.g. ``"Wilcoxon signed-rank p = 0.06, sign test p = 0.06 (p ≥ 0.062 attainable
+        with 5 paired seeds); Mann–Whitney p = 0.008 (≥ 0.0079 with 5 vs 5 runs)"``;
+        empty when no test ran.
+    """
+    parts = []
+    pair = comp.paired
+    if _finite(pair.wilcoxon_p):
+        parts.append(
+            f"Wilcoxon signed-rank p = {format_p_value(pair.wilcoxon_p)}, sign test "
+            f"p = {format_p_value(pair.sign_p)} (p ≥ {format_p_value(pair.min_p)} attainable with "
+            f"{pair.n} paired seeds)"
+        )
+    test = comp.test
+    if _finite(test.p_value):
+        parts.append(
+            f"Mann–Whitney p = {format_p_value(test.p_value)} (≥ {format_p_value(test.min_p)} "
+            f"with {test.n_a} vs {test.n_b} runs)"
+        )
+    return "; ".join(parts)
+
+
+def holm_text(comp: Comparison, k: int) -> str:
+    """Whether a measure's SB-vs-LB difference survives Holm's correction over k measures.
+
+    Returns:
+        E.g. ``"Holm-adjusted over the 4 measures p = 0.25: not significant"``; empty
+        without an adjusted p.
+    """
+    if not _finite(comp.holm_p):
+        return ""
+    verdict = "significant" if comp.holm_p < ALPHA else "not significant"
+    return (
+        f"Holm-adjusted (Wilcoxon signed-rank) over the {k} measure{'s' if k != 1 else ''} "
+        f"p = {format_p_value(comp.holm_p)}: {verdict}"
+    )
+
+
+def design_limits_text(study: Study) -> str:
+    """The within-regime τ test's simulated power and the test accuracy's binomial floor.
+
+    Returns:
+        One or two sentences (leading space), empty when nothing applies.
+    """
+    text = ""
+    if study.within_enough:
+        sizes = sorted(n for n in study.seeds_per_regime.values() if n >= 2)
+        powers = ", ".join(f"{100 * study.within_power(t):.0f}% at τ = {t:g}" for t in POWER_TAUS)
+        text += (
+            f" With these regime sizes ({', '.join(map(str, sizes))} checkpoints) the "
+            f"within-regime test's power at α = {ALPHA:g} is {powers} (simulated, "
+            "bivariate normal data), so a real association can go undetected."
+        )
+    n_test = study.n_test
+    accuracy = study.runs["test_accuracy"].to_numpy(dtype=float)
+    accuracy = accuracy[np.isfinite(accuracy)]
+    if n_test and accuracy.size:
+        floor = binomial_floor(float(accuracy.mean()), n_test)
+        spreads = [
+            study.accuracy[(r, "test_accuracy")].std
+            for r in study.regimes
+            if _finite(study.accuracy[(r, "test_accuracy")].std)
+        ]
+        spread = (
+            f", against a spread between seeds of {100 * float(np.mean(spreads)):.2f} points "
+            "(sd within a regime, averaged over the regimes)"
+            if spreads
+            else ""
+        )
+        text += (
+            f" A test accuracy measured on {n_test} test examples varies by "
+            f"{floor:.2f} points (binomial sd) from the test set alone{spread}."
+        )
+    return text
 
 
 def level_text(confidence: float) -> str:
@@ -57,9 +142,8 @@ def _accuracy_sentence(study: Study) -> str | None:
     )
     if n:
         text += f"; LB below SB in {below}/{n} seeds"
-    if _finite(comp.test.p_value):
-        text += f", Mann–Whitney p = {format_p_value(comp.test.p_value)}"
-    return text + "."
+    tests = tests_text(comp)
+    return text + (f"; {tests}" if tests else "") + "."
 
 
 def _name(role: str, regime: str | None) -> str:
@@ -80,10 +164,16 @@ def _measure_sentence(study: Study, column: Column) -> str | None:
     lb, sb = _name("LB", study.lb), _name("SB", study.sb)
     if not n:  # no seed in both regimes: compare the means
         if comp.lb.mean == comp.sb.mean:
-            head = f"{lb} and {sb} equal on average by {column.label} (no seed in both)"
+            head = (
+                f"{lb} and {sb} equal on average by {column.label} "
+                "(no seed was trained in both regimes)"
+            )
         else:
             word = words[0] if comp.lb.mean > comp.sb.mean else words[1]
-            head = f"{lb} {word} than {sb} on average by {column.label} (no seed in both)"
+            head = (
+                f"{lb} {word} than {sb} on average by {column.label} "
+                "(no seed was trained in both regimes)"
+            )
     elif above > below:
         head = f"{lb} {words[0]} than {sb} in {above}/{n} seeds by {column.label}"
     elif below > above:
@@ -102,8 +192,16 @@ def _measure_sentence(study: Study, column: Column) -> str | None:
     )
     if _finite(ratio):
         tail += f" (LB/SB = {ratio:.3g})"
-    if _finite(comp.test.p_value):
-        tail += f", Mann–Whitney p = {format_p_value(comp.test.p_value)}"
+    tests = tests_text(comp)
+    if tests:
+        tail += f"; {tests}"
+    k = sum(c.label in study.comparisons for c in study.columns)
+    holm = holm_text(comp, k) if k > 1 else ""
+    if holm:
+        tail += f"; {holm}"
+    elif k == 1 and _finite(comp.paired.wilcoxon_p):
+        verdict = "significant" if comp.paired.wilcoxon_p < ALPHA else "not significant"
+        tail += f": {verdict} (one measure, no correction)"
     return head + tail + "."
 
 
@@ -142,6 +240,11 @@ def _within_clause(study: Study, target: str, pooled: list[str], confidence: flo
     """Which measures still rank checkpoints when only pairs within a regime count."""
     if not pooled or len(study.regimes) < 2:
         return ""
+    if not study.within_enough:
+        return (
+            " Whether this holds with the batch size fixed cannot be tested: too few seeds "
+            "per regime (τ within a regime needs three checkpoints in at least one)."
+        )
     within = [study.correlations.get((label, target, "within")) for label in pooled]
     kept = [
         label
@@ -155,7 +258,7 @@ def _within_clause(study: Study, target: str, pooled: list[str], confidence: flo
         return (
             " Counting only pairs of checkpoints from the same regime (different seeds), "
             "none of them is significant: the association may come from the regime "
-            "(batch size) alone."
+            "(batch size) alone." + design_limits_text(study)
         )
     return (
         " Counting only pairs of checkpoints from the same regime, still significant: "

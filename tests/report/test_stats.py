@@ -29,12 +29,20 @@ def test_rank_test_matches_scipy(alternative: str, ties: bool) -> None:
     if ties:
         a, b = np.round(a), np.round(b)
     t = rank_test(a, b, alternative=alternative)
-    ref = scipy.stats.mannwhitneyu(a, b, alternative=alternative, method="auto")
+    # with ties, exact over every split of the pooled values (C(16, 7) = 11440 of them)
+    method = scipy.stats.PermutationMethod(n_resamples=np.inf) if ties else "auto"
+    ref = scipy.stats.mannwhitneyu(a, b, alternative=alternative, method=method)
     assert t.statistic == ref.statistic
     assert t.p_value == pytest.approx(ref.pvalue, rel=1e-12)
     brute = np.mean((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :]))
     assert t.effect == pytest.approx(brute, abs=1e-15)
     assert (t.n_a, t.n_b, t.alternative, t.dropped, t.note) == (7, 9, alternative, 0, "")
+
+
+def test_rank_test_with_ties_never_goes_below_the_attainable_p() -> None:
+    t = rank_test([0.3] * 5, [0.1] * 5)
+    assert t.p_value == pytest.approx(t.min_p) == pytest.approx(2 / 252)
+    assert scipy.stats.mannwhitneyu([0.3] * 5, [0.1] * 5).pvalue < t.min_p  # the approximation
 
 
 def test_rank_test_effect_is_one_or_zero_under_complete_separation() -> None:
