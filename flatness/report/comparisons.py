@@ -112,7 +112,13 @@ def comparison_table(study: Study) -> Table | None:
     if study.sb_lb_note:
         notes.append(study.sb_lb_note[0].upper() + study.sb_lb_note[1:] + ".")
     notes.append("LB / SB is shown only when both means are positive.")
-    return Table("sb-vs-lb", "SB vs LB", pd.DataFrame(rows), tuple(notes), values_frame(values))
+    return Table(
+        "sb-vs-lb",
+        "Each quantity, LB against SB: rank tests over runs and over paired seeds",
+        pd.DataFrame(rows),
+        tuple(notes),
+        values_frame(values),
+    )
 
 
 def mann_whitney_floor_text(n_sb: int, n_lb: int) -> str:

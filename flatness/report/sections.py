@@ -34,7 +34,7 @@ from flatness.report.layers import layers_section, without_groups
 from flatness.report.parametric import parametric_content
 from flatness.report.provenance import provenance_table
 from flatness.report.render import Bullets, FigureBlock, Links, Paragraph, Section, TableBlock
-from flatness.report.summary import summary_sentences
+from flatness.report.summary import pinned_text, summary_sentences
 from flatness.report.tables import (
     Table,
     accuracy_table,
@@ -292,6 +292,9 @@ def correlation_section(ctx: SectionContext) -> Section:
     """
     section = Section("Sharpness vs test accuracy and generalization gap", "correlation")
     for target, name in (("test_accuracy", "test accuracy"), ("generalization_gap", "gap")):
+        if target == "generalization_gap" and ctx.study.train_pinned:
+            section.blocks.append(Paragraph(pinned_text(ctx.study)))
+            continue
         table = correlation_table(ctx.study, target)
         if table is None:
             ctx.left_out(section, f"no {name} values or no measures to correlate with it.")

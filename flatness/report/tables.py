@@ -1,7 +1,8 @@
 """The report's tables, laid out as Keskar et al. laid out theirs.
 
 - :func:`accuracy_table` -- Table 2: train and test accuracy per regime, mean ± std
-  over seeds, and the generalization gap;
+  over seeds, the generalization gap, and how long each regime trained (updates, final
+  training loss, gradient norm, why the runs stopped);
 - :func:`keskar_tables` -- Tables 3 and 4: ε-sharpness per regime and ε, in full space
   and in each random subspace;
 - :func:`measures_table` -- every other scalar measure per regime;
@@ -105,18 +106,83 @@ def values_frame(records: list[dict[str, object]]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def accuracy_table(study: Study, reference: str | None = None) -> Table:
-    """Keskar et al.'s Table 2 for these runs: accuracies (%) per regime, mean ± std.
+STOP_WORDS = {
+    "target_accuracy": "reached {target}",
+    "target_loss": "reached {target}",
+    "epochs": "ran all epochs",
+    "max_updates": "hit the update cap",
+}
+"""How the accuracy table words a run's stop reason (``{target}`` filled from the run)."""
+
+
+def stop_text(rows: pd.DataFrame) -> str:
+    """How a regime's runs stopped, e.g. ``"5/5 reached 98 %"`` or ``"3/5 ran all epochs,
+    2/5 hit the update cap"``.
 
     Returns:
-        The table: train and test accuracy and the gap per regime, the paper's
-        values beside SB and LB with ``reference``.
+        The text; ``""`` when no run records why it stopped.
+
+    Examples:
+        >>> rows = pd.DataFrame({"stop_reason": ["target_accuracy"] * 2 + ["epochs"],
+        ...                      "target_accuracy": [0.98] * 3, "target_loss": [None] * 3})
+        >>> stop_text(rows)
+        '2/3 reached 98 %, 1/3 ran all epochs'
+    """
+    if "stop_reason" not in rows:
+        return ""
+    reasons = rows["stop_reason"].where(rows["stop_reason"].notna(), None)
+    known = [str(r) for r in reasons if r is not None and str(r) in STOP_WORDS]
+    if not known:
+        return ""
+    total = len(rows)
+    parts = []
+    for reason in STOP_WORDS:
+        count = known.count(reason)
+        if not count:
+            continue
+        target = ""
+        if reason == "target_accuracy":
+            value = pd.to_numeric(rows.get("target_accuracy"), errors="coerce").dropna()
+            target = f"{100 * float(value.iloc[0]):g} %" if len(value) else "the target accuracy"
+        elif reason == "target_loss":
+            value = pd.to_numeric(rows.get("target_loss"), errors="coerce").dropna()
+            target = f"loss ≤ {float(value.iloc[0]):g}" if len(value) else "the target loss"
+        parts.append(f"{count}/{total} " + STOP_WORDS[reason].format(target=target))
+    unknown = total - len(known)
+    if unknown:
+        parts.append(f"{unknown}/{total} not recorded")
+    return ", ".join(parts)
+
+
+def _gradient_column(study: Study) -> Column | None:
+    """The first ``gradient_norm`` column (the 2-norm), if that measure was scored."""
+    return next((c for c in study.columns if c.measure == "gradient_norm"), None)
+
+
+def accuracy_table(study: Study, reference: str | None = None) -> Table:
+    """Keskar et al.'s Table 2 for these runs, with how long and how far each regime trained.
+
+    Per regime: train and test accuracy (%) and the gap (points), mean ± std over seeds;
+    the updates taken and the final training loss (evaluated) when the runs record them;
+    the gradient norm when the ``gradient_norm`` measure was scored; and how the runs
+    stopped (e.g. ``5/5 reached 98 %``). The paper's values beside SB and LB with
+    ``reference``.
+
+    Returns:
+        The table.
     """
     rows, values = [], []
+    runs = study.runs
+    has = {
+        c: c in runs and pd.to_numeric(runs[c], errors="coerce").notna().any()
+        for c in ("updates", "train_loss")
+    }
+    grad = _gradient_column(study)
     for regime in study.regimes:
         train = study.accuracy[(regime, "train_accuracy")]
         test = study.accuracy[(regime, "test_accuracy")]
         gap = study.accuracy[(regime, "generalization_gap")]
+        mine = runs[runs["regime"] == regime]
         row = {
             "regime": regime,
             "batch size": _size(study, regime),
@@ -125,6 +191,19 @@ def accuracy_table(study: Study, reference: str | None = None) -> Table:
             "test accuracy (%)": stat_cell(test, 100.0),
             "gap (points)": stat_cell(gap, 100.0),
         }
+        extra: list[tuple[str, MeanStd]] = []
+        if has["updates"]:
+            extra.append(("updates", mean_std(mine["updates"].to_numpy(dtype=float))))
+        if has["train_loss"]:
+            extra.append(("final training loss", mean_std(mine["train_loss"].to_numpy(float))))
+        if grad is not None:
+            extra.append(("gradient norm", study.by_regime[(grad.label, regime)]))
+        for head, stat in extra:
+            row[head] = stat_cell(stat)
+            values.append({"regime": regime, "quantity": head.replace(" ", "_"), **_numbers(stat)})
+        stopped = stop_text(mine)
+        if stopped:
+            row["stopped"] = stopped
         paper = _paper_regime(study, regime)
         if reference is not None:
             for quantity, head in (("train_accuracy", "train"), ("test_accuracy", "test")):
@@ -137,10 +216,24 @@ def accuracy_table(study: Study, reference: str | None = None) -> Table:
         for name, stat in (("train_accuracy", train), ("test_accuracy", test), ("gap", gap)):
             values.append({"regime": regime, "quantity": name, **_numbers(stat)})
     notes = ["Accuracies in percent; the gap is train minus test accuracy, in points."]
+    if has["train_loss"]:
+        notes.append(
+            "Final training loss: the checkpoint's loss on the training set, evaluated after "
+            "training (eval mode)."
+        )
+    if grad is not None:
+        notes.append(
+            "Gradient norm: the norm of the scoring loss's gradient at the checkpoint"
+            + (f" ({grad.label})" if grad.label != "gradient norm" else "")
+            + "; far from zero means the run did not end at a minimum."
+        )
+    frame = pd.DataFrame(rows)
+    if "stopped" in frame:
+        frame["stopped"] = frame["stopped"].fillna("not recorded")
     return Table(
         "table2",
-        f"Table 2: accuracy per regime {_over(study)}",
-        pd.DataFrame(rows),
+        f"Table 2 and how long each regime trained {_over(study)}",
+        frame,
         tuple(notes),
         values_frame(values),
     )
@@ -217,12 +310,17 @@ def _eps_header(column: Column) -> str:
 def measures_table(study: Study) -> Table | None:
     """Every scalar measure other than ε-sharpness, mean ± std per regime.
 
+    The weight norm (``weight_norm``) comes first, beside the measures whose values scale
+    with the weights (λ_max, the trace, ...): a larger curvature can come from smaller
+    weights alone (Dinh et al., 2017, "Sharp minima can generalize for deep nets").
+
     Returns:
         The table, or ``None`` when there is no other measure.
     """
     cols = [c for c in study.columns if c.measure != "keskar"]
     if not cols:
         return None
+    cols.sort(key=lambda c: c.measure != "weight_norm")
     rows, values = [], []
     for regime in study.regimes:
         row = {"regime": regime, "batch size": _size(study, regime)}
@@ -231,11 +329,17 @@ def measures_table(study: Study) -> Table | None:
             row[col.label] = stat_cell(stat)
             values.append({"regime": regime, "column": col.label, **_numbers(stat)})
         rows.append(row)
+    notes: tuple[str, ...] = ()
+    if any(c.measure == "weight_norm" for c in cols):
+        notes = (
+            "Weight norm first: curvature measures change when the weights are rescaled "
+            "(Dinh et al., 2017), so compare them with it.",
+        )
     return Table(
         "measures",
-        f"Curvature and sharpness measures per regime {_over(study)}",
+        f"Other measures {_over(study)}",
         pd.DataFrame(rows),
-        (),
+        notes,
         values_frame(values),
     )
 
@@ -288,6 +392,7 @@ def scores_table(study: Study) -> pd.DataFrame:
     wide = study.wide
     keep = ["checkpoint", "path", "regime", "batch_size", "lr", "seed", "epoch"]
     keep += ["train_accuracy", "test_accuracy", "generalization_gap"]
+    keep += [c for c in ("updates", "stop_reason", "train_loss") if c in study.runs]
     runs = study.runs[keep].set_index("checkpoint")
     return runs.join(wide, how="left").reset_index()
 
@@ -302,5 +407,6 @@ __all__ = [
     "percent",
     "scores_table",
     "stat_cell",
+    "stop_text",
     "values_frame",
 ]
