@@ -237,5 +237,5 @@ def style_axis(
         target.set_minor_locator(NullLocator())
     else:
         target.set_major_locator(MaxNLocator(6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
-        ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 4))
+        ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 5))
     return False

@@ -1,8 +1,10 @@
 """The report's figures, drawn with seaborn on matplotlib ``Figure`` objects.
 
 Figures are built without ``pyplot`` (no global state, no display needed) and saved
-as PNG by :func:`save`. Regimes are coloured from blue (smallest batch) to red
-(largest), the same in every figure.
+as PNG by :func:`save`. Colours and axes follow :mod:`~flatness.report.figure_style`:
+one qualitative colour per regime in batch-size order (neighbours clearly apart), the
+same in every figure; an axis is logarithmic where its positive values span more than
+two decades.
 
 - :func:`trend_figure` -- each measure (and the accuracies) against batch size or
   η/B, one point per seed and the mean at each value;
@@ -28,17 +30,11 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.text import Text
-from matplotlib.ticker import (
-    FixedLocator,
-    FuncFormatter,
-    MaxNLocator,
-    NullFormatter,
-    NullLocator,
-)
 
 from flatness.atomic import atomic_path
 from flatness.curvature.density import gaussian_smoothing
 from flatness.report.analysis import TARGETS, Study
+from flatness.report.figure_style import log_scale, regime_colors, style_axis
 from flatness.report.frames import DensityCurve
 
 DPI = 110
@@ -46,41 +42,11 @@ PANEL = (3.3, 2.7)
 COLUMNS = 4
 
 
-def palette(regimes: Sequence[str]) -> dict[str, Any]:
-    """Colours of the regimes, in batch-size order: blue (small) through purple to red (large).
+palette = regime_colors
+"""The report's regime colours (:func:`~flatness.report.figure_style.regime_colors`)."""
 
-    Returns:
-        Regime → colour.
-    """
-    if len(regimes) == 1:
-        return {regimes[0]: sns.color_palette("deep")[0]}
-    colours = sns.blend_palette(["#2166ac", "#7b3294", "#d6301d"], len(regimes))
-    return dict(zip(regimes, colours, strict=True))
-
-
-def style_axis(ax: Any, axis: str, values: np.ndarray, ticks: Sequence[float] = ()) -> None:
-    """Log scale with plain tick labels when the values span 10x or more; else linear with
-    scientific notation for very small or large numbers.
-
-    Args:
-        ax: The panel.
-        axis: ``"x"`` or ``"y"``.
-        values: The values drawn on that axis.
-        ticks: Distinct values to tick (batch sizes): base-2 log scale when they span 4x.
-    """
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    if ticks and len(ticks) >= 2 and max(ticks) / min(ticks) >= 4:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
-        shown = list(ticks) if len(ticks) <= 7 else list(ticks)[:: math.ceil(len(ticks) / 7)]
-        target.set_major_locator(FixedLocator(shown))
-        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-        target.set_minor_locator(NullLocator())
-    elif log_worthy(values):
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        target.set_minor_formatter(NullFormatter())
-    else:
-        target.set_major_locator(MaxNLocator(5))
-        ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 4))
+log_worthy = log_scale
+"""The report's log-scale rule (:func:`~flatness.report.figure_style.log_scale`)."""
 
 
 STEM_LIMIT = 90
@@ -167,17 +133,6 @@ def _wrap(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
-def log_worthy(values: np.ndarray) -> bool:
-    """Whether ``values`` are best shown on a log scale: all finite ones positive, and
-    spanning a factor of 10 or more.
-
-    Returns:
-        ``True`` for a log scale.
-    """
-    finite = values[np.isfinite(values)]
-    return bool(finite.size and (finite > 0).all() and finite.max() / finite.min() >= 10)
-
-
 PANELS_PER_FIGURE = 16
 """Measures per figure; more measures spread over several figures (:func:`pages`)."""
 
@@ -229,6 +184,9 @@ def _scatter(
 AXES = {"batch_size": "batch size", "lr_over_batch": "η/B"}
 """The x axes of :func:`trend_figure`."""
 
+AXES_UNITS = {"batch_size": "batch size (examples)", "lr_over_batch": "η/B (per example)"}
+"""The x axes' labels, with units."""
+
 
 def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure | None:
     """Each measure against batch size (or η/B): one point per checkpoint, a line through
@@ -250,7 +208,7 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
     panels = _panels(study, page)
     if not panels:
         return None
-    colours = palette(study.regimes)
+    colours = regime_colors(study.regimes)
     runs = study.runs.set_index("checkpoint")
     name = AXES[by]
     ticks = distinct if len(distinct) <= 12 else []
@@ -265,7 +223,7 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
         means = frame.groupby(name)["value"].mean()
         ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
         _scatter(ax, frame, name, "value", study, colours, legend=ax is axes[0])
-        style_axis(ax, "x", frame[name].to_numpy(), ticks)
+        style_axis(ax, "x", frame[name].to_numpy(), ticks=ticks, label=AXES_UNITS[by])
         style_axis(ax, "y", frame["value"].to_numpy())
         ax.set_title(_wrap(label), fontsize=9)
         ax.set_ylabel("")
@@ -295,7 +253,7 @@ def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | Non
     labels = _page_labels(study, page)
     if not labels:
         return None
-    colours = palette(study.regimes)
+    colours = regime_colors(study.regimes)
     fig, axes = panel_grid(len(labels))
     for ax, label in zip(axes, labels, strict=True):
         frame = pd.DataFrame(
@@ -312,6 +270,7 @@ def correlation_figure(study: Study, target: str, page: int = 0) -> Figure | Non
             continue
         _scatter(ax, frame, "x", "y", study, colours, legend=ax is axes[0])
         style_axis(ax, "x", frame["x"].to_numpy())
+        style_axis(ax, "y", frame["y"].to_numpy(), log=False)
         ax.set_title(f"{_wrap(label)}\nτ {tau.text()}\nρ {rho.text()}", fontsize=8)
         ax.set_xlabel("")
         ax.set_ylabel(f"{TARGETS[target]} (%)" if ax is axes[0] else "")
@@ -347,8 +306,7 @@ def parametric_figure(curve: pd.DataFrame, *, title: str) -> Figure:
                 rows["alpha"], rows["value"] * 100, style, color="tab:red", label=f"{split} acc."
             )
     loss = curve.loc[curve["metric"] == "loss", "value"].to_numpy(dtype=float)
-    if log_worthy(loss):
-        ax.set_yscale("log")
+    style_axis(ax, "y", loss)
     for x, name in ((0.0, "SB"), (1.0, "LB")):
         ax.axvline(x, color="0.6", lw=0.8, ls=":")
         ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
@@ -386,7 +344,7 @@ def density_figure(study: Study, curves: Sequence[DensityCurve]) -> Figure | Non
     span = max(hi - lo, 1e-12)
     sigma = 0.01 * span
     grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 2000)
-    colours = palette(study.regimes)
+    colours = regime_colors(study.regimes)
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     floor = 1e-12

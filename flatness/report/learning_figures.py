@@ -1,13 +1,16 @@
 """The Training section's figures: learning curves, measure trajectories, the noise scale.
 
 Drawn on matplotlib ``Figure`` objects (no ``pyplot``) like every figure of a report
-(:mod:`~flatness.report.figures`), one colour per schedule/regime from a qualitative
-palette (neighbours stay apart, unlike the blue-to-red batch-size scale), the mean over
-seeds as a line and the band of :func:`~flatness.report.learning.trajectory` shaded:
+(:mod:`~flatness.report.figures`), by the report's rules
+(:mod:`~flatness.report.figure_style`): one colour per schedule/regime from the
+qualitative palette, a regime keeping its colour of the other figures; counts (updates,
+examples) and measures on a log axis where they span more than two decades; the mean
+over seeds as a line and the band of :func:`~flatness.report.learning.trajectory`
+shaded:
 
 - :func:`fit_figure` -- loss and accuracy on the training data (solid) and the test set
-  (dashed) against epochs, updates and examples seen; x on a log scale when it spans more
-  than two decades (Smith, Kindermans, Ying and Le, ICLR 2018, compare schedules by
+  (dashed) against epochs (linear: schedules' milestones are fractions of them), updates
+  and examples seen (Smith, Kindermans, Ying and Le, ICLR 2018, compare schedules by
   updates and by epochs);
 - :func:`measures_figure` -- each measure against updates, with the stability threshold
   2/η of gradient descent on the λ_max panel where the optimizer has one (Cohen et al.,
@@ -27,12 +30,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 
-from flatness.report.figures import PANELS_PER_FIGURE, panel_grid, style_axis
+from flatness.report.figure_style import DECADES, log_scale, regime_colors, style_axis
+from flatness.report.figures import PANELS_PER_FIGURE, panel_grid
+from flatness.report.frames import regime_order
 from flatness.report.learning import (
     FIT,
     measure_label,
@@ -46,7 +49,7 @@ from flatness.report.render import FigureBlock
 
 __all__ = [
     "fit_figure",
-    "group_palette",
+    "group_colours",
     "measures_figure",
     "noise_figure",
     "training_figures",
@@ -54,9 +57,6 @@ __all__ = [
 
 X_AXES = {"epoch": "epochs", "updates": "updates", "examples_seen": "examples seen"}
 """The x axes of the learning curves, and their labels."""
-
-DECADES = 2.0
-"""An x axis spanning more decades than this is drawn on a log scale."""
 
 FIT_ON = {
     "subset": "the tracker's fixed training subset",
@@ -71,30 +71,53 @@ MIN_WIDTH = 6.4
 """The narrowest figure (inches): a figure of one or two panels still holds its legend."""
 
 
-def group_palette(groups: Sequence[str]) -> dict[str, Any]:
-    """One colour per schedule/regime, neighbours distinct (seaborn's colour-blind palette,
-    evenly spaced hues beyond ten groups).
+def group_colours(
+    tracks: pd.DataFrame, labels: pd.Series, order: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One colour per schedule/regime, by the report's rule
+    (:func:`~flatness.report.figure_style.regime_colors`), in drawing order.
+
+    Colours go by position in ``order`` (the study's regimes, so a regime has the colour
+    it has in the report's other figures), then the other groups by their runs' first
+    batch size (:func:`~flatness.report.frames.regime_order`).
+
+    Args:
+        tracks: The records (their ``batch_size`` orders groups not in ``order``).
+        labels: Run → schedule/regime.
+        order: The report's regimes, in its order.
 
     Returns:
-        Group → colour.
+        Group → colour, in drawing order (the groups of ``labels`` only).
     """
-    n = len(groups)
-    colours = sns.color_palette("colorblind" if n <= 10 else "husl", max(n, 1))
-    return dict(zip(groups, colours[:n], strict=True))
+    runs = tracks.sort_values("step") if "step" in tracks else tracks
+    first = runs.drop_duplicates("run")
+    first.index = first["run"].astype(str)
+    sizes = (
+        pd.to_numeric(first["batch_size"], errors="coerce")
+        if "batch_size" in first
+        else pd.Series(np.nan, index=first.index)
+    )
+    per_run = pd.DataFrame(
+        {"regime": labels.astype(str), "batch_size": sizes.reindex(labels.index.astype(str))}
+    )
+    named = [str(g) for g in order]
+    rest = [g for g in regime_order(per_run) if g not in named]
+    colours = regime_colors(named + rest)
+    present = set(labels.astype(str))
+    return {g: colours[g] for g in named + rest if g in present}
 
 
-def _log_x(ax: Any, values: pd.Series) -> bool:
-    """Put the x axis on a log scale when ``values`` span more than :data:`DECADES`.
+def _log_x(ax: Any, values: pd.Series, label: str) -> bool:
+    """Scale and label an x axis of counts (updates, examples) by the report's rule; the
+    records at 0 are not drawn on a log scale.
 
     Returns:
         Whether it is on a log scale.
     """
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    x = x[np.isfinite(x) & (x > 0)]
-    log_x = bool(x.size >= 2 and math.log10(x.max() / x.min()) > DECADES)
-    if log_x:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    log_x = log_scale(x, zeros="drop")
+    style_axis(ax, "x", x, log=log_x, label=label + (" (log scale)" if log_x else ""))
+    ax.xaxis.label.set_fontsize(8)
     return log_x
 
 
@@ -127,10 +150,12 @@ def _legend(fig: Figure, colours: dict[str, Any], extra: Sequence[tuple[str, str
     )
 
 
-def _groups(tracks: pd.DataFrame, labels: pd.Series) -> dict[str, pd.DataFrame]:
-    """The records of each schedule/regime, in the order of the labels' sorted names."""
-    group = tracks["run"].astype(str).map(labels)
-    return {g: tracks[group == g] for g in sorted(set(labels), key=str)}
+def _groups(
+    tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any]
+) -> dict[str, pd.DataFrame]:
+    """The records of each schedule/regime, in the colours' (drawing) order."""
+    group = tracks["run"].astype(str).map(labels).astype(str)
+    return {g: tracks[group == g] for g in colours if (group == g).any()}
 
 
 def _recorded(tracks: pd.DataFrame, column: str) -> bool:
@@ -159,13 +184,14 @@ def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any])
         return None
     fig = Figure(figsize=(3.4 * len(axes_x), 2.7 * len(rows) + 0.5), layout="constrained")
     grid = np.atleast_2d(fig.subplots(len(rows), len(axes_x), squeeze=False))
-    groups = _groups(tracks, labels)
+    groups = _groups(tracks, labels, colours)
     for i, metric in enumerate(rows):
         for j, axis in enumerate(axes_x):
             ax = grid[i][j]
             x = x_column(tracks, axis)
             assert x is not None
-            log_x = axis != "epoch" and _log_x(ax, tracks[x])
+            # epochs stay linear: schedules' milestones are fractions of the epochs
+            log_x = axis != "epoch" and _log_x(ax, tracks[x], X_AXES[axis])
             shown: list[float] = []
             for group, members in groups.items():
                 for split, style in (("train", "-"), ("test", "--")):
@@ -173,9 +199,11 @@ def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any])
                     scale = percent_axis(metric)
                     _draw(ax, curve, colours[group], style, scale, log_x)
                     shown += list(curve["mean"].dropna() * scale)
-            if metric == "loss":
-                style_axis(ax, "y", np.asarray(shown, dtype=float))
-            ax.set_xlabel(X_AXES[axis] + (" (log scale)" if log_x else ""), fontsize=8)
+            style_axis(
+                ax, "y", np.asarray(shown, dtype=float), log=None if metric == "loss" else False
+            )
+            if axis == "epoch":
+                ax.set_xlabel(X_AXES[axis], fontsize=8)
             if j == 0:
                 ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "loss", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -184,8 +212,7 @@ def fit_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any])
 
 
 def _updates_axis(ax: Any, tracks: pd.DataFrame, x: str) -> bool:
-    log_x = _log_x(ax, tracks[x])
-    ax.set_xlabel("updates" + (" (log scale)" if log_x else ""), fontsize=8)
+    log_x = _log_x(ax, tracks[x], "updates")
     ax.tick_params(labelsize=7)
     return log_x
 
@@ -212,7 +239,7 @@ def measures_figure(
     if not measures:
         return None
     x = x_column(tracks, "updates") or "step"
-    groups = _groups(tracks, labels)
+    groups = _groups(tracks, labels, colours)
     fig, axes = panel_grid(len(measures))
     fig.set_figwidth(max(fig.get_figwidth(), MIN_WIDTH))  # room for the legend
     threshold = False
@@ -255,7 +282,7 @@ def noise_figure(tracks: pd.DataFrame, labels: pd.Series, colours: dict[str, Any
     ax = fig.subplots()
     log_x = _updates_axis(ax, tracks, x)
     shown: list[float] = []
-    groups = _groups(tracks, labels)
+    groups = _groups(tracks, labels, colours)
     batch = False
     for group, members in groups.items():
         curve = trajectory(members, x, NOISE)
@@ -324,6 +351,7 @@ def training_figures(
     tracks: pd.DataFrame,
     labels: pd.Series,
     figure: Callable[[Figure, str, str], FigureBlock],
+    order: Sequence[str] = (),
 ) -> list[FigureBlock]:
     """Draw and save the Training section's figures.
 
@@ -332,11 +360,13 @@ def training_figures(
         labels: Run → schedule/regime.
         figure: Saves a figure under a name with a caption and returns its block
             (:meth:`flatness.report.sections.SectionContext.figure`).
+        order: The report's regimes in its order: a regime's colour is the one it has
+            in the report's other figures (:func:`group_colours`).
 
     Returns:
         The figure blocks, in the order the section shows them.
     """
-    colours = group_palette(sorted(set(labels), key=str))
+    colours = group_colours(tracks, labels, order)
     blocks: list[FigureBlock] = []
     gaps = nonfinite_runs(tracks)
     gap_text = (

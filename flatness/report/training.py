@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -45,13 +45,17 @@ ShowTable = Callable[[Section, Table], None]
 """Shows a table in a section and keeps its numbers for ``data/``."""
 
 
-def training_content(tracks: pd.DataFrame, figure: SaveFigure, table: ShowTable) -> Section:
+def training_content(
+    tracks: pd.DataFrame, figure: SaveFigure, table: ShowTable, order: Sequence[str] = ()
+) -> Section:
     """The Training section of ``tracks`` (not empty): what it holds, the table, the figures.
 
     Args:
         tracks: :func:`flatness.load_tracks`'s frame.
         figure: Saves a figure (:meth:`~flatness.report.sections.SectionContext.figure`).
         table: Shows a table (:meth:`~flatness.report.sections.SectionContext.table`).
+        order: The report's regimes in its order, so that a regime's curves have its
+            colour of the report's other figures.
 
     Returns:
         The section.
@@ -72,7 +76,7 @@ def training_content(tracks: pd.DataFrame, figure: SaveFigure, table: ShowTable)
         )
     section.blocks.append(Paragraph(intro))
     table(section, training_table(tracks))
-    section.blocks.extend(training_figures(tracks, labels, figure))
+    section.blocks.extend(training_figures(tracks, labels, figure, order))
     return section
 
 

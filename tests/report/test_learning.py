@@ -16,10 +16,11 @@ import flatness as fl
 from flatness.cli import main
 from flatness.pipeline.store import ResultsStore
 from flatness.report import ReportInputError, build
+from flatness.report.figure_style import regime_colors
 from flatness.report.learning import group_labels, measure_names, training_table, trajectory
 from flatness.report.learning_figures import (
     fit_figure,
-    group_palette,
+    group_colours,
     measures_figure,
     training_figures,
 )
@@ -162,7 +163,7 @@ def test_the_stability_line_is_drawn_for_sgd_only() -> None:
     tracks = tracks_frame()
     tracker = tracks[tracks.source == "tracker"]
     labels = group_labels(tracker)
-    colours = group_palette(sorted(set(labels)))
+    colours = group_colours(tracker, labels)
     fig = measures_figure(tracker, labels, colours, ["lambda_max", "trace"])
     lam, trace = fig.axes[0], fig.axes[1]
     lines = _dotted(lam)
@@ -172,7 +173,7 @@ def test_the_stability_line_is_drawn_for_sgd_only() -> None:
     # Adam alone: no line at all.
     adam = tracker[tracker.optimizer == "adam"]
     labels = group_labels(adam)
-    fig = measures_figure(adam, labels, group_palette(sorted(set(labels))), ["lambda_max"])
+    fig = measures_figure(adam, labels, group_colours(adam, labels), ["lambda_max"])
     assert not _dotted(fig.axes[0])
 
 
@@ -234,7 +235,7 @@ def test_long_tracks_are_thinned_for_plotting_and_exact_in_the_table() -> None:
     updates = table.values.set_index(["group", "quantity"])["mean"]
     assert updates[("step", "updates")] == 20000  # from the step, every record
     labels = group_labels(rows)
-    fig = fit_figure(rows, labels, group_palette(sorted(set(labels))))
+    fig = fit_figure(rows, labels, group_colours(rows, labels))
     assert fig.axes[1].get_xscale() == "log"  # updates span more than two decades
     assert fig.axes[0].get_xscale() == "linear"  # epochs stay linear
 
@@ -244,7 +245,7 @@ def test_a_measure_missing_from_some_runs_is_drawn_where_recorded() -> None:
     tracks.loc[tracks.schedule == "constant", "trace"] = math.nan
     tracker = tracks[tracks.source == "tracker"]
     labels = group_labels(tracker)
-    fig = measures_figure(tracker, labels, group_palette(sorted(set(labels))), ["trace"])
+    fig = measures_figure(tracker, labels, group_colours(tracker, labels), ["trace"])
     drawn = [line for line in fig.axes[0].get_lines() if len(line.get_xdata())]
     assert len(drawn) == 1
 
@@ -331,3 +332,14 @@ def test_the_caption_says_why_a_schedule_has_no_threshold(tmp_path: Path) -> Non
     assert "Dotted on the λ_max panel" not in text
     assert "No threshold drawn for constant: 2/η does not apply to adaptive optimizers " in text
     assert "No threshold drawn for step: no learning rate recorded (optimizer sgd)." in text
+
+
+def test_a_regime_keeps_its_report_colour_in_the_training_figures() -> None:
+    tracks = tracks_frame()
+    tracker = tracks[tracks.source == "tracker"]
+    labels = group_labels(tracker)
+    order = ["warmup", "step", "constant"]  # the report's order, a regime not tracked
+    colours = group_colours(tracker, labels, order)
+    assert list(colours) == ["step", "constant"]  # drawing order follows the report
+    report = regime_colors(order)
+    assert colours == {g: report[g] for g in ("step", "constant")}

@@ -224,3 +224,27 @@ def test_groups_are_ordered_by_number_and_missing_columns_are_named(tmp_path: Pa
             group="g",
             path=tmp_path / "x.png",
         )
+
+
+def test_the_report_figures_share_the_rules() -> None:
+    """figures.py's palette and log rule are figure_style's; the parametric loss axis
+    follows the two-decade rule."""
+    from flatness.report import figures
+
+    assert figures.palette is regime_colors and figures.log_worthy is log_scale
+    alphas = np.linspace(-1, 2, 7)
+
+    def curve(loss: Any) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"alpha": a, "split": s, "metric": m, "value": loss(a) if m == "loss" else 0.9}
+                for a in alphas
+                for s in ("train", "test")
+                for m in ("loss", "accuracy")
+            ]
+        )
+
+    narrow = figures.parametric_figure(curve(lambda a: 0.2 + 0.1 * a * a), title="t")
+    assert narrow.axes[0].get_yscale() == "linear"  # 0.2 .. 0.6
+    wide = figures.parametric_figure(curve(lambda a: 0.01 * 10 ** (2 * a * a)), title="t")
+    assert wide.axes[0].get_yscale() == "log"  # 0.01 .. 1e6
