@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import seaborn as sns
+from matplotlib.figure import Figure
 from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
@@ -36,6 +37,7 @@ from matplotlib.ticker import (
 __all__ = [
     "DECADES",
     "Colour",
+    "legend_below",
     "log_scale",
     "regime_colors",
     "style_axis",
@@ -239,3 +241,25 @@ def style_axis(
         target.set_major_locator(MaxNLocator(6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
         ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 5))
     return False
+
+
+def legend_below(
+    fig: Figure, handles: Sequence[Any], *, title: str | None = None, columns: int = 5
+) -> None:
+    """The figure's one legend, centred below its panels, small and frameless.
+
+    Args:
+        fig: The figure (with a constrained layout, which makes room for the legend).
+        handles: The legend's artists, each with its label.
+        title: The legend's title (the grouping's name, say).
+        columns: The most entries a row.
+    """
+    fig.legend(
+        handles=list(handles),
+        title=title,
+        loc="outside lower center",
+        ncols=max(1, min(len(handles), columns)),
+        fontsize=7,
+        title_fontsize=7,
+        frameon=False,
+    )

@@ -33,7 +33,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from flatness.report.figure_style import DECADES, log_scale, regime_colors, style_axis
+from flatness.report.figure_style import (
+    DECADES,
+    legend_below,
+    log_scale,
+    regime_colors,
+    style_axis,
+)
 from flatness.report.figures import PANELS_PER_FIGURE, panel_grid
 from flatness.report.frames import regime_order
 from flatness.report.learning import (
@@ -141,13 +147,7 @@ def _draw(ax: Any, curve: pd.DataFrame, colour: Any, style: str, scale: float, l
 def _legend(fig: Figure, colours: dict[str, Any], extra: Sequence[tuple[str, str]] = ()) -> None:
     handles = [Line2D([], [], color=c, lw=2, label=str(g)) for g, c in colours.items()]
     handles += [Line2D([], [], color="0.3", ls=style, lw=1.2, label=text) for style, text in extra]
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=min(len(handles), 5),
-        fontsize=7,
-        frameon=False,
-    )
+    legend_below(fig, handles)
 
 
 def _groups(

@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from flatness.report.curves import CurveSummary, Pair, curve_sentence, curve_table
-from flatness.report.figure_style import regime_colors, style_axis
+from flatness.report.figure_style import legend_below, regime_colors, style_axis
 from flatness.report.figures import parametric_figure
 from flatness.report.paired import paired_test
 from flatness.report.render import FigureBlock, Section, TableBlock
@@ -180,13 +180,7 @@ def band_figure(family: PairFamily, *, title: str) -> Figure:
     ]
     handles.append(Patch(color="0.5", alpha=0.25, label="min–max over pairs"))
     handles += [Line2D([], [], color=c, lw=0.8, label=g) for g, c in colours.items()]
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=min(len(handles), 4),
-        fontsize=7,
-        frameon=False,
-    )
+    legend_below(fig, handles, columns=4)
     fig.suptitle(title, fontsize=10)
     return fig
 

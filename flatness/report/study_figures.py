@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from flatness.report.figure_style import log_scale, regime_colors, style_axis
+from flatness.report.figure_style import legend_below, log_scale, regime_colors, style_axis
 from flatness.report.figures import panel_grid, save
 from flatness.report.learning import trajectory
 
@@ -74,24 +74,35 @@ def _colours(frame: pd.DataFrame, group: str, order: Sequence[Any] | None) -> di
     return regime_colors(named + [g for g in shown if g not in named])
 
 
-def _panels(frame: pd.DataFrame, panel: str | None) -> list[tuple[str, pd.DataFrame]]:
+def _grid(
+    frame: pd.DataFrame, panel: str | None
+) -> tuple[Figure, list[tuple[Any, str, pd.DataFrame]]]:
+    """A figure of one panel per value of ``panel`` (one panel without): each panel's
+    axes, name and rows, in order of first appearance."""
     if panel is None:
-        return [("", frame)]
-    names = list(dict.fromkeys(frame[panel].dropna().astype(str)))
-    return [(name, frame[frame[panel].astype(str) == name]) for name in names]
+        parts = [("", frame)]
+    else:
+        names = list(dict.fromkeys(frame[panel].dropna().astype(str)))
+        parts = [(name, frame[frame[panel].astype(str) == name]) for name in names]
+    fig, axes = panel_grid(len(parts))
+    fig.set_figwidth(max(fig.get_figwidth(), 6.4))
+    return fig, [(ax, name, rows) for ax, (name, rows) in zip(axes, parts, strict=True)]
 
 
-def _legend(fig: Figure, colours: dict[str, Any], title: str, extra: list[Line2D]) -> None:
+def _finish(
+    fig: Figure,
+    colours: dict[str, Any],
+    group: str,
+    extra: list[Line2D],
+    title: str | None,
+    path: Path,
+) -> Path:
+    """Add the legend (groups, then ``extra``) and the title; save the figure."""
     handles = [Line2D([], [], color=c, lw=2, label=g) for g, c in colours.items()] + extra
-    fig.legend(
-        handles=handles,
-        title=title,
-        loc="outside lower center",
-        ncols=min(len(handles), 8),
-        fontsize=7,
-        title_fontsize=7,
-        frameon=False,
-    )
+    legend_below(fig, handles, title=group, columns=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, path)
 
 
 def _decide(values: pd.Series, forced: bool | None, zeros: Literal["linear", "drop"]) -> bool:
@@ -157,10 +168,8 @@ def curves_figure(
         else {None: "-"}
     )
     use_logx = _decide(frame[x], logx, "drop")
-    panels = _panels(frame, panel)
-    fig, axes = panel_grid(len(panels))
-    fig.set_figwidth(max(fig.get_figwidth(), 6.4))
-    for ax, (name, rows) in zip(axes, panels, strict=True):
+    fig, panels = _grid(frame, panel)
+    for ax, name, rows in panels:
         if use_logx:
             rows = rows[pd.to_numeric(rows[x], errors="coerce") > 0]
         shown: list[float] = []
@@ -187,10 +196,8 @@ def curves_figure(
         if style
         else []
     )
-    _legend(fig, {g: colours[g] for g in group_order(frame, group, order)}, group, extra)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    drawn = {g: colours[g] for g in group_order(frame, group, order)}
+    return _finish(fig, drawn, group, extra, title, path)
 
 
 def points_figure(
@@ -240,10 +247,8 @@ def points_figure(
     distinct = sorted(set(values[np.isfinite(values)].tolist()))
     ticks = distinct if len(distinct) <= MAX_TICKED else []
     use_logx = _decide(frame[x], logx, "linear")
-    panels = _panels(frame, panel)
-    fig, axes = panel_grid(len(panels))
-    fig.set_figwidth(max(fig.get_figwidth(), 6.4))
-    for ax, (name, rows) in zip(axes, panels, strict=True):
+    fig, panels = _grid(frame, panel)
+    for ax, name, rows in panels:
         for g in group_order(rows, group, order):
             members = rows[rows[group].astype(str) == g]
             xs = pd.to_numeric(members[x], errors="coerce").to_numpy(dtype=float)
@@ -272,10 +277,8 @@ def points_figure(
         Line2D([], [], color="0.3", marker="o", ls="", ms=3, alpha=0.55, label="one seed"),
         Line2D([], [], color="0.3", marker="o", ls="-", ms=6, label="mean over seeds"),
     ]
-    _legend(fig, {g: colours[g] for g in group_order(frame, group, order)}, group, extra)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    drawn = {g: colours[g] for g in group_order(frame, group, order)}
+    return _finish(fig, drawn, group, extra, title, path)
 
 
 def _check(frame: pd.DataFrame, columns: list[str]) -> None:
