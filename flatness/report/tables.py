@@ -232,7 +232,7 @@ def accuracy_table(study: Study, reference: str | None = None) -> Table:
         frame["stopped"] = frame["stopped"].fillna("not recorded")
     return Table(
         "table2",
-        f"Table 2 and how long each regime trained {_over(study)}",
+        f"Table 2: accuracy and training per regime {_over(study)}",
         frame,
         tuple(notes),
         values_frame(values),

@@ -43,6 +43,8 @@ def test_rank_test_with_ties_never_goes_below_the_attainable_p() -> None:
     t = rank_test([0.3] * 5, [0.1] * 5)
     assert t.p_value == pytest.approx(t.min_p) == pytest.approx(2 / 252)
     assert scipy.stats.mannwhitneyu([0.3] * 5, [0.1] * 5).pvalue < t.min_p  # the approximation
+    one = rank_test([2.0], [1.0, 1.0, 3.0])  # a single run against three, tied
+    assert one.p_value >= one.min_p == pytest.approx(0.5)
 
 
 def test_rank_test_effect_is_one_or_zero_under_complete_separation() -> None:
