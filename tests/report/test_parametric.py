@@ -162,3 +162,37 @@ def test_the_section_content_has_one_band_figure_and_its_table(
     assert saved == ["parametric-seeds-1-sb/seed*/final.pt → lb/seed*/final.pt"]
     assert [t.key for t in tables] == ["parametric-seeds"]
     assert math.isfinite(summaries[0].barrier)
+
+
+def test_a_store_with_a_pair_per_seed_reports_one_band_figure_and_its_table(
+    tmp_path: Path,
+) -> None:
+    """From scoring to report: two seed pairs, one figure, one table with mean ± sd."""
+    import flatness as fl
+    from flatness.report import build_from_store
+    from tests.pipeline.conftest import manifest_text, save_run
+
+    paths = ["sb/seed0.pt", "lb/seed0.pt", "sb/seed1.pt", "lb/seed1.pt"]
+    for i, path in enumerate(paths):
+        save_run(tmp_path / path, i)
+    pairs_text = "".join(
+        f'\n[[pairs]]\nsb = "sb/seed{s}.pt"\nlb = "lb/seed{s}.pt"\n'
+        f'label = "seed {s} (same initialization)"\npoints = 7\n'
+        for s in (0, 1)
+    )
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(manifest_text(paths, measures='trace = { method = "exact" }') + pairs_text)
+    fl.score(manifest, measures=["trace"])
+    report = build_from_store(tmp_path / "results.sqlite", tmp_path / "report", n_boot=50)
+    names = [p.name for p in report.figures]
+    assert [n for n in names if n.startswith("parametric")] == [
+        "parametric-seeds-1-sb-seed-pt-lb-seed-pt.png"
+    ]
+    data = pd.read_csv(tmp_path / "report" / "data" / "parametric-seeds.csv")
+    curves = fl.load_curves(tmp_path / "results.sqlite")
+    ends = curves[(curves["split"] == "train") & (curves["metric"] == "loss")]
+    at_sb = ends[ends["alpha"] == 0.0]["value"]
+    mean = data[(data["pair"] == "mean") & (data["column"] == "train loss SB (α=0)")]
+    assert float(mean["value"].iloc[0]) == pytest.approx(at_sb.mean())
+    md = report.markdown.read_text(encoding="utf-8")
+    assert "mean ± sd (2 pairs)" in md
