@@ -1,0 +1,247 @@
+"""The Smith & Le (2018) study's numbers: one row per run, and the statistics on them.
+
+:func:`grid_frame` reads every case of the study (one training-set size N each) into
+one tidy frame: the run's grid cell (B, η, η/B), its noise scale g = ηN/B, its
+accuracies and every measure's headline value. The statistics the answers quote are
+computed here from that frame, so a test can recompute them from the stores:
+
+- :func:`noise_fits` -- the share of an outcome's variance that η/B, B and η explain
+  (:func:`flatness.report.variance_shares.grouping_fits`, seeds as replicates);
+- :func:`within_taus` -- Kendall's τ with B within each η/B level and with η/B within
+  each B (:func:`flatness.report.correlation.within_kendall`);
+- :func:`best_batches` -- the batch size of the best mean test accuracy at each
+  learning rate (Smith & Le's B_opt at fixed ε).
+
+Reference:
+    S. L. Smith and Q. V. Le (2018). A Bayesian perspective on generalization and
+    stochastic gradient descent. ICLR 2018 (arXiv:1710.06451).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from flatness.headlines import scores_frame, wide_scores
+from flatness.pipeline.readers import load_runs
+from flatness.report.correlation import Correlation, within_kendall
+from flatness.report.from_store import load_frame
+from flatness.report.overview_case import OverviewCase
+from flatness.report.variance_shares import GroupingFit, grouping_fits
+
+__all__ = [
+    "ACCURACY",
+    "GROUPINGS",
+    "best_batches",
+    "grid_frame",
+    "measure_columns",
+    "noise_fits",
+    "ratio_text",
+    "within_taus",
+]
+
+ACCURACY = "test accuracy (%)"
+"""The outcome column of the test accuracy, in points."""
+
+RUN_FIELDS = ("case", "n_train", "n_test", "batch_size", "lr", "ratio", "noise", "seed")
+"""The columns of :func:`grid_frame` that say which run a row is."""
+
+GROUPINGS = {"η/B": "ratio", "B": "batch_size", "η": "lr"}
+"""The candidate explanations, each a grouping of the grid's cells: label → column."""
+
+
+def ratio_text(ratio: float) -> str:
+    """η/B as a fraction when it is one over an integer (``"1/128"``), else ``%.3g``.
+
+    Examples:
+        >>> ratio_text(2.0**-7), ratio_text(0.003)
+        ('1/128', '0.003')
+    """
+    inverse = 1.0 / ratio
+    return f"1/{inverse:.0f}" if inverse.is_integer() else f"{ratio:.3g}"
+
+
+def _case_rows(case: OverviewCase) -> pd.DataFrame:
+    runs = load_runs(case.store)
+    runs = runs[runs["status"] == "ok"]
+    if case.checkpoints is not None:
+        runs = runs[runs["checkpoint"].isin(case.checkpoints)]
+    meta = runs["meta"].map(json.loads)
+    rows = pd.DataFrame(
+        {
+            "checkpoint": runs["checkpoint"].to_numpy(),
+            "case": case.name,
+            "n_train": meta.map(lambda m: int(m["n_train"])).to_numpy(),
+            "n_test": meta.map(lambda m: int(m["n_test"])).to_numpy(),
+            "batch_size": runs["batch_size"].astype(int).to_numpy(),
+            "lr": runs["lr"].astype(float).to_numpy(),
+            "seed": runs["seed"].astype(int).to_numpy(),
+            "epochs": runs["epoch"].astype(int).to_numpy(),
+            "updates": meta.map(lambda m: int(m["updates"])).to_numpy(),
+            "train accuracy (%)": 100.0 * runs["train_accuracy"].to_numpy(dtype=float),
+            "train loss": runs["train_loss"].to_numpy(dtype=float),
+            ACCURACY: 100.0 * runs["test_accuracy"].to_numpy(dtype=float),
+        }
+    )
+    rows["ratio"] = rows["lr"] / rows["batch_size"]
+    rows["noise"] = rows["lr"] * rows["n_train"] / rows["batch_size"]
+    scores, columns = scores_frame(load_frame(case.store, checkpoints=case.checkpoints))
+    wide = wide_scores(scores, columns, rows["checkpoint"])
+    return pd.concat([rows.reset_index(drop=True), wide.reset_index(drop=True)], axis=1)
+
+
+def grid_frame(cases: Sequence[OverviewCase]) -> pd.DataFrame:
+    """Every run of the study's cases, one row each.
+
+    Args:
+        cases: The study's cases (one training-set size each).
+
+    Returns:
+        Columns ``checkpoint``, :data:`RUN_FIELDS` (``ratio`` = η/B, ``noise`` = g =
+        ηN/B), ``epochs``, ``updates``, ``train accuracy (%)``, ``train loss``, :data:`ACCURACY`
+        and one column per measure (its report label: ``λ_max``, ``ε-sharpness ...``),
+        ordered by N, η/B, B and seed.
+    """
+    frames = [_case_rows(case) for case in cases]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frame.empty:
+        return frame
+    return frame.sort_values(["n_train", "ratio", "batch_size", "seed"]).reset_index(drop=True)
+
+
+def measure_columns(frame: pd.DataFrame) -> list[str]:
+    """The measure columns of a :func:`grid_frame`, in the report's order."""
+    fixed = {
+        "checkpoint",
+        *RUN_FIELDS,
+        "epochs",
+        "updates",
+        "train accuracy (%)",
+        "train loss",
+        ACCURACY,
+    }
+    return [c for c in frame.columns if c not in fixed]
+
+
+def _outcome(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Accuracy as is; a measure on a log10 scale where it is positive (NaN elsewhere)."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    if column == ACCURACY or column.startswith("train"):
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(values), np.nan)
+
+
+def _cells(frame: pd.DataFrame) -> pd.Series:
+    return frame["batch_size"].astype(str) + "|" + frame["lr"].map(repr)
+
+
+def noise_fits(frame: pd.DataFrame, column: str) -> list[GroupingFit]:
+    """How much of an outcome's variance η/B, B and η explain, in one case.
+
+    Accuracy is taken in points; a measure as log10 of its value (measures vary by
+    factors; non-positive values are left out).
+
+    Args:
+        frame: One case's rows of :func:`grid_frame`.
+        column: The outcome.
+
+    Returns:
+        One :class:`~flatness.report.variance_shares.GroupingFit` per entry of
+        :data:`GROUPINGS`, the grid's cells (B, η) as the finest grouping.
+    """
+    groupings = {name: frame[col].to_numpy() for name, col in GROUPINGS.items()}
+    return grouping_fits(_outcome(frame, column), groupings, _cells(frame))
+
+
+def within_taus(
+    frame: pd.DataFrame, column: str, *, n_perm: int = 2000, n_boot: int = 0
+) -> tuple[Correlation, Correlation]:
+    """Kendall's τ of an outcome with B within each η/B level, and with η/B within each B.
+
+    Args:
+        frame: One case's rows of :func:`grid_frame`.
+        column: The outcome.
+        n_perm: Permutations of the p-values.
+        n_boot: Bootstrap resamples of the intervals (0: none).
+
+    Returns:
+        ``(τ with B within η/B, τ with η/B within B)``, pooled within-group τ-b with
+        permutation p-values (seed 0).
+    """
+    y = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    by_ratio = within_kendall(
+        frame["batch_size"].to_numpy(dtype=float),
+        y,
+        frame["ratio"].map(repr).to_numpy(),
+        n_perm=n_perm,
+        n_boot=n_boot,
+        seed=0,
+    )
+    by_batch = within_kendall(
+        frame["ratio"].to_numpy(dtype=float),
+        y,
+        frame["batch_size"].to_numpy(),
+        n_perm=n_perm,
+        n_boot=n_boot,
+        seed=0,
+    )
+    return by_ratio, by_batch
+
+
+def best_batches(frame: pd.DataFrame, *, min_sizes: int = 3) -> pd.DataFrame:
+    """The batch size of the best mean test accuracy at each learning rate, per case.
+
+    Args:
+        frame: :func:`grid_frame`'s rows (any number of cases).
+        min_sizes: Learning rates trained with fewer batch sizes are left out.
+
+    Returns:
+        One row per case × η: ``case``, ``n_train``, ``lr``, ``sizes`` (the batch sizes
+        trained at that η), ``best`` (B_opt), ``best_accuracy`` (its mean, points),
+        ``best_sd`` (its seeds' sd), ``runner_up`` (the second-best B), ``margin``
+        (points between the two means), ``edge`` (B_opt is the smallest or largest B
+        trained at that η) and ``seeds`` (runs per cell, the fewest).
+    """
+    rows = []
+    for (case, n_train, lr), runs in frame.groupby(["case", "n_train", "lr"], sort=True):
+        cells = runs.groupby("batch_size")[ACCURACY].agg(["mean", "std", "count"])
+        cells = cells.dropna(subset=["mean"])
+        if len(cells) < min_sizes:
+            continue
+        ranked = cells.sort_values("mean", ascending=False)
+        best, second = int(ranked.index[0]), int(ranked.index[1])
+        rows.append(
+            {
+                "case": case,
+                "n_train": int(n_train),
+                "lr": float(lr),
+                "sizes": " ".join(str(int(b)) for b in cells.index),
+                "best": best,
+                "best_accuracy": float(ranked["mean"].iloc[0]),
+                "best_sd": float(ranked["std"].iloc[0]),
+                "runner_up": second,
+                "margin": float(ranked["mean"].iloc[0] - ranked["mean"].iloc[1]),
+                "edge": best in (int(cells.index.min()), int(cells.index.max())),
+                "seeds": int(cells["count"].min()),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "case",
+            "n_train",
+            "lr",
+            "sizes",
+            "best",
+            "best_accuracy",
+            "best_sd",
+            "runner_up",
+            "margin",
+            "edge",
+            "seeds",
+        ],
+    )
