@@ -127,7 +127,8 @@ def log_scale(values: Any, *, zeros: Literal["linear", "drop"] = "linear") -> bo
 
 
 def tick_text(value: float) -> str:
-    """A tick's label: plain digits from 0.001 to 10⁵, else scientific (``2e+06``).
+    """A tick's label to three significant digits: plain digits from 10⁻⁴ to 10⁵, else
+    scientific (``2e-05``, ``3e+06``).
 
     Returns:
         The label.
@@ -135,12 +136,12 @@ def tick_text(value: float) -> str:
     Examples:
         >>> tick_text(0.05), tick_text(2000.0), tick_text(3e6), tick_text(2e-5)
         ('0.05', '2000', '3e+06', '2e-05')
-        >>> tick_text(0.0015625), tick_text(12345.0)
-        ('0.00156', '12300')
+        >>> tick_text(0.0009765625), tick_text(12345.0), tick_text(0.0)
+        ('0.000977', '12300', '0')
     """
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
+    if value == 0 or 1e-4 <= abs(value) < 1e5:
         return f"{float(f'{value:.3g}'):.10g}"
-    return f"{value:.0e}"
+    return f"{value:.3g}"
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:

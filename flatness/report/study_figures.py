@@ -105,6 +105,14 @@ def _finish(
     return save(fig, path)
 
 
+def _ylabel(ylabel: str | None, panel: str, y: str) -> str:
+    """The y label: the caller's, else none under a panel's title (it names the
+    quantity), else the column's name."""
+    if ylabel is not None:
+        return ylabel
+    return "" if panel else y
+
+
 def _decide(values: pd.Series, forced: bool | None, zeros: Literal["linear", "drop"]) -> bool:
     if forced is not None:
         return forced
@@ -152,7 +160,8 @@ def curves_figure(
         logy: The same for y (per panel); values ≤ 0 keep it linear under the rule.
         title: The figure's title.
         xlabel: The x axis label, with its unit (default ``x``).
-        ylabel: The y axis label, with its unit (default ``y``, or the panel's name).
+        ylabel: The y axis label, with its unit (default: ``y``; none on panels,
+            whose titles name the quantity).
 
     Returns:
         ``path``.
@@ -187,7 +196,9 @@ def curves_figure(
                     ax.fill_between(xs, low, high, color=colours[g], alpha=0.2, lw=0)
                 shown += [*curve["mean"].dropna(), *curve["low"].dropna(), *curve["high"].dropna()]
         style_axis(ax, "x", rows[x], log=use_logx, label=xlabel or x, zeros="drop")
-        style_axis(ax, "y", np.asarray(shown, dtype=float), log=logy, label=ylabel or name or y)
+        style_axis(
+            ax, "y", np.asarray(shown, dtype=float), log=logy, label=_ylabel(ylabel, name, y)
+        )
         if name:
             ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
@@ -233,7 +244,8 @@ def points_figure(
         logy: The same for y (per panel).
         title: The figure's title.
         xlabel: The x axis label, with its unit (default ``x``).
-        ylabel: The y axis label, with its unit (default ``y``, or the panel's name).
+        ylabel: The y axis label, with its unit (default: ``y``; none on panels,
+            whose titles name the quantity).
 
     Returns:
         ``path``.
@@ -268,7 +280,11 @@ def points_figure(
             )
         style_axis(ax, "x", rows[x], log=use_logx, ticks=ticks, label=xlabel or x)
         style_axis(
-            ax, "y", pd.to_numeric(rows[y], errors="coerce"), log=logy, label=ylabel or name or y
+            ax,
+            "y",
+            pd.to_numeric(rows[y], errors="coerce"),
+            log=logy,
+            label=_ylabel(ylabel, name, y),
         )
         if name:
             ax.set_title(name, fontsize=9)
