@@ -219,8 +219,13 @@ def describe(case: Case) -> str:
     text += f"; {base.optimizer}"
     if "lr" not in overridden:
         text += f", lr {base.lr:g}"
+    targets = []
     if base.target_accuracy:
-        text += f", until {100 * base.target_accuracy:g}% training accuracy"
+        targets.append(f"{100 * base.target_accuracy:g}% training accuracy")
+    if base.target_loss is not None:
+        targets.append(f"training loss {base.target_loss:g}")
+    if targets:
+        text += f", until {' or '.join(targets)}"
     caps = []
     if base.epochs is not None:
         caps.append(f"{base.epochs} epochs")

@@ -130,11 +130,17 @@ def _train(case: Case, folder: Path, progress: bool, echo: Echo) -> list[SweepRu
 
 
 def _missed_target(runs: Sequence[SweepRun], folder: Path) -> tuple[str, ...]:
-    """Runs that stopped below the target training accuracy: path (accuracy)."""
+    """Runs with a target (accuracy or loss) that stopped short of it: path (accuracy)."""
+
+    def targeted(meta: Mapping[str, Any]) -> bool:
+        config = meta.get("config", {})
+        return any(config.get(key) is not None for key in ("target_accuracy", "target_loss"))
+
     return tuple(
-        f"{run.path.relative_to(folder).as_posix()} ({100 * run.meta['train_accuracy']:.1f}%)"
+        f"{run.path.relative_to(folder).as_posix()} ({100 * run.meta['train_accuracy']:.1f}%, "
+        f"loss {run.meta['train_loss']:.3g})"
         for run in runs
-        if run.meta.get("reached_target") is False
+        if run.meta.get("reached_target") is False and targeted(run.meta)
     )
 
 

@@ -62,11 +62,14 @@ class TrainConfig:
         history_fit: What the per-epoch history's ``train_loss``/``train_accuracy`` are:
             ``"epoch_average"`` (the running average over the epoch's updates, free) or
             ``"full_train"`` (a pass over the training set in eval mode after the epoch);
-            ``target_accuracy`` makes that pass anyway.
+            ``target_accuracy`` or ``target_loss`` makes that pass anyway.
         epochs: Cap on the number of epochs (``None`` for no cap).
         max_updates: Cap on the number of updates (``None`` for no cap).
         target_accuracy: Stop once the training accuracy (eval mode, full training set,
             checked after every epoch) reaches this fraction; ``None`` never stops early.
+        target_loss: Stop once the training loss (eval mode, full training set, checked
+            after every epoch) is at most this; ``None`` never stops early. With both
+            targets training stops at whichever is reached first.
         seed: Seed of the initialisation, the shuffling and dropout.
         checkpoint_every: Also save a checkpoint every this many epochs (0: final only).
         regime: A label for the run (``"SB"``, ``"LB"``) recorded in the metadata.
@@ -94,6 +97,7 @@ class TrainConfig:
     epochs: int | None = 100
     max_updates: int | None = None
     target_accuracy: float | None = None
+    target_loss: float | None = None
     seed: int = 0
     checkpoint_every: int = 0
     regime: str | None = None
@@ -110,6 +114,8 @@ class TrainConfig:
             raise ValueError("give a cap: epochs, max_updates or both")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.target_loss is not None and not self.target_loss > 0:
+            raise ValueError(f"target_loss must be positive, got {self.target_loss}")
         object.__setattr__(self, "milestones", tuple(sorted(int(m) for m in self.milestones)))
         object.__setattr__(self, "milestone_fractions", tuple(self.milestone_fractions))
         self._check_schedule()

@@ -194,6 +194,20 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def _target_reached(config: TrainConfig, record: dict[str, Any]) -> str | None:
+    """Which target an epoch's full-training-set fit reached, if any.
+
+    ``"target_accuracy"`` when the training accuracy is at least ``target_accuracy``,
+    else ``"target_loss"`` when the training loss is at most ``target_loss``, else
+    ``None`` (with both reached in one epoch, the accuracy is named).
+    """
+    if config.target_accuracy is not None and record["train_accuracy"] >= config.target_accuracy:
+        return "target_accuracy"
+    if config.target_loss is not None and record["train_loss"] <= config.target_loss:
+        return "target_loss"
+    return None
+
+
 def optimizer_momentum(optimizer: torch.optim.Optimizer) -> float:
     """The momentum an optimizer applies: SGD's ``momentum``, Adam's first ``beta``.
 
@@ -285,8 +299,10 @@ def train_network(
     reached = False
     lr, batch = float(config.lr), base_batch
     fit_on = "epoch_average"
-    if config.history_fit == "full_train" or config.target_accuracy is not None:
+    targeted = config.target_accuracy is not None or config.target_loss is not None
+    if config.history_fit == "full_train" or targeted:
         fit_on = "full_train"
+    stop_reason = "epochs"
     identity = {"regime": meta["regime"], "schedule": config.schedule, "seed": int(config.seed)}
     # Nesterov's stability threshold is not heavy-ball's (2 + 2β)/η: name it apart
     optimizer_name = "sgd_nesterov" if config.nesterov else config.optimizer
@@ -383,8 +399,9 @@ def train_network(
                 "nonfinite": int(not math.isfinite(running[0])),
                 "seconds": clock.seconds,
             }
-            if config.target_accuracy is not None:
-                reached = record["train_accuracy"] >= config.target_accuracy
+            target = _target_reached(config, record)
+            if target is not None:
+                reached, stop_reason = True, target
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
@@ -394,6 +411,9 @@ def train_network(
                 written.append(save_checkpoint(out / f"epoch{epoch:04d}.pt", model, snapshot()))
         model.eval()
         final_meta = snapshot()
+        if not reached and config.max_updates is not None and updates >= config.max_updates:
+            stop_reason = "max_updates"
+        final_meta["stop_reason"] = stop_reason
         if not all(math.isfinite(final_meta[k]) for k in ("train_loss", "test_loss")):
             final_meta["diverged"] = True
 
