@@ -59,7 +59,8 @@ def _holm_sentence(study: Study, labels: Sequence[str], paired: int) -> str:
     passed = sum(p < ALPHA for p in adjusted)
     return (
         f" After Holm's correction over the {k} measures (Wilcoxon signed-rank, two-sided), "
-        f"{passed} of these {len(adjusted)} differences {'is' if passed == 1 else 'are'} "
+        f"{passed} of these {len(adjusted)} ε-sharpness difference"
+        f"{'s' if len(adjusted) != 1 else ''} {'is' if len(adjusted) == 1 else 'are'} "
         f"significant at {ALPHA:g}; with {paired} paired seeds no p can fall below "
         f"{paired_min_p(paired):.2g}."
     )
@@ -96,7 +97,8 @@ def answers(
         elif keskar and len(every) == len(keskar):
             text = (
                 f"{case.name}: LB is sharper than SB in every seed ({paired}) at every ε and "
-                f"in every space ({len(keskar)} ε-sharpness columns), as Keskar et al. found."
+                f"in every space ({len(keskar)} ε-sharpness column{_s(len(keskar))}), "
+                "the direction Keskar et al. report."
             )
         elif keskar:
             missed = [_seeds_note(study, c.label, paired) for c in keskar if c not in every]
@@ -124,6 +126,11 @@ def answers(
         text += _accuracy_sentence(study)
         out.append(text + _ranking_sentence(study, taus, confidence))
     return out
+
+
+def _s(count: int) -> str:
+    """The plural ending for ``count`` things."""
+    return "" if count == 1 else "s"
 
 
 def _paired_seeds(study: Study) -> int:

@@ -210,9 +210,7 @@ def trend_table(study: Study) -> Table | None:
         return None
     return Table(
         "trend",
-        "Kendall τ of the accuracy and each measure with batch size"
-        + (" and with η/B" if study.noise_trend else "")
-        + " [bootstrap CI]",
+        "Kendall τ per quantity, with its bootstrap interval [CI] and p-value",
         pd.DataFrame(trend).fillna(DASH),
         (),
         pd.DataFrame(trend_values),

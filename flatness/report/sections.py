@@ -296,6 +296,7 @@ def correlation_section(ctx: SectionContext) -> Section:
             section.blocks.append(Paragraph(pinned_text(ctx.study)))
             continue
         table = correlation_table(ctx.study, target)
+        unit = "points" if target == "generalization_gap" else "%"
         if table is None:
             ctx.left_out(section, f"no {name} values or no measures to correlate with it.")
             continue
@@ -305,7 +306,7 @@ def correlation_section(ctx: SectionContext) -> Section:
             section,
             partial(figs.correlation_figure, ctx.study, target),
             f"vs-{target.replace('_', '-')}",
-            f"Each measure (x) against the {name} (y, %), one point per checkpoint; "
+            f"Each measure (x) against the {name} (y, {unit}), one point per checkpoint; "
             "titles give Kendall's τ and Spearman's ρ with bootstrap intervals",
         )
     return section

@@ -6,6 +6,13 @@ wording follows the sign and size of the numbers: "sharper" or "flatter", "below
 "above". A correlation or trend is called significant only when its bootstrap interval
 excludes zero *and* its p-value is below one minus the confidence level: with a handful
 of checkpoints the percentile interval alone can collapse onto ±1.
+
+Every SB-vs-LB p comes with the smallest p the design can reach (:mod:`flatness.report.
+paired`: 2/2ⁿ for n paired seeds, 2/C(n₁+n₂, n₁) for Mann–Whitney); a difference in one of
+several measures is called significant only when its Wilcoxon signed-rank p survives
+Holm's (1979) correction over the measures. Next to "none is significant within a
+regime" stand the simulated power of that test for the design and the test accuracy's
+binomial noise floor.
 """
 
 from __future__ import annotations
@@ -81,42 +88,59 @@ def pinned_text(study: Study) -> str:
     )
 
 
-def design_limits_text(study: Study) -> str:
-    """The within-regime τ test's simulated power and the test accuracy's binomial floor.
+def power_text(study: Study) -> str:
+    """The within-regime τ test's simulated power for this design (leading space).
 
     Returns:
-        One or two sentences (leading space), empty when nothing applies.
+        One sentence; empty when no regime has enough checkpoints for the test.
     """
-    text = ""
-    if study.within_enough:
-        sizes = sorted(n for n in study.seeds_per_regime.values() if n >= 2)
-        powers = ", ".join(f"{100 * study.within_power(t):.0f}% at τ = {t:g}" for t in POWER_TAUS)
-        text += (
-            f" With these regime sizes ({', '.join(map(str, sizes))} checkpoints) the "
-            f"within-regime test's power at α = {ALPHA:g} is {powers} (simulated, "
-            "bivariate normal data), so a real association can go undetected."
-        )
+    if not study.within_enough:
+        return ""
+    sizes = sorted(n for n in study.seeds_per_regime.values() if n >= 2)
+    powers = ", ".join(f"{100 * study.within_power(t):.0f}% at τ = {t:g}" for t in POWER_TAUS)
+    return (
+        f" With these regime sizes ({', '.join(map(str, sizes))} checkpoints) the "
+        f"within-regime test's power at α = {ALPHA:g} is {powers} (simulated, "
+        "bivariate normal data), so a real association can go undetected."
+    )
+
+
+def floor_text(study: Study) -> str:
+    """The test accuracy's binomial noise floor beside the seeds' spread (leading space).
+
+    Returns:
+        One sentence; empty when the test-set size is unknown.
+    """
     n_test = study.n_test
     accuracy = study.runs["test_accuracy"].to_numpy(dtype=float)
     accuracy = accuracy[np.isfinite(accuracy)]
-    if n_test and accuracy.size:
-        floor = binomial_floor(float(accuracy.mean()), n_test)
-        spreads = [
-            study.accuracy[(r, "test_accuracy")].std
-            for r in study.regimes
-            if _finite(study.accuracy[(r, "test_accuracy")].std)
-        ]
-        spread = (
-            f", against a spread between seeds of {100 * float(np.mean(spreads)):.2f} points "
-            "(sd within a regime, averaged over the regimes)"
-            if spreads
-            else ""
-        )
-        text += (
-            f" A test accuracy measured on {n_test} test examples varies by "
-            f"{floor:.2f} points (binomial sd) from the test set alone{spread}."
-        )
-    return text
+    if not n_test or not accuracy.size:
+        return ""
+    floor = binomial_floor(float(accuracy.mean()), n_test)
+    spreads = [
+        study.accuracy[(r, "test_accuracy")].std
+        for r in study.regimes
+        if _finite(study.accuracy[(r, "test_accuracy")].std)
+    ]
+    spread = (
+        f", against a spread between seeds of {100 * float(np.mean(spreads)):.2f} points "
+        "(sd within a regime, averaged over the regimes)"
+        if spreads
+        else ""
+    )
+    return (
+        f" A test accuracy measured on {n_test} test examples varies by "
+        f"{floor:.2f} points (binomial sd) from the test set alone{spread}."
+    )
+
+
+def design_limits_text(study: Study) -> str:
+    """:func:`power_text` and :func:`floor_text`: what the design can detect.
+
+    Returns:
+        Up to two sentences (leading space), empty when nothing applies.
+    """
+    return power_text(study) + floor_text(study)
 
 
 def level_text(confidence: float) -> str:
@@ -159,7 +183,7 @@ def _accuracy_sentence(study: Study) -> str | None:
     if n:
         text += f"; LB below SB in {below}/{n} seeds"
     tests = tests_text(comp)
-    return text + (f"; {tests}" if tests else "") + "."
+    return text + (f"; {tests}" if tests else "") + "." + floor_text(study)
 
 
 def _name(role: str, regime: str | None) -> str:
@@ -249,6 +273,17 @@ def _correlation_sentence(study: Study, target: str, name: str) -> str | None:
         )
     else:
         sentence += f". None is significant (a {level} interval excluding zero with p < {alpha})."
+        if target == "test_accuracy" and len(study.regimes) > 1 and study.within_enough:
+            inside = [
+                c.label
+                for c, _ in rows
+                if significant(study.correlations[(c.label, target, "within")], confidence)
+            ]
+            sentence += (
+                " Counting only pairs of checkpoints from the same regime, "
+                + (f"significant: {', '.join(inside)}." if inside else "none is either.")
+                + ("" if inside else power_text(study))
+            )
     return sentence + _within_clause(study, target, found, confidence)
 
 
@@ -274,7 +309,7 @@ def _within_clause(study: Study, target: str, pooled: list[str], confidence: flo
         return (
             " Counting only pairs of checkpoints from the same regime (different seeds), "
             "none of them is significant: the association may come from the regime "
-            "(batch size) alone." + design_limits_text(study)
+            "(batch size) alone." + power_text(study)
         )
     return (
         " Counting only pairs of checkpoints from the same regime, still significant: "

@@ -97,6 +97,21 @@ def _size(study: Study, regime: str) -> str:
     return ", ".join(f"{b:g}" for b in sorted(sizes)) or DASH
 
 
+def missing_note(study: Study, frame: pd.DataFrame) -> tuple[str, ...]:
+    """A sentence saying why a cell shows a dash, when one does.
+
+    Returns:
+        One note (empty tuple when no cell is a dash).
+    """
+    cells = frame.drop(columns=["regime", "batch size"], errors="ignore")
+    if not cells.isin([DASH]).to_numpy().any():
+        return ()
+    why = "the measure was not scored on that regime's checkpoints"
+    if study.non_finite:
+        why += ", or its estimates there were not finite (listed in the summary)"
+    return (f"{DASH}: no value, because {why}.",)
+
+
 def values_frame(records: list[dict[str, object]]) -> pd.DataFrame:
     """The numbers behind a table's cells, one record a row (what its CSV holds).
 
@@ -291,12 +306,13 @@ def keskar_tables(study: Study, reference: str | None = None) -> list[Table]:
             solver, maxiter, start = solvers.pop()
             if solver:
                 notes.append(f"Solver {solver}, {maxiter} iterations, start {start}.")
+        frame = pd.DataFrame(rows)
         tables.append(
             Table(
                 f"table{number}" if space in (0, 100) else f"table4-p{space}",
                 f"Table {number}: ε-sharpness in {where} {_over(study)}",
-                pd.DataFrame(rows),
-                tuple(notes),
+                frame,
+                tuple(notes) + missing_note(study, frame),
                 values_frame(values),
             )
         )
@@ -329,19 +345,15 @@ def measures_table(study: Study) -> Table | None:
             row[col.label] = stat_cell(stat)
             values.append({"regime": regime, "column": col.label, **_numbers(stat)})
         rows.append(row)
-    notes: tuple[str, ...] = ()
+    frame = pd.DataFrame(rows)
+    notes = missing_note(study, frame)
     if any(c.measure == "weight_norm" for c in cols):
         notes = (
             "Weight norm first: curvature measures change when the weights are rescaled "
             "(Dinh et al., 2017), so compare them with it.",
+            *notes,
         )
-    return Table(
-        "measures",
-        f"Other measures {_over(study)}",
-        pd.DataFrame(rows),
-        notes,
-        values_frame(values),
-    )
+    return Table("measures", f"Other measures {_over(study)}", frame, notes, values_frame(values))
 
 
 def eigenvalues_table(tidy: pd.DataFrame, study: Study) -> Table | None:
@@ -403,6 +415,7 @@ __all__ = [
     "eigenvalues_table",
     "keskar_tables",
     "measures_table",
+    "missing_note",
     "paper_table",
     "percent",
     "scores_table",

@@ -189,3 +189,21 @@ def test_runs_frame_reads_the_stop_reason_of_older_checkpoints() -> None:
     )  # fmt: skip
     runs = runs_frame(df)
     assert runs.loc[0, "stop_reason"] == "target_accuracy" and runs.loc[0, "updates"] == 7
+
+
+def test_answers_say_too_few_seeds_instead_of_a_two_point_tau() -> None:
+    study = analyze(frame(seeds=2, pinned=False), n_boot=100)
+    case = OverviewCase(name="F1", title="F1", store=Path("x"), report=Path("y"))
+    paragraph = answers([case], [study], [within_taus(study)], 0.95)[0]
+    assert "too few seeds per regime" in paragraph
+    assert "none does" not in paragraph
+    assert "p ≥ 0.50 attainable with 2 paired seeds" in paragraph  # 2/2² = 0.5
+
+
+def test_accuracy_sentence_gives_the_binomial_floor_beside_the_seed_spread() -> None:
+    study = analyze(frame(), n_boot=0)
+    sentence = next(s for s in summary_sentences(study) if s.startswith("LB test accuracy"))
+    floor = binomial_floor(float(study.runs["test_accuracy"].mean()), 1000)
+    spread = np.mean([study.accuracy[(r, "test_accuracy")].std for r in ("SB", "LB")])
+    assert f"varies by {floor:.2f} points (binomial sd)" in sentence
+    assert f"spread between seeds of {100 * spread:.2f} points" in sentence
