@@ -57,11 +57,14 @@ def _holm_sentence(study: Study, labels: Sequence[str], paired: int) -> str:
         return ""
     k = sum(c.label in study.comparisons for c in study.columns)
     passed = sum(p < ALPHA for p in adjusted)
+    verdict = (
+        f"the ε-sharpness difference is {'' if passed else 'not '}significant"
+        if len(adjusted) == 1
+        else f"{passed} of these {len(adjusted)} ε-sharpness differences are significant"
+    )
     return (
         f" After Holm's correction over the {k} measures (Wilcoxon signed-rank, two-sided), "
-        f"{passed} of these {len(adjusted)} ε-sharpness difference"
-        f"{'s' if len(adjusted) != 1 else ''} {'is' if len(adjusted) == 1 else 'are'} "
-        f"significant at {ALPHA:g}; with {paired} paired seeds no p can fall below "
+        f"{verdict} at {ALPHA:g}; with {paired} paired seeds no p can fall below "
         f"{paired_min_p(paired):.2g}."
     )
 
