@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,57 @@ from flatness.report.curves import pairs, summarize
 from flatness.report.layers import without_groups
 from flatness.report.outputs import Report, list_own_files, read_manifest
 from flatness.report.provenance import report_title
-from flatness.report.render import to_html, to_markdown
+from flatness.report.render import Bullets, Section, to_html, to_markdown
 from flatness.report.sections import SECTIONS, SectionContext
 
-__all__ = ["Report", "build"]
+__all__ = ["DESIGN_ANCHOR", "Report", "build", "check_sections", "section_key", "section_keys"]
+
+DESIGN_ANCHOR = "design"
+"""The anchor of the "Design and its limits" section a report with design notes gets."""
+
+
+def section_key(builder: Callable[[SectionContext], Section | None]) -> str:
+    """The key a standard section is chosen by: its builder's name, ``_`` as ``-``.
+
+    Examples:
+        >>> from flatness.report.sections import sb_vs_lb_section
+        >>> section_key(sb_vs_lb_section)
+        'sb-vs-lb'
+    """
+    return builder.__name__.removesuffix("_section").replace("_", "-")
+
+
+def section_keys() -> tuple[str, ...]:
+    """The keys of the standard sections, in display order (the page anchors, too).
+
+    Examples:
+        >>> section_keys()[:3]
+        ('summary', 'provenance', 'accuracy')
+    """
+    return tuple(section_key(builder) for builder in SECTIONS)
+
+
+def check_sections(keys: Sequence[str] | None) -> None:
+    """Check section keys (``None`` is all sections).
+
+    Raises:
+        ValueError: For a key that is not a standard section's.
+    """
+    unknown = sorted(set(keys or ()) - set(section_keys()))
+    if unknown:
+        raise ValueError(f"unknown report sections {unknown}; known are {list(section_keys())}")
+
+
+def _chosen(ctx: SectionContext, keys: Sequence[str] | None, notes: Sequence[str]) -> list[Section]:
+    """The standard sections ``keys`` lists (all for ``None``), the design notes after the
+    summary (first without it)."""
+    wanted = SECTIONS if keys is None else [b for b in SECTIONS if section_key(b) in keys]
+    sections = [s for s in (builder(ctx) for builder in wanted) if s is not None]
+    if notes:
+        design = Section("Design and its limits", DESIGN_ANCHOR, [Bullets(tuple(notes))])
+        at = 1 if sections and sections[0].anchor == "summary" else 0
+        sections.insert(at, design)
+    return sections
 
 
 def build(
@@ -66,6 +113,8 @@ def build(
     seed: int = 0,
     command: str | None = None,
     root: str | os.PathLike[str] | None = None,
+    sections: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> Report:
     """Write a comparison report of the checkpoints in ``df`` into ``out``.
 
@@ -98,6 +147,11 @@ def build(
         seed: The bootstrap's seed (the report is reproducible).
         command: The command that regenerates the report, printed in its provenance.
         root: Show checkpoint paths relative to this folder.
+        sections: The standard sections to show, by :func:`section_key` (``"summary"``,
+            ``"accuracy"``, ``"sb-vs-lb"``, ...); the others are left out without a
+            word. ``None`` shows all.
+        notes: Design notes (one sentence or paragraph each), shown as "Design and its
+            limits" right after the summary.
 
     Returns:
         A :class:`Report` with the files written and the summary sentences.
@@ -105,7 +159,7 @@ def build(
     Raises:
         flatness.report.ReportInputError: For a frame a report cannot be made of (empty,
             or lacking ``measure``/``value``/``regime``), naming what is missing.
-        ValueError: For an unknown ``reference`` network.
+        ValueError: For an unknown ``reference`` network or section key.
 
     Examples:
         >>> import pandas as pd, tempfile
@@ -125,6 +179,7 @@ def build(
         from flatness.report.reference import keskar_reference
 
         keskar_reference(reference)  # fail before any work on an unknown network
+    check_sections(sections)
     # rows taken per parameter group belong to the per-layer section alone: the other
     # sections compare whole networks
     study = analyze(
@@ -153,9 +208,9 @@ def build(
     html_page = base / "report.html"
     finished = False
     try:
-        sections = [s for s in (builder(ctx) for builder in SECTIONS) if s is not None]
-        write_text_atomic(markdown, to_markdown(heading, sections))
-        write_text_atomic(html_page, to_html(heading, sections, base))
+        shown = _chosen(ctx, sections, notes)
+        write_text_atomic(markdown, to_markdown(heading, shown))
+        write_text_atomic(html_page, to_html(heading, shown, base))
         finished = True
     finally:
         list_own_files(base, earlier, [*ctx.figures, *ctx.data], finished)

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flatness.study.training import MATCH_KEY, check_matches
+
 __all__ = ["Case", "StudyPlan", "StudySpec", "describe"]
 
 Settings = Mapping[str, Any]
@@ -33,7 +35,9 @@ class Case:
         train: Training settings shared by every run (network, data set, optimizer, ...;
             :class:`flatness.zoo.TrainConfig` keys): the training protocol.
         regimes: Regime label → settings overriding ``train`` (``{"SB": {"batch_size":
-            32}, "LB": {"batch_size": 512}}``).
+            32}, "LB": {"batch_size": 512}}``); ``match_updates = "SB"`` trains a regime,
+            seed by seed, for as many updates as SB's run took
+            (:mod:`flatness.study.training`).
         seeds: Seeds of ``regimes``.
         sweep: Further regimes (a batch-size sweep between the pair's regimes).
         sweep_seeds: Seeds of ``sweep``.
@@ -50,11 +54,22 @@ class Case:
         examples: Training examples the measures are computed on (a fixed, seeded
             subset; ``None`` for all).
         measures: The manifest's ``[measures]`` table (empty: the default measures).
+        track: A ``[track]`` table (:mod:`flatness.tracking.training`: ``measures``,
+            ``every``, ``examples``, ``seed``, ``test``, ...): every run trains under a
+            tracker whose records go to the case's store (run ``"<regime>/seed<k>"``,
+            :func:`flatness.load_tracks`); ``None`` tracks nothing.
+        pair_seeds: Seeds whose pair of runs each get a parametric plot (with
+            ``pair_seed``, that seed too).
+        notes: Design notes the case report prints under "Design and its limits".
+        sections: The standard report sections the case report shows
+            (:func:`flatness.report.build.section_keys`: ``"summary"``, ``"accuracy"``,
+            ``"sb-vs-lb"``, ...; the others are left out silently); ``None`` shows all.
 
     Raises:
         ValueError: On construction, for a name that is not a plain folder name, a sweep
             without seeds, no seeds, regime labels that share a folder, a parametric
-            plot whose regimes or seed are not trained, or an unknown ``pair_bn``.
+            plot whose regimes or seed are not trained, an unknown ``pair_bn``, or a
+            ``match_updates`` naming no regime of the case, a cycle or an untrained seed.
     """
 
     name: str
@@ -70,8 +85,16 @@ class Case:
     pair_bn: str = "recompute"
     examples: int | None = 1000
     measures: Settings = field(default_factory=dict)
+    track: Settings | None = None
+    pair_seeds: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+    sections: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "pair_seeds", tuple(int(s) for s in self.pair_seeds))
+        object.__setattr__(self, "notes", tuple(self.notes))
+        if self.sections is not None:
+            object.__setattr__(self, "sections", tuple(self.sections))
         if not self.name or os.sep in self.name or self.name.startswith("."):
             raise ValueError(f"case {self.name!r}: the name must be a plain folder name")
         if self.sweep and not self.sweep_seeds:
@@ -86,22 +109,55 @@ class Case:
                 f"case {self.name!r}: regime labels {clash} occur twice in regimes and sweep "
                 "(ignoring case; each label is a folder name)"
             )
-        if self.pair_seed is not None:
+        if self.plot_seeds:
             if not set(self.pair) <= set(self.regimes):
                 raise ValueError(
                     f"case {self.name!r}: the parametric plot needs the regimes "
                     f"{' and '.join(self.pair)}"
                 )
-            if self.pair_seed not in self.seeds:
+            if self.pair_seed is not None and self.pair_seed not in self.seeds:
                 raise ValueError(
                     f"case {self.name!r}: pair_seed {self.pair_seed} is not among the seeds "
                     f"{list(self.seeds)}; choose a trained seed or pair_seed=None"
                 )
+            untrained = [seed for seed in self.pair_seeds if seed not in self.seeds]
+            if untrained:
+                raise ValueError(
+                    f"case {self.name!r}: pair_seeds {untrained} are not among the seeds "
+                    f"{list(self.seeds)}; choose trained seeds"
+                )
+        self._check_report()
+        check_matches(self.name, [(self.regimes, self.seeds), (self.sweep, self.sweep_seeds)])
         if self.pair_bn not in ("recompute", "interpolate"):
             raise ValueError(
                 f"case {self.name!r}: pair_bn must be 'recompute' or 'interpolate', "
                 f"got {self.pair_bn!r}"
             )
+
+    def _check_report(self) -> None:
+        """Check ``track`` and ``sections`` (before anything is trained)."""
+        if self.track is not None:
+            from flatness.tracking.training import track_settings
+
+            if "store" in self.track:
+                raise ValueError(
+                    f"case {self.name!r}: [track] store is the case's own results store; "
+                    "leave it out"
+                )
+            track_settings(self.track)
+        if self.sections is not None:
+            from flatness.report.build import check_sections
+
+            try:
+                check_sections(self.sections)
+            except ValueError as exc:
+                raise ValueError(f"case {self.name!r}: {exc}") from None
+
+    @property
+    def plot_seeds(self) -> tuple[int, ...]:
+        """The seeds with a parametric plot: ``pair_seed`` then ``pair_seeds``, once each."""
+        seeds = ([] if self.pair_seed is None else [self.pair_seed]) + list(self.pair_seeds)
+        return tuple(dict.fromkeys(seeds))
 
     @property
     def runs_count(self) -> int:
@@ -208,8 +264,11 @@ def describe(case: Case) -> str:
         parts = []
         for label, overrides in table.items():
             batch = overrides.get("batch_size", base.batch_size)
+            shown = {k: v for k, v in overrides.items() if k not in ("batch_size", MATCH_KEY)}
             others = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                      for k, v in overrides.items() if k != "batch_size"]  # fmt: skip
+                      for k, v in shown.items()]  # fmt: skip
+            if MATCH_KEY in overrides:
+                others.append(f"as many updates as {overrides[MATCH_KEY]}")
             parts.append(f"{label} ({', '.join([f'batch {batch}', *others])})")
         return f"{', '.join(parts)} × seeds {', '.join(map(str, seeds))}"
 

@@ -114,19 +114,10 @@ def fingerprint(store: str | os.PathLike[str], options: Mapping[str, Any]) -> st
 
 def _train(case: Case, folder: Path, progress: bool, echo: Echo) -> list[SweepRun]:
     """Train every run of the case (finished runs with the same settings are reused)."""
-    from flatness.zoo.sweep import SweepSpec, train_sweep
+    from flatness.study.training import train_case
 
     echo(f"  train: {case.runs_count} networks in {folder}")
-    tables = [(case.regimes, case.seeds), *([(case.sweep, case.sweep_seeds)] if case.sweep else [])]
-    specs = [
-        SweepSpec(
-            train=dict(case.train),
-            regimes={label: dict(settings) for label, settings in regimes.items()},
-            seeds=seeds,
-        )
-        for regimes, seeds in tables
-    ]
-    return [run for spec in specs for run in train_sweep(spec, folder, progress=progress).runs]
+    return train_case(case, folder, progress=progress)
 
 
 def _missed_target(runs: Sequence[SweepRun], folder: Path) -> tuple[str, ...]:

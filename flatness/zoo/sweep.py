@@ -48,6 +48,7 @@ relative to the file); the training loop meets a tracker through ``train_sweep``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -243,6 +244,16 @@ def run_path(out: Path, config: TrainConfig) -> Path:
     return out / str(config.regime).lower() / f"seed{config.seed}" / "final.pt"
 
 
+def _unset_as_none(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved settings with the ``None`` that :meth:`TrainConfig.to_dict` left out put back
+    where the default is not ``None`` (``epochs``: a run capped by updates alone)."""
+    values = dict(saved)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in values and f.default is not None and "None" in str(f.type):
+            values[f.name] = None
+    return values
+
+
 def _existing_meta(path: Path, config: TrainConfig, overwrite: bool) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -257,7 +268,7 @@ def _existing_meta(path: Path, config: TrainConfig, overwrite: bool) -> dict[str
         ) from exc
     wanted = config.to_dict()
     try:  # settings added since the checkpoint was written take their defaults
-        saved = TrainConfig.from_dict(saved).to_dict()
+        saved = TrainConfig.from_dict(_unset_as_none(saved)).to_dict()
     except (TypeError, ValueError):
         pass
     if saved == wanted:
