@@ -181,6 +181,22 @@ def _scatter(
     )
 
 
+def _regime_means(ax: Any, frame: pd.DataFrame, x: str, colours: dict[str, Any]) -> None:
+    """Each regime's mean value at its x, a large diamond in its colour."""
+    means = frame.groupby(["regime", x], observed=True)["value"].mean().reset_index()
+    for regime, rows in means.groupby("regime", observed=True):
+        ax.scatter(
+            rows[x],
+            rows["value"],
+            marker="D",
+            s=46,
+            color=colours.get(str(regime), "0.5"),
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+        )
+
+
 AXES = {"batch_size": "batch size", "lr_over_batch": "η/B"}
 """The x axes of :func:`trend_figure`."""
 
@@ -190,7 +206,8 @@ AXES_UNITS = {"batch_size": "batch size (examples)", "lr_over_batch": "η/B (per
 
 def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure | None:
     """Each measure against batch size (or η/B): one point per checkpoint, a line through
-    the means at each x.
+    the means at each x; where regimes share an x (LB for equal epochs and for equal
+    updates, say), each regime's mean as a diamond instead (they are not averaged).
 
     Args:
         study: The analysed results.
@@ -212,6 +229,16 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
     runs = study.runs.set_index("checkpoint")
     name = AXES[by]
     ticks = distinct if len(distinct) <= 12 else []
+    # regimes sharing an x (LB trained for equal epochs and for equal updates, say) are
+    # not averaged together: each regime's mean is marked instead of a line through x
+    shared = bool(
+        pd.DataFrame({"x": x, "regime": runs["regime"]})
+        .dropna()
+        .groupby("x")["regime"]
+        .nunique()
+        .gt(1)
+        .any()
+    )
     fig, axes = panel_grid(len(panels))
     for ax, (label, values) in zip(axes, panels, strict=True):
         frame = pd.DataFrame(
@@ -220,8 +247,11 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
         if frame.empty:
             ax.set_title(_wrap(label) + "\n(no finite values)", fontsize=9)
             continue
-        means = frame.groupby(name)["value"].mean()
-        ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
+        if shared:
+            _regime_means(ax, frame, name, colours)
+        else:
+            means = frame.groupby(name)["value"].mean()
+            ax.plot(means.index, means.to_numpy(), color="0.3", lw=1.2, zorder=1, label="mean")
         _scatter(ax, frame, name, "value", study, colours, legend=ax is axes[0])
         style_axis(ax, "x", frame[name].to_numpy(), ticks=ticks, label=AXES_UNITS[by])
         style_axis(ax, "y", frame["value"].to_numpy())
@@ -229,7 +259,8 @@ def trend_figure(study: Study, by: str = "batch_size", page: int = 0) -> Figure 
         ax.set_ylabel("")
     if axes[0].get_legend() is not None:
         sns.move_legend(axes[0], "best", fontsize=7, title_fontsize=7)
-    fig.suptitle(f"Sharpness and accuracy vs {name} (points: seeds, line: mean)", fontsize=11)
+    means = "diamonds: each regime's mean" if shared else "line: mean"
+    fig.suptitle(f"Sharpness and accuracy vs {name} (points: seeds, {means})", fontsize=11)
     return fig
 
 

@@ -248,3 +248,30 @@ def test_the_report_figures_share_the_rules() -> None:
     assert narrow.axes[0].get_yscale() == "linear"  # 0.2 .. 0.6
     wide = figures.parametric_figure(curve(lambda a: 0.01 * 10 ** (2 * a * a)), title="t")
     assert wide.axes[0].get_yscale() == "log"  # 0.01 .. 1e6
+
+
+def test_regimes_sharing_a_batch_size_are_not_averaged_in_the_trend_figure() -> None:
+    """LB for equal epochs and LB for equal updates share B: each gets its own mean."""
+    from flatness.report import analyze, figures
+    from tests.report.test_report import study_frame
+
+    frame = study_frame(density=False)
+    alike = frame["regime"] == "B64"
+    frame.loc[alike, "regime"] = "LB-updates"
+    frame.loc[alike, "batch_size"] = 256.0
+    fig = figures.trend_figure(analyze(frame, n_boot=0))
+    assert fig is not None
+    ax = fig.axes[0]
+    diamonds = [
+        c
+        for c in ax.collections
+        if isinstance(c, PathCollection) and len(c.get_offsets()) == 1 and c.get_sizes()[0] == 46
+    ]
+    assert len(diamonds) == 3  # SB, LB and LB-updates
+    means = frame.drop_duplicates("checkpoint").groupby("regime")["test_accuracy"].mean() * 100
+    got = sorted(float(d.get_offsets()[0][1]) for d in diamonds)
+    assert got == pytest.approx(sorted(means.to_numpy()))
+    assert not [ln for ln in ax.get_lines() if ln.get_label() == "mean"]
+    assert "each regime's mean" in fig.get_suptitle()
+    plain = figures.trend_figure(analyze(study_frame(density=False), n_boot=0))
+    assert plain is not None and "line: mean" in plain.get_suptitle()
