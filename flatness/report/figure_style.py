@@ -32,6 +32,7 @@ from matplotlib.ticker import (
     MaxNLocator,
     NullFormatter,
     NullLocator,
+    ScalarFormatter,
 )
 
 __all__ = [
@@ -234,12 +235,13 @@ def style_axis(
         target.set_major_formatter(FuncFormatter(lambda v, _: tick_text(v)))
         return True
     (ax.set_xscale if axis == "x" else ax.set_yscale)("linear")
+    target.set_minor_locator(NullLocator())
     if ticks:
         target.set_major_locator(FixedLocator(_spread(ticks, False)))
         target.set_major_formatter(FuncFormatter(lambda v, _: tick_text(v)))
-        target.set_minor_locator(NullLocator())
     else:
         target.set_major_locator(MaxNLocator(6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
+        target.set_major_formatter(ScalarFormatter())
         ax.ticklabel_format(axis=axis, style="sci", scilimits=(-3, 5))
     return False
 

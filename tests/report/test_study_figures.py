@@ -275,3 +275,16 @@ def test_regimes_sharing_a_batch_size_are_not_averaged_in_the_trend_figure() -> 
     assert "each regime's mean" in fig.get_suptitle()
     plain = figures.trend_figure(analyze(study_frame(density=False), n_boot=0))
     assert plain is not None and "line: mean" in plain.get_suptitle()
+
+
+def test_an_axis_styled_again_takes_the_new_rule() -> None:
+    """A log axis restyled as linear gets plain ticks (no leftover log formatter)."""
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([1, 1000], [1, 2])
+    assert style_axis(ax, "x", [1, 1000])
+    assert not style_axis(ax, "x", [1, 1000], log=False)
+    fig.canvas.draw()
+    assert ax.get_xscale() == "linear"
+    assert len([t for t in ax.xaxis.get_major_ticks() if t.label1.get_text()]) >= 3
