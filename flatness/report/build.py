@@ -166,7 +166,7 @@ def build(
         >>> df = pd.DataFrame({
         ...     "regime": ["SB", "SB", "LB", "LB"], "seed": [0, 1, 0, 1],
         ...     "batch_size": [32, 32, 512, 512], "test_accuracy": [0.9, 0.91, 0.87, 0.88],
-        ...     "train_accuracy": [0.99] * 4, "measure": "lambda_max",
+        ...     "train_accuracy": [0.99, 0.97, 0.95, 0.96], "measure": "lambda_max",
         ...     "value": [10.0, 12.0, 40.0, 45.0]})
         >>> report = build(df, tempfile.mkdtemp(), n_boot=200)
         >>> report.html.name, [p.name for p in report.figures]

@@ -21,6 +21,16 @@ The format (every key of a case is a field of :class:`~flatness.study.plan.Case`
     regimes = { SB = { batch_size = "0.5%" }, LB = { batch_size = "10%" } }
     sweep = { B40 = { batch_size = 40 } }     # optional, with sweep_seeds
     sweep_seeds = [0]
+    pair_seeds = [0, 1, 2]                    # a parametric plot per listed seed
+    notes = ["Three seeds: the smallest paired p is 0.25."]   # "Design and its limits"
+    sections = ["summary", "accuracy", "sb-vs-lb", "training"] # default: every section
+    track = { measures = ["lambda_max"], every = "epoch" }     # tracked while training
+
+    [[cases]]                                 # the equal-updates control
+    name = "f1-digits-updates"
+    title = "LB given as many updates as SB"
+    train = { network = "f1", network_kwargs = { width = 64, depth = 2 }, dataset = "digits_flat" }
+    regimes = { SB = { batch_size = "0.5%" }, LB-U = { batch_size = "10%", match_updates = "SB" } }
 
 A case's ``train`` table is merged key by key over ``[defaults] train``; every other
 key of the case replaces the default. :func:`load_study` returns a
@@ -49,7 +59,7 @@ TOML_PLAN = "main"
 """The name of the one plan a TOML study holds."""
 
 _CASE_FIELDS = {f.name for f in dataclasses.fields(Case)}
-_TUPLES = ("seeds", "sweep_seeds", "pair")
+_TUPLES = ("seeds", "sweep_seeds", "pair", "pair_seeds", "notes", "sections")
 
 
 def _case(entry: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> Case:

@@ -62,16 +62,18 @@ def _write_manifest(case: Case, folder: Path, runs: Sequence[SweepRun]) -> Path:
         scoring=scoring,
         measures=dict(case.measures),
     )
-    if case.pair_seed is not None:
-        seed = case.pair_seed
+    if case.plot_seeds:
         small, large = (regime.lower() for regime in case.pair)
-        pair = {
-            "sb": f"{small}/seed{seed}/final.pt",
-            "lb": f"{large}/seed{seed}/final.pt",
-            "label": f"seed {seed} (same initialization)",
-            "bn": case.pair_bn,
-        }
-        text = path.read_text(encoding="utf-8") + "\n" + dumps_toml({"pairs": [pair]})
+        pairs = [
+            {
+                "sb": f"{small}/seed{seed}/final.pt",
+                "lb": f"{large}/seed{seed}/final.pt",
+                "label": f"seed {seed} (same initialization)",
+                "bn": case.pair_bn,
+            }
+            for seed in case.plot_seeds
+        ]
+        text = path.read_text(encoding="utf-8") + "\n" + dumps_toml({"pairs": pairs})
         write_text_atomic(path, text)
     return path
 
@@ -84,11 +86,13 @@ def fingerprint(store: str | os.PathLike[str], options: Mapping[str, Any]) -> st
         options: The report's options (title, reference, command, checkpoints, ...).
 
     Returns:
-        The SHA-256 hex digest of the stored scores, runs, parametric plots, tasks and
-        scored manifest, of ``options`` and of the report package's source code (a
-        changed report builder rebuilds the report).
+        The SHA-256 hex digest of the stored scores, runs, parametric plots, tasks,
+        records taken during training (tracks and histories) and scored manifest, of
+        ``options`` and of the report package's source code (a changed report builder
+        rebuilds the report).
     """
     import flatness.report
+    from flatness.pipeline.readers import load_tracks
     from flatness.pipeline.store import ResultsStore, load_curves, load_info
 
     digest = hashlib.sha256(json.dumps(dict(options), sort_keys=True, default=str).encode())
@@ -103,6 +107,9 @@ def fingerprint(store: str | os.PathLike[str], options: Mapping[str, Any]) -> st
     for frame in frames:
         ordered = frame.sort_values(list(frame.columns)).reset_index(drop=True)
         digest.update(ordered.to_csv(index=False).encode())
+    tracks = load_tracks(store)  # one record per (run, source, step); fields vary by record
+    tracks = tracks[sorted(tracks.columns)].sort_values(["run", "source", "step"])
+    digest.update(tracks.to_csv(index=False).encode())
     # Of the store's info, the report reads the manifest scored; the rest is bookkeeping
     # (such as which process holds the objective) that changes on every run.
     manifest = load_info(store).get("manifest")
@@ -154,7 +161,11 @@ def _report(
     """Rebuild the case's report when its fingerprint changed; its path and whether."""
     from flatness.report import build_from_store
 
-    options = {"reference": case.reference, "title": case.title, "command": command}
+    options: dict[str, Any] = {"reference": case.reference, "title": case.title, "command": command}
+    if case.sections is not None:
+        options["sections"] = list(case.sections)
+    if case.notes:
+        options["notes"] = list(case.notes)
     stamp = report_dir / "data" / "source.sha256"
     html = report_dir / "report.html"
     if not has_measurements(store):

@@ -49,7 +49,7 @@ def test_a_chain_trains_in_order_and_the_sweep_may_match(tmp_path: Path) -> None
     ("regimes", "seeds", "message"),
     [
         ({"SB": {}, "LB": {"match_updates": "XB"}}, (0,), "not one of the case's regimes"),
-        ({"SB": {"match_updates": "LB"}, "LB": {"match_updates": "SB"}}, (0,), "cycle: SB -> LB -> SB"),
+        ({"SB": {"match_updates": "LB"}, "LB": {"match_updates": "SB"}}, (0,), "SB -> LB -> SB"),
         ({"SB": {"match_updates": "SB"}}, (0,), "cycle"),
         ({"SB": {}, "LB": {"match_updates": 3}}, (0,), "not one of"),
     ],

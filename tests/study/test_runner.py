@@ -123,7 +123,7 @@ def test_a_full_disk_leaves_no_partial_report_stamp(
         return original(self, data, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Path, "write_text", full_disk)
-    case = SimpleNamespace(reference=None, title="t")
+    case = SimpleNamespace(reference=None, title="t", sections=None, notes=())
     checkpoints = tuple(fl.load_runs(store)["checkpoint"])
     with pytest.raises(OSError, match=r"disk full while writing .*source\.sha256"):
         _report(case, store, tmp_path, report_dir, checkpoints, None, print)  # type: ignore[arg-type]
