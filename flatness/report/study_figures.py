@@ -105,6 +105,30 @@ def _finish(
     return save(fig, path)
 
 
+DODGE = 0.02
+"""How far apart groups sharing an x are drawn, as a fraction of the x axis' span."""
+
+
+def _dodge(
+    rows: pd.DataFrame, x: str, group: str, log: bool, names: Sequence[str]
+) -> dict[str, float]:
+    """Each group's offset along x (in log10 units on a log axis): none unless two
+    groups share an x value."""
+    values = pd.to_numeric(rows[x], errors="coerce")
+    shared = rows.assign(_x=values).groupby("_x")[group].nunique().gt(1).any()
+    finite = values[np.isfinite(values) & ((values > 0) if log else True)].to_numpy(dtype=float)
+    if not shared or finite.size == 0 or len(names) < 2:
+        return {}
+    where = np.log10(finite) if log else finite
+    span = float(where.max() - where.min()) or 1.0
+    width = min(DODGE, 5 * DODGE / (len(names) - 1)) * span  # all within ±5 DODGE
+    return {g: (i - (len(names) - 1) / 2) * width for i, g in enumerate(names)}
+
+
+def _moved(values: np.ndarray, step: float, log: bool) -> np.ndarray:
+    return values * 10.0**step if log else values + step
+
+
 def _ylabel(ylabel: str | None, panel: str, y: str) -> str:
     """The y label: the caller's, else none under a panel's title (it names the
     quantity), else the column's name."""
@@ -225,12 +249,16 @@ def points_figure(
     title: str | None = None,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    dodge: bool | None = None,
 ) -> Path:
     """Draw ``y`` against ``x``: a small point per row (seed), each group's mean at each
     ``x`` as a large marker, the means of a group joined by a line.
 
     An x axis with at most :data:`MAX_TICKED` distinct values (batch sizes, η/B levels)
-    is labelled at those values.
+    is labelled at those values. Where groups share an ``x`` (every batch size at one
+    η/B, say), the groups are drawn side by side around it (neighbours :data:`DODGE` of
+    the axis' span apart, all within ±5 of that; in log units on a log axis) so that no
+    group hides another.
 
     Args:
         frame: Tidy data: one row per seed (and group, x[, panel]).
@@ -246,6 +274,8 @@ def points_figure(
         xlabel: The x axis label, with its unit (default ``x``).
         ylabel: The y axis label, with its unit (default: ``y``; none on panels,
             whose titles name the quantity).
+        dodge: Draw groups that share an x beside one another (``None``: where they
+            do; ``False``: never).
 
     Returns:
         ``path``.
@@ -261,14 +291,17 @@ def points_figure(
     use_logx = _decide(frame[x], logx, "linear")
     fig, panels = _grid(frame, panel)
     for ax, name, rows in panels:
-        for g in group_order(rows, group, order):
+        names = group_order(rows, group, order)
+        shift = _dodge(rows, x, group, use_logx, names) if dodge is not False else {}
+        for g in names:
             members = rows[rows[group].astype(str) == g]
             xs = pd.to_numeric(members[x], errors="coerce").to_numpy(dtype=float)
             ys = pd.to_numeric(members[y], errors="coerce").to_numpy(dtype=float)
-            ax.scatter(xs, ys, s=12, color=colours[g], alpha=0.55, lw=0, zorder=2)
             means = pd.Series(ys).groupby(xs).mean().dropna()
+            step = shift.get(g, 0.0)
+            ax.scatter(_moved(xs, step, use_logx), ys, s=12, color=colours[g], alpha=0.55, lw=0)
             ax.plot(
-                means.index.to_numpy(dtype=float),
+                _moved(means.index.to_numpy(dtype=float), step, use_logx),
                 means.to_numpy(),
                 "-o",
                 color=colours[g],

@@ -288,3 +288,26 @@ def test_an_axis_styled_again_takes_the_new_rule() -> None:
     fig.canvas.draw()
     assert ax.get_xscale() == "linear"
     assert len([t for t in ax.xaxis.get_major_ticks() if t.label1.get_text()]) >= 3
+
+
+def test_groups_sharing_an_x_are_drawn_side_by_side(tmp_path: Path, drawn: list[Figure]) -> None:
+    frame = pd.DataFrame(
+        [
+            {"B": b, "ratio": r, "seed": s, "accuracy": 90 + b / 100 + s}
+            for b in (32, 128, 512)
+            for r in (1e-4, 1e-3, 1e-2, 1e-1)
+            for s in range(2)
+        ]
+    )
+    points_figure(frame, x="ratio", y="accuracy", group="B", path=tmp_path / "d.png")
+    points_figure(frame, x="ratio", y="accuracy", group="B", path=tmp_path / "n.png", dodge=False)
+    dodged, plain = (fig.axes[0] for fig in drawn)
+    assert dodged.get_xscale() == "log"
+    means = [ln.get_xdata()[0] for ln in dodged.get_lines() if ln.get_marker() == "o"]
+    assert means[0] < 1e-4 < means[2] and means[1] == pytest.approx(1e-4)
+    assert 0 < np.log10(means[2] / means[0]) < 0.2  # a few per cent of three decades
+    xs = {round(float(p[0]), 12) for c in plain.collections for p in c.get_offsets()}
+    assert xs == {1e-4, 1e-3, 1e-2, 1e-1}
+    ys = sorted(float(ln.get_ydata()[0]) for ln in dodged.get_lines() if ln.get_marker() == "o")
+    expected = frame[frame["ratio"] == 1e-4].groupby("B")["accuracy"].mean()
+    assert ys == pytest.approx(sorted(expected))
