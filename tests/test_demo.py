@@ -277,7 +277,7 @@ def test_runs_below_the_target_accuracy_are_named(demo_run: dict) -> None:
         in (demo_run["first"]["out"])
     )
     md = (demo_run["root"] / "o/report.md").read_text(encoding="utf-8")
-    assert "tiny: 7 runs stopped at the epoch cap below the target training accuracy" in md
+    assert "tiny: 7 runs stopped at their cap short of their training target" in md
 
 
 def test_a_case_with_nothing_stored_is_left_out_and_others_are_reported(

@@ -1,4 +1,8 @@
-"""One page over several reports: the questions of Keskar et al., answered case by case.
+"""One page over several reports: what was run, a study's answers, links to the reports.
+
+A study may answer its own questions (:data:`~flatness.report.overview_case.AnswerFn`,
+:class:`~flatness.report.overview_case.StudyAnswer`); without one, the overview answers
+the questions of Keskar et al. case by case (:func:`keskar_answer`).
 
 A *case* is one network on one data set with its own results store and report
 (:func:`~flatness.report.from_store.build_from_store`). :func:`write_overview` reads
@@ -25,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +38,7 @@ from flatness.atomic import atomic_path, write_text_atomic
 from flatness.report.analysis import Study, analyze
 from flatness.report.answers import answers as case_answers
 from flatness.report.from_store import load_frame
-from flatness.report.overview_case import OverviewCase
+from flatness.report.overview_case import AnswerFn, OverviewCase, StudyAnswer
 from flatness.report.overview_tables import (
     accuracy_overview,
     kendall_overview,
@@ -52,7 +57,7 @@ from flatness.report.render import (
     to_markdown,
 )
 
-__all__ = ["Overview", "OverviewCase", "write_overview"]
+__all__ = ["AnswerFn", "Overview", "OverviewCase", "StudyAnswer", "keskar_answer", "write_overview"]
 
 
 @dataclass(frozen=True)
@@ -73,32 +78,30 @@ def _load(case: OverviewCase, n_boot: int, confidence: float, seed: int) -> Stud
     return analyze(_frame(case), n_boot=n_boot, confidence=confidence, seed=seed)
 
 
-def write_overview(
-    out: str | os.PathLike[str],
+def keskar_answer(
     cases: Sequence[OverviewCase],
+    out: Path,
     *,
-    title: str,
-    intro: Sequence[str] = (),
     n_boot: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-) -> Overview:
-    """Write ``report.html`` and ``report.md`` comparing the cases (module docstring).
+) -> StudyAnswer:
+    """Keskar et al.'s (ICLR 2017) questions answered case by case (module docstring).
+
+    An :data:`~flatness.report.overview_case.AnswerFn`: the overview of a plan without
+    an answer of its own, and a start for a study that extends it.
 
     Args:
-        out: The folder (the cases' reports are usually its subfolders).
-        cases: The cases, in display order.
-        title: The page's title.
-        intro: Paragraphs shown under the title (what was run, how long it took).
+        cases: The cases with measurements, in display order.
+        out: The overview's folder (this answer writes no figure).
         n_boot: Bootstrap resamples for Kendall's τ intervals.
         confidence: The intervals' level.
         seed: The bootstrap's seed.
 
     Returns:
-        The HTML and Markdown paths and the answers (one sentence per case).
+        One paragraph per case, the tables side by side (a section each, those with
+        rows) and their numbers by key.
     """
-    base = Path(out)
-    base.mkdir(parents=True, exist_ok=True)
     studies = [_load(case, n_boot, confidence, seed) for case in cases]
     within = [within_taus(study) for study in studies]
     tables = [
@@ -108,27 +111,68 @@ def write_overview(
         kendall_overview(cases, studies, confidence),
         within_overview(cases, studies, within, confidence, n_boot),
     ]
+    return StudyAnswer(
+        answers=tuple(case_answers(cases, studies, within, confidence)) if cases else (),
+        sections=tuple(
+            Section(t.title, t.key, [TableBlock(t)]) for t in tables if not t.frame.empty
+        ),
+        tables={t.key: t.values if t.values is not None else t.frame for t in tables},
+    )
+
+
+def write_overview(
+    out: str | os.PathLike[str],
+    cases: Sequence[OverviewCase],
+    *,
+    title: str,
+    intro: Sequence[str] = (),
+    answer: AnswerFn | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Overview:
+    """Write ``report.html`` and ``report.md`` over the cases: what was run, the answers,
+    the answer's sections, links to the cases' reports.
+
+    Args:
+        out: The folder (the cases' reports are usually its subfolders).
+        cases: The cases, in display order.
+        title: The page's title.
+        intro: Paragraphs shown under the title (what was run, how long it took).
+        answer: The study's answer function (called with the cases and ``out``; not
+            called without cases); ``None``: :func:`keskar_answer` with ``n_boot``,
+            ``confidence`` and ``seed``.
+        n_boot: Bootstrap resamples for Kendall's τ intervals (:func:`keskar_answer`).
+        confidence: The intervals' level (:func:`keskar_answer`).
+        seed: The bootstrap's seed (:func:`keskar_answer`).
+
+    Returns:
+        The HTML and Markdown paths and the answers.
+    """
+    base = Path(out)
+    base.mkdir(parents=True, exist_ok=True)
+    if answer is None:
+        answer = partial(keskar_answer, n_boot=n_boot, confidence=confidence, seed=seed)
+    result = answer(cases, base) if cases else StudyAnswer(())
     links = tuple(
         (f"{case.name}: {case.title}", Path(os.path.relpath(case.report, base)).as_posix())
         for case in cases
     )
     sections = [Section("What was run", "setup", [Paragraph(text) for text in intro])]
-    answers: list[str] = []
     if cases:
-        answers = case_answers(cases, studies, within, confidence)
         sections += [
-            Section("Answers", "answers", [Bullets(tuple(answers))]),
-            *(Section(t.title, t.key, [TableBlock(t)]) for t in tables if not t.frame.empty),
+            Section("Answers", "answers", [Bullets(result.answers)]),
+            *result.sections,
             Section("Full reports", "reports", [Links(links)]),
         ]
     else:
         sections.append(Section("Answers", "answers", [Paragraph("No case has results to show.")]))
     data = base / "data"
     data.mkdir(exist_ok=True)
-    for table in tables:
-        with atomic_path(data / f"{table.key}.csv") as tmp:
-            (table.values if table.values is not None else table.frame).to_csv(tmp, index=False)
+    for key, frame in result.tables.items():
+        with atomic_path(data / f"{key}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
     html, markdown = base / "report.html", base / "report.md"
     write_text_atomic(markdown, to_markdown(title, sections))
     write_text_atomic(html, to_html(title, sections, base))
-    return Overview(html, markdown, tuple(answers))
+    return Overview(html, markdown, result.answers)

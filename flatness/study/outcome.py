@@ -33,8 +33,8 @@ class CaseResult(PlainData):
         computed: Measure tasks computed by this call.
         reused_scores: Tasks found in the store.
         failures: Checkpoints or tasks that failed (one line each).
-        missed_target: Runs that hit their epoch cap below the target training accuracy
-            (path and accuracy); they are scored and reported all the same.
+        missed_target: Runs with a target (accuracy or loss) that hit their cap short of
+            it (path, accuracy and loss); they are scored and reported all the same.
         checkpoints: SHA-256 digests of the case's checkpoints: its reports show only
             these, even when the store holds runs an earlier plan listed.
         report_rebuilt: Whether the report was written (False: the store had not changed).
@@ -64,13 +64,15 @@ class CaseResult(PlainData):
 @dataclass(frozen=True)
 class StudyResult(PlainData):
     """What :func:`run_study` did: one :class:`CaseResult` per case, and the overview
-    (its pages and its answers, one sentence per case).
+    (its pages and its answers: the plan's answer sentences).
 
     Attributes:
         cases: Every case's result, in the plan's order.
         html: The overview's HTML page.
         markdown: The overview's Markdown page.
-        answers: The overview's answers, one sentence per case shown.
+        answers: The overview's answer sentences (the plan's
+            :class:`~flatness.report.overview_case.StudyAnswer`, by default one
+            paragraph per case shown).
         seconds: Wall-clock seconds of the whole call.
     """
 

@@ -3,8 +3,9 @@
 :func:`write_study_overview` turns a plan and its cases' results into the overview page
 of :func:`flatness.report.overview.write_overview`: an introduction (what each case
 trains and scores, the compute behind the results, runs that missed their target, cases
-left out, the regenerating command), then the answers and tables of every case whose
-store holds measurements.
+left out, the regenerating command), then the plan's answers
+(:attr:`~flatness.study.plan.StudyPlan.answer`, by default Keskar et al.'s questions case
+by case) over every case whose store holds measurements.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def write_study_overview(
         command: The command that regenerates the study (named in the introduction).
 
     Returns:
-        The overview's pages and its answers (one sentence per case shown).
+        The overview's pages and its answers.
 
     Raises:
         ValueError: When ``results`` does not hold one result per case of the plan.
@@ -58,8 +59,8 @@ def write_study_overview(
     for result in results:
         if result.missed_target:
             intro.append(
-                f"{result.name}: {len(result.missed_target)} runs stopped at the epoch cap "
-                f"below the target training accuracy: {', '.join(result.missed_target)}."
+                f"{result.name}: {len(result.missed_target)} runs stopped at their cap "
+                f"short of their training target: {', '.join(result.missed_target)}."
             )
     pairs = list(zip(plan.cases, results, strict=True))
     shown = [(case, result) for case, result in pairs if has_measurements(result.store)]
@@ -82,4 +83,4 @@ def write_study_overview(
         )
         for case, result in shown
     ]
-    return write_overview(Path(out), cases, title=plan.title, intro=intro)
+    return write_overview(Path(out), cases, title=plan.title, intro=intro, answer=plan.answer)

@@ -15,9 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flatness.study.training import MATCH_KEY, check_matches
+
+if TYPE_CHECKING:
+    from flatness.report.overview_case import AnswerFn
 
 __all__ = ["Case", "StudyPlan", "StudySpec", "describe"]
 
@@ -173,6 +176,11 @@ class StudyPlan:
         name: Short name of the plan (``"demo"``).
         title: The overview's title.
         cases: The cases, in order; their names are distinct.
+        answer: The study's answers over its cases
+            (:data:`flatness.report.overview_case.AnswerFn`: called with the cases
+            that have measurements and the overview's folder, it returns a
+            :class:`~flatness.report.overview_case.StudyAnswer`); ``None``: Keskar et
+            al.'s questions case by case (:func:`flatness.report.overview.keskar_answer`).
 
     Raises:
         ValueError: On construction, without cases or with two cases of one name.
@@ -181,6 +189,7 @@ class StudyPlan:
     name: str
     title: str
     cases: tuple[Case, ...]
+    answer: AnswerFn | None = None
 
     def __post_init__(self) -> None:
         names = [case.name for case in self.cases]
