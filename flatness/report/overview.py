@@ -70,8 +70,9 @@ class Overview:
 
 
 def _frame(case: OverviewCase) -> pd.DataFrame:
-    """The case's results frame (its store, read at the report's edge)."""
-    return load_frame(case.store, checkpoints=case.checkpoints)
+    """The case's results frame (its store, read at the report's edge), with each run's
+    metadata (updates, how it stopped, the test set's size)."""
+    return load_frame(case.store, checkpoints=case.checkpoints, details=True)
 
 
 def _load(case: OverviewCase, n_boot: int, confidence: float, seed: int) -> Study:
