@@ -251,9 +251,7 @@ def test_built_in_plans_follow_keskar_protocol() -> None:
             assert case.train["optimizer"] == "adam"
             assert case.train["target_accuracy"] == 0.98
     full = demo.FULL.cases
-    assert all(case.seeds == (0, 1, 2, 3, 4) for case in full)
-    sweep = next(case for case in full if case.sweep)
-    assert len(sweep.sweep) + 2 >= 6 and len(sweep.sweep_seeds) >= 3
+    assert all(len(case.seeds) >= 3 for case in full)
     keskar = full[0].measures["keskar"]
     assert keskar["eps"] == [1e-3, 5e-4] and keskar["subspace"] == [0, 100]
 

@@ -16,14 +16,15 @@ def test_keskar2017_declares_its_demo_and_full_plans_and_questions() -> None:
     study = get_study("keskar2017")
     assert study is STUDIES["keskar2017"] is keskar2017.STUDY
     assert study.plan() is keskar2017.DEMO and study.plan("full") is keskar2017.FULL
-    assert len(study.questions) == 3 and "arXiv:1609.04836" in study.citation
-    assert [c.name for c in keskar2017.FULL.cases] == ["f1-mnist1d", "c1-mnist1d", "f1-digits"]
+    assert len(study.questions) == 4 and "arXiv:1609.04836" in study.citation
+    assert study.plan("ci") is keskar2017.CI
+    assert [c.name for c in keskar2017.FULL.cases] == ["f1-mnist1d", "f1-digits", "c1-mnist1d"]
 
 
 def test_unknown_study_and_plan_are_refused_naming_the_choices() -> None:
     with pytest.raises(ValueError, match=r"choose one of \['keskar2017'\]"):
         get_study("smith2018")
-    with pytest.raises(ValueError, match=r"choose one of \['demo', 'full'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['ci', 'demo', 'full'\]"):
         keskar2017.STUDY.plan("huge")
     with pytest.raises(ValueError, match="default plan"):
         StudySpec("s", "t", plans={"a": keskar2017.DEMO}, default_plan="b")
