@@ -16,7 +16,7 @@ from flatness.report.analysis import Study
 from flatness.report.correlation import Correlation
 from flatness.report.overview_case import OverviewCase
 from flatness.report.paired import paired_min_p
-from flatness.report.summary import ALPHA, design_limits_text, significant, tests_text
+from flatness.report.summary import ALPHA, design_limits_text, p_values_text, significant
 from flatness.report.tables import percent, stat_cell
 
 __all__ = ["answers"]
@@ -170,7 +170,7 @@ def _accuracy_sentence(study: Study) -> str:
     lb = stat_cell(comp.lb, 100.0)
     sb = stat_cell(comp.sb, 100.0)
     diff = percent(comp.lb.mean - comp.sb.mean)
-    tests = tests_text(comp)
+    tests = p_values_text(comp)
     tail = f"lower in {comp.losses[0]}/{comp.losses[1]} seeds" + (f"; {tests})." if tests else ").")
     if diff == 0:
         return f" LB and SB test accuracies are equal on average ({lb} % vs {sb} %; {tail}"

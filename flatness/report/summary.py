@@ -31,7 +31,7 @@ ALPHA = 0.05
 """The level below which a Holm-adjusted p makes an SB-vs-LB difference "significant"."""
 
 
-def tests_text(comp: Comparison) -> str:
+def p_values_text(comp: Comparison) -> str:
     """The SB-vs-LB tests of one quantity, each p with the smallest the design can reach.
 
     Returns:
@@ -182,7 +182,7 @@ def _accuracy_sentence(study: Study) -> str | None:
     )
     if n:
         text += f"; LB below SB in {below}/{n} seeds"
-    tests = tests_text(comp)
+    tests = p_values_text(comp)
     return text + (f"; {tests}" if tests else "") + "." + floor_text(study)
 
 
@@ -232,7 +232,7 @@ def _measure_sentence(study: Study, column: Column) -> str | None:
     )
     if _finite(ratio):
         tail += f" (LB/SB = {ratio:.3g})"
-    tests = tests_text(comp)
+    tests = p_values_text(comp)
     if tests:
         tail += f"; {tests}"
     k = sum(c.label in study.comparisons for c in study.columns)
