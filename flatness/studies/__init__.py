@@ -6,22 +6,26 @@ Each module only declares its plans and the questions its overview answers (a
 
 - ``keskar2017`` (:mod:`~flatness.studies.keskar2017`) -- Keskar et al. (ICLR 2017):
   are large-batch minima sharper?
+- ``smith2018`` (:mod:`~flatness.studies.smith2018`) -- Smith et al. (ICLR 2018): is
+  increasing the batch size the same as decaying the learning rate?
 
 Examples:
     >>> sorted(STUDIES)
-    ['keskar2017']
+    ['keskar2017', 'smith2018']
     >>> get_study("keskar2017").plan("full").name
     'keskar-mnist1d'
 """
 
 from __future__ import annotations
 
-from flatness.studies import keskar2017
+from flatness.studies import keskar2017, smith2018
 from flatness.study.plan import StudySpec
 
 __all__ = ["STUDIES", "get_study"]
 
-STUDIES: dict[str, StudySpec] = {study.name: study for study in (keskar2017.STUDY,)}
+STUDIES: dict[str, StudySpec] = {
+    study.name: study for study in (keskar2017.STUDY, smith2018.STUDY)
+}
 """Built-in study name → study."""
 
 

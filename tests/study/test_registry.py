@@ -22,8 +22,8 @@ def test_keskar2017_declares_its_demo_and_full_plans_and_questions() -> None:
 
 
 def test_unknown_study_and_plan_are_refused_naming_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"choose one of \['keskar2017'\]"):
-        get_study("smith2018")
+    with pytest.raises(ValueError, match=r"choose one of \['keskar2017', 'smith2018'"):
+        get_study("nosuch2099")
     with pytest.raises(ValueError, match=r"choose one of \['ci', 'demo', 'full'\]"):
         keskar2017.STUDY.plan("huge")
     with pytest.raises(ValueError, match="default plan"):
@@ -64,3 +64,9 @@ def test_old_demo_names_still_work_with_a_deprecation_warning() -> None:
         assert demo.DEMO is keskar2017.DEMO  # the command's own names do not warn
     with pytest.raises(AttributeError):
         demo.nothing  # noqa: B018
+
+
+def test_smith2018_is_registered() -> None:
+    from flatness.studies import smith2018
+
+    assert get_study("smith2018") is smith2018.STUDY
