@@ -42,8 +42,10 @@ __all__ = [
     "ACCURACY",
     "MEASURES",
     "QUANTITIES",
+    "SHARPNESS",
     "Gap",
     "cells_frame",
+    "optimizer_name",
     "protocol_gaps",
     "runs_frame",
     "unconverged",
@@ -61,11 +63,24 @@ MEASURES: dict[str, str] = {
 }
 """Measure (store name) → the column of :func:`runs_frame` holding its headline value."""
 
-QUANTITIES: tuple[str, ...] = (ACCURACY, "λ_max", "ε-sharpness", "trace")
+SHARPNESS: tuple[str, ...] = ("λ_max", "ε-sharpness", "trace")
+"""The sharpness measures compared as ratios LB / SB."""
+
+QUANTITIES: tuple[str, ...] = (ACCURACY, *SHARPNESS)
 """What :func:`protocol_gaps` compares: the accuracy as a difference, the sharpness
 measures as ratios."""
 
 _TARGETS = ("target_loss", "target_accuracy")
+
+
+def optimizer_name(optimizer: str) -> str:
+    """How an optimizer is named in a sentence.
+
+    Examples:
+        >>> optimizer_name("sgd"), optimizer_name("adam")
+        ('SGD with momentum', 'Adam')
+    """
+    return {"sgd": "SGD with momentum", "adam": "Adam"}.get(optimizer, optimizer)
 
 
 def _stop_reason(meta: Mapping[str, Any]) -> str:

@@ -26,10 +26,12 @@ from flatness.studies.hoffer2017_data import (
     ACCURACY,
     MEASURES,
     QUANTITIES,
+    SHARPNESS,
     Gap,
+    optimizer_name,
     unconverged,
 )
-from flatness.studies.hoffer2017_protocols import PROTOCOLS
+from flatness.studies.hoffer2017_protocols import PROTOCOLS, ROLES
 
 __all__ = ["FIGURE", "answer_sections", "answer_tables", "gaps_frame", "protocol_table"]
 
@@ -162,17 +164,19 @@ def _gaps_table(gaps: Sequence[Gap]) -> Table:
 
 
 def _figure(cells: pd.DataFrame, out: Path) -> Path | None:
-    """Each seed's gap to SB (accuracy) and ratio to SB (sharpness), per protocol."""
+    """Each seed's gap to SB (accuracy) and ratio to SB (sharpness), per protocol; SB
+    itself is drawn at 0 and 1, so each protocol's line starts from it."""
     parts = []
     for (case, protocol), rows in cells.groupby(["case", "protocol"], sort=False):
         small = rows[rows["role"] == "SB"].set_index("seed")
-        for role in ("MB", "LB"):
+        name = optimizer_name(str(rows["optimizer"].iloc[0]))
+        group = f"{protocol} ({PROTOCOLS[str(protocol)]})"
+        for role in ROLES:
             other = rows[rows["role"] == role].set_index("seed")
             seeds = small.index.intersection(other.index)
             if seeds.empty:
                 continue
-            name = str(other["optimizer"].iloc[0])
-            for quantity in (ACCURACY, "λ_max", "ε-sharpness", "trace"):
+            for quantity in (ACCURACY, *SHARPNESS):
                 a = pd.to_numeric(small.loc[seeds, quantity], errors="coerce")
                 b = pd.to_numeric(other.loc[seeds, quantity], errors="coerce")
                 value = b - a if quantity == ACCURACY else b / a
@@ -185,7 +189,7 @@ def _figure(cells: pd.DataFrame, out: Path) -> Path | None:
                     pd.DataFrame({
                         "batch size": int(other["batch_size"].iloc[0]),
                         "value": value.to_numpy(dtype=float),
-                        _GROUP: f"{protocol} ({PROTOCOLS[str(protocol)]})",
+                        _GROUP: group,
                         "panel": label,
                         "case": case,
                     })
@@ -206,7 +210,7 @@ def _figure(cells: pd.DataFrame, out: Path) -> Path | None:
         logx=True,
         logy=False,
         title="MB and LB against SB of the same seed, per protocol",
-        xlabel="batch size B (SB = the smallest)",
+        xlabel="batch size B",
     )
 
 
@@ -275,8 +279,8 @@ def answer_sections(
             FigureBlock(
                 FIGURE,
                 "MB and LB against SB of the same seed: the test-accuracy difference in "
-                "points and the ratio of each sharpness measure (1 = as sharp as SB). Small "
-                "points are seeds, large ones their mean; colours are protocols.",
+                "points and the ratio of each sharpness measure (SB itself at 0 and 1). "
+                "Small points are seeds, large ones their mean; colours are protocols.",
             )
         )
     tests = Section("LB against SB", "lb-vs-sb", [TableBlock(_gaps_table(gaps))])
