@@ -135,17 +135,17 @@ MEASURES: dict[str, Any] = {
 the weight norm."""
 
 SECTIONS: tuple[str, ...] = (
-    "summary",
+    "provenance",
     "accuracy",
     "sharpness",
-    "correlation",
     "batchnorm",
     "training",
     "data",
-    "provenance",
 )
-"""The case reports' sections: no SB-vs-LB test or parametric plot (five schedules, no
-two roles), no batch-size section (B changes within a run), no spectral density."""
+"""The case reports' sections: no summary or correlation section (both read the regimes
+as batch sizes and name an SB and an LB, which five schedules with one initial batch size
+do not have), no SB-vs-LB test or parametric plot, no batch-size section (B changes
+within a run), no spectral density (not scored)."""
 
 QUESTIONS: tuple[str, ...] = (
     "Is increasing the batch size the same as decaying the learning rate: do step decay, "
@@ -255,7 +255,7 @@ CI = StudyPlan(
                 "test": False,
             },
             measures={"lambda_max": {"k": 1}},
-            sections=("summary", "accuracy"),
+            sections=("accuracy",),
         ),
     ),
     answer=answer,

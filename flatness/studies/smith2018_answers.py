@@ -175,6 +175,23 @@ def _find(found: Sequence[Comparison], a: str, b: str) -> Comparison | None:
     return next((c for c in found if (c.a, c.b) == (a, b)), None)
 
 
+def _last_means(data: CaseData, measure: str) -> pd.Series:
+    """Each schedule's last tracked value of a measure, mean over seeds (finite only)."""
+    tracks = data.tracks
+    if tracks.empty or measure not in tracks.columns:
+        return pd.Series(dtype=float)
+    last = tracks.sort_values("step").groupby("run").tail(1)
+    return last.groupby("regime")[measure].agg(finite_mean)
+
+
+def _end_ratio(data: CaseData, measure: str = "lambda_max") -> float:
+    """Increase's last tracked value of a measure over decay's (means over seeds)."""
+    means = _last_means(data, measure)
+    if not {"increase", "decay"} <= set(means.index):
+        return float("nan")
+    return float(means["increase"] / means["decay"])
+
+
 def _clause(data: CaseData) -> str:
     """One case's part of the first answer."""
     runs, name = data.runs, data.case.name
@@ -188,11 +205,13 @@ def _clause(data: CaseData) -> str:
         else f"no, the gap is beyond the ±{pair.margin:.1f}-point margin"
     )
     ratio = _updates(runs, "decay") / _updates(runs, "increase")
+    sharp = _end_ratio(data)
+    ending = f", ending {sharp:.2f}× as sharp by the tracked λ_max" if np.isfinite(sharp) else ""
     return (
         f"on {name}, {verdict}: batch increase reached {_acc(runs, 'increase')} and step "
         f"decay {_acc(runs, 'decay')} test accuracy after the same {data.epochs} epochs, "
         f"{_gap(pair)}, with {ratio:.1f}× fewer updates "
-        f"({_updates(runs, 'increase'):.0f} vs {_updates(runs, 'decay'):.0f})"
+        f"({_updates(runs, 'increase'):.0f} vs {_updates(runs, 'decay'):.0f}){ending}"
     )
 
 
@@ -216,11 +235,19 @@ def _claim_i(data: CaseData, found: Sequence[Comparison]) -> str | None:
         else f"does not hold as measured: {len(equal) - inside} of {len(equal)} gaps exceed "
         "the margin"
     )
+    anneal = _find(found, "constant", "decay")
+    weak = (
+        f" Annealing itself moved accuracy by only {anneal.gap:+.1f} points here (decay "
+        "− constant), within the margin, so this test of equivalence is weak: schedules "
+        "that barely matter are trivially the same."
+        if anneal is not None and anneal.within
+        else ""
+    )
     return (
         f"{data.case.name}, claim (i), same accuracy after the same epochs: "
         + "; ".join(_gap(c) for c in equal)
         + f". Margin ±{equal[0].margin:.1f} points; the claim {verdict} (with this few "
-        "seeds 'same' rests on the margin, not on a test)."
+        "seeds 'same' rests on the margin, not on a test)." + weak
     )
 
 
@@ -270,18 +297,14 @@ def _claim_iii(data: CaseData, found: Sequence[Comparison]) -> str | None:
 
 
 def _tracked_end(data: CaseData) -> str | None:
-    tracks = data.tracks
-    if tracks.empty or not {"decay", "increase"} <= set(tracks["regime"]):
-        return None
-    last = tracks.sort_values("step").groupby("run").tail(1)
     parts = []
     for name, label in TRACKED.items():
-        if name not in last.columns:
+        means = _last_means(data, name)
+        if not {"decay", "increase"} <= set(means.index):
             continue
-        means = last.groupby("regime")[name].agg(finite_mean)
         inc, dec = means["increase"], means["decay"]
         if not (np.isfinite(inc) and np.isfinite(dec)):
-            parts.append(f"{label} not finite in every seed")
+            parts.append(f"{label} not finite in any seed of one of them")
             continue
         parts.append(f"{label} {inc:.3g} vs {dec:.3g} ({inc / dec:.2f}×)")
     if not parts:
@@ -294,7 +317,8 @@ def _tracked_end(data: CaseData) -> str | None:
 
 def _final_sharpness(data: CaseData) -> str | None:
     runs = data.runs
-    labels = [c for c in runs.columns if c.startswith(("λ_max", "trace", "ε-sharpness"))]
+    names = ("λ_max", "trace", "ε-sharpness", "weight norm")
+    labels = [c for c in runs.columns if c.startswith(names)]
     if not labels:
         return None
     parts = []
@@ -303,8 +327,8 @@ def _final_sharpness(data: CaseData) -> str | None:
         values = ", ".join(f"{r} {means[r]:.3g}" for r in data.regimes)
         parts.append(f"{label}: {values}")
     return (
-        f"{data.case.name}, sharpness of the final networks on the scoring examples (mean "
-        "over seeds): " + "; ".join(parts) + "."
+        f"{data.case.name}, sharpness and weight norm of the final networks on the scoring "
+        "examples (mean over seeds): " + "; ".join(parts) + "."
     )
 
 

@@ -118,6 +118,11 @@ def test_the_ci_answers_state_the_store_s_numbers(ci_study) -> None:  # type: ig
     tracks = tracks[tracks["source"] == "tracker"]
     last = tracks.sort_values("step").groupby("run").tail(1).groupby("regime")["lambda_max"].mean()
     assert f"λ_max {last['increase']:.3g} vs {last['decay']:.3g}" in text
+    ratio = last["increase"] / last["decay"]
+    assert f"ending {ratio:.2f}× as sharp by the tracked λ_max" in result.answers[0]
+    anneal = float((wide["decay"] - wide["constant"]).mean())
+    weak = f"Annealing itself moved accuracy by only {anneal:+.1f} points" in text
+    assert weak == (abs(anneal) <= margin)
 
 
 def test_the_ci_overview_writes_its_tables_and_figures(ci_study) -> None:  # type: ignore[no-untyped-def]
