@@ -1,10 +1,14 @@
-"""``flatness demo``: Keskar et al.'s study on built-in data, end to end, in one command.
+"""``flatness demo``: two questions about batch size answered end to end, in one command.
 
-The command runs the ``demo`` plan of :mod:`flatness.studies.keskar2017` (``--full``:
-its ``full`` plan) with the study runner :func:`flatness.study.run_study`, into
-``runs/demo/`` and ``reports/demo/`` under the working directory (``--full``:
-``runs/keskar/`` and ``reports/keskar-mnist1d/``) unless ``--runs``/``--out`` say
-otherwise. :func:`run_study` here is that command from Python.
+The command runs the ``demo`` plan of :mod:`flatness.studies.demo` (:data:`DEMO`): a
+compact Keskar et al. (2017) case with the equal-updates control (SB, LB, LB-U) and a
+compact Smith et al. (2018) case (η decay vs batch increase), whose overview answers
+"Is increasing B the same as decaying η?" and "Do large batches generalize worse once
+updates are equal?" in sentences written from the numbers; into ``runs/demo/`` and
+``reports/demo/`` under the working directory unless ``--runs``/``--out`` say
+otherwise. ``--full`` runs every built-in study's full plan in turn
+(:func:`full_plans`, folders :func:`full_folders`). :func:`run_study` is the command
+from Python.
 
 The study's names moved: :class:`~flatness.study.Case`, ``StudyPlan``,
 :class:`~flatness.study.CaseResult`, :class:`~flatness.study.StudyResult`,
@@ -22,18 +26,36 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flatness import study
+from flatness.studies import demo as demo_study
 from flatness.studies import keskar2017
 
-__all__ = ["DEMO", "FOLDERS", "FULL", "run_study"]
+__all__ = [
+    "CI",
+    "DEMO",
+    "FOLDERS",
+    "FULL",
+    "FULL_STUDIES",
+    "full_folders",
+    "full_plans",
+    "run_study",
+]
 
-DEMO = keskar2017.DEMO
-"""The plan ``flatness demo`` runs (keskar2017's ``demo`` plan)."""
+DEMO = demo_study.DEMO
+"""The plan ``flatness demo`` runs (:mod:`flatness.studies.demo`'s ``demo`` plan)."""
+
+CI = demo_study.CI
+"""The demo's miniature (``flatness demo --plan ci``, seconds)."""
 
 FULL = keskar2017.FULL
-"""The plan ``flatness demo --full`` runs (keskar2017's ``full`` plan)."""
+"""keskar2017's ``full`` plan, the first that ``flatness demo --full`` runs."""
+
+FULL_STUDIES: tuple[str, ...] = ("keskar2017", "smith2018", "hoffer2017", "smithle2018")
+"""The built-in studies whose full plans ``flatness demo --full`` runs, in order (those
+registered in :data:`flatness.studies.STUDIES`)."""
 
 FOLDERS: dict[str, tuple[str, str]] = {
     DEMO.name: ("runs/demo", "reports/demo"),
@@ -41,6 +63,51 @@ FOLDERS: dict[str, tuple[str, str]] = {
 }
 """Plan name → the command's default (runs, reports) folders, relative to the working
 directory; another plan gets ``runs/<plan>`` and ``reports/<plan>``."""
+
+_STUDY_FOLDERS: dict[str, tuple[str, str]] = {"keskar2017": FOLDERS[FULL.name]}
+
+
+def full_plans() -> list[tuple[str, study.StudyPlan]]:
+    """The full plans ``flatness demo --full`` runs: (study name, plan), in order.
+
+    Returns:
+        The ``full`` plan of every study of :data:`FULL_STUDIES` that is registered.
+
+    Examples:
+        >>> [name for name, _ in full_plans()][:2]
+        ['keskar2017', 'smith2018']
+    """
+    from flatness.studies import STUDIES
+
+    return [(name, STUDIES[name].plan("full")) for name in FULL_STUDIES if name in STUDIES]
+
+
+def full_folders(
+    name: str,
+    runs: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[str, str]:
+    """Where ``flatness demo --full`` puts a study's runs and reports.
+
+    Args:
+        name: The study.
+        runs: The command's ``--runs`` (the study goes to ``<runs>/<name>``), if given.
+        out: The command's ``--out`` (``<out>/<name>``), if given.
+
+    Returns:
+        ``runs/keskar`` and ``reports/keskar-mnist1d`` for keskar2017 (its committed
+        report), else ``runs/<name>`` and ``reports/<name>``; under ``runs``/``out``
+        when given.
+
+    Examples:
+        >>> full_folders("smith2018"), full_folders("smith2018", "r", "o")
+        (('runs/smith2018', 'reports/smith2018'), ('r/smith2018', 'o/smith2018'))
+    """
+    default_runs, default_out = _STUDY_FOLDERS.get(name, (f"runs/{name}", f"reports/{name}"))
+    return (
+        default_runs if runs is None else (Path(runs) / name).as_posix(),
+        default_out if out is None else (Path(out) / name).as_posix(),
+    )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import flatness as fl
 from flatness import demo
 from flatness.cli import main
 from flatness.report import format_mean_std
+from flatness.studies import keskar2017
 from flatness.studies.keskar2017 import KESKAR_PROTOCOL, KeskarCase
 from flatness.study import fingerprint
 
@@ -244,7 +245,7 @@ def test_cases_are_validated() -> None:
 
 
 def test_built_in_plans_follow_keskar_protocol() -> None:
-    for plan in (demo.DEMO, demo.FULL):
+    for plan in (keskar2017.DEMO, demo.FULL):
         for case in plan.cases:
             assert case.regimes["SB"]["batch_size"] == "0.5%"
             assert case.regimes["LB"]["batch_size"] == "10%"

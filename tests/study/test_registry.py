@@ -9,6 +9,7 @@ import pytest
 
 import flatness.study
 from flatness.studies import STUDIES, get_study, keskar2017
+from flatness.studies import demo as demo_study
 from flatness.study import Case, StudyPlan, StudySpec
 
 
@@ -22,7 +23,9 @@ def test_keskar2017_declares_its_demo_and_full_plans_and_questions() -> None:
 
 
 def test_unknown_study_and_plan_are_refused_naming_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"choose one of \['keskar2017', 'smith2018'"):
+    with pytest.raises(
+        ValueError, match=r"choose one of \['demo', 'hoffer2017', 'keskar2017', 'smith2018'"
+    ):
         get_study("nosuch2099")
     with pytest.raises(ValueError, match=r"choose one of \['ci', 'demo', 'full'\]"):
         keskar2017.STUDY.plan("huge")
@@ -61,12 +64,14 @@ def test_old_demo_names_still_work_with_a_deprecation_warning() -> None:
     assert demo._folders(demo.FULL) == ("runs/keskar", "reports/keskar-mnist1d")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert demo.DEMO is keskar2017.DEMO  # the command's own names do not warn
+        assert demo.DEMO is demo_study.DEMO  # the command's own names do not warn
     with pytest.raises(AttributeError):
         demo.nothing  # noqa: B018
 
 
-def test_smith2018_is_registered() -> None:
-    from flatness.studies import smith2018
+def test_the_built_in_studies_are_registered() -> None:
+    from flatness.studies import hoffer2017, smith2018
 
     assert get_study("smith2018") is smith2018.STUDY
+    assert get_study("hoffer2017") is hoffer2017.STUDY
+    assert get_study("demo") is demo_study.STUDY
