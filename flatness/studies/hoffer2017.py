@@ -194,9 +194,9 @@ def _notes(optimizer: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-def _train(n_train: int, n_test: int, network: Mapping[str, Any]) -> dict[str, Any]:
-    return {**network, "dataset": "mnist1d", "dataset_kwargs": {"n_train": n_train,
-                                                                  "n_test": n_test}}  # fmt: skip
+def _train(n_train: int, n_test: int, network: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+    data = {"dataset": "mnist1d", "dataset_kwargs": {"n_train": n_train, "n_test": n_test}}
+    return {**network, **data, "epochs": epochs}
 
 
 def _plan_cases(
@@ -227,7 +227,7 @@ def _plan_cases(
                 optimizer,
                 title=f"{label}: SB vs LB under equal epochs, updates, convergence and "
                 f"scaled learning rates{suffix}",
-                train=_train(n_train, n_test, network),
+                train=_train(n_train, n_test, network, epochs),
                 regimes=regimes,
                 seeds=seeds,
                 examples=examples,

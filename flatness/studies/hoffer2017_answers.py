@@ -158,6 +158,26 @@ def _norms_sentence(name: str, norms: list[Gap]) -> str | None:
     )
 
 
+def _short_sentence(name: str, gaps: list[Gap]) -> str | None:
+    """The question answered in one sentence: test accuracy and λ_max under U and C."""
+    by_key = {(g.protocol, g.quantity): g for g in gaps}
+    parts = []
+    for quantity, label in ((ACCURACY, "test-accuracy gap"), ("λ_max", "λ_max ratio")):
+        reference = by_key.get(("E", quantity))
+        if reference is None:
+            continue
+        steps = [
+            f"{fate(gap, reference).split(' (')[0]} with {condition} ({_size(gap)})"
+            for protocol, condition in (("U", "equal updates"), ("C", "convergence"))
+            if (gap := by_key.get((protocol, quantity))) is not None
+        ]
+        if steps:
+            parts.append(f"LB's {label} (E: {_size(reference)}) " + " and ".join(steps))
+    if not parts:
+        return None
+    return f"In one sentence, for {name}: " + "; ".join(parts) + "."
+
+
 def _survival_sentence(name: str, gaps: list[Gap]) -> str:
     """The answer to the study's question for one optimizer."""
     by_key = {(g.protocol, g.quantity): g for g in gaps}
@@ -201,8 +221,9 @@ def answer(cases: Sequence[OverviewCase], out: Path) -> StudyAnswer:
         out: The overview's folder (its figure goes to ``figures/``).
 
     Returns:
-        Per optimizer: the survival sentence, one sentence per protocol and one on the
-        gradient and weight norms; the sections of
+        Per optimizer: the question answered in one sentence (accuracy and λ_max), the
+        same for every sharpness measure with the tests, one sentence per protocol and
+        one on the gradient and weight norms; the sections of
         :func:`~flatness.studies.hoffer2017_tables.answer_sections`; the tables of
         :func:`~flatness.studies.hoffer2017_tables.answer_tables`.
     """
@@ -219,7 +240,8 @@ def answer(cases: Sequence[OverviewCase], out: Path) -> StudyAnswer:
             continue
         name = optimizer_name(str(rows["optimizer"].iloc[0]))
         mine = [g for g in gaps if g.case == case.name]
-        answers.append(_survival_sentence(name, mine))
+        short = _short_sentence(name, mine)
+        answers += [*([short] if short else []), _survival_sentence(name, mine)]
         for protocol in PROTOCOLS:
             found = {g.quantity: g for g in mine if g.protocol == protocol}
             if not found:
