@@ -50,50 +50,40 @@ def _long(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+_VIEWS = (
+    # x, group, file suffix, title, x label, caption
+    ("η/B", "B", "ratio", "against η/B, one colour per batch size", "η/B",
+     "test accuracy and measures against η/B (log axis), one colour per batch size B; small "
+     "points are single seeds ({seeds} per cell), large ones the means. If only η/B "
+     "mattered, the colours would lie on one curve."),
+    ("B", "η/B level", "batch", "against B, one colour per η/B", "batch size B",
+     "the same against the batch size B (log axis), one colour per η/B level. If only η/B "
+     "mattered, every colour would be flat."),
+)  # fmt: skip
+"""The two views of each case: against η/B coloured by B, and against B coloured by η/B."""
+
+
 def _figures(frame: pd.DataFrame, out: Path) -> list[FigureBlock]:
     blocks = []
     ratios = [ratio_text(r) for r in sorted(frame["ratio"].unique())]
     for (case, n), runs in frame.groupby(["case", "n_train"], sort=False):
         long = _long(runs)
         seeds = int(runs.groupby(["batch_size", "lr"]).size().min())
-        path = points_figure(
-            long,
-            x="η/B",
-            y="value",
-            group="B",
-            panel="quantity",
-            logx=True,
-            path=out / "figures" / f"smithle2018-{case}-ratio.png",
-            title=f"N = {n}: against η/B, one colour per batch size",
-            xlabel="η/B",
-        )
-        blocks.append(
-            FigureBlock(
-                f"figures/{path.name}",
-                f"N = {n}: test accuracy and measures against η/B (log axis), one colour per "
-                f"batch size B; small points are single seeds ({seeds} per cell), large ones "
-                "the means. If only η/B mattered, the colours would lie on one curve.",
+        for x, group, suffix, title, xlabel, caption in _VIEWS:
+            path = points_figure(
+                long,
+                x=x,
+                y="value",
+                group=group,
+                panel="quantity",
+                logx=True,
+                order=ratios if group == "η/B level" else None,
+                path=out / "figures" / f"smithle2018-{case}-{suffix}.png",
+                title=f"N = {n}: {title}",
+                xlabel=xlabel,
             )
-        )
-        path = points_figure(
-            long,
-            x="B",
-            y="value",
-            group="η/B level",
-            panel="quantity",
-            logx=True,
-            order=ratios,
-            path=out / "figures" / f"smithle2018-{case}-batch.png",
-            title=f"N = {n}: against B, one colour per η/B",
-            xlabel="batch size B",
-        )
-        blocks.append(
-            FigureBlock(
-                f"figures/{path.name}",
-                f"N = {n}: the same against the batch size B (log axis), one colour per η/B "
-                "level. If only η/B mattered, every colour would be flat.",
-            )
-        )
+            text = f"N = {n}: {caption.format(seeds=seeds)}"
+            blocks.append(FigureBlock(f"figures/{path.name}", text))
     return blocks
 
 
