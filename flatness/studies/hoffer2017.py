@@ -157,6 +157,7 @@ def _case(
     seeds: tuple[int, ...],
     examples: int,
     measures: Mapping[str, Any],
+    notes: tuple[str, ...],
 ) -> Case:
     return Case(
         name=name,
@@ -168,17 +169,18 @@ def _case(
         measures=dict(measures),
         reference="F1",
         sections=SECTIONS,
-        notes=_notes(optimizer),
+        notes=notes,
     )
 
 
-def _notes(optimizer: Mapping[str, Any]) -> tuple[str, ...]:
+def _notes(
+    optimizer: Mapping[str, Any], *, small: int, target_loss: float, c_epochs: int, batchnorm: bool
+) -> tuple[str, ...]:
     scaled = (
-        f"L scales SGD's rate linearly from SB's (η = {optimizer['lr']:g} × B / "
-        f"{BATCH_SIZES['SB']}) after a linear warm-up of {WARMUP_EPOCHS:g} epochs "
-        "(Goyal et al. 2017)"
+        f"L scales SGD's rate linearly from SB's (η = {optimizer['lr']:g} × B / {small}) "
+        f"after a linear warm-up of {WARMUP_EPOCHS:g} epochs (Goyal et al. 2017)"
         if optimizer["optimizer"] == "sgd"
-        else f"L scales Adam's step with √(B / {BATCH_SIZES['SB']}) from {optimizer['lr']:g}"
+        else f"L scales Adam's step with √(B / {small}) from {optimizer['lr']:g}"
     )
     return (
         "Regimes SB, MB and LB are the equal-epochs protocol (E); U-, C- and L- prefix the "
@@ -187,10 +189,17 @@ def _notes(optimizer: Mapping[str, Any]) -> tuple[str, ...]:
         "one), so this report's SB-vs-LB comparison is the equal-epochs one; the overview "
         "compares every protocol.",
         f"U trains every batch size for the updates SB makes in E; C stops once the "
-        f"training loss (full training set, eval mode) is at most {TARGET_LOSS:g} or at "
-        f"{C_EPOCHS} epochs; {scaled}.",
-        "BatchNorm layers are evaluated with their running statistics (eval mode) when "
-        "scored, while they trained on batch statistics (B = 20 for SB).",
+        f"training loss (full training set, eval mode) is at most {target_loss:g} or at "
+        f"{c_epochs} epochs; {scaled}.",
+        "The summary's trends with the batch size and with η/B pool the four protocols "
+        "(they share batch sizes); the overview compares the protocols one at a time.",
+    ) + (
+        (
+            "BatchNorm layers are evaluated with their running statistics (eval mode) when "
+            f"scored, while they trained on batch statistics (B = {small} for SB).",
+        )
+        if batchnorm
+        else ()
     )
 
 
@@ -232,6 +241,13 @@ def _plan_cases(
                 seeds=seeds,
                 examples=examples,
                 measures=measures,
+                notes=_notes(
+                    optimizer,
+                    small=batch_sizes["SB"],
+                    target_loss=target_loss,
+                    c_epochs=c_epochs,
+                    batchnorm=network["network"] == "f1",
+                ),
             )
         )
     return tuple(cases)

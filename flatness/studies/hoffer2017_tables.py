@@ -208,7 +208,6 @@ def _figure(cells: pd.DataFrame, out: Path) -> Path | None:
         path=out / FIGURE,
         order=[f"{p} ({d})" for p, d in PROTOCOLS.items()],
         logx=True,
-        logy=False,
         title="MB and LB against SB of the same seed, per protocol",
         xlabel="batch size B",
     )
