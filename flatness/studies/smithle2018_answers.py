@@ -57,6 +57,7 @@ __all__ = [
     "answer",
     "answer_sentences",
     "fit_table",
+    "scaling_sentences",
 ]
 
 ALPHA = 0.05
@@ -255,7 +256,37 @@ def _limits_sentence(runs: pd.DataFrame) -> str:
     )
 
 
-def _scaling_sentences(best: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
+def _level_sentence(frame: pd.DataFrame, small: int, large: int) -> str:
+    """The best η/B level (mean over its batch sizes and seeds) at two N, as g = ηN/B."""
+    parts, noise = [], {}
+    for n in (small, large):
+        levels = frame[frame["n_train"] == n].groupby("ratio")[ACCURACY].mean().sort_values()
+        ratio, runner = float(levels.index[-1]), float(levels.index[-2])
+        noise[n] = ratio * n
+        parts.append(
+            f"{ratio_text(ratio)} at N = {n} (g = {ratio * n:.3g}, {levels.iloc[-1]:.1f}%, "
+            f"{levels.iloc[-1] - levels.iloc[-2]:.1f} points above {ratio_text(runner)})"
+        )
+    kept = np.isclose(noise[small], noise[large])
+    return (
+        f"Averaged over batch sizes and seeds, the best η/B level is {' and '.join(parts)}: "
+        f"the optimal noise scale g = ηN/B {'stayed' if kept else 'did not stay'} fixed as "
+        f"N grew ×{large / small:g}, {'as' if kept else 'where'} Smith & Le predict an "
+        f"unchanged g (the best η/B ∝ 1/N); the levels are a factor 2 apart."
+    )
+
+
+def scaling_sentences(best: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
+    """Per N the best batch size at each learning rate and the best cell; then, across
+    the smallest and largest N, how the best η/B level and B_opt moved (B_opt ∝ εN).
+
+    Args:
+        best: :func:`~flatness.studies.smithle2018_data.best_batches` of ``frame``.
+        frame: :func:`~flatness.studies.smithle2018_data.grid_frame`'s rows.
+
+    Returns:
+        The sentences, in that order.
+    """
     sizes = sorted(frame["n_train"].unique())
     out = []
     for n in sizes:
@@ -298,6 +329,7 @@ def _scaling_sentences(best: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
         )
         return out
     small, large = sizes[0], sizes[-1]
+    out.append(_level_sentence(frame, small, large))
     both = (
         best[best["n_train"].isin([small, large])]
         .pivot_table(index="lr", columns="n_train", values="best")
@@ -404,7 +436,7 @@ def answer_sentences(frame: pd.DataFrame, fits: pd.DataFrame) -> tuple[str, ...]
         answers.append(_accuracy_sentence(rows.iloc[0], runs))
         answers += [_measure_sentence(row, runs) for _, row in rows.iloc[1:].iterrows()]
         answers.append(_limits_sentence(runs))
-    answers += _scaling_sentences(best_batches(frame, min_sizes=MIN_SIZES), frame)
+    answers += scaling_sentences(best_batches(frame, min_sizes=MIN_SIZES), frame)
     epochs = sorted(frame["epochs"].unique())
     seeds = frame.groupby(["case", "batch_size", "lr"]).size().min()
     answers.append(

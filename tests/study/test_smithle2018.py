@@ -148,3 +148,27 @@ def test_the_study_declares_its_report_sections() -> None:
     }
     assert all(case.sections == study.SECTIONS for case in (*CI.cases, *FULL.cases))
     assert all(case.notes for case in (*CI.cases, *FULL.cases))
+
+
+def test_scaling_sentences_read_b_opt_and_the_best_level_from_the_means() -> None:
+    from flatness.studies.smithle2018_answers import scaling_sentences
+    from flatness.studies.smithle2018_data import ACCURACY, best_batches
+
+    rows = []
+    for n in (64, 128):
+        for ratio in (2.0**-7, 2.0**-6, 2.0**-5):
+            for b in (16, 32, 64):
+                for seed, jitter in ((0, -0.1), (1, 0.1)):
+                    # accuracy peaks where the noise scale g = ηN/B = ratio·N is 1
+                    acc = 50.0 - np.log2(ratio * n) ** 2 + jitter
+                    cell = {"case": f"n{n}", "n_train": n, "batch_size": b, "lr": ratio * b}
+                    rows.append({**cell, "ratio": ratio, "seed": seed, ACCURACY: acc})
+    frame = pd.DataFrame(rows)
+    best = best_batches(frame)
+    text = " ".join(scaling_sentences(best, frame))
+    assert "best η/B level is 1/64 at N = 64 (g = 1, 50.0%" in text
+    assert "1/128 at N = 128 (g = 1, 50.0%" in text
+    assert "stayed fixed" in text
+    # η = 0.5 is trained with B = 16, 32, 64: B_opt 32 at N = 64, 64 at N = 128
+    assert "×2 at 1 of 1 learning rates (η = 0.5: 32 → 64), as Smith & Le's" in text
+    assert "η = 0.5: B = 32 (50.0 ± 0.1%, 1.0 points above B = 16)" in text
