@@ -22,7 +22,6 @@ Reference:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from flatness.headlines import scores_frame, wide_scores
-from flatness.pipeline.readers import load_runs
+from flatness.report.case_runs import scored_runs
 from flatness.report.from_store import load_frame
 from flatness.report.overview_case import OverviewCase
 from flatness.report.paired import PairedTest, holm, paired_test
@@ -83,24 +82,9 @@ def optimizer_name(optimizer: str) -> str:
     return {"sgd": "SGD with momentum", "adam": "Adam"}.get(optimizer, optimizer)
 
 
-def _stop_reason(meta: Mapping[str, Any]) -> str:
-    """Why a run stopped: its ``stop_reason``, else read from its config and counts."""
-    reason = meta.get("stop_reason")
-    if reason:
-        return str(reason)
-    config = meta.get("config", {})
-    if meta.get("reached_target"):
-        return "target_loss" if config.get("target_loss") is not None else "target_accuracy"
-    cap = config.get("max_updates")
-    return "max_updates" if cap is not None and int(meta["updates"]) >= int(cap) else "epochs"
-
-
 def _case_rows(case: OverviewCase) -> pd.DataFrame:
-    runs = load_runs(case.store)
-    runs = runs[runs["status"] == "ok"]
-    if case.checkpoints is not None:
-        runs = runs[runs["checkpoint"].isin(case.checkpoints)]
-    meta = runs["meta"].map(json.loads)
+    runs = scored_runs(case)
+    meta = runs["meta"]
     config = meta.map(lambda m: m.get("config", {}))
     target = config.map(lambda c: next((c[k] for k in _TARGETS if c.get(k) is not None), None))
     rows = pd.DataFrame(
@@ -114,7 +98,7 @@ def _case_rows(case: OverviewCase) -> pd.DataFrame:
             "lr": runs["lr"].astype(float).to_numpy(),
             "updates": meta.map(lambda m: int(m["updates"])).to_numpy(),
             "epochs": runs["epoch"].astype(int).to_numpy(),
-            "stop": meta.map(_stop_reason).to_numpy(),
+            "stop": runs["stop_reason"].to_numpy(),
             "target": target.to_numpy(dtype=object),
             "n_test": meta.map(lambda m: int(m["n_test"])).to_numpy(),
             "train loss": runs["train_loss"].to_numpy(dtype=float),
