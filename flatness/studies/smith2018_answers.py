@@ -221,7 +221,8 @@ def first_answer(data: Sequence[CaseData]) -> str:
     Returns:
         The sentence, with one clause per case.
     """
-    return "Is increasing B the same as decaying η? " + "; ".join(_clause(d) for d in data) + "."
+    text = "; ".join(_clause(d) for d in data)
+    return f"Is increasing B the same as decaying η? {text[:1].upper()}{text[1:]}."
 
 
 def _claim_i(data: CaseData, found: Sequence[Comparison]) -> str | None:
