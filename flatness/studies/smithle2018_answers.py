@@ -35,36 +35,27 @@ import pandas as pd
 
 from flatness.headlines import DISPLAY_NAMES, NOT_SHARPNESS
 from flatness.report.overview_case import OverviewCase, StudyAnswer
-from flatness.report.paired import binomial_floor, holm, within_tau_power
+from flatness.report.paired import binomial_floor, within_tau_power
 from flatness.report.stats import format_p_value
 from flatness.studies.smithle2018_data import (
     ACCURACY,
+    ALPHA,
+    PERMUTATIONS,
     best_batches,
+    fit_table,
     grid_frame,
-    measure_columns,
-    noise_fits,
     ratio_text,
-    within_taus,
 )
 from flatness.studies.smithle2018_tables import answer_sections
 
 __all__ = [
-    "ALPHA",
     "MIN_SIZES",
-    "PERMUTATIONS",
     "POWER_SIMULATIONS",
     "POWER_TAUS",
     "answer",
     "answer_sentences",
-    "fit_table",
     "scaling_sentences",
 ]
-
-ALPHA = 0.05
-"""The significance level of every test named "significant"."""
-
-PERMUTATIONS = 2000
-"""Shuffles behind each within-level τ's p-value (so p ≥ 1/2001)."""
 
 MIN_SIZES = 3
 """A learning rate enters the best-batch-size comparison when trained with this many B."""
@@ -95,62 +86,6 @@ def _tau(estimate: float, p: float) -> str:
     if not np.isfinite(estimate):
         return "undefined"
     return f"{estimate:+.2f} ({_p_perm(p)})"
-
-
-def fit_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every outcome's variance shares, within-level τ and lack-of-fit tests, per case.
-
-    Args:
-        frame: :func:`~flatness.studies.smithle2018_data.grid_frame`'s rows.
-
-    Returns:
-        One row per case × outcome (test accuracy, then each measure): ``case``,
-        ``n_train``, ``outcome``, the shares ``share η/B``, ``share B``, ``share η``,
-        ``share cells``, ``tau B within η/B`` with ``p``, ``tau η/B within B`` with
-        ``p`` (and ``p holm``, adjusted over the case's τ tests), and per grouping the
-        lack-of-fit ``F``, its ``df`` and ``p`` with the Holm-adjusted ``p holm`` (over
-        every lack-of-fit test of the case).
-    """
-    rows: list[dict[str, object]] = []
-    for (case, n_train), runs in frame.groupby(["case", "n_train"], sort=False):
-        first = len(rows)
-        for outcome in [ACCURACY, *measure_columns(runs)]:
-            fits = {f.name: f for f in noise_fits(runs, outcome)}
-            by_ratio, by_batch = within_taus(runs, outcome, n_perm=PERMUTATIONS)
-            row: dict[str, object] = {"case": case, "n_train": int(n_train), "outcome": outcome}
-            row.update({f"share {name}": f.share for name, f in fits.items()})
-            row["share cells"] = next(iter(fits.values())).cell_share
-            row.update(
-                {
-                    "tau B within η/B": by_ratio.estimate,
-                    "p tau B within η/B": by_ratio.p_value,
-                    "tau η/B within B": by_batch.estimate,
-                    "p tau η/B within B": by_batch.p_value,
-                }
-            )
-            for name, f in fits.items():
-                row.update(
-                    {
-                        f"F {name}": f.f,
-                        f"df {name}": f"{f.df_lack}, {f.df_error}",
-                        f"p {name}": f.p_value,
-                    }
-                )
-            rows.append(row)
-        names = [
-            c.removeprefix("p ")
-            for c in rows[first]
-            if str(c).startswith("p ") and not str(c).startswith("p tau")
-        ]
-        block = np.array([[rows[i][f"p {n}"] for n in names] for i in range(first, len(rows))])
-        adjusted = holm(block.astype(float))
-        for i, values in zip(range(first, len(rows)), adjusted, strict=True):
-            rows[i].update({f"p holm {n}": float(v) for n, v in zip(names, values, strict=True)})
-        taus = ["tau B within η/B", "tau η/B within B"]
-        block = np.array([[rows[i][f"p {t}"] for t in taus] for i in range(first, len(rows))])
-        for i, values in zip(range(first, len(rows)), holm(block.astype(float)), strict=True):
-            rows[i].update({f"p holm {t}": float(v) for t, v in zip(taus, values, strict=True)})
-    return pd.DataFrame(rows)
 
 
 def _shares(row: pd.Series) -> str:

@@ -10,7 +10,9 @@ computed here from that frame, so a test can recompute them from the stores:
 - :func:`within_taus` -- Kendall's τ with B within each η/B level and with η/B within
   each B (:func:`flatness.report.correlation.within_kendall`);
 - :func:`best_batches` -- the batch size of the best mean test accuracy at each
-  learning rate (Smith & Le's B_opt at fixed ε).
+  learning rate (Smith & Le's B_opt at fixed ε);
+- :func:`fit_table` -- the first two for every outcome of every case, with Holm's
+  adjustment over a case's tests.
 
 Reference:
     S. L. Smith and Q. V. Le (2018). A Bayesian perspective on generalization and
@@ -30,12 +32,16 @@ from flatness.pipeline.readers import load_runs
 from flatness.report.correlation import Correlation, within_kendall
 from flatness.report.from_store import load_frame
 from flatness.report.overview_case import OverviewCase
+from flatness.report.paired import holm
 from flatness.report.variance_shares import GroupingFit, grouping_fits
 
 __all__ = [
     "ACCURACY",
+    "ALPHA",
+    "PERMUTATIONS",
     "GROUPINGS",
     "best_batches",
+    "fit_table",
     "grid_frame",
     "measure_columns",
     "noise_fits",
@@ -48,6 +54,12 @@ ACCURACY = "test accuracy (%)"
 
 RUN_FIELDS = ("case", "n_train", "n_test", "batch_size", "lr", "ratio", "noise", "seed")
 """The columns of :func:`grid_frame` that say which run a row is."""
+
+ALPHA = 0.05
+"""The significance level of every test named "significant"."""
+
+PERMUTATIONS = 2000
+"""Shuffles behind each within-level τ's p-value (so p ≥ 1/2001)."""
 
 GROUPINGS = {"η/B": "ratio", "B": "batch_size", "η": "lr"}
 """The candidate explanations, each a grouping of the grid's cells: label → column."""
@@ -245,3 +257,59 @@ def best_batches(frame: pd.DataFrame, *, min_sizes: int = 3) -> pd.DataFrame:
             "seeds",
         ],
     )
+
+
+def fit_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every outcome's variance shares, within-level τ and lack-of-fit tests, per case.
+
+    Args:
+        frame: :func:`~flatness.studies.smithle2018_data.grid_frame`'s rows.
+
+    Returns:
+        One row per case × outcome (test accuracy, then each measure): ``case``,
+        ``n_train``, ``outcome``, the shares ``share η/B``, ``share B``, ``share η``,
+        ``share cells``, ``tau B within η/B`` with ``p``, ``tau η/B within B`` with
+        ``p`` (and ``p holm``, adjusted over the case's τ tests), and per grouping the
+        lack-of-fit ``F``, its ``df`` and ``p`` with the Holm-adjusted ``p holm`` (over
+        every lack-of-fit test of the case).
+    """
+    rows: list[dict[str, object]] = []
+    for (case, n_train), runs in frame.groupby(["case", "n_train"], sort=False):
+        first = len(rows)
+        for outcome in [ACCURACY, *measure_columns(runs)]:
+            fits = {f.name: f for f in noise_fits(runs, outcome)}
+            by_ratio, by_batch = within_taus(runs, outcome, n_perm=PERMUTATIONS)
+            row: dict[str, object] = {"case": case, "n_train": int(n_train), "outcome": outcome}
+            row.update({f"share {name}": f.share for name, f in fits.items()})
+            row["share cells"] = next(iter(fits.values())).cell_share
+            row.update(
+                {
+                    "tau B within η/B": by_ratio.estimate,
+                    "p tau B within η/B": by_ratio.p_value,
+                    "tau η/B within B": by_batch.estimate,
+                    "p tau η/B within B": by_batch.p_value,
+                }
+            )
+            for name, f in fits.items():
+                row.update(
+                    {
+                        f"F {name}": f.f,
+                        f"df {name}": f"{f.df_lack}, {f.df_error}",
+                        f"p {name}": f.p_value,
+                    }
+                )
+            rows.append(row)
+        names = [
+            c.removeprefix("p ")
+            for c in rows[first]
+            if str(c).startswith("p ") and not str(c).startswith("p tau")
+        ]
+        block = np.array([[rows[i][f"p {n}"] for n in names] for i in range(first, len(rows))])
+        adjusted = holm(block.astype(float))
+        for i, values in zip(range(first, len(rows)), adjusted, strict=True):
+            rows[i].update({f"p holm {n}": float(v) for n, v in zip(names, values, strict=True)})
+        taus = ["tau B within η/B", "tau η/B within B"]
+        block = np.array([[rows[i][f"p {t}"] for t in taus] for i in range(first, len(rows))])
+        for i, values in zip(range(first, len(rows)), holm(block.astype(float)), strict=True):
+            rows[i].update({f"p holm {t}": float(v) for t, v in zip(taus, values, strict=True)})
+    return pd.DataFrame(rows)

@@ -205,7 +205,7 @@ def answer_sections(
 
     Args:
         frame: :func:`~flatness.studies.smithle2018_data.grid_frame`'s rows.
-        fits: :func:`~flatness.studies.smithle2018_answers.fit_table` of ``frame``.
+        fits: :func:`~flatness.studies.smithle2018_data.fit_table` of ``frame``.
         best: :func:`~flatness.studies.smithle2018_data.best_batches` of ``frame``.
         out: The overview's folder (figures are written to ``figures/``).
 
