@@ -13,13 +13,19 @@ case it gives (it works on any subset of the study's cases and schedules):
    updates (ratio), (iii) constant noise does not beat constant η and B; every gap in
    points with the paired tests over seeds (:func:`flatness.report.paired.paired_test`)
    and the smallest p the seeds allow;
-4. the tracked λ_max and ε-sharpness at the end of training, increase against decay.
+4. the tracked measures at the end of training (increase against decay) and at the end
+   of each phase, the largest λ_max against momentum SGD's stability threshold
+   2(1 + m)/η (Cohen et al. 2021), and the final networks' sharpness and weight norm.
 
 Tables and figures: :mod:`flatness.studies.smith2018_tables`.
 
-Reference:
+References:
     S. L. Smith, P.-J. Kindermans, C. Ying and Q. V. Le (2018). Don't decay the learning
     rate, increase the batch size. ICLR 2018 (arXiv:1711.00489).
+
+    J. M. Cohen, S. Kaur, Y. Li, J. Z. Kolter and A. Talwalkar (2021). Gradient descent
+    on neural networks typically occurs at the edge of stability. ICLR 2021
+    (arXiv:2103.00065).
 """
 
 from __future__ import annotations
@@ -316,6 +322,24 @@ def _tracked_end(data: CaseData) -> str | None:
     )
 
 
+def _stability(data: CaseData) -> str | None:
+    tracks = data.tracks
+    if tracks.empty or "lambda_max" not in tracks.columns:
+        return None
+    share = tracks["lambda_max"].astype(float) / tracks["stability_threshold"].astype(float)
+    peaks = share.groupby(tracks["run"]).max()
+    regime = tracks.groupby("run")["regime"].first()
+    means = peaks.groupby(regime).agg(finite_mean)
+    if means.isna().all():
+        return None
+    parts = ", ".join(f"{r} {means[r]:.2f}" for r in data.regimes if r in means.index)
+    return (
+        f"{data.case.name}, the largest tracked λ_max as a fraction of momentum SGD's "
+        f"stability threshold 2(1 + m)/η (mean over seeds of each run's peak; 1 is the "
+        f"edge of stability of Cohen et al. 2021): {parts}."
+    )
+
+
 def _final_sharpness(data: CaseData) -> str | None:
     runs = data.runs
     names = ("λ_max", "trace", "ε-sharpness", "weight norm")
@@ -377,6 +401,7 @@ def case_sentences(data: CaseData) -> list[str]:
         _claim_iii(data, found),
         _tracked_end(data),
         _phase_lambda(data),
+        _stability(data),
         _final_sharpness(data),
     ):
         if sentence is not None:

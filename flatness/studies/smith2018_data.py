@@ -190,11 +190,23 @@ def tracked(case: OverviewCase) -> pd.DataFrame:
 
     Returns:
         Columns ``case``, ``run``, ``regime``, ``seed``, ``step``, ``epoch``, ``lr``,
-        ``batch_size`` and each tracked measure of :data:`TRACKED` the store holds.
+        ``batch_size``, ``stability_threshold`` (2(1 + m)/η for momentum SGD) and each
+        tracked measure of :data:`TRACKED` the store holds.
     """
     records = _tracks(case, "tracker")
     names = [name for name in TRACKED if name in records.columns]
-    keep = ["case", "run", "regime", "seed", "step", "epoch", "lr", "batch_size", *names]
+    keep = [
+        "case",
+        "run",
+        "regime",
+        "seed",
+        "step",
+        "epoch",
+        "lr",
+        "batch_size",
+        "stability_threshold",
+        *names,
+    ]
     records = records.reindex(columns=keep)
     if not records.empty:
         records["seed"] = records["seed"].astype(int)

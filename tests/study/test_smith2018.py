@@ -120,6 +120,10 @@ def test_the_ci_answers_state_the_store_s_numbers(ci_study) -> None:  # type: ig
     assert f"λ_max {last['increase']:.3g} vs {last['decay']:.3g}" in text
     ratio = last["increase"] / last["decay"]
     assert f"ending {ratio:.2f}× as sharp by the tracked λ_max" in result.answers[0]
+    peak = (tracks["lambda_max"] / tracks["stability_threshold"]).groupby(tracks["run"]).max()
+    peak = peak.groupby(tracks.groupby("run")["regime"].first()).mean()
+    shares = ", ".join(f"{r} {peak[r]:.2f}" for r in ("decay", "increase", "constant"))
+    assert f"edge of stability of Cohen et al. 2021): {shares}." in text
     anneal = float((wide["decay"] - wide["constant"]).mean())
     weak = f"Annealing itself moved accuracy by only {anneal:+.1f} points" in text
     assert weak == (abs(anneal) <= margin)
