@@ -181,8 +181,12 @@ def _limits_sentence(runs: pd.DataFrame) -> str:
     accuracy = runs[ACCURACY].mean() / 100
     floor = binomial_floor(float(accuracy), int(runs["n_test"].iloc[0]))
     spread = runs.groupby(["batch_size", "lr"])[ACCURACY].std().median()
+    fit = runs.groupby("ratio")["train accuracy (%)"].mean()
     return (
-        f"N = {n}, limits: with η/B levels of {', '.join(map(str, sizes))} runs the "
+        f"N = {n}, limits: training accuracy averages {fit.iloc[0]:.0f}% at the lowest "
+        f"η/B ({ratio_text(float(fit.index[0]))}) and {fit.max():.0f}% at its best "
+        f"({ratio_text(float(fit.idxmax()))}), so accuracy along η/B mixes the noise scale "
+        f"with how far training got; with η/B levels of {', '.join(map(str, sizes))} runs the "
         f"within-level τ test detects a true {power} at α = {ALPHA} (simulated, "
         f"{POWER_SIMULATIONS} data sets with untied x: the seeds' shared batch sizes "
         f"lower it); a test accuracy near {100 * accuracy:.0f}% on "

@@ -108,6 +108,12 @@ def test_the_ci_plan_s_answers_are_the_store_s_numbers(tmp_path: Path) -> None:
     assert _number(r"g = ηN/B = ([\d.]+)", best) == pytest.approx(b * r * n_train / b, rel=1e-3)
     assert "whether B_opt grows with N is not tested" in " ".join(result.answers)
 
+    limits = next(a for a in result.answers if a.startswith(f"N = {n_train}, limits"))
+    train = 100 * runs["train_accuracy"].to_numpy(dtype=float)
+    lowest = train[ratio == ratio.min()].mean()
+    assert _number(r"training accuracy averages (\d+)% at the lowest", limits) == pytest.approx(
+        lowest, abs=0.51
+    )
     # the measures get one sentence each, and λ_max's η·λ_max matches the store
     lam = next(a for a in result.answers if "η·λ_max has median" in a)
     from flatness.headlines import scores_frame, wide_scores
