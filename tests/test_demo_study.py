@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,13 @@ import torch
 
 from flatness import demo
 from flatness.cli import main
-from flatness.cli.demo import one_thread_unless_told
+from flatness.cli.demo import THREAD_VARIABLES, one_thread_unless_told
 from flatness.pipeline.readers import load_runs
 from flatness.report.paired import binomial_floor, paired_test
 from flatness.report.stats import format_p_value
 from flatness.studies import demo as demo_study
 from flatness.studies import keskar2017, smith2018
-from flatness.threads import fix_threads
+from flatness.threads import fix_threads, fixed_threads
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def _expected(runs: pd.DataFrame, a: str, b: str) -> dict[str, object]:
     return {
         "acc_a": f"{100 * first['test_accuracy'].mean():.1f}%",
         "acc_b": f"{100 * second['test_accuracy'].mean():.1f}%",
-        "points": f"{gap:+.1f} points",
+        "points": f"{demo_study.signed(gap)} points",
         "updates_a": f"{first['updates'].mean():.0f}",
         "updates_b": f"{second['updates'].mean():.0f}",
         "tests": f"Wilcoxon p = {format_p_value(test.wilcoxon_p)}, sign p = "
@@ -165,12 +166,21 @@ def test_one_thread_unless_the_user_chose(
 ) -> None:
     from threadpoolctl import threadpool_info
 
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        monkeypatch.delenv(variable, raising=False)
-    assert not one_thread_unless_told(argparse.Namespace(threads=2))
+    for variable in THREAD_VARIABLES:  # empty counts as unset; teardown restores them
+        monkeypatch.setenv(variable, "")
+    with one_thread_unless_told(argparse.Namespace(threads=2)) as applied:
+        assert not applied and torch.get_num_threads() == 2 and fixed_threads() == 2
+    fix_threads(None)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert not one_thread_unless_told(argparse.Namespace(threads=None))
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert one_thread_unless_told(argparse.Namespace(threads=None))
-    assert torch.get_num_threads() == 1
-    assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+    with one_thread_unless_told(argparse.Namespace(threads=None)) as applied:
+        assert not applied and fixed_threads() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    torch.set_num_threads(2)
+    blas = {pool["prefix"]: pool["num_threads"] for pool in threadpool_info()}
+    with one_thread_unless_told(argparse.Namespace(threads=None)) as applied:
+        assert applied and torch.get_num_threads() == 1 and fixed_threads() == 1
+        assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+        assert os.environ["OPENBLAS_NUM_THREADS"] == os.environ["OMP_NUM_THREADS"] == "1"
+    assert torch.get_num_threads() == 2 and fixed_threads() is None
+    assert os.environ["OMP_NUM_THREADS"] == "" and "OPENBLAS_NUM_THREADS" in os.environ
+    assert {pool["prefix"]: pool["num_threads"] for pool in threadpool_info()} == blas

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from flatness.cli.common import Subcommand, add_run_options, option_words, set_threads
 from flatness.cli.study import run_plan
 
-__all__ = ["COMMAND", "THREAD_VARIABLES", "one_thread_unless_told", "run_demo"]
+__all__ = [
+    "COMMAND",
+    "ONE_THREAD_VARIABLES",
+    "THREAD_VARIABLES",
+    "one_thread_unless_told",
+    "run_demo",
+]
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -34,8 +41,8 @@ THREAD_VARIABLES = (
 """Environment variables by which a user sets thread counts; any of them set, the demo
 leaves the thread pools as they are."""
 
-_LIMITS: list[Any] = []
-"""The thread-pool limits in force (kept so they stay in force)."""
+ONE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""What :func:`one_thread_unless_told` sets to 1, for the libraries loaded after it."""
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -56,23 +63,48 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     add_run_options(p)
 
 
-def one_thread_unless_told(args: argparse.Namespace) -> bool:
-    """One thread for torch, OpenMP and the BLAS, unless the user chose thread counts.
+@contextmanager
+def one_thread_unless_told(args: argparse.Namespace) -> Iterator[bool]:
+    """One thread for torch, OpenMP and the BLAS while the demo runs, unless the user
+    chose thread counts; everything is restored afterwards.
+
+    Sets :data:`ONE_THREAD_VARIABLES` to 1 (read by a library when it loads, e.g.
+    scipy's OpenBLAS on the first eigensolver call, and by child processes), fixes
+    torch's intra-op count (:func:`flatness.threads.fix_threads`) and limits the
+    thread pools already loaded (threadpoolctl).
 
     Args:
-        args: The parsed arguments; ``--threads`` given, this does nothing.
+        args: The parsed arguments; with ``--threads`` given, its count applies
+            (:func:`flatness.cli.common.set_threads`) and nothing else changes.
 
-    Returns:
-        True when the limits were applied, False when ``--threads`` or one of
+    Yields:
+        True when the limits apply, False when ``--threads`` or one of
         :data:`THREAD_VARIABLES` is set.
     """
     if args.threads is not None or any(os.environ.get(v) for v in THREAD_VARIABLES):
-        return False
+        set_threads(args)
+        yield False
+        return
+    import torch
     from threadpoolctl import threadpool_limits
 
-    set_threads(argparse.Namespace(threads=1))
-    _LIMITS.append(threadpool_limits(limits=1))
-    return True
+    from flatness.threads import fix_threads, fixed_threads
+
+    saved = {v: os.environ.get(v) for v in ONE_THREAD_VARIABLES}
+    before = (torch.get_num_threads(), fixed_threads())
+    os.environ.update(dict.fromkeys(ONE_THREAD_VARIABLES, "1"))
+    try:
+        with threadpool_limits(limits=1):  # the pools loaded already (numpy, torch)
+            set_threads(argparse.Namespace(threads=1))
+            yield True
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+        torch.set_num_threads(before[0])
+        fix_threads(before[1])
 
 
 def _run_full(args: argparse.Namespace) -> int:
@@ -100,12 +132,15 @@ def run_demo(args: argparse.Namespace) -> int:
     Returns:
         The exit status: 0 when every case succeeded, 1 otherwise, 130 when interrupted.
     """
+    with one_thread_unless_told(args):
+        if args.full:
+            return _run_full(args)
+        return _run_plan(args)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
     from flatness import demo
 
-    if not one_thread_unless_told(args):
-        set_threads(args)
-    if args.full:
-        return _run_full(args)
     plan = demo.DEMO if args.plan == "demo" else demo.CI
     command = ["flatness", "demo", *option_words(args, "runs", "out")]
     if args.plan != "demo":

@@ -10,25 +10,34 @@ Each module only declares its plans and the questions its overview answers (a
   increasing the batch size the same as decaying the learning rate?
 - ``hoffer2017`` (:mod:`~flatness.studies.hoffer2017`) -- Hoffer et al. (NeurIPS 2017):
   fixed epochs, fixed updates or convergence: does the large-batch gap survive?
+- ``smithle2018`` (:mod:`~flatness.studies.smithle2018`) -- Smith & Le (ICLR 2018):
+  is it the batch size or the noise scale g ≈ εN/B?
 - ``demo`` (:mod:`~flatness.studies.demo`) -- what ``flatness demo`` runs: a Smith and
   a Keskar case, one question answered from each.
 
 Examples:
     >>> sorted(STUDIES)
-    ['demo', 'hoffer2017', 'keskar2017', 'smith2018']
+    ['demo', 'hoffer2017', 'keskar2017', 'smith2018', 'smithle2018']
     >>> get_study("keskar2017").plan("full").name
     'keskar-mnist1d'
 """
 
 from __future__ import annotations
 
-from flatness.studies import demo, hoffer2017, keskar2017, smith2018
+from flatness.studies import demo, hoffer2017, keskar2017, smith2018, smithle2018
 from flatness.study.plan import StudySpec
 
 __all__ = ["STUDIES", "get_study"]
 
 STUDIES: dict[str, StudySpec] = {
-    study.name: study for study in (keskar2017.STUDY, smith2018.STUDY, hoffer2017.STUDY, demo.STUDY)
+    study.name: study
+    for study in (
+        keskar2017.STUDY,
+        smith2018.STUDY,
+        hoffer2017.STUDY,
+        smithle2018.STUDY,
+        demo.STUDY,
+    )
 }
 """Built-in study name → study."""
 

@@ -56,6 +56,7 @@ __all__ = [
     "demo_runs",
     "equal_updates_sentence",
     "increase_sentence",
+    "signed",
 ]
 
 QUESTIONS: tuple[str, ...] = (
@@ -69,6 +70,17 @@ INCREASE, DECAY = "increase", "decay"
 
 SMALL, LARGE, EQUAL = "SB", "LB", "LB-U"
 """Keskar et al.'s small and large batch, and the large batch with SB's updates."""
+
+
+def signed(points: float) -> str:
+    """A difference in points with its sign, one decimal, and no ``-0.0``.
+
+    Examples:
+        >>> signed(-4.46), signed(0.2), signed(-0.04)
+        ('-4.5', '+0.2', '0.0')
+    """
+    text = f"{points:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
 def demo_runs(case: OverviewCase) -> pd.DataFrame:
@@ -176,7 +188,7 @@ def increase_sentence(name: str, runs: pd.DataFrame) -> str | None:
     return (
         f"(a) {QUESTIONS[0]} {name}: increasing B reached {c.acc_b:.1f}% test accuracy "
         f"and decaying η {c.acc_a:.1f}% (mean of {c.test.n} seeds; increase − decay "
-        f"{c.points:+.1f} points, higher in {c.test.wins} and lower in {c.test.losses} "
+        f"{signed(c.points)} points, higher in {c.test.wins} and lower in {c.test.losses} "
         f"of {c.test.n} seeds; {c.tests()}), with {c.updates_b:.0f} updates against "
         f"{c.updates_a:.0f} ({c.updates_b / c.updates_a:.2f}×): {verdict}; "
         "no equivalence test is possible with these seeds."
@@ -209,7 +221,7 @@ def equal_updates_sentence(name: str, runs: pd.DataFrame) -> str | None:
     text = (
         f"(b) {QUESTIONS[1]} {name}: with as many updates as SB ({c.updates_b:.0f}), LB-U "
         f"(batch {c.batch_b}) reached {c.acc_b:.1f}% test accuracy against SB's "
-        f"{c.acc_a:.1f}% (mean of {c.test.n} seeds; LB-U − SB {c.points:+.1f} points, "
+        f"{c.acc_a:.1f}% (mean of {c.test.n} seeds; LB-U − SB {signed(c.points)} points, "
         f"lower in {c.test.losses} of {c.test.n} seeds; {c.tests()}; one run's binomial "
         f"sd is {c.floor:.1f} points): {verdict}"
     )

@@ -70,8 +70,9 @@ def test_old_demo_names_still_work_with_a_deprecation_warning() -> None:
 
 
 def test_the_built_in_studies_are_registered() -> None:
-    from flatness.studies import hoffer2017, smith2018
+    from flatness.studies import hoffer2017, smith2018, smithle2018
 
     assert get_study("smith2018") is smith2018.STUDY
     assert get_study("hoffer2017") is hoffer2017.STUDY
+    assert get_study("smithle2018") is smithle2018.STUDY
     assert get_study("demo") is demo_study.STUDY

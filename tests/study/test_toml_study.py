@@ -87,8 +87,11 @@ def test_study_list_names_the_built_in_studies_and_their_questions() -> None:
     code, printed = _run(["study", "--list"])
     assert code == 0
     assert printed.startswith("keskar2017: ")
-    assert "plans: demo, full (default demo)" in printed
-    assert "- Is LB sharper than SB in every seed" in printed
+    assert "plans: demo, full, ci (default demo)" in printed
+    assert "demo: Batch size in two questions" in printed  # the demo study is listed too
+    from flatness.studies import keskar2017
+
+    assert f"- {keskar2017.QUESTIONS[0]}" in printed
 
 
 def test_study_needs_its_folders_and_a_known_name(
@@ -98,9 +101,11 @@ def test_study_needs_its_folders_and_a_known_name(
     assert main(["study", "keskar2017"]) == 1
     assert "give --runs DIR and --out DIR" in capsys.readouterr().err
     assert main(["study", "nope", "--runs", "r", "--out", "o"]) == 1
-    assert "no built-in study 'nope'; choose one of ['keskar2017']" in capsys.readouterr().err
+    assert "no built-in study 'nope'; choose one of ['demo', 'hoffer2017', 'keskar2017'" in (
+        capsys.readouterr().err
+    )
     assert main(["study", "keskar2017", "--plan", "huge", "--runs", "r", "--out", "o"]) == 1
-    assert "has no plan 'huge'; choose one of ['demo', 'full']" in capsys.readouterr().err
+    assert "has no plan 'huge'; choose one of ['ci', 'demo', 'full']" in capsys.readouterr().err
     assert not Path("r").exists() and not Path("o").exists()
 
 
