@@ -26,12 +26,11 @@ from flatness.report.comparisons import comparison_table, correlation_table, tre
 from flatness.report.curves import (
     CurveSummary,
     Pair,
-    curve_sentence,
     display_path,
 )
 from flatness.report.frames import density_curves, normalize
 from flatness.report.layers import layers_section, without_groups
-from flatness.report.parametric import parametric_content
+from flatness.report.parametric import parametric_content, parametric_sentences
 from flatness.report.provenance import provenance_table
 from flatness.report.render import Bullets, FigureBlock, Links, Paragraph, Section, TableBlock
 from flatness.report.summary import pinned_text, summary_sentences
@@ -90,7 +89,7 @@ class SectionContext:
     def summary(self) -> list[str]:
         """The generated summary: the analysis' sentences and one per parametric plot."""
         sentences = summary_sentences(self.study)
-        return sentences + [s for s in map(curve_sentence, self.summaries) if s]
+        return sentences + parametric_sentences(self.pairs, self.summaries)
 
     @property
     def figure_dir(self) -> Path:
@@ -365,7 +364,7 @@ def training_section(ctx: SectionContext) -> Section | None:
     """
     if ctx.tracks is None or ctx.tracks.empty:
         return None
-    return training_content(ctx.tracks, ctx.figure, ctx.table)
+    return training_content(ctx.tracks, ctx.figure, ctx.table, ctx.study.regimes)
 
 
 def data_section(ctx: SectionContext) -> Section:
