@@ -322,9 +322,20 @@ def _tracked_end(data: CaseData) -> str | None:
     )
 
 
-def _stability(data: CaseData) -> str | None:
+def _tracks_of(data: CaseData, measure: str) -> pd.DataFrame | None:
+    """The case's tracker records when they hold the measure, else ``None``."""
     tracks = data.tracks
-    if tracks.empty or "lambda_max" not in tracks.columns:
+    return None if tracks.empty or measure not in tracks.columns else tracks
+
+
+def _listing(data: CaseData, means: pd.Series, digits: str) -> str:
+    """``"decay 1.2, increase 3.4, ..."``: a value per schedule, in display order."""
+    return ", ".join(f"{r} {means[r]:{digits}}" for r in data.regimes if r in means.index)
+
+
+def _stability(data: CaseData) -> str | None:
+    tracks = _tracks_of(data, "lambda_max")
+    if tracks is None:
         return None
     share = tracks["lambda_max"].astype(float) / tracks["stability_threshold"].astype(float)
     peaks = share.groupby(tracks["run"]).max()
@@ -332,7 +343,7 @@ def _stability(data: CaseData) -> str | None:
     means = peaks.groupby(regime).agg(finite_mean)
     if means.isna().all():
         return None
-    parts = ", ".join(f"{r} {means[r]:.2f}" for r in data.regimes if r in means.index)
+    parts = _listing(data, means, ".2f")
     return (
         f"{data.case.name}, the largest tracked λ_max as a fraction of momentum SGD's "
         f"stability threshold 2(1 + m)/η (mean over seeds of each run's peak; 1 is the "
@@ -349,8 +360,7 @@ def _final_sharpness(data: CaseData) -> str | None:
     parts = []
     for label in labels:
         means = runs.groupby("regime")[label].agg(finite_mean)
-        values = ", ".join(f"{r} {means[r]:.3g}" for r in data.regimes)
-        parts.append(f"{label}: {values}")
+        parts.append(f"{label}: {_listing(data, means, '.3g')}")
     return (
         f"{data.case.name}, sharpness and weight norm of the final networks on the scoring "
         "examples (mean over seeds): " + "; ".join(parts) + "."
@@ -358,8 +368,8 @@ def _final_sharpness(data: CaseData) -> str | None:
 
 
 def _phase_lambda(data: CaseData) -> str | None:
-    tracks = data.tracks
-    if tracks.empty or "lambda_max" not in tracks.columns:
+    tracks = _tracks_of(data, "lambda_max")
+    if tracks is None:
         return None
     ends = phase_ends(data.history)
     at = at_phase_ends(tracks, ends)
