@@ -39,16 +39,19 @@ Examples:
     >>> print(describe(CI.cases[0]))  # doctest: +NORMALIZE_WHITESPACE +ELLIPSIS
     tiny-mnist1d: tiny_mlp (width=16, depth=1) on mnist1d; SB (batch 0.5%), LB (batch
     10%), LB-U (batch 10%, as many updates as SB), SB-C (batch 0.5%, ...), LB-C (batch
-    10%, ...) × seeds 0, 1, 2; adam, lr 0.001, until 50% training accuracy (at most 8
+    10%, ...) × seeds 0, 1, 2; adam, lr 0.001, until 35% training accuracy (at most 5
     epochs); measures lambda_max, keskar, gradient_norm, weight_norm on 100 training
     examples.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from flatness.report.overview_case import OverviewCase, StudyAnswer
 from flatness.study.plan import Case, Settings, StudyPlan, StudySpec
 
 __all__ = [
@@ -277,6 +280,13 @@ def _deconfounded(
     )
 
 
+def _answer(cases: Sequence[OverviewCase], out: Path) -> StudyAnswer:
+    """The overview's answers: :func:`flatness.studies.keskar_answers.answer`."""
+    from flatness.studies.keskar_answers import answer
+
+    return answer(cases, out)
+
+
 DEMO = StudyPlan(
     name="demo",
     title="flatness demo: are LB minima sharper once LB has trained as many updates?",
@@ -301,6 +311,7 @@ DEMO = StudyPlan(
             )[:3],
         ),
     ),
+    answer=_answer,
 )
 """The reduced study ``flatness demo`` runs: 9 networks, 4 measures."""
 
@@ -342,6 +353,7 @@ FULL = StudyPlan(
             ),
         ),
     ),
+    answer=_answer,
 )
 """The whole study (``flatness study keskar2017 --plan full``, ``analyses/keskar/run.py``):
 four seeds for F1 on MNIST-1D, five on digits, three for C1 and no convergence regimes
@@ -356,13 +368,13 @@ CI = StudyPlan(
             title="tiny MLP on MNIST-1D (200 signals)",
             train={
                 **_train("tiny_mlp", {"width": 16, "depth": 1}, "mnist1d", n_train=200, n_test=100),
-                "epochs": 8,
-                "target_accuracy": 0.5,
+                "epochs": 5,
+                "target_accuracy": 0.35,
             },
             regimes={
                 **{k: dict(v) for k, v in DECONFOUNDED.items()},
-                "SB-C": {"batch_size": "0.5%", "target_accuracy": None, "target_loss": 1.2},
-                "LB-C": {"batch_size": "10%", "target_accuracy": None, "target_loss": 1.2},
+                "SB-C": {"batch_size": "0.5%", "target_accuracy": None, "target_loss": 1.6},
+                "LB-C": {"batch_size": "10%", "target_accuracy": None, "target_loss": 1.6},
             },
             seeds=(0, 1, 2),
             pair_seed=None,
@@ -376,12 +388,13 @@ CI = StudyPlan(
                 "weight_norm": {},
             },
             sections=("summary", "accuracy", "sharpness", "sb-vs-lb"),
-            notes=("A miniature for CI: a 16-unit MLP on 200 MNIST-1D signals, 8 epochs.",),
+            notes=("A miniature for CI: a 16-unit MLP on 200 MNIST-1D signals, 5 epochs.",),
         ),
     ),
+    answer=_answer,
 )
-"""The CI miniature: seconds on one core (a 16-unit MLP, 200 training signals, at most 8
-epochs, training-loss target 1.2 for the ``-C`` regimes)."""
+"""The CI miniature: seconds on one core (a 16-unit MLP, 200 training signals, at most 5
+epochs, until 35% training accuracy; training-loss target 1.6 for the ``-C`` regimes)."""
 
 STUDY = StudySpec(
     name="keskar2017",

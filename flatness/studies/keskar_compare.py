@@ -58,6 +58,8 @@ SHARPNESS_MEASURES = ("keskar", "lambda_max")
 
 RUN_FIELDS = ("updates", "epoch", "stop_reason", "n_test")
 """What :func:`case_frame` reads from each run's metadata besides the runs table."""
+TARGETS = ("target_accuracy", "target_loss")
+"""The training targets :func:`case_frame` reads from each run's configuration."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,9 @@ def case_frame(case: OverviewCase) -> tuple[pd.DataFrame, list[Column]]:
     Returns:
         ``(frame, columns)``: the frame has ``checkpoint``, ``regime``, ``seed``,
         ``batch_size``, ``updates``, ``epoch``, ``stop_reason``, ``n_test``,
-        ``train_loss``, ``train_accuracy``, ``test_accuracy`` and one column per scalar
-        measure label; ``columns`` are those labels'
+        ``target_accuracy``, ``target_loss`` (the run's training targets),
+        ``train_loss``, ``train_accuracy``, ``test_accuracy`` and one column per
+        scalar measure label; ``columns`` are those labels'
         :class:`~flatness.headlines.Column` s in the report's order.
     """
     runs = load_runs(case.store)
@@ -159,8 +162,10 @@ def case_frame(case: OverviewCase) -> tuple[pd.DataFrame, list[Column]]:
     runs = runs.assign(**{key: [m.get(key) for m in meta] for key in RUN_FIELDS})
     # runs trained before stop_reason existed: a reached target was then always accuracy
     runs = runs.assign(stop_reason=[m.get("stop_reason") or _old_stop(m) for m in meta])
+    configs = [m.get("config") or {} for m in meta]
+    runs = runs.assign(**{key: [c.get(key) for c in configs] for key in TARGETS})
     runs = runs.assign(epoch=[m.get("epoch", e) for m, e in zip(meta, runs["epoch"], strict=True)])
-    keep = ["checkpoint", "regime", "seed", "batch_size", *RUN_FIELDS]
+    keep = ["checkpoint", "regime", "seed", "batch_size", *RUN_FIELDS, *TARGETS]
     keep += ["train_loss", "train_accuracy", "test_accuracy"]
     frame = runs[list(dict.fromkeys(keep))].reset_index(drop=True)
     scores, columns = scores_frame(load_frame(case.store, checkpoints=case.checkpoints))
