@@ -327,9 +327,11 @@ def _headline(fits: pd.DataFrame, best: pd.DataFrame) -> str:
                 f"{_p(acc['p holm η/B'])}; η alone explains {_pct(acc['share η'])})"
             )
         sharp = rows[
-            [not any(str(o).startswith(m) for m in not_sharpness) for o in rows["outcome"]]
+            [
+                o != ACCURACY and not any(str(o).startswith(m) for m in not_sharpness)
+                for o in rows["outcome"]
+            ]
         ]
-        sharp = sharp.iloc[1:]
         moved = [
             f"{r['outcome']} {'rises' if r['tau B within η/B'] > 0 else 'falls'} with B "
             f"(τ {r['tau B within η/B']:+.2f})"
