@@ -29,7 +29,6 @@ cases) and ``ci`` (their CI miniatures, seconds).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flatness.pipeline.readers import load_runs
+from flatness.report.case_runs import scored_runs
 from flatness.report.overview import keskar_answer
 from flatness.report.overview_case import AnswerFn, OverviewCase, StudyAnswer
 from flatness.report.paired import PairedTest, binomial_floor, paired_test
@@ -84,8 +83,8 @@ def signed(points: float) -> str:
 
 
 def demo_runs(case: OverviewCase) -> pd.DataFrame:
-    """One row per final checkpoint of a case: regime, seed, batch size, updates and the
-    test accuracy (with the test set's size), from the store's run metadata.
+    """One row per scored checkpoint of a case (:func:`flatness.report.case_runs.scored_runs`):
+    regime, seed, batch size, updates, the test set's size and the test accuracy.
 
     Args:
         case: The case (only its checkpoints are read).
@@ -94,26 +93,18 @@ def demo_runs(case: OverviewCase) -> pd.DataFrame:
         Columns ``regime``, ``seed``, ``batch_size``, ``updates``, ``n_test``,
         ``test_accuracy``, ``stop_reason``.
     """
-    runs = load_runs(case.store)
-    runs = runs[runs["status"] == "ok"]
-    if case.checkpoints is not None:
-        runs = runs[runs["checkpoint"].isin(case.checkpoints)]
-    rows = []
-    for _, run in runs.iterrows():
-        meta = json.loads(run["meta"]) if isinstance(run["meta"], str) else {}
-        rows.append(
-            {
-                "regime": run["regime"],
-                "seed": int(run["seed"]),
-                "batch_size": int(run["batch_size"]),
-                "updates": int(meta.get("updates", -1)),
-                "n_test": int(meta.get("n_test", 0)),
-                "test_accuracy": float(run["test_accuracy"]),
-                "stop_reason": str(meta.get("stop_reason", "")),
-            }
-        )
-    columns = ["regime", "seed", "batch_size", "updates", "n_test", "test_accuracy", "stop_reason"]
-    return pd.DataFrame(rows, columns=columns)
+    runs = scored_runs(case)
+    return pd.DataFrame(
+        {
+            "regime": runs["regime"],
+            "seed": runs["seed"].astype(int),
+            "batch_size": runs["batch_size"].astype(int),
+            "updates": [int(m.get("updates", -1)) for m in runs["meta"]],
+            "n_test": [int(m.get("n_test", 0)) for m in runs["meta"]],
+            "test_accuracy": runs["test_accuracy"].astype(float),
+            "stop_reason": runs["stop_reason"],
+        }
+    )
 
 
 @dataclass(frozen=True)
