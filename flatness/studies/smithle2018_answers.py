@@ -42,6 +42,7 @@ from flatness.studies.smithle2018_data import (
     ALPHA,
     PERMUTATIONS,
     best_batches,
+    doubling_bootstrap,
     fit_table,
     grid_frame,
     ratio_text,
@@ -295,11 +296,21 @@ def scaling_sentences(best: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
     changes = ", ".join(
         f"η = {lr:g}: {both.loc[lr, small]:.0f} → {both.loc[lr, large]:.0f}" for lr in both.index
     )
+    draws = doubling_bootstrap(frame, small, large, min_sizes=MIN_SIZES)
+    resampled = (
+        f" Resampling the seeds within cells ({len(draws)} bootstrap draws), B_opt grew "
+        f"×{factor:g} at a median {np.median(draws):g} of {len(ratios)} rates (5–95%: "
+        f"{np.percentile(draws, 5):g}–{np.percentile(draws, 95):g}), at all of them in "
+        f"{100 * np.mean(draws == len(ratios)):.0f}% of draws."
+        if len(draws)
+        else ""
+    )
     out.append(
         f"From N = {small} to N = {large} (×{factor:g}) the best batch size changed {tally} "
         f"of {len(ratios)} learning rates ({changes}), {verdict}. The grid resolves B_opt "
         f"only to a factor 2, and the best B beats the runner-up by a median {margin:.1f} "
         "points: comparable to the seeds' spread, so single steps of B_opt are weak evidence."
+        + resampled
     )
     return out
 

@@ -41,6 +41,7 @@ __all__ = [
     "PERMUTATIONS",
     "GROUPINGS",
     "best_batches",
+    "doubling_bootstrap",
     "fit_table",
     "grid_frame",
     "measure_columns",
@@ -313,3 +314,55 @@ def fit_table(frame: pd.DataFrame) -> pd.DataFrame:
         for i, values in zip(range(first, len(rows)), holm(block.astype(float)), strict=True):
             rows[i].update({f"p holm {t}": float(v) for t, v in zip(taus, values, strict=True)})
     return pd.DataFrame(rows)
+
+
+def doubling_bootstrap(
+    frame: pd.DataFrame,
+    small: int,
+    large: int,
+    *,
+    min_sizes: int = 3,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """How many learning rates' B_opt grow by ``large / small`` when the seeds are resampled.
+
+    Each draw resamples the seeds of every cell with replacement (a percentile bootstrap
+    of the cells' mean test accuracy), takes B_opt at every learning rate trained with
+    ``min_sizes`` batch sizes at both N, and counts the rates whose B_opt at ``large`` is
+    ``large / small`` times that at ``small``.
+
+    Args:
+        frame: :func:`grid_frame`'s rows.
+        small: The smaller training-set size.
+        large: The larger training-set size.
+        min_sizes: Learning rates trained with fewer batch sizes are left out.
+        n_boot: Resamples.
+        seed: Seed of the resampling.
+
+    Returns:
+        The count per draw (``n_boot`` integers); empty when no learning rate qualifies.
+    """
+    rng = np.random.default_rng(seed)
+    means: dict[tuple[int, float, int], np.ndarray] = {}
+    for (n, lr, b), runs in frame.groupby(["n_train", "lr", "batch_size"], sort=True):
+        values = runs[ACCURACY].dropna().to_numpy(dtype=float)
+        if len(values):
+            draws = rng.integers(0, len(values), size=(n_boot, len(values)))
+            means[(int(n), float(lr), int(b))] = values[draws].mean(axis=1)
+    rates = sorted({lr for (_, lr, _) in means})
+    counts = np.zeros(n_boot, dtype=int)
+    used = 0
+    for lr in rates:
+        sizes = {n: sorted(b for (m, r, b) in means if m == n and r == lr) for n in (small, large)}
+        if min(len(sizes[small]), len(sizes[large])) < min_sizes:
+            continue
+        used += 1
+        best = {
+            n: np.asarray(sizes[n])[
+                np.argmax(np.stack([means[(n, lr, b)] for b in sizes[n]]), axis=0)
+            ]
+            for n in (small, large)
+        }
+        counts += np.isclose(best[large], best[small] * large / small)
+    return counts if used else np.zeros(0, dtype=int)
