@@ -60,6 +60,7 @@ __all__ = [
     "ADAM",
     "BATCH_SIZES",
     "CI",
+    "CI_SECTIONS",
     "C_EPOCHS",
     "EPOCHS",
     "FULL",
@@ -136,6 +137,9 @@ SECTIONS: tuple[str, ...] = (
 """The case reports' sections: no batch-size trend (its regimes mix four protocols at
 three batch sizes), no parametric plot and no density (not computed)."""
 
+CI_SECTIONS: tuple[str, ...] = ("accuracy", "data")
+"""The CI miniature's case reports: Table 2 and the data (its test checks the overview)."""
+
 QUESTIONS: tuple[str, ...] = (
     "Does the LB gap in accuracy and in sharpness survive equal updates and convergence "
     "(per optimizer)?",
@@ -158,6 +162,7 @@ def _case(
     examples: int,
     measures: Mapping[str, Any],
     notes: tuple[str, ...],
+    sections: tuple[str, ...],
 ) -> Case:
     return Case(
         name=name,
@@ -168,7 +173,7 @@ def _case(
         examples=examples,
         measures=dict(measures),
         reference="F1",
-        sections=SECTIONS,
+        sections=sections,
         notes=notes,
     )
 
@@ -221,6 +226,7 @@ def _plan_cases(
     seeds: tuple[int, ...],
     examples: int,
     measures: Mapping[str, Any],
+    sections: tuple[str, ...] = SECTIONS,
     suffix: str = "",
 ) -> tuple[Case, ...]:
     cases = []
@@ -241,6 +247,7 @@ def _plan_cases(
                 seeds=seeds,
                 examples=examples,
                 measures=measures,
+                sections=sections,
                 notes=_notes(
                     optimizer,
                     small=batch_sizes["SB"],
@@ -274,6 +281,7 @@ CI = StudyPlan(
             "gradient_norm": {},
             "weight_norm": {},
         },
+        sections=CI_SECTIONS,
         suffix=" (CI)",
     ),
     answer=answer,
