@@ -19,7 +19,7 @@ Each claim comes with its size (points of test accuracy, mean over seeds), the e
 paired Wilcoxon signed-rank and sign tests over seeds
 (:func:`flatness.report.paired.paired_test`) with the smallest p the seeds allow, and
 the test set's binomial noise floor (:func:`flatness.report.paired.binomial_floor`).
-The two studies' own answers (:func:`flatness.report.overview.keskar_answer`,
+The two studies' own answers (:func:`flatness.studies.keskar_answers.answer`,
 :func:`flatness.studies.smith2018_answers.answer`) follow, with their tables and
 figures.
 
@@ -37,12 +37,11 @@ import numpy as np
 import pandas as pd
 
 from flatness.report.case_runs import scored_runs
-from flatness.report.overview import keskar_answer
 from flatness.report.overview_case import AnswerFn, OverviewCase, StudyAnswer
 from flatness.report.paired import PairedTest, binomial_floor, paired_test
 from flatness.report.render import Bullets, Section
 from flatness.report.stats import format_p_value
-from flatness.studies import keskar2017, smith2018
+from flatness.studies import keskar2017, keskar_answers, smith2018
 from flatness.studies import smith2018_answers as smith_answers
 from flatness.study.plan import StudyPlan, StudySpec
 
@@ -244,7 +243,7 @@ class DemoAnswer:
 
     keskar: frozenset[str]
     smith: frozenset[str]
-    keskar_answer: AnswerFn = keskar_answer
+    keskar_answer: AnswerFn = keskar_answers.answer
     smith_answer: AnswerFn = smith_answers.answer
 
     def __call__(self, cases: Sequence[OverviewCase], out: Path) -> StudyAnswer:
