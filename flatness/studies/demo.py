@@ -290,8 +290,8 @@ def _plan(name: str, title: str, keskar: StudyPlan, smith: StudyPlan) -> StudyPl
 
 DEMO = _plan(
     "demo",
-    "flatness demo: is increasing B the same as decaying η, and do large batches "
-    "generalize worse once updates are equal?",
+    "Is increasing B the same as decaying η, and do large batches generalize worse "
+    "once updates are equal?",
     keskar2017.DEMO,
     smith2018.DEMO,
 )
