@@ -98,7 +98,7 @@ C_EPOCHS = 200
 WARMUP_EPOCHS = 2.0
 """L's linear warm-up for SGD (Goyal et al. warm up 5 of 90 epochs; 2 of 20 here)."""
 
-SEEDS: tuple[int, ...] = (0, 1, 2)
+SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 """Seeds of the full plan (paired: seed k of SB and of LB start from the same weights)."""
 
 NETWORK: dict[str, Any] = {"network": "f1", "network_kwargs": {"width": 128, "depth": 2}}

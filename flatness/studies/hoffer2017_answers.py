@@ -205,7 +205,7 @@ def _survival_sentence(name: str, gaps: list[Gap]) -> str:
         f"{len(significant)} of the {len(gaps)} tests are significant after Holm's correction"
         if significant
         else f"None of the {len(gaps)} paired tests is significant after Holm's correction "
-        f"(with {n} seeds a paired test cannot go below p = {format_p_value(min_p)})"
+        f"(with {n} seeds a paired test cannot go below p = {min_p:.4g})"
     )
     return (
         f"Does the LB gap in accuracy and in sharpness survive equal updates (U) and "

@@ -220,7 +220,7 @@ def _limits(frame: pd.DataFrame, gaps: Sequence[Gap], n_seeds: int) -> list[str]
     items = [
         f"{n_seeds} paired seeds per regime (seed k of every regime starts from the same "
         f"weights): an exact paired test cannot go below p = "
-        f"{format_p_value(paired_min_p(n_seeds))}, and Holm's correction runs over "
+        f"{paired_min_p(n_seeds):.4g}, and Holm's correction runs over "
         f"{family} tests per optimizer (4 protocols × test accuracy, λ_max, ε-sharpness "
         "and trace), so the evidence for a gap is that its sign holds in every seed.",
         f"A test accuracy near {100 * accuracy:.0f} % on {n_test} test examples has a "

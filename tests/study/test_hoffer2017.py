@@ -114,7 +114,7 @@ def test_the_ci_answers_are_the_store_s_numbers(ci_study) -> None:
             a for a in result.answers
             if a.startswith("Does the LB gap") and f"? {names[case.name]}:" in a
         )  # fmt: skip
-        assert "p = 0.50" in survival  # two pairs: no paired test below 2/2^2
+        assert "cannot go below p = 0.5)" in survival  # two pairs: 2/2^2
     out = tmp / "out"
     gaps = pd.read_csv(out / "data" / "hoffer2017-gaps.csv")
     assert set(gaps["protocol"]) == {"E", "U", "C", "L"} and (gaps["min_p"] == 0.5).all()
