@@ -9,8 +9,12 @@ an overview of the cases:
 
 - :mod:`~flatness.study.plan` -- cases, plans and studies (and :func:`describe`);
 - :mod:`~flatness.study.runner` -- :func:`run_case` and :func:`run_study`;
+- :mod:`~flatness.study.training` -- training a case: the equal-updates control
+  (``match_updates``) and tracking (``track``);
 - :mod:`~flatness.study.loading` -- a study declared in TOML;
-- :mod:`~flatness.study.overview` -- the overview page of a plan's cases.
+- :mod:`~flatness.study.overview` -- the overview page of a plan's cases, with the
+  plan's answers (:attr:`StudyPlan.answer`, a
+  :data:`~flatness.report.overview_case.AnswerFn`).
 
 Examples:
     >>> from flatness.studies import get_study
