@@ -94,7 +94,7 @@ def test_overview_says_when_lb_is_not_sharper(
     spec += [("LB", 64, s, 1.0 + s, 0.8) for s in range(3)]
     md = _overview(tmp_path, monkeypatch, {"toy": _frame(spec)})
     assert "LB is NOT sharper than SB in every seed" in _answer(md, "toy")
-    assert "| 1/3, ×1.00, p = " in md
+    assert "| 1/3, ×1.00, Holm p = " in md
     assert "LB test accuracy is 10.00 points below SB's" in _answer(md, "toy")
     assert (tmp_path / "report.html").is_file()
 
