@@ -38,6 +38,7 @@ from flatness.atomic import atomic_path, write_text_atomic
 from flatness.report.analysis import Study, analyze
 from flatness.report.answers import answers as case_answers
 from flatness.report.from_store import load_frame
+from flatness.report.outputs import list_own_files, read_manifest
 from flatness.report.overview_case import AnswerFn, OverviewCase, StudyAnswer
 from flatness.report.overview_tables import (
     accuracy_overview,
@@ -49,6 +50,7 @@ from flatness.report.overview_tables import (
 )
 from flatness.report.render import (
     Bullets,
+    FigureBlock,
     Links,
     Paragraph,
     Section,
@@ -168,12 +170,22 @@ def write_overview(
         ]
     else:
         sections.append(Section("Answers", "answers", [Paragraph("No case has results to show.")]))
+    earlier = read_manifest(base)
     data = base / "data"
     data.mkdir(exist_ok=True)
-    for key, frame in result.tables.items():
-        with atomic_path(data / f"{key}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-    html, markdown = base / "report.html", base / "report.md"
-    write_text_atomic(markdown, to_markdown(title, sections))
-    write_text_atomic(html, to_html(title, sections, base))
+    written = [
+        base / block.path for s in sections for block in s.blocks if isinstance(block, FigureBlock)
+    ]
+    finished = False
+    try:
+        for key, frame in result.tables.items():
+            with atomic_path(data / f"{key}.csv") as tmp:
+                frame.to_csv(tmp, index=False)
+            written.append(data / f"{key}.csv")
+        html, markdown = base / "report.html", base / "report.md"
+        write_text_atomic(markdown, to_markdown(title, sections))
+        write_text_atomic(html, to_html(title, sections, base))
+        finished = True
+    finally:  # an earlier overview's tables and figures not written again are removed
+        list_own_files(base, earlier, [p for p in written if p.is_file()], finished)
     return Overview(html, markdown, result.answers)

@@ -93,3 +93,33 @@ def test_keskar_answer_is_the_default_overview(studied: dict, tmp_path: Path) ->
     for section in answer.sections:
         assert f"## {section.title}" in md
     assert (tmp_path / "data" / "overview-accuracy.csv").is_file()
+
+
+def test_a_rebuilt_overview_removes_its_earlier_tables_and_figures(
+    studied: dict, tmp_path: Path
+) -> None:
+    from flatness.report.render import FigureBlock
+
+    root = studied["root"]
+    case = OverviewCase("tiny", "Tiny case", root / "r" / "tiny" / "results.sqlite",
+                        root / "o" / "tiny" / "report.html")  # fmt: skip
+
+    def first(cases: Sequence[OverviewCase], out: Path) -> StudyAnswer:
+        (out / "figures").mkdir(exist_ok=True)
+        (out / "figures" / "old.png").write_bytes(b"png")
+        figure = Section("F", "f", [FigureBlock("figures/old.png", "old")])
+        return StudyAnswer(("one",), (figure,), {"old": pd.DataFrame({"x": [1]})})
+
+    def second(cases: Sequence[OverviewCase], out: Path) -> StudyAnswer:
+        return StudyAnswer(("two",), (), {"new": pd.DataFrame({"x": [2]})})
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.csv").write_text("a\n", encoding="utf-8")  # not the overview's
+    write_overview(tmp_path, [case], title="t", answer=first)
+    assert (tmp_path / "data" / "old.csv").is_file() and (
+        tmp_path / "figures" / "old.png"
+    ).is_file()
+    write_overview(tmp_path, [case], title="t", answer=second)
+    assert not (tmp_path / "data" / "old.csv").exists()
+    assert not (tmp_path / "figures" / "old.png").exists()
+    assert (tmp_path / "data" / "new.csv").is_file() and (tmp_path / "data" / "mine.csv").is_file()
