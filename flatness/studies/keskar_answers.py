@@ -127,9 +127,11 @@ def _sharpness_clause(c: ContrastResult) -> str:
         )
     else:
         tests = "no paired test possible"
+    lower = [m.label for m in sharp if m.ratio < 1]
+    flatter = f"; lower: {', '.join(lower)}" if lower and higher else ""
     return (
         f"{large} is sharper by {len(higher)}/{len(sharp)} measures (ε-sharpness and λ_max: "
-        f"{span}; higher in every seed for {len(every)}/{len(sharp)}; {tests})"
+        f"{span}; higher in every seed for {len(every)}/{len(sharp)}{flatter}; {tests})"
     )
 
 
@@ -187,10 +189,12 @@ def contrast_name(c: ContrastResult, frame: pd.DataFrame) -> str:
         rows = frame[(frame["regime"] == regime) & frame["seed"].isin(c.seeds)]
         return f"{int((rows['stop_reason'] == 'target_loss').sum())}/{len(rows)}"
 
+    counts = reached(small), reached(large)
+    capped = any(a != b for a, b in (c.split("/") for c in counts))
     return (
         f"both trained to a training loss of {target:g} ({small} reached it in "
-        f"{reached(small)} seeds, {large} in {reached(large)}; the others stopped at the "
-        "epoch cap)"
+        f"{counts[0]} seeds, {large} in {counts[1]}"
+        + ("; the others stopped at the epoch cap)" if capped else ")")
     )
 
 
