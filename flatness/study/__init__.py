@@ -9,6 +9,7 @@ an overview of the cases:
 
 - :mod:`~flatness.study.plan` -- cases, plans and studies (and :func:`describe`);
 - :mod:`~flatness.study.runner` -- :func:`run_case` and :func:`run_study`;
+- :mod:`~flatness.study.matching` -- the equal-updates control (``match_updates``);
 - :mod:`~flatness.study.training` -- training a case: the equal-updates control
   (``match_updates``) and tracking (``track``);
 - :mod:`~flatness.study.loading` -- a study declared in TOML;

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flatness.study.training import MATCH_KEY, check_matches
+from flatness.study.matching import MATCH_KEY, check_matches
 
 if TYPE_CHECKING:
     from flatness.report.overview_case import AnswerFn

@@ -16,18 +16,18 @@ one the scores go to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from flatness.study.matching import MATCH_KEY, check_matches, match_order
 
 if TYPE_CHECKING:
     from flatness.study.plan import Case, Settings
     from flatness.zoo.sweep import SweepRun
 
 __all__ = ["MATCH_KEY", "STORE_NAME", "check_matches", "match_order", "train_case"]
-
-MATCH_KEY = "match_updates"
-"""The regime setting naming the regime whose update counts a run takes, seed by seed."""
+# MATCH_KEY, check_matches and match_order live in flatness.study.matching (re-exported).
 
 STORE_NAME = "results.sqlite"
 """The case's store in ``<runs>/<case>/``: scores, histories and tracks."""
@@ -38,73 +38,6 @@ UNMATCHED = {"epochs": None, "target_accuracy": None, "target_loss": None}
 
 def _tables(case: Case) -> list[tuple[Mapping[str, Settings], tuple[int, ...]]]:
     return [(case.regimes, case.seeds), *([(case.sweep, case.sweep_seeds)] if case.sweep else [])]
-
-
-def check_matches(
-    name: str,
-    tables: Sequence[tuple[Mapping[str, Settings], tuple[int, ...]]],
-) -> dict[str, str]:
-    """Check every ``match_updates`` of a case's regime tables.
-
-    Args:
-        name: The case's name (for messages).
-        tables: ``(regimes, seeds)`` per table (the regimes, then the sweep).
-
-    Returns:
-        Regime label → the label it matches, for the regimes that match one.
-
-    Raises:
-        ValueError: For a reference that is not a string or not a regime of the case,
-            a cycle, or a seed the referenced regime is not trained with.
-
-    Examples:
-        >>> check_matches("c", [({"SB": {}, "LB-U": {"match_updates": "SB"}}, (0, 1))])
-        {'LB-U': 'SB'}
-    """
-    seeds = {label: set(s) for regimes, s in tables for label in regimes}
-    matches: dict[str, str] = {}
-    for regimes, _ in tables:
-        for label, settings in regimes.items():
-            if MATCH_KEY not in settings:
-                continue
-            target = settings[MATCH_KEY]
-            if not isinstance(target, str) or target not in seeds:
-                raise ValueError(
-                    f"case {name!r}: regime {label!r} has {MATCH_KEY} = {target!r}, not one "
-                    f"of the case's regimes {sorted(seeds)}"
-                )
-            missing = sorted(seeds[label] - seeds[target])
-            if missing:
-                raise ValueError(
-                    f"case {name!r}: regime {label!r} matches the updates of {target!r}, "
-                    f"which is not trained with seeds {missing}"
-                )
-            matches[label] = target
-    match_order(name, matches)
-    return matches
-
-
-def match_order(name: str, matches: Mapping[str, str]) -> list[str]:
-    """The matching regimes in an order that trains every referenced regime first.
-
-    Raises:
-        ValueError: For a cycle (a regime that matches itself, directly or not).
-
-    Examples:
-        >>> match_order("c", {"C": "B", "B": "A"})
-        ['B', 'C']
-    """
-    order: list[str] = []
-    for label in matches:
-        chain = [label]
-        while chain[-1] in matches and chain[-1] not in order:
-            following = matches[chain[-1]]
-            if following in chain:
-                cycle = " -> ".join([*chain[chain.index(following) :], following])
-                raise ValueError(f"case {name!r}: {MATCH_KEY} goes round in a cycle: {cycle}")
-            chain.append(following)
-        order.extend(c for c in reversed(chain) if c in matches and c not in order)
-    return order
 
 
 def _tracked_sweep(case: Case, regimes: Mapping[str, Settings], seeds: tuple[int, ...]) -> Any:
