@@ -12,11 +12,17 @@ of the data:
 - :mod:`~flatness.report.stats`, :mod:`~flatness.report.correlation`,
   :mod:`~flatness.report.bootstrap` -- mean ± std, the Mann–Whitney test, rank
   correlations with bootstrap intervals;
+- :mod:`~flatness.report.paired` -- paired tests over seeds with the smallest attainable
+  p, Holm's correction, the binomial noise floor, the within-regime τ test's power;
+  :mod:`~flatness.report.variance_shares` -- variance a grouping of grid cells explains;
 - :mod:`~flatness.report.analysis` -- everything a report states, computed once;
 - :mod:`~flatness.report.tables`, :mod:`~flatness.report.comparisons` -- Keskar's
   tables per regime; SB vs LB, trends and correlations;
 - :mod:`~flatness.report.figures`, :mod:`~flatness.report.summary`,
-  :mod:`~flatness.report.curves` -- seaborn figures, generated text, parametric plots;
+  :mod:`~flatness.report.curves`, :mod:`~flatness.report.parametric` -- seaborn figures,
+  generated text, parametric plots (over seeds); :mod:`~flatness.report.figure_style`
+  (one colour and axis rule) and :mod:`~flatness.report.study_figures` (the studies'
+  overview figures);
 - :mod:`~flatness.report.provenance` -- data, network, settings, versions, dates;
 - :mod:`~flatness.report.sections` -- one builder per section of the page;
 - :mod:`~flatness.report.build`, :mod:`~flatness.report.from_store` -- the report of a
@@ -24,7 +30,8 @@ of the data:
 - :mod:`~flatness.report.render` -- Markdown and HTML;
 - :mod:`~flatness.report.reference` -- the paper's published Tables 2-4;
 - :mod:`~flatness.report.overview`, :mod:`~flatness.report.overview_tables`,
-  :mod:`~flatness.report.answers` -- one page over several cases' reports.
+  :mod:`~flatness.report.answers`, :mod:`~flatness.report.overview_case` (``StudyAnswer``),
+  :mod:`~flatness.report.case_runs` -- one page over several cases' reports.
 """
 
 from flatness.report.analysis import Comparison, Study, analyze
